@@ -1,0 +1,160 @@
+"""One typed configuration for a podhost instance.
+
+Defaults work out of the box on a Debian node. One setting isolates an instance completely: `root`
+(`PODHOST_ROOT` in the environment, or `podhost --root DIR`). With it, state, run files, the CRI socket,
+the CNI config dir, the host-local IPAM dir and the cgroup parent all move under or derive from DIR, so
+tests and benchmarks never touch a running daemon.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from podhost.errors import InvalidArgument
+
+DEFAULT_STATE_DIR = Path("/var/lib/podhost")
+DEFAULT_RUN_DIR = Path("/run/podhost")
+DEFAULT_BRIDGE = "podhost0"
+DEFAULT_SUBNET = "10.88.0.0/16"
+PAUSE_IMAGE = "localhost/podhost/pause:3.10"
+
+
+def _which(name: str, *fallbacks: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    for candidate in fallbacks:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return name
+
+
+@dataclass
+class Config:
+    """Every setting of one podhost instance. Paths are absolute once `resolve()` has run."""
+
+    root: Path | None = None
+    state_dir: Path = DEFAULT_STATE_DIR
+    run_dir: Path = DEFAULT_RUN_DIR
+    socket: Path = DEFAULT_RUN_DIR / "podhost.sock"
+    # Network (CNI).
+    bridge: str = DEFAULT_BRIDGE
+    subnet: str = DEFAULT_SUBNET
+    cni_conf_dir: Path = Path("/etc/cni/net.d")
+    cni_bin_dirs: list[Path] = field(default_factory=lambda: [Path("/usr/lib/cni"), Path("/opt/cni/bin")])
+    #: "node-only" keeps forwarded pod traffic on this machine (an iptables DROP for traffic forwarded off
+    #: the bridge, and net.ipv4.ip_forward put back after every CNI ADD); "allow" leaves routing alone.
+    pod_egress: str = "node-only"
+    #: resolv.conf copied into pods whose CRI DNSConfig is empty (what containerd does with the host's).
+    default_resolv_conf: Path = Path("/etc/resolv.conf")
+    # Processes.
+    cgroup_parent: str = "/podhost"
+    conmon: str = field(
+        default_factory=lambda: _which("conmon", "/usr/bin/conmon", "/usr/libexec/podman/conmon")
+    )
+    runtimes: dict[str, str] = field(
+        default_factory=lambda: {
+            "runc": _which("runc", "/usr/sbin/runc"),
+            "crun": _which("crun", "/usr/bin/crun"),
+        }
+    )
+    default_runtime: str = "runc"
+    pause_image: str = PAUSE_IMAGE
+    #: where the built pause binary lives; empty means `state_dir/bin/pause`.
+    pause_binary: Path | None = None
+    # Streaming server (exec/attach/port-forward URLs).
+    stream_address: str = "127.0.0.1"
+    stream_port: int = 0
+    log_level: str = "info"
+
+    @classmethod
+    def load(
+        cls,
+        root: str | os.PathLike[str] | None = None,
+        config_file: str | os.PathLike[str] | None = None,
+        **overrides: Any,
+    ) -> Config:
+        """Build the config: TOML file, then `root` (argument, else PODHOST_ROOT), then explicit overrides."""
+        values: dict[str, Any] = {}
+        if config_file:
+            try:
+                with open(config_file, "rb") as f:
+                    values.update(tomllib.load(f))
+            except (OSError, tomllib.TOMLDecodeError) as e:
+                raise InvalidArgument(f"config file {config_file}: {e}") from e
+        root = root or values.pop("root", None) or os.environ.get("PODHOST_ROOT") or None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known - {"registries"})
+        if unknown:
+            raise InvalidArgument(f"config: unknown setting(s): {', '.join(unknown)}")
+        values.pop("registries", None)
+        cfg = cls()
+        if root:
+            cfg.apply_root(Path(root))
+        for key, value in values.items():
+            setattr(cfg, key, value)
+        cfg.resolve()
+        return cfg
+
+    def apply_root(self, root: Path) -> None:
+        """Move everything instance-specific under `root` (see the module docstring)."""
+        root = root.absolute()
+        self.root = root
+        self.state_dir = root / "state"
+        self.run_dir = root / "run"
+        self.socket = root / "podhost.sock"
+        self.cni_conf_dir = root / "cni" / "net.d"
+        self.cgroup_parent = "/podhost-" + hashlib.sha256(str(root).encode()).hexdigest()[:10]
+
+    def resolve(self) -> None:
+        """Coerce strings from TOML into paths and check the values that can be checked early."""
+        for name in ("state_dir", "run_dir", "socket", "cni_conf_dir", "default_resolv_conf"):
+            setattr(self, name, Path(getattr(self, name)))
+        self.cni_bin_dirs = [Path(p) for p in self.cni_bin_dirs]
+        if self.pause_binary is not None:
+            self.pause_binary = Path(self.pause_binary)
+        if self.pod_egress not in ("node-only", "allow"):
+            raise InvalidArgument(
+                f"config: pod_egress must be 'node-only' or 'allow', not {self.pod_egress!r}"
+            )
+        if self.default_runtime not in self.runtimes:
+            raise InvalidArgument(f"config: default_runtime {self.default_runtime!r} is not in runtimes")
+        if not self.cgroup_parent.startswith("/"):
+            self.cgroup_parent = "/" + self.cgroup_parent
+
+    # Derived locations, one place so every layer agrees.
+    @property
+    def pause_path(self) -> Path:
+        return self.pause_binary or self.state_dir / "bin" / "pause"
+
+    @property
+    def sandbox_records(self) -> Path:
+        return self.state_dir / "records" / "sandboxes"
+
+    @property
+    def container_records(self) -> Path:
+        return self.state_dir / "records" / "containers"
+
+    @property
+    def image_dir(self) -> Path:
+        return self.state_dir / "images"
+
+    @property
+    def cni_state_dir(self) -> Path:
+        return self.state_dir / "cni"
+
+    def sandbox_run_dir(self, sandbox_id: str) -> Path:
+        return self.run_dir / "sandboxes" / sandbox_id
+
+    def container_run_dir(self, container_id: str) -> Path:
+        return self.run_dir / "containers" / container_id
+
+    def container_state_dir(self, container_id: str) -> Path:
+        return self.state_dir / "containers" / container_id

@@ -1,0 +1,342 @@
+"""The runtime's vocabulary: what a caller asks for (specs) and what the runtime records (records).
+
+Specs mirror the CRI v1 messages field for field, with the CRI names in snake_case, so the CRI layer
+converts once at its edge (`podhost.cri.convert`) and nothing below it knows about protobuf. Records are
+what `podhost.runtime.state` writes to disk; they change only through the services that own them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+# --- enums (values are the CRI enum names) -------------------------------------------------------------
+
+
+class NamespaceMode(enum.IntEnum):
+    """CRI `NamespaceMode`: 0 is POD, so a config that leaves `pid` out shares the pod's PID namespace."""
+
+    POD = 0
+    CONTAINER = 1
+    NODE = 2
+    TARGET = 3
+
+
+class PodSandboxState(enum.StrEnum):
+    SANDBOX_READY = "SANDBOX_READY"
+    SANDBOX_NOTREADY = "SANDBOX_NOTREADY"
+
+
+class ContainerState(enum.StrEnum):
+    CONTAINER_CREATED = "CONTAINER_CREATED"
+    CONTAINER_RUNNING = "CONTAINER_RUNNING"
+    CONTAINER_EXITED = "CONTAINER_EXITED"
+    CONTAINER_UNKNOWN = "CONTAINER_UNKNOWN"
+
+
+class MountPropagation(enum.IntEnum):
+    PROPAGATION_PRIVATE = 0
+    PROPAGATION_HOST_TO_CONTAINER = 1
+    PROPAGATION_BIDIRECTIONAL = 2
+
+
+# --- sandbox spec --------------------------------------------------------------------------------------
+
+
+@dataclass
+class PodSandboxMetadata:
+    name: str = ""
+    uid: str = ""
+    namespace: str = ""
+    attempt: int = 0
+
+
+@dataclass
+class PortMapping:
+    protocol: str = "TCP"  # TCP, UDP or SCTP
+    container_port: int = 0
+    host_port: int = 0
+    host_ip: str = ""
+
+
+@dataclass
+class DNSConfig:
+    servers: list[str] = field(default_factory=list)
+    searches: list[str] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NamespaceOption:
+    network: NamespaceMode = NamespaceMode.POD
+    pid: NamespaceMode = NamespaceMode.CONTAINER
+    ipc: NamespaceMode = NamespaceMode.POD
+    target_id: str = ""
+
+
+@dataclass
+class PodSandboxConfig:
+    metadata: PodSandboxMetadata = field(default_factory=PodSandboxMetadata)
+    hostname: str = ""
+    log_directory: str = ""
+    dns_config: DNSConfig | None = None
+    port_mappings: list[PortMapping] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    # linux.*
+    cgroup_parent: str = ""
+    sysctls: dict[str, str] = field(default_factory=dict)
+    namespace_options: NamespaceOption = field(default_factory=NamespaceOption)
+    privileged: bool = False
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    supplemental_groups: list[int] = field(default_factory=list)
+    readonly_rootfs: bool = False
+    seccomp_profile_type: str = ""  # "", RuntimeDefault, Unconfined, Localhost
+    seccomp_localhost_ref: str = ""
+    #: linux.resources (pod-level overhead/limits), as for a container.
+    resources: LinuxContainerResources | None = None
+
+    @property
+    def host_network(self) -> bool:
+        return self.namespace_options.network == NamespaceMode.NODE
+
+    @property
+    def shares_pid(self) -> bool:
+        """True when the pod's containers share one PID namespace founded by pause (PID 1)."""
+        return self.namespace_options.pid == NamespaceMode.POD
+
+
+# --- container spec ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ContainerMetadata:
+    name: str = ""
+    attempt: int = 0
+
+
+@dataclass
+class Mount:
+    container_path: str = ""
+    host_path: str = ""
+    readonly: bool = False
+    selinux_relabel: bool = False
+    propagation: MountPropagation = MountPropagation.PROPAGATION_PRIVATE
+
+
+@dataclass
+class Device:
+    container_path: str = ""
+    host_path: str = ""
+    permissions: str = "rwm"
+
+
+@dataclass
+class LinuxContainerResources:
+    cpu_period: int = 0
+    cpu_quota: int = 0
+    cpu_shares: int = 0
+    memory_limit_in_bytes: int = 0
+    oom_score_adj: int = 0
+    cpuset_cpus: str = ""
+    cpuset_mems: str = ""
+    memory_swap_limit_in_bytes: int = 0
+    unified: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Capability:
+    add_capabilities: list[str] = field(default_factory=list)
+    drop_capabilities: list[str] = field(default_factory=list)
+    add_ambient_capabilities: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ContainerSecurityContext:
+    capabilities: Capability | None = None
+    privileged: bool = False
+    namespace_options: NamespaceOption = field(default_factory=NamespaceOption)
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    run_as_username: str = ""
+    readonly_rootfs: bool = False
+    supplemental_groups: list[int] = field(default_factory=list)
+    no_new_privs: bool = False
+    masked_paths: list[str] | None = None  # None: the runtime's defaults
+    readonly_paths: list[str] | None = None
+    seccomp_profile_type: str = ""  # "", RuntimeDefault, Unconfined, Localhost
+    seccomp_localhost_ref: str = ""
+
+
+@dataclass
+class ContainerConfig:
+    metadata: ContainerMetadata = field(default_factory=ContainerMetadata)
+    image: str = ""
+    command: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    working_dir: str = ""
+    envs: list[tuple[str, str]] = field(default_factory=list)
+    mounts: list[Mount] = field(default_factory=list)
+    devices: list[Device] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    log_path: str = ""  # relative to the sandbox's log_directory
+    stdin: bool = False
+    stdin_once: bool = False
+    tty: bool = False
+    resources: LinuxContainerResources | None = None
+    security_context: ContainerSecurityContext = field(default_factory=ContainerSecurityContext)
+
+
+# --- records -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PodSandbox:
+    """A sandbox as the runtime knows it. `stage` names the last step of RunPodSandbox that completed, so
+    recovery can finish or roll back a sandbox the daemon was killed in the middle of."""
+
+    id: str
+    config: PodSandboxConfig
+    runtime_handler: str = ""
+    state: PodSandboxState = PodSandboxState.SANDBOX_NOTREADY
+    created_at: int = 0  # ns since the epoch
+    stage: str = "created"
+    pid: int = 0  # pause, in the host PID namespace
+    pid_start_time: int = 0  # /proc/<pid>/stat field 22, guards `pid` against reuse
+    cgroup: str = ""  # cgroup path relative to each hierarchy's root, e.g. /podhost/pod-<id>
+    ns_paths: dict[str, str] = field(default_factory=dict)  # "net"/"ipc"/"uts"/"pid" -> pinned file
+    ip: str = ""
+    additional_ips: list[str] = field(default_factory=list)
+    network: dict[str, Any] = field(default_factory=dict)  # the CNI result, as the plugins returned it
+    #: why the sandbox is not ready, in words (e.g. "pause (pid 4121) killed by signal 9").
+    reason: str = ""
+    message: str = ""
+
+    @property
+    def netns_path(self) -> str:
+        return self.ns_paths.get("net", "")
+
+
+@dataclass
+class Container:
+    id: str
+    sandbox_id: str
+    config: ContainerConfig
+    image_id: str = ""  # the image's config digest
+    image_ref: str = ""  # the name the caller used, resolved (e.g. docker.io/library/busybox:1.28)
+    runtime_handler: str = ""
+    state: ContainerState = ContainerState.CONTAINER_CREATED
+    created_at: int = 0
+    started_at: int = 0
+    finished_at: int = 0
+    exit_code: int = 0
+    reason: str = ""  # Completed, Error, OOMKilled, ContainerCannotRun
+    message: str = ""
+    pid: int = 0
+    pid_start_time: int = 0
+    conmon_pid: int = 0
+    log_path: str = ""  # absolute; empty when the caller asked for no log
+
+
+# --- dict round trip for records -----------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def to_dict(obj: Any) -> Any:
+    """A JSON-ready copy of a record or spec (enums become their values, tuples lists)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def from_dict(cls: type[T], data: Any) -> T:
+    """Rebuild `cls` from `to_dict` output. Unknown keys are ignored, so old records still load."""
+    return typing.cast(T, _build(cls, data))
+
+
+def _build(tp: Any, data: Any) -> Any:
+    if data is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _build(inner[0], data) if len(inner) == 1 else data
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_build(item, v) for v in data]
+    if origin is tuple:
+        return tuple(data)
+    if origin is dict:
+        _, value = typing.get_args(tp) or (Any, Any)
+        return {k: _build(value, v) for k, v in data.items()}
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        kwargs = {
+            f.name: _build(hints[f.name], data[f.name]) for f in dataclasses.fields(tp) if f.name in data
+        }
+        return tp(**kwargs)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(data)
+    return data
+
+
+# --- images --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImageConfig:
+    """The parts of an OCI image config a container needs (OCI image-spec `config` object)."""
+
+    env: list[str] = field(default_factory=list)
+    entrypoint: list[str] = field(default_factory=list)
+    cmd: list[str] = field(default_factory=list)
+    working_dir: str = ""
+    user: str = ""
+    stop_signal: str = ""
+    exposed_ports: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Image:
+    id: str  # "sha256:<config digest>", as containerd and CRI-O report it
+    repo_tags: list[str] = field(default_factory=list)  # normalised, e.g. docker.io/library/busybox:1.28
+    repo_digests: list[str] = field(default_factory=list)  # e.g. docker.io/library/busybox@sha256:...
+    size: int = 0  # bytes of the unpacked layers
+    config: ImageConfig = field(default_factory=ImageConfig)
+    diff_ids: list[str] = field(default_factory=list)  # bottom layer first, as in the config's rootfs
+    pinned: bool = False  # the pause image: never garbage-collected or removed by prune
+    created_at: int = 0
+
+
+# --- events (CRI GetContainerEvents) -------------------------------------------------------------------
+
+
+class ContainerEventType(enum.IntEnum):
+    CONTAINER_CREATED_EVENT = 0
+    CONTAINER_STARTED_EVENT = 1
+    CONTAINER_STOPPED_EVENT = 2
+    CONTAINER_DELETED_EVENT = 3
+
+
+@dataclass
+class ContainerEvent:
+    """A lifecycle change. For sandbox events `container_id` is the sandbox's id (as in containerd)."""
+
+    container_id: str
+    event_type: ContainerEventType
+    created_at: int
+    sandbox_id: str

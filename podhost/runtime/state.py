@@ -1,0 +1,85 @@
+"""Records on disk: one JSON file per sandbox or container, each written atomically.
+
+A write goes to a temp file in the same directory, is fsynced, renamed over the old file, and the directory
+is fsynced, so a daemon SIGKILLed at any instant leaves either the old record or the new one, never half of
+one. This module owns only the files; the services decide what goes in them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from podhost.runtime.model import from_dict, to_dict
+
+R = TypeVar("R")
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace `path` with `data` so that a crash leaves the old or the new content, whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+
+
+class RecordStore(Generic[R]):
+    """The records of one kind (sandboxes or containers), keyed by id, cached in memory."""
+
+    def __init__(self, directory: Path, record_type: type[R]) -> None:
+        self.directory = directory
+        self.record_type = record_type
+        self._cache: dict[str, R] = {}
+        self._lock = threading.RLock()
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob(".*.tmp"):  # a write the previous daemon never finished
+            stale.unlink(missing_ok=True)
+        for path in directory.glob("*.json"):
+            try:
+                self._cache[path.stem] = from_dict(record_type, json.loads(path.read_bytes()))
+            except (ValueError, KeyError, TypeError):
+                # A record that cannot be read is kept aside for a human rather than silently dropped.
+                path.rename(path.with_suffix(".corrupt"))
+
+    def put(self, record_id: str, record: R) -> None:
+        with self._lock:
+            write_json_atomic(self.directory / f"{record_id}.json", to_dict(record))
+            self._cache[record_id] = record
+
+    def get(self, record_id: str) -> R | None:
+        with self._lock:
+            return self._cache.get(record_id)
+
+    def delete(self, record_id: str) -> None:
+        with self._lock:
+            (self.directory / f"{record_id}.json").unlink(missing_ok=True)
+            self._cache.pop(record_id, None)
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return list(self._cache)
+
+    def __iter__(self) -> Iterator[R]:
+        with self._lock:
+            return iter(list(self._cache.values()))
+
+    def __len__(self) -> int:
+        return len(self._cache)

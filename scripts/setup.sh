@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install everything podhost needs on a Debian 12 machine, as root. Idempotent: a second run changes
+# nothing and takes a second or two. Used by ./demo.sh and ./test.sh; safe to run by hand.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "podhost setup: run as root (pods need namespaces, mounts and cgroups)" >&2
+  exit 1
+fi
+
+DEBS=(runc crun conmon containernetworking-plugins busybox-static docker-registry containerd skopeo
+      iptables iproute2 procps util-linux tmux gcc libc6-dev python3 python3-venv python3-dev curl
+      ca-certificates)
+missing=()
+for p in "${DEBS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "podhost setup: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The containerd package ships a systemd unit; podhost runs its own instances, never the system one.
+systemctl disable --now containerd >/dev/null 2>&1 || true
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.podhost-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e '.[dev]'
+  touch "$stamp"
+fi
+# Generated CRI stubs and the pause binary (both rebuilt only when their sources change).
+.venv/bin/python -m podhost.cri.codegen --if-stale 2>/dev/null || true
+.venv/bin/python -m podhost.pause.build
