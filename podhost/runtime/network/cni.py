@@ -1,0 +1,441 @@
+"""PodNetwork: CNI ADD/DEL/CHECK for pod sandboxes, the way containerd's CRI plugin drives go-cni.
+
+Theory of operation
+- setup: validate the config and locate every plugin binary (nothing allocated yet, so failures here
+  leave nothing behind), record the attachment on disk, then run the loopback network ADD ("lo") in a
+  thread while the main conflist ADD chain ("eth0") runs here, each plugin getting the previous
+  plugin's result as `prevResult` (CNI SPEC.md "Execution of Network Configuration Lists"). The record
+  comes first because a failed ADD may still have allocated: whatever happens next, the record leads to
+  a DEL. On failure the chain is DELeted at once and the record is dropped only if that DEL succeeded.
+- teardown: DEL both networks in reverse plugin order with the cached config and final result as
+  `prevResult`, tolerant of a netns that is gone (CNI_NETNS="" then, and the bridge and host-local
+  plugins still release the address). The record is deleted only after DEL succeeded, so a failed
+  teardown is retried by the next call or the daemon's start-up cleanup (`attachments()`).
+- check: CHECK both networks with the cached results (spec >= 0.4.0, unless `disableCheck`).
+- node-only egress (`Config.pod_egress`): an iptables FORWARD guard installed once at daemon start, and
+  ip_forward put back to 0 after every ADD (`podhost.runtime.network.egress`).
+
+Must never: masquerade, create or delete network namespaces (the sandbox layer owns and pins them), or
+exec anything on the setup/teardown path other than the plugins themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from podhost.config import Config
+from podhost.errors import InvalidArgument, NotFound, PodhostError, RuntimeFailure
+from podhost.runtime import model
+from podhost.runtime.network import conflist, egress, plugin
+from podhost.runtime.network.attachment import ADDED, ADDING, Attachment, AttachmentStore
+from podhost.runtime.network.conflist import NetworkConfigList
+from podhost.runtime.network.result import pod_ips, summarize
+
+log = logging.getLogger(__name__)
+
+POD_IFNAME = "eth0"
+LOOPBACK_IFNAME = "lo"
+
+
+@dataclass(frozen=True)
+class _Target:
+    """One network to run against one interface of one sandbox."""
+
+    netlist: NetworkConfigList
+    ifname: str
+    netns: str
+    sandbox_id: str
+    cni_args: str
+    capability_args: dict[str, Any]
+
+
+class _Background:
+    """Run one call in a thread and hand back its result or exception (the loopback network runs
+    beside the main chain: they touch different interfaces and neither needs the other's result)."""
+
+    def __init__(self, fn: Callable[[], Any], name: str) -> None:
+        self._fn: Callable[[], Any] = fn
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        try:
+            self._value = self._fn()
+        except BaseException as e:  # handed to the joining thread
+            self._error = e
+
+    def join(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def netns_for_del(path: str) -> str:
+    """CNI_NETNS for DEL: the path if it still is a network namespace, else "" (SPEC.md: DEL must
+    release what it can when the netns is gone). A pin file left behind after its mount went away is
+    not a netns; handing it to the bridge plugin would fail the DEL instead of releasing the IP."""
+    if not path:
+        return ""
+    try:
+        st = os.stat(path)
+        ns_dev = os.stat("/proc/self/ns/net").st_dev
+    except OSError:
+        return ""
+    return path if st.st_dev == ns_dev else ""
+
+
+def known_false_check_failure(
+    plugin_type: str, error: plugin.PluginError, prev_result: dict[str, Any] | None
+) -> bool:
+    """portmap 1.1.1 CHECK always looks for its IPv6 DNAT chain, which ADD only makes for a pod with an
+    IPv6 address, so it fails for every IPv4-only pod with port mappings
+    (containernetworking/plugins#819, fixed after 1.1.1). That failure says nothing about the pod."""
+    if plugin_type != "portmap" or "could not check ipv6 dnat" not in error.msg:
+        return False
+    return not any(":" in ip for ip in pod_ips(prev_result))
+
+
+class PodNetwork:
+    """The pod network of one podhost instance (one per daemon; safe to call from many threads)."""
+
+    def __init__(self, config: Config, *, plugin_timeout: float = plugin.DEFAULT_TIMEOUT) -> None:
+        self.config = config
+        self.plugin_timeout = plugin_timeout
+        self._store = AttachmentStore(config.cni_state_dir / "results")
+
+    # --- configuration ------------------------------------------------------------------------------
+
+    def network_config(self) -> NetworkConfigList:
+        """The conflist new pods get (re-read each time, like containerd's config-dir watch)."""
+        return conflist.load(self.config)
+
+    def _plugin_paths(self, *netlists: NetworkConfigList) -> dict[str, Path]:
+        paths: dict[str, Path] = {}
+        for netlist in netlists:
+            for ptype in netlist.plugin_types:
+                if ptype not in paths:
+                    paths[ptype] = plugin.find_plugin(ptype, self.config.cni_bin_dirs)
+        return paths
+
+    def status(self) -> tuple[bool, str]:
+        """CRI NetworkReady: the config loads and every plugin it names (and loopback) is installed."""
+        try:
+            netlist = self.network_config()
+            self._plugin_paths(netlist, conflist.parse_conflist(conflist.loopback_conflist(), "loopback"))
+        except PodhostError as e:
+            return False, str(e)
+        return True, f"network {netlist.name!r} from {netlist.source}"
+
+    # --- setup --------------------------------------------------------------------------------------
+
+    def setup(
+        self,
+        sandbox_id: str,
+        netns: str,
+        pod_namespace: str,
+        pod_name: str,
+        pod_uid: str,
+        port_mappings: list[model.PortMapping],
+    ) -> dict[str, Any]:
+        """CNI ADD for a new sandbox; returns {"ip", "ips", "interfaces", "result"}."""
+        started = time.monotonic()
+        if not netns:
+            raise InvalidArgument(f"{sandbox_id}: network setup needs a netns path")
+        netlist = self.network_config()
+        loopback = conflist.parse_conflist(conflist.loopback_conflist(), conflist.LOOPBACK_SOURCE)
+        paths = self._plugin_paths(netlist, loopback)
+        cni_args = plugin.build_cni_args(pod_namespace, pod_name, sandbox_id, pod_uid)
+        capability_args = {"portMappings": conflist.port_mappings_capability(port_mappings)}
+        attachment = Attachment(
+            sandbox_id=sandbox_id,
+            netns=netns,
+            ifname=POD_IFNAME,
+            cni_args=cni_args,
+            capability_args=capability_args,
+            network=netlist.raw,
+            loopback=loopback.raw,
+            network_source=netlist.source,
+            state=ADDING,
+        )
+        if self._store.get(sandbox_id) is not None:
+            # Only a caller reusing a sandbox id gets here; host-local refuses a second address for the
+            # same id and interface, so release the old attachment first.
+            log.warning("%s: stale CNI attachment found; tearing it down before ADD", sandbox_id)
+            self.teardown(sandbox_id, netns)
+        # Teardown is registered before the first ADD: a failed or interrupted ADD may have allocated.
+        try:
+            self._store.put(attachment)
+        except OSError as e:
+            raise RuntimeFailure(f"{sandbox_id}: cannot record the CNI attachment: {e}") from e
+        recorded = time.monotonic()
+        main = _Target(netlist, POD_IFNAME, netns, sandbox_id, cni_args, capability_args)
+        lo = _Target(loopback, LOOPBACK_IFNAME, netns, sandbox_id, cni_args, {})
+        timings: dict[str, float] = {}
+        lo_timings: dict[str, float] = {}
+        try:
+            lo_job = _Background(lambda: self._add_chain(lo, paths, lo_timings), f"cni-lo-{sandbox_id[:12]}")
+            main_error: BaseException | None = None
+            try:
+                result = self._add_chain(main, paths, timings)
+            except BaseException as e:
+                main_error = e
+            try:
+                lo_result = lo_job.join()
+            except BaseException as e:
+                main_error = main_error or e
+            if main_error is not None:
+                raise main_error
+        except BaseException as e:
+            self._undo_failed_add(attachment, main, lo, paths, e)
+            if isinstance(e, PodhostError):
+                raise RuntimeFailure(f"{sandbox_id}: pod network setup failed: {e}") from e
+            raise
+        finally:
+            if self.config.pod_egress == "node-only":
+                egress.disable_ip_forward(sandbox_id)
+        timings.update(lo_timings)
+        attachment.result = result
+        attachment.loopback_result = lo_result
+        attachment.state = ADDED
+        self._store.put(attachment)
+        summary = summarize(result)
+        total = (time.monotonic() - started) * 1000
+        log.info(
+            "%s: pod network ready, ip %s on %s (record %.1f ms, %s, total %.1f ms)",
+            sandbox_id,
+            summary["ip"] or "-",
+            netlist.name,
+            (recorded - started) * 1000,
+            ", ".join(f"{k} {v:.1f} ms" for k, v in timings.items()),
+            total,
+        )
+        return summary
+
+    def _add_chain(
+        self, target: _Target, paths: dict[str, Path], timings: dict[str, float]
+    ) -> dict[str, Any] | None:
+        prev: dict[str, Any] | None = None
+        for index, ptype in enumerate(target.netlist.plugin_types):
+            conf = conflist.plugin_config(target.netlist, index, prev, target.capability_args)
+            t0 = time.monotonic()
+            out = plugin.run(
+                ptype,
+                paths[ptype],
+                self._invocation("ADD", target),
+                conf,
+                timeout=self.plugin_timeout,
+                log_id=target.sandbox_id,
+            )
+            timings[ptype] = (time.monotonic() - t0) * 1000
+            if out is None:
+                raise RuntimeFailure(f"CNI plugin {ptype} ADD returned no result")
+            prev = out
+        return prev
+
+    def _undo_failed_add(
+        self,
+        attachment: Attachment,
+        main: _Target,
+        lo: _Target,
+        paths: dict[str, Path],
+        cause: BaseException,
+    ) -> None:
+        """DEL what a failed ADD may have made. The record stays if that DEL fails too, so the
+        start-up cleanup tries again."""
+        log.warning("%s: CNI ADD failed (%s); running DEL", attachment.sandbox_id, cause)
+        try:
+            self._del_targets([main, lo], paths, None, None)
+        except PodhostError as e:
+            log.error(
+                "%s: CNI DEL after failed ADD also failed, kept for retry: %s", attachment.sandbox_id, e
+            )
+            return
+        self._store.delete(attachment.sandbox_id)
+
+    # --- teardown -----------------------------------------------------------------------------------
+
+    def teardown(self, sandbox_id: str, netns: str | None) -> None:
+        """CNI DEL for a sandbox, idempotent: no record means nothing to release. Works after the
+        netns is gone (pause crashed, pin removed): the IP is still released."""
+        attachment = self._store.get(sandbox_id)
+        if attachment is None:
+            log.debug("%s: no CNI attachment recorded; teardown is a no-op", sandbox_id)
+            return
+        started = time.monotonic()
+        netlist = self._cached_network(attachment)
+        loopback = conflist.parse_conflist(
+            attachment.loopback or conflist.loopback_conflist(), conflist.LOOPBACK_SOURCE
+        )
+        path = netns_for_del(netns if netns is not None else attachment.netns)
+        main = _Target(
+            netlist,
+            attachment.ifname or POD_IFNAME,
+            path,
+            sandbox_id,
+            attachment.cni_args or plugin.build_cni_args("", "", sandbox_id, ""),
+            attachment.capability_args or {},
+        )
+        lo = _Target(loopback, LOOPBACK_IFNAME, path, sandbox_id, main.cni_args, {})
+        paths = self._plugin_paths(netlist, loopback)
+        try:
+            self._del_targets([main, lo], paths, attachment.result, attachment.loopback_result)
+        except PodhostError as e:
+            raise RuntimeFailure(f"{sandbox_id}: pod network teardown failed: {e}") from e
+        self._store.delete(sandbox_id)
+        log.info(
+            "%s: pod network torn down (netns %s, %.1f ms)",
+            sandbox_id,
+            path or "gone",
+            (time.monotonic() - started) * 1000,
+        )
+
+    def _cached_network(self, attachment: Attachment) -> NetworkConfigList:
+        """The config list ADD used; the current one if the record has none it can read."""
+        if attachment.network:
+            try:
+                return conflist.parse_conflist(
+                    attachment.network, f"cached config of {attachment.sandbox_id}"
+                )
+            except InvalidArgument as e:
+                log.warning("%s: %s; using the current CNI config", attachment.sandbox_id, e)
+        return self.network_config()
+
+    def _del_targets(
+        self,
+        targets: list[_Target],
+        paths: dict[str, Path],
+        main_result: dict[str, Any] | None,
+        lo_result: dict[str, Any] | None,
+    ) -> None:
+        """DEL the main network (here) and loopback (in a thread); raise the first failure after both
+        ran, so one failing plugin does not keep the others from releasing."""
+        main, lo = targets
+        lo_job = _Background(
+            lambda: self._del_chain(lo, paths, lo_result), f"cni-lo-del-{lo.sandbox_id[:12]}"
+        )
+        error: BaseException | None = None
+        try:
+            self._del_chain(main, paths, main_result)
+        except BaseException as e:
+            error = e
+        try:
+            lo_job.join()
+        except BaseException as e:
+            error = error or e
+        if error is not None:
+            raise error
+
+    def _del_chain(self, target: _Target, paths: dict[str, Path], prev: dict[str, Any] | None) -> None:
+        """DEL every plugin in reverse order (SPEC.md), each with the final ADD result as prevResult;
+        keep going past a failure and raise the first one at the end."""
+        first: BaseException | None = None
+        for index in reversed(range(len(target.netlist.plugins))):
+            ptype = target.netlist.plugin_types[index]
+            conf = conflist.plugin_config(target.netlist, index, prev, target.capability_args)
+            try:
+                plugin.run(
+                    ptype,
+                    paths[ptype],
+                    self._invocation("DEL", target),
+                    conf,
+                    timeout=self.plugin_timeout,
+                    log_id=target.sandbox_id,
+                )
+            except PodhostError as e:
+                log.warning("%s: CNI DEL %s (%s): %s", target.sandbox_id, ptype, target.ifname, e)
+                first = first or e
+        if first is not None:
+            raise first
+
+    # --- check --------------------------------------------------------------------------------------
+
+    def check(self, sandbox_id: str, netns: str | None) -> None:
+        """CNI CHECK of both networks against the cached results; raises RuntimeFailure when a plugin
+        finds the attachment is not as it left it."""
+        attachment = self._store.get(sandbox_id)
+        if attachment is None:
+            raise NotFound(f"{sandbox_id}: no pod network attachment")
+        if attachment.state != ADDED or attachment.result is None:
+            raise RuntimeFailure(f"{sandbox_id}: pod network setup never completed")
+        netlist = self._cached_network(attachment)
+        loopback = conflist.parse_conflist(attachment.loopback, conflist.LOOPBACK_SOURCE)
+        path = netns or attachment.netns
+        paths = self._plugin_paths(netlist, loopback)
+        pairs = [
+            (
+                _Target(
+                    netlist,
+                    attachment.ifname,
+                    path,
+                    sandbox_id,
+                    attachment.cni_args,
+                    attachment.capability_args,
+                ),
+                attachment.result,
+            ),
+            (
+                _Target(loopback, LOOPBACK_IFNAME, path, sandbox_id, attachment.cni_args, {}),
+                attachment.loopback_result,
+            ),
+        ]
+        for target, prev in pairs:
+            if not conflist.supports_check(target.netlist):
+                log.debug("%s: CHECK skipped for %s (version/disableCheck)", sandbox_id, target.netlist.name)
+                continue
+            for index, ptype in enumerate(target.netlist.plugin_types):
+                conf = conflist.plugin_config(target.netlist, index, prev, target.capability_args)
+                try:
+                    plugin.run(
+                        ptype,
+                        paths[ptype],
+                        self._invocation("CHECK", target),
+                        conf,
+                        timeout=self.plugin_timeout,
+                        log_id=sandbox_id,
+                    )
+                except plugin.PluginError as e:
+                    if known_false_check_failure(ptype, e, prev):
+                        log.debug("%s: ignoring portmap CHECK bug (IPv4-only pod): %s", sandbox_id, e)
+                        continue
+                    raise RuntimeFailure(f"{sandbox_id}: pod network check failed: {e}") from e
+                except PodhostError as e:
+                    raise RuntimeFailure(f"{sandbox_id}: pod network check failed: {e}") from e
+
+    # --- recovery and policy ------------------------------------------------------------------------
+
+    def attachments(self) -> list[str]:
+        """Sandbox ids with a recorded attachment (complete or interrupted), for start-up cleanup."""
+        return self._store.ids()
+
+    def ensure_egress_guard(self) -> None:
+        """Install the node-only FORWARD guard for `Config.bridge` (daemon start; not on the hot path).
+        A conflist from the config dir naming another bridge is the operator's to police."""
+        if self.config.pod_egress != "node-only":
+            log.info("pod_egress=%s: no egress guard", self.config.pod_egress)
+            return
+        egress.ensure(self.config.bridge)
+
+    def remove_egress_guard(self) -> None:
+        egress.remove(self.config.bridge)
+
+    # --- helpers ------------------------------------------------------------------------------------
+
+    def _invocation(self, command: str, target: _Target) -> plugin.Invocation:
+        return plugin.Invocation(
+            command=command,
+            container_id=target.sandbox_id,
+            netns=target.netns,
+            ifname=target.ifname,
+            cni_args=target.cni_args,
+            cni_path=tuple(self.config.cni_bin_dirs),
+        )
