@@ -66,7 +66,7 @@ class Config:
     )
     default_runtime: str = "runc"
     pause_image: str = PAUSE_IMAGE
-    #: where the built pause binary lives; empty means `state_dir/bin/pause`.
+    #: where the built pause binary lives; None means the one `podhost.pause.build` made.
     pause_binary: Path | None = None
     # Streaming server (exec/attach/port-forward URLs).
     stream_address: str = "127.0.0.1"
@@ -132,7 +132,9 @@ class Config:
     # Derived locations, one place so every layer agrees.
     @property
     def pause_path(self) -> Path:
-        return self.pause_binary or self.state_dir / "bin" / "pause"
+        from podhost.pause import binary_path
+
+        return self.pause_binary or binary_path()
 
     @property
     def sandbox_records(self) -> Path:

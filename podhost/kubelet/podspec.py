@@ -1,0 +1,128 @@
+"""Pure conversion of a `Pod` into the CRI requests the kubelet would send.
+
+Follows the kubelet's own choices so that a runtime sees from podhost what it sees from a real node: the
+io.kubernetes.* labels, CPU shares = millicores * 1024 / 1000 (min 2), quota over a 100 ms period, the
+pod PID namespace only with shareProcessNamespace, seccomp RuntimeDefault, no_new_privs from
+allowPrivilegeEscalation=false, logs at <log dir>/<container>/<restartCount>.log.
+"""
+
+from __future__ import annotations
+
+from podhost.cri import api_pb2 as cri
+from podhost.kubelet.manifest import ContainerSpec, Pod
+
+CPU_PERIOD = 100_000
+MIN_SHARES = 2
+LABEL_POD_NAME = "io.kubernetes.pod.name"
+LABEL_POD_NAMESPACE = "io.kubernetes.pod.namespace"
+LABEL_POD_UID = "io.kubernetes.pod.uid"
+LABEL_CONTAINER_NAME = "io.kubernetes.container.name"
+_PROTOCOL = {"TCP": cri.TCP, "UDP": cri.UDP, "SCTP": cri.SCTP}
+
+
+def pod_log_directory(base: str, pod: Pod) -> str:
+    return f"{base.rstrip('/')}/{pod.namespace}_{pod.name}_{pod.uid}"
+
+
+def sandbox_config(pod: Pod, attempt: int, log_directory: str) -> cri.PodSandboxConfig:
+    labels = {
+        **pod.labels,
+        LABEL_POD_NAME: pod.name,
+        LABEL_POD_NAMESPACE: pod.namespace,
+        LABEL_POD_UID: pod.uid,
+    }
+    ports = [
+        cri.PortMapping(
+            protocol=_PROTOCOL[p.protocol],
+            container_port=p.container_port,
+            host_port=p.host_port,
+            host_ip=p.host_ip,
+        )
+        for c in pod.containers
+        for p in c.ports
+        if p.host_port
+    ]
+    dns = None
+    if pod.dns_config or pod.dns_policy == "None":
+        dns = cri.DNSConfig(
+            servers=[str(s) for s in pod.dns_config.get("nameservers", [])],
+            searches=[str(s) for s in pod.dns_config.get("searches", [])],
+            options=[
+                f"{o['name']}:{o['value']}" if o.get("value") else str(o["name"])
+                for o in pod.dns_config.get("options", [])
+            ],
+        )
+    pid_mode = cri.POD if pod.share_process_namespace else cri.CONTAINER
+    net_mode = cri.NODE if pod.host_network else cri.POD
+    return cri.PodSandboxConfig(
+        metadata=cri.PodSandboxMetadata(name=pod.name, uid=pod.uid, namespace=pod.namespace, attempt=attempt),
+        hostname=pod.hostname or pod.name,
+        log_directory=log_directory,
+        dns_config=dns,
+        port_mappings=ports,
+        labels=labels,
+        annotations=pod.annotations,
+        linux=cri.LinuxPodSandboxConfig(
+            security_context=cri.LinuxSandboxSecurityContext(
+                namespace_options=cri.NamespaceOption(network=net_mode, pid=pid_mode, ipc=cri.POD),
+                seccomp=cri.SecurityProfile(profile_type=cri.SecurityProfile.RuntimeDefault),
+            ),
+            sysctls=pod.sysctls,
+        ),
+    )
+
+
+def cpu_shares(milli: int) -> int:
+    return max(MIN_SHARES, milli * 1024 // 1000) if milli else MIN_SHARES
+
+
+def container_config(pod: Pod, c: ContainerSpec, attempt: int) -> cri.ContainerConfig:
+    """The CreateContainer config for container `c`; `attempt` is its restart count."""
+    res = c.resources
+    resources = cri.LinuxContainerResources(
+        cpu_period=CPU_PERIOD if res.cpu_limit_milli else 0,
+        cpu_quota=res.cpu_limit_milli * CPU_PERIOD // 1000 if res.cpu_limit_milli else 0,
+        cpu_shares=cpu_shares(res.cpu_request_milli or res.cpu_limit_milli),
+        memory_limit_in_bytes=res.memory_limit,
+    )
+    security = cri.LinuxContainerSecurityContext(
+        capabilities=cri.Capability(
+            add_capabilities=c.capabilities_add, drop_capabilities=c.capabilities_drop
+        ),
+        privileged=c.privileged,
+        namespace_options=cri.NamespaceOption(
+            network=cri.NODE if pod.host_network else cri.POD,
+            pid=cri.POD if pod.share_process_namespace else cri.CONTAINER,
+            ipc=cri.POD,
+        ),
+        readonly_rootfs=c.read_only_root_filesystem,
+        no_new_privs=c.allow_privilege_escalation is False,
+        seccomp=cri.SecurityProfile(
+            profile_type=cri.SecurityProfile.Unconfined
+            if c.privileged
+            else cri.SecurityProfile.RuntimeDefault
+        ),
+    )
+    if c.run_as_user is not None:
+        security.run_as_user.value = c.run_as_user
+    if c.run_as_group is not None:
+        security.run_as_group.value = c.run_as_group
+    return cri.ContainerConfig(
+        metadata=cri.ContainerMetadata(name=c.name, attempt=attempt),
+        image=cri.ImageSpec(image=c.image),
+        command=c.command,
+        args=c.args,
+        working_dir=c.working_dir,
+        envs=[cri.KeyValue(key=k, value=v) for k, v in c.env],
+        labels={
+            LABEL_POD_NAME: pod.name,
+            LABEL_POD_NAMESPACE: pod.namespace,
+            LABEL_POD_UID: pod.uid,
+            LABEL_CONTAINER_NAME: c.name,
+        },
+        log_path=f"{c.name}/{attempt}.log",
+        stdin=c.stdin,
+        stdin_once=c.stdin_once,
+        tty=c.tty,
+        linux=cri.LinuxContainerConfig(resources=resources, security_context=security),
+    )

@@ -1,0 +1,152 @@
+"""Processes the runtime adopts (pause, conmon): identity, exit events and reaping.
+
+Theory of operation. pause and conmon detach from the daemon (they must outlive it), so they are orphans;
+the daemon makes itself a child subreaper so they are re-parented to it rather than to PID 1, which on
+some machines never reaps. Each adopted process gets a pidfd in one epoll set, served by one thread: when
+a pidfd becomes readable the process has exited, the thread reaps it with waitid(P_PIDFD) when it is our
+child (so we learn the signal or exit code), and calls the watcher's callback. No timer, no polling.
+
+A stored PID is trusted only together with its start time (field 22 of /proc/<pid>/stat), because PIDs
+are reused.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import select
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def start_time(pid: int) -> int:
+    """The process's start time in clock ticks since boot, or 0 if it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return 0
+    # comm (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = data[data.rindex(b")") + 2 :].split()
+    return int(fields[19])
+
+
+def state(pid: int) -> str:
+    """The one-letter state (R, S, Z, ...) or "" when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return ""
+    return data[data.rindex(b")") + 2 :].split()[0].decode()
+
+
+def alive(pid: int, started: int) -> bool:
+    """True while the process `pid` that started at `started` runs (zombies count as gone)."""
+    return pid > 0 and start_time(pid) == started and state(pid) not in ("", "Z", "X")
+
+
+def become_subreaper() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        log.warning("could not become a child subreaper: errno %d", ctypes.get_errno())
+
+
+@dataclass
+class ExitStatus:
+    """How an adopted process ended; `known` is False when it was not our child (we could not reap it)."""
+
+    pid: int
+    known: bool = False
+    exit_code: int = 0
+    signal: int = 0
+
+    def describe(self, what: str) -> str:
+        if not self.known:
+            return f"{what} (pid {self.pid}) exited"
+        if self.signal:
+            return (
+                f"{what} (pid {self.pid}) killed by signal {self.signal} ({signal.Signals(self.signal).name})"
+            )
+        return f"{what} (pid {self.pid}) exited with code {self.exit_code}"
+
+
+ExitCallback = Callable[[ExitStatus], None]
+
+
+class ProcessWatcher:
+    """One thread and one epoll set for every adopted process's pidfd."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._watches: dict[int, tuple[int, ExitCallback]] = {}  # pidfd -> (pid, callback)
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._epoll.register(self._wake_r, select.EPOLLIN)
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="process-watcher", daemon=True)
+        self._thread.start()
+
+    def watch(self, pid: int, started: int, callback: ExitCallback) -> bool:
+        """Call `callback` once when `pid` exits. False (and no call) if it is already gone."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return False
+        if start_time(pid) != started:  # the PID was reused: not our process
+            os.close(pidfd)
+            return False
+        with self._lock:
+            self._watches[pidfd] = (pid, callback)
+        self._epoll.register(pidfd, select.EPOLLIN)
+        return True
+
+    def close(self) -> None:
+        self._stopping = True
+        os.write(self._wake_w, b"x")
+        self._thread.join(timeout=2)
+        with self._lock:
+            for pidfd in self._watches:
+                os.close(pidfd)
+            self._watches.clear()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            try:
+                events = self._epoll.poll()
+            except InterruptedError:
+                continue
+            for fd, _ in events:
+                if fd == self._wake_r:
+                    continue
+                with self._lock:
+                    entry = self._watches.pop(fd, None)
+                if entry is None:
+                    continue
+                self._epoll.unregister(fd)
+                pid, callback = entry
+                status = _reap(fd, pid)
+                os.close(fd)
+                try:
+                    callback(status)
+                except Exception:
+                    log.exception("exit callback for pid %d failed", pid)
+
+
+def _reap(pidfd: int, pid: int) -> ExitStatus:
+    try:
+        result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+    except ChildProcessError:
+        return ExitStatus(pid)  # not our child: its parent (or init) reaps it
+    if result is None:
+        return ExitStatus(pid)
+    if result.si_code == os.CLD_EXITED:
+        return ExitStatus(pid, True, exit_code=result.si_status)
+    return ExitStatus(pid, True, signal=result.si_status)

@@ -1,0 +1,68 @@
+"""Records survive a round trip through disk, and writes are atomic."""
+
+import json
+import os
+from pathlib import Path
+
+from podhost.runtime.model import (
+    Container,
+    ContainerConfig,
+    ContainerState,
+    DNSConfig,
+    LinuxContainerResources,
+    NamespaceMode,
+    PodSandbox,
+    PodSandboxConfig,
+    PodSandboxMetadata,
+    PortMapping,
+    from_dict,
+    to_dict,
+)
+from podhost.runtime.state import RecordStore, write_atomic
+
+
+def sandbox() -> PodSandbox:
+    cfg = PodSandboxConfig(
+        metadata=PodSandboxMetadata("web", "u", "ns", 1),
+        dns_config=DNSConfig(servers=["1.2.3.4"]),
+        port_mappings=[PortMapping("TCP", 80, 8080)],
+        resources=LinuxContainerResources(cpu_shares=512),
+    )
+    cfg.namespace_options.pid = NamespaceMode.POD
+    return PodSandbox(id="a" * 64, config=cfg, pid=42, ns_paths={"net": "/run/x/net"})
+
+
+def test_records_round_trip_with_nested_types_and_enums() -> None:
+    s = sandbox()
+    back = from_dict(PodSandbox, json.loads(json.dumps(to_dict(s))))
+    assert back == s
+    assert back.config.namespace_options.pid is NamespaceMode.POD
+    c = Container(
+        id="c",
+        sandbox_id="s",
+        config=ContainerConfig(envs=[("A", "1")]),
+        state=ContainerState.CONTAINER_RUNNING,
+    )
+    assert from_dict(Container, json.loads(json.dumps(to_dict(c)))) == c
+
+
+def test_store_reloads_records_and_sets_aside_corrupt_ones(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path, PodSandbox)
+    store.put("a" * 64, sandbox())
+    (tmp_path / "broken.json").write_text("{not json")
+    (tmp_path / ".x.json.1.2.tmp").write_text("half a write")
+    again = RecordStore(tmp_path, PodSandbox)
+    assert again.ids() == ["a" * 64]
+    assert (tmp_path / "broken.corrupt").exists()
+    assert not (tmp_path / ".x.json.1.2.tmp").exists()
+    again.delete("a" * 64)
+    assert RecordStore(tmp_path, PodSandbox).ids() == []
+
+
+def test_write_atomic_replaces_whole_files_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "r.json"
+    write_atomic(target, b"old")
+    write_atomic(target, b"new", 0o644)
+    assert target.read_bytes() == b"new"
+    assert os.stat(target).st_mode & 0o777 == 0o644
+    assert os.listdir(tmp_path) == ["r.json"]
