@@ -6,6 +6,7 @@ what leaked and where, so a failing test names the leak.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -29,10 +30,8 @@ def processes_in(cgroup_parent: str) -> list[int]:
         if not base.is_dir():
             continue
         for procs in base.rglob("cgroup.procs"):
-            try:
+            with contextlib.suppress(OSError):
                 pids.update(int(x) for x in procs.read_text().split())
-            except OSError:
-                pass
     return sorted(pids)
 
 

@@ -130,7 +130,8 @@ class _Reader:
             data = {}
         if not isinstance(data, dict):
             raise ManifestError(f"{path}: expected an object, got {type(data).__name__}")
-        self.data, self.path, self.seen = data, path, set()
+        self.data, self.path = data, path
+        self.seen: set[str] = set()
 
     def _p(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key

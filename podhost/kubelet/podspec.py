@@ -113,7 +113,7 @@ def container_config(pod: Pod, c: ContainerSpec, attempt: int) -> cri.ContainerC
         command=c.command,
         args=c.args,
         working_dir=c.working_dir,
-        envs=[cri.KeyValue(key=k, value=v) for k, v in c.env],
+        envs=[cri.KeyValue(key=k, value=v.encode()) for k, v in c.env],
         labels={
             LABEL_POD_NAME: pod.name,
             LABEL_POD_NAMESPACE: pod.namespace,

@@ -6,6 +6,7 @@ behind loses its oldest events (the PLEG's periodic relist is the safety net for
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -27,10 +28,8 @@ class Subscription:
                 self._queue.put_nowait(event)
                 return
             except queue.Full:
-                try:
+                with contextlib.suppress(queue.Empty):
                     self._queue.get_nowait()
-                except queue.Empty:
-                    pass
 
     def get(self, timeout: float | None = None) -> ContainerEvent | None:
         """The next event, or None after `timeout` seconds without one."""

@@ -242,6 +242,8 @@ class Container:
     pid_start_time: int = 0
     conmon_pid: int = 0
     log_path: str = ""  # absolute; empty when the caller asked for no log
+    cgroup: str = ""  # cgroup path relative to each hierarchy's root: <pod cgroup>/<container id>
+    stop_signal: str = ""  # the image's StopSignal (e.g. "SIGQUIT"); empty means SIGTERM
 
 
 # --- dict round trip for records -----------------------------------------------------------------------
@@ -340,3 +342,23 @@ class ContainerEvent:
     event_type: ContainerEventType
     created_at: int
     sandbox_id: str
+
+
+# --- exec and stats results -----------------------------------------------------------------------
+
+
+@dataclass
+class ExecResult:
+    stdout: bytes
+    stderr: bytes
+    exit_code: int
+
+
+@dataclass
+class ContainerStats:
+    container_id: str
+    timestamp: int
+    cpu_usage_core_nano_seconds: int = 0
+    memory_working_set_bytes: int = 0
+    memory_usage_bytes: int = 0
+    writable_layer_used_bytes: int = 0

@@ -6,17 +6,41 @@ Methods take and return `podhost.runtime.model` types; errors are `podhost.error
 
 from __future__ import annotations
 
+import logging
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import podhost
+from podhost.config import Config
+from podhost.errors import FailedPrecondition, InvalidArgument, NotFound
+from podhost.runtime import procs
+from podhost.runtime.cgroups import Cgroups
+from podhost.runtime.container.service import ContainerService
+from podhost.runtime.events import EventBus, Subscription
+from podhost.runtime.image.build import ensure_pause_image
+from podhost.runtime.image.reference import normalize
+from podhost.runtime.image.store import ImageStore
 from podhost.runtime.model import (
     Container,
     ContainerConfig,
     ContainerState,
+    ContainerStats,
+    ExecResult,
     Image,
+    LinuxContainerResources,
     PodSandbox,
     PodSandboxConfig,
     PodSandboxState,
 )
+from podhost.runtime.network.cni import PodNetwork
+from podhost.runtime.sandbox.service import SandboxService
+from podhost.runtime.state import RecordStore
+
+log = logging.getLogger(__name__)
+
+RUNTIME_NAME = "podhost"
+CRI_VERSION = "v1"
 
 
 @dataclass
@@ -42,32 +66,218 @@ class RuntimeCondition:
     message: str = ""
 
 
-@dataclass
-class ExecResult:
-    stdout: bytes
-    stderr: bytes
-    exit_code: int
+def _labels_match(labels: dict[str, str], selector: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
 
 
-@dataclass
-class ContainerStats:
-    container_id: str
-    timestamp: int
-    cpu_usage_core_nano_seconds: int = 0
-    memory_working_set_bytes: int = 0
-    memory_usage_bytes: int = 0
-    writable_layer_used_bytes: int = 0
+class Runtime:
+    """Everything one podhost daemon runs. Build it with `Runtime.open(config)`; `close()` at exit."""
 
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        for directory in (config.state_dir, config.run_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.events = EventBus()
+        self.watcher = procs.ProcessWatcher()
+        self.cgroups = Cgroups()
+        self.images = ImageStore(config.image_dir)
+        self.network = PodNetwork(config)
+        self.sandboxes = SandboxService(
+            config,
+            RecordStore(config.sandbox_records, PodSandbox),
+            self.events,
+            self.watcher,
+            self.network,
+            self.cgroups,
+        )
+        self.containers = ContainerService(
+            config, RecordStore(config.container_records, Container), self.events
+        )
+        self._closed = False
 
-__all__ = [
-    "Container",
-    "ContainerConfig",
-    "ContainerFilter",
-    "ContainerStats",
-    "ExecResult",
-    "Image",
-    "PodSandbox",
-    "PodSandboxConfig",
-    "PodSandboxFilter",
-    "RuntimeCondition",
-]
+    @classmethod
+    def open(cls, config: Config) -> Runtime:
+        """Start a runtime over `config`'s state: adopt what still runs, roll back what was half-made."""
+        procs.become_subreaper()
+        runtime = cls(config)
+        if config.pod_egress == "node-only":
+            runtime.network.ensure_egress_guard()
+        pause = config.pause_path
+        if pause.exists():
+            ensure_pause_image(runtime.images, pause, config.pause_image)
+        runtime.sandboxes.recover()
+        runtime.containers.recover()
+        return runtime
+
+    def close(self) -> None:
+        """Stop serving; pods keep running (they do not depend on the daemon)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.containers.close()
+        self.watcher.close()
+
+    # --- runtime info ------------------------------------------------------------------------------
+
+    def version(self) -> tuple[str, str]:
+        return RUNTIME_NAME, podhost.__version__
+
+    def runtime_handlers(self) -> list[str]:
+        return list(self.config.runtimes)
+
+    def status(self) -> list[RuntimeCondition]:
+        runtime_ok = shutil.which(self.config.conmon) is not None or Path(self.config.conmon).exists()
+        handler = self.config.runtimes[self.config.default_runtime]
+        runtime_ok = runtime_ok and (shutil.which(handler) is not None or Path(handler).exists())
+        net_ok, net_msg = self.network.status()
+        return [
+            RuntimeCondition(
+                "RuntimeReady",
+                runtime_ok,
+                "" if runtime_ok else "RuntimeNotReady",
+                "" if runtime_ok else f"conmon or {self.config.default_runtime} not found",
+            ),
+            RuntimeCondition("NetworkReady", net_ok, "" if net_ok else "NetworkPluginNotReady", net_msg),
+        ]
+
+    # --- sandboxes ---------------------------------------------------------------------------------
+
+    def _handler(self, runtime_handler: str) -> str:
+        handler = runtime_handler or self.config.default_runtime
+        if handler not in self.config.runtimes:
+            raise InvalidArgument(
+                f"unknown runtime handler {handler!r} (have: {', '.join(self.config.runtimes)})"
+            )
+        return handler
+
+    def run_pod_sandbox(self, config: PodSandboxConfig, runtime_handler: str = "") -> str:
+        return self.sandboxes.run(config, self._handler(runtime_handler))
+
+    def stop_pod_sandbox(self, sandbox_id: str) -> None:
+        sandbox = self.sandboxes.resolve(sandbox_id)
+        for container in self._containers_of(sandbox.id):
+            self.containers.stop(container.id, 0)
+        self.sandboxes.stop(sandbox.id)
+
+    def remove_pod_sandbox(self, sandbox_id: str) -> None:
+        try:
+            sandbox = self.sandboxes.resolve(sandbox_id)
+        except NotFound:
+            return  # CRI: RemovePodSandbox is idempotent
+        for container in self._containers_of(sandbox.id):
+            self.containers.remove(container.id)
+        self.sandboxes.remove(sandbox.id)
+
+    def pod_sandbox_status(self, sandbox_id: str) -> PodSandbox:
+        return self.sandboxes.resolve(sandbox_id)
+
+    def list_pod_sandbox(self, f: PodSandboxFilter | None = None) -> list[PodSandbox]:
+        f = f or PodSandboxFilter()
+        return [
+            s
+            for s in self.sandboxes.list_sandboxes()
+            if s.id.startswith(f.id)
+            and (f.state is None or s.state == f.state)
+            and _labels_match(s.config.labels, f.label_selector)
+        ]
+
+    def _containers_of(self, sandbox_id: str) -> list[Container]:
+        return [c for c in self.containers.list() if c.sandbox_id == sandbox_id]
+
+    # --- containers --------------------------------------------------------------------------------
+
+    def create_container(
+        self, sandbox_id: str, config: ContainerConfig, sandbox_config: PodSandboxConfig | None = None
+    ) -> str:
+        sandbox = self.sandboxes.require_ready(self.sandboxes.resolve(sandbox_id).id)
+        if not config.image:
+            raise InvalidArgument("ContainerConfig.image.image is required")
+        image = self.images.get(config.image)
+        container = self.containers.create(sandbox, config, image, self.images.layer_dirs(image))
+        return container.id
+
+    def start_container(self, container_id: str) -> None:
+        container = self.containers.resolve(container_id)
+        sandbox = self.sandboxes.get(container.sandbox_id)
+        if sandbox.state != PodSandboxState.SANDBOX_READY:
+            raise FailedPrecondition(f"pod sandbox {sandbox.id} of container {container.id} is not ready")
+        self.containers.start(container.id)
+
+    def stop_container(self, container_id: str, timeout: int) -> None:
+        self.containers.stop(self.containers.resolve(container_id).id, timeout)
+
+    def remove_container(self, container_id: str) -> None:
+        try:
+            container = self.containers.resolve(container_id)
+        except NotFound:
+            return  # CRI: RemoveContainer is idempotent
+        self.containers.remove(container.id)
+
+    def container_status(self, container_id: str) -> Container:
+        return self.containers.status(self.containers.resolve(container_id).id)
+
+    def list_containers(self, f: ContainerFilter | None = None) -> list[Container]:
+        f = f or ContainerFilter()
+        return [
+            c
+            for c in self.containers.list()
+            if c.id.startswith(f.id)
+            and c.sandbox_id.startswith(f.pod_sandbox_id)
+            and (f.state is None or c.state == f.state)
+            and _labels_match(c.config.labels, f.label_selector)
+        ]
+
+    def exec_sync(self, container_id: str, cmd: list[str], timeout: int) -> ExecResult:
+        if not cmd:
+            raise InvalidArgument("ExecSyncRequest.cmd is required")
+        return self.containers.exec_sync(self.containers.resolve(container_id).id, cmd, timeout)
+
+    def reopen_container_log(self, container_id: str) -> None:
+        self.containers.reopen_log(self.containers.resolve(container_id).id)
+
+    def update_container_resources(self, container_id: str, resources: LinuxContainerResources) -> None:
+        self.containers.update_resources(self.containers.resolve(container_id).id, resources)
+
+    def container_stats(self, container_id: str) -> ContainerStats:
+        return self.containers.stats(self.containers.resolve(container_id).id)
+
+    def list_container_stats(self, f: ContainerFilter | None = None) -> list[ContainerStats]:
+        running = [c for c in self.list_containers(f) if c.state == ContainerState.CONTAINER_RUNNING]
+        return [self.containers.stats(c.id) for c in running]
+
+    def subscribe_events(self) -> Subscription:
+        return self.events.subscribe()
+
+    # --- images ------------------------------------------------------------------------------------
+
+    def list_images(self) -> list[Image]:
+        return self.images.list()
+
+    def image_status(self, ref: str) -> Image | None:
+        return self.images.find(ref)
+
+    def pull_image(self, ref: str) -> str:
+        """Local store only for now: a present image resolves; registries come with the pull issue."""
+        image = self.images.find(ref)
+        if image is None:
+            raise NotFound(
+                f"image {normalize(ref)} is not in the local store and registry pulls are not "
+                "supported yet: import it with `podhost cri load FILE`"
+            )
+        return image.id
+
+    def remove_image(self, ref: str) -> None:
+        image = self.images.find(ref)
+        if image is None:
+            return  # CRI: RemoveImage is idempotent
+        users = [c.id[:13] for c in self.containers.list() if c.image_id == image.id]
+        if users:
+            raise FailedPrecondition(f"image {ref} is in use by container(s) {', '.join(users)}")
+        self.images.remove(ref)
+
+    def image_fs_info(self) -> tuple[int, int, str]:
+        used, inodes = self.images.fs_info()
+        return used, inodes, str(self.config.image_dir)
+
+    def import_image(self, path: str) -> list[Image]:
+        return self.images.import_archive(Path(path))

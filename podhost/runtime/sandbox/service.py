@@ -16,6 +16,7 @@ the kubelet) then stops the containers and makes a new sandbox with attempt+1.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -154,7 +155,7 @@ class SandboxService:
             raise InvalidArgument(f"pod sandbox id prefix {id_or_prefix!r} is ambiguous")
         raise NotFound(f"pod sandbox {id_or_prefix!r} not found")
 
-    def list(self) -> list[PodSandbox]:
+    def list_sandboxes(self) -> list[PodSandbox]:
         return sorted(self.records, key=lambda s: s.created_at)
 
     def _save(self, sandbox: PodSandbox) -> None:
@@ -243,9 +244,7 @@ class SandboxService:
             exited = threading.Event()
             with self._lock:
                 self._exited[sandbox_id] = exited
-            self.watcher.watch(
-                pid, sandbox.pid_start_time, lambda st, sid=sandbox_id: self._pause_exited(sid, st)
-            )
+            self.watcher.watch(pid, sandbox.pid_start_time, functools.partial(self._pause_exited, sandbox_id))
 
             stage = "namespace pins"
             for kind in ns:
@@ -430,20 +429,20 @@ class SandboxService:
                 self.watcher.watch(
                     sandbox.pid,
                     sandbox.pid_start_time,
-                    lambda st, sid=sandbox.id: self._pause_exited(sid, st),
+                    functools.partial(self._pause_exited, sandbox.id),
                 )
                 if procs.alive(sandbox.pid, sandbox.pid_start_time):
                     continue
             self._handle_pause_death(sandbox.id, procs.ExitStatus(sandbox.pid))
         known = set(self.records.ids())
         for sandbox_id in self.network.attachments():
-            sandbox = self.records.get(sandbox_id)
+            owner = self.records.get(sandbox_id)
             if sandbox_id not in known or (
-                sandbox is not None and sandbox.state != PodSandboxState.SANDBOX_READY
+                owner is not None and owner.state != PodSandboxState.SANDBOX_READY
             ):
                 log.info("releasing the CNI attachment of gone sandbox %s", sandbox_id[:13])
                 try:
-                    self.network.teardown(sandbox_id, sandbox.netns_path if sandbox else None)
+                    self.network.teardown(sandbox_id, owner.netns_path if owner else None)
                 except RuntimeFailure:
                     log.exception("CNI DEL for %s failed", sandbox_id[:13])
 

@@ -1,0 +1,502 @@
+"""`podhost cri <verb>`: crictl's everyday verbs over `CRIClient`, against podhost or any CRI runtime.
+
+Each command is a function `(client, args) -> exit code` that calls the client and prints with
+`podhost.cli.tables`. Errors are not handled here: they propagate as `podhost.errors` exceptions to
+`podhost.cli.main`, the one place that turns them into messages and exit codes. Only `load` needs
+podhost's Admin service; every other verb is plain CRI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import yaml
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from podhost.cli import crilog, tables
+from podhost.cri import api_pb2 as pb
+from podhost.cri.client import CRIClient
+from podhost.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
+
+Command = Callable[[CRIClient, argparse.Namespace], int]
+M = TypeVar("M", bound=Message)
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+# --- inputs --------------------------------------------------------------------------------------------
+
+
+def load_message(path: str, message: M) -> M:
+    """Fill `message` from a crictl-style JSON or YAML file (proto field names or their camelCase)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise InvalidArgument(f"{path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise InvalidArgument(f"{path}: not JSON or YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise InvalidArgument(f"{path}: expected a mapping at the top level")
+    try:
+        return json_format.ParseDict(data, message)
+    except json_format.ParseError as e:
+        raise InvalidArgument(f"{path}: {e}") from e
+
+
+def parse_labels(pairs: Iterable[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidArgument(f"label selector {pair!r}: expected key=value")
+        labels[key] = value
+    return labels
+
+
+def _regex(pattern: str | None) -> re.Pattern[str] | None:
+    if not pattern:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise InvalidArgument(f"invalid regular expression {pattern!r}: {e}") from e
+
+
+def _matches(pattern: re.Pattern[str] | None, value: str) -> bool:
+    return pattern is None or pattern.search(value) is not None
+
+
+def _latest(items: list[Any], latest: bool, last: int) -> list[Any]:
+    """crictl's -l / --last N: keep the newest one or N (items are newest first)."""
+    if latest:
+        return items[:1]
+    if last > 0:
+        return items[:last]
+    return items
+
+
+def _print_document(document: Any, fmt: str) -> None:
+    _out(tables.dump(document, fmt))
+
+
+# --- runtime -------------------------------------------------------------------------------------------
+
+
+def cmd_version(client: CRIClient, args: argparse.Namespace) -> int:
+    _out(tables.version_text(client.version()))
+    return 0
+
+
+def cmd_info(client: CRIClient, args: argparse.Namespace) -> int:
+    resp = client.status(verbose=True)
+    document: dict[str, Any] = {"status": tables.message_dict(resp.status)}
+    if resp.runtime_handlers:
+        document["runtimeHandlers"] = [tables.message_dict(h) for h in resp.runtime_handlers]
+    document.update(tables.parsed_info(resp.info))
+    _print_document(document, args.output)
+    return 0
+
+
+# --- pod sandboxes -------------------------------------------------------------------------------------
+
+_POD_STATES = {"ready": pb.SANDBOX_READY, "notready": pb.SANDBOX_NOTREADY}
+
+
+def cmd_pods(client: CRIClient, args: argparse.Namespace) -> int:
+    f = pb.PodSandboxFilter(id=args.id or "", label_selector=parse_labels(args.label))
+    if args.state:
+        f.state.state = _POD_STATES[args.state.lower()]
+    name_re, ns_re = _regex(args.name), _regex(args.namespace)
+    pods = [
+        p
+        for p in client.list_pod_sandbox(f)
+        if _matches(name_re, p.metadata.name) and _matches(ns_re, p.metadata.namespace)
+    ]
+    pods = _latest(tables.newest_first(pods), args.latest, args.last)
+    if args.output in ("json", "yaml"):
+        _print_document(tables.message_dict(pb.ListPodSandboxResponse(items=pods)), args.output)
+    elif args.quiet:
+        _out("".join(p.id + "\n" for p in pods))
+    else:
+        _out(tables.pods_table(pods, _now_ns(), args.no_trunc))
+    return 0
+
+
+def cmd_inspectp(client: CRIClient, args: argparse.Namespace) -> int:
+    for pod_id in args.ids:
+        resp = client.pod_sandbox_status(pod_id, verbose=True)
+        _print_document(tables.status_document(resp.status, resp.info), args.output)
+    return 0
+
+
+def cmd_runp(client: CRIClient, args: argparse.Namespace) -> int:
+    config = load_message(args.config, pb.PodSandboxConfig())
+    _out(client.run_pod_sandbox(config, args.runtime) + "\n")
+    return 0
+
+
+def _pod_ids(client: CRIClient, args: argparse.Namespace) -> list[str]:
+    if getattr(args, "all", False):
+        return [p.id for p in client.list_pod_sandbox()]
+    if not args.ids:
+        raise InvalidArgument("give at least one pod sandbox ID (or --all)")
+    return list(args.ids)
+
+
+def cmd_stopp(client: CRIClient, args: argparse.Namespace) -> int:
+    for pod_id in _pod_ids(client, args):
+        client.stop_pod_sandbox(pod_id)
+        _out(f"Stopped sandbox {pod_id}\n")
+    return 0
+
+
+def cmd_rmp(client: CRIClient, args: argparse.Namespace) -> int:
+    for pod_id in _pod_ids(client, args):
+        if args.force:
+            client.stop_pod_sandbox(pod_id)
+        client.remove_pod_sandbox(pod_id)
+        _out(f"Removed sandbox {pod_id}\n")
+    return 0
+
+
+# --- containers ----------------------------------------------------------------------------------------
+
+_CONTAINER_STATES = {
+    "created": pb.CONTAINER_CREATED,
+    "running": pb.CONTAINER_RUNNING,
+    "exited": pb.CONTAINER_EXITED,
+    "unknown": pb.CONTAINER_UNKNOWN,
+}
+
+
+def cmd_ps(client: CRIClient, args: argparse.Namespace) -> int:
+    f = pb.ContainerFilter(
+        id=args.id or "", pod_sandbox_id=args.pod or "", label_selector=parse_labels(args.label)
+    )
+    if args.state:
+        f.state.state = _CONTAINER_STATES[args.state.lower()]
+    elif not args.all:
+        f.state.state = pb.CONTAINER_RUNNING
+    name_re = _regex(args.name)
+    containers = [c for c in client.list_containers(f) if _matches(name_re, c.metadata.name)]
+    containers = _latest(tables.newest_first(containers), args.latest, args.last)
+    if args.output in ("json", "yaml"):
+        _print_document(tables.message_dict(pb.ListContainersResponse(containers=containers)), args.output)
+    elif args.quiet:
+        _out("".join(c.id + "\n" for c in containers))
+    else:
+        _out(tables.containers_table(containers, _now_ns(), args.no_trunc))
+    return 0
+
+
+def cmd_inspect(client: CRIClient, args: argparse.Namespace) -> int:
+    for container_id in args.ids:
+        resp = client.container_status(container_id, verbose=True)
+        _print_document(tables.status_document(resp.status, resp.info), args.output)
+    return 0
+
+
+def cmd_create(client: CRIClient, args: argparse.Namespace) -> int:
+    config = load_message(args.container_config, pb.ContainerConfig())
+    sandbox_config = load_message(args.pod_config, pb.PodSandboxConfig())
+    if args.with_pull and not client.image_status(config.image.image).HasField("image"):
+        client.pull_image(config.image.image, sandbox_config=sandbox_config)
+    _out(client.create_container(args.pod_id, config, sandbox_config) + "\n")
+    return 0
+
+
+def cmd_start(client: CRIClient, args: argparse.Namespace) -> int:
+    for container_id in args.ids:
+        client.start_container(container_id)
+        _out(container_id + "\n")
+    return 0
+
+
+def cmd_stop(client: CRIClient, args: argparse.Namespace) -> int:
+    for container_id in args.ids:
+        client.stop_container(container_id, args.timeout)
+        _out(container_id + "\n")
+    return 0
+
+
+def cmd_rm(client: CRIClient, args: argparse.Namespace) -> int:
+    ids = [c.id for c in client.list_containers()] if args.all else list(args.ids)
+    if not ids:
+        raise InvalidArgument("give at least one container ID (or --all)")
+    for container_id in ids:
+        if args.force:
+            client.stop_container(container_id, 0)
+        client.remove_container(container_id)
+        _out(container_id + "\n")
+    return 0
+
+
+def cmd_exec(client: CRIClient, args: argparse.Namespace) -> int:
+    if args.interactive or args.tty:
+        raise Unimplemented(
+            "interactive exec (-i/-t) needs the CRI streaming server, which is not served yet"
+        )
+    if not args.cmd:
+        raise InvalidArgument("give the command to run after the container ID")
+    resp = client.exec_sync(args.container, list(args.cmd), args.timeout)
+    sys.stdout.flush()
+    sys.stdout.buffer.write(resp.stdout)
+    sys.stdout.buffer.flush()
+    sys.stderr.flush()
+    sys.stderr.buffer.write(resp.stderr)
+    sys.stderr.buffer.flush()
+    return resp.exit_code
+
+
+def cmd_logs(client: CRIClient, args: argparse.Namespace) -> int:
+    status = client.container_status(args.container).status
+    if not status.log_path:
+        raise FailedPrecondition(f"container {status.id[:13]} has no log file (its config set no log_path)")
+    sys.stdout.flush()
+    writer = crilog.LogWriter(sys.stdout.buffer, sys.stderr.buffer, args.timestamps)
+    tail = args.tail if args.tail >= 0 else None
+    try:
+        if args.follow:
+
+            def still_running() -> bool:
+                try:
+                    return client.container_status(status.id).status.state == pb.CONTAINER_RUNNING
+                except NotFound:
+                    return False
+
+            crilog.follow_log(status.log_path, writer, still_running, tail)
+        else:
+            crilog.copy_log(status.log_path, writer, tail)
+    except FileNotFoundError as e:
+        raise NotFound(f"log file {status.log_path} of container {status.id[:13]} does not exist") from e
+    except PermissionError as e:
+        raise FailedPrecondition(f"log file {status.log_path}: permission denied (run as root?)") from e
+    return 0
+
+
+def cmd_stats(client: CRIClient, args: argparse.Namespace) -> int:
+    f = pb.ContainerStatsFilter(
+        id=args.container or args.id or "",
+        pod_sandbox_id=args.pod or "",
+        label_selector=parse_labels(args.label),
+    )
+    first = client.list_container_stats(f)
+    if args.output in ("json", "yaml"):
+        _print_document(tables.message_dict(pb.ListContainerStatsResponse(stats=first)), args.output)
+        return 0
+    time.sleep(args.seconds)
+    previous = {s.attributes.id: s for s in first}
+    second = [
+        s
+        for s in client.list_container_stats(f)
+        if s.attributes.id in previous
+        and (args.all or s.cpu.usage_core_nano_seconds.value or s.memory.working_set_bytes.value)
+    ]
+    _out(tables.stats_table(second, previous, args.no_trunc))
+    return 0
+
+
+# --- images --------------------------------------------------------------------------------------------
+
+
+def cmd_images(client: CRIClient, args: argparse.Namespace) -> int:
+    images = client.list_images(args.image or "")
+    if args.output in ("json", "yaml"):
+        _print_document(tables.message_dict(pb.ListImagesResponse(images=images)), args.output)
+    elif args.quiet:
+        _out("".join(i.id + "\n" for i in images))
+    else:
+        _out(tables.images_table(images, args.no_trunc, args.digests))
+    return 0
+
+
+def cmd_inspecti(client: CRIClient, args: argparse.Namespace) -> int:
+    for ref in args.images:
+        resp = client.image_status(ref, verbose=True)
+        if not resp.HasField("image"):
+            raise NotFound(f"no such image {ref!r}")
+        _print_document(tables.status_document(resp.image, resp.info), args.output)
+    return 0
+
+
+def cmd_pull(client: CRIClient, args: argparse.Namespace) -> int:
+    ref = client.pull_image(args.image)
+    _out(f"Image is up to date for {ref}\n")
+    return 0
+
+
+def cmd_rmi(client: CRIClient, args: argparse.Namespace) -> int:
+    for ref in args.images:
+        resp = client.image_status(ref)
+        if not resp.HasField("image"):
+            raise NotFound(f"no such image {ref!r}")
+        client.remove_image(resp.image.id)
+        for name in resp.image.repo_tags or [resp.image.id]:
+            _out(f"Deleted: {name}\n")
+    return 0
+
+
+def cmd_load(client: CRIClient, args: argparse.Namespace) -> int:
+    path = os.path.abspath(args.file)
+    if not os.path.exists(path):
+        raise NotFound(f"{args.file}: no such file")
+    try:
+        images = client.load_image(path)
+    except Unimplemented as e:
+        if "unknown service" not in str(e) and "Method not found" not in str(e):
+            raise
+        # Another CRI runtime (containerd, CRI-O) has no podhost.v1.Admin service.
+        raise Unimplemented(
+            f"the runtime at {client.endpoint} cannot load images through podhost ({e})"
+        ) from e
+    for image in images:
+        for name in image.repo_tags or [image.id]:
+            _out(f"Loaded image: {name}\n")
+    return 0
+
+
+# --- argument parsing ----------------------------------------------------------------------------------
+
+
+def _output_arg(p: argparse.ArgumentParser, choices: tuple[str, ...], default: str) -> None:
+    p.add_argument(
+        "-o", "--output", choices=choices, default=default, help=f"output format (default {default})"
+    )
+
+
+def _listing_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="only print IDs")
+    p.add_argument("--no-trunc", action="store_true", help="do not shorten IDs")
+    p.add_argument("-l", "--latest", action="store_true", help="only the newest")
+    p.add_argument("--last", type=int, default=0, metavar="N", help="only the N newest")
+    p.add_argument(
+        "--label", action="append", default=[], metavar="KEY=VALUE", help="label selector (repeatable)"
+    )
+    _output_arg(p, ("table", "json", "yaml"), "table")
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register `cri` and its verbs on the top-level parser's subparsers."""
+    cri = subparsers.add_parser("cri", help="crictl-style commands against a CRI runtime endpoint")
+    verbs = cri.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    def verb(name: str, func: Command, help: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = verbs.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    verb("version", cmd_version, "runtime name and version")
+    p = verb("info", cmd_info, "runtime status and configuration")
+    _output_arg(p, ("json", "yaml"), "json")
+
+    p = verb("pods", cmd_pods, "list pod sandboxes")
+    p.add_argument("--id", help="pod sandbox ID (prefix)")
+    p.add_argument("--name", help="pod name regular expression")
+    p.add_argument("--namespace", help="pod namespace regular expression")
+    p.add_argument("-s", "--state", choices=sorted(_POD_STATES), type=str.lower, help="pod state")
+    _listing_args(p)
+
+    p = verb("inspectp", cmd_inspectp, "status of pod sandboxes")
+    p.add_argument("ids", nargs="+", metavar="POD-ID")
+    _output_arg(p, ("json", "yaml"), "json")
+
+    p = verb("runp", cmd_runp, "run a pod sandbox from a pod config file (JSON or YAML)")
+    p.add_argument("config", metavar="POD-CONFIG")
+    p.add_argument("-r", "--runtime", default="", help="runtime handler (default: the runtime's default)")
+
+    p = verb("stopp", cmd_stopp, "stop pod sandboxes")
+    p.add_argument("ids", nargs="*", metavar="POD-ID")
+    p.add_argument("-a", "--all", action="store_true", help="every pod sandbox")
+
+    p = verb("rmp", cmd_rmp, "remove pod sandboxes")
+    p.add_argument("ids", nargs="*", metavar="POD-ID")
+    p.add_argument("-a", "--all", action="store_true", help="every pod sandbox")
+    p.add_argument("-f", "--force", action="store_true", help="stop first")
+
+    p = verb("ps", cmd_ps, "list containers (running only, unless -a or --state)")
+    p.add_argument("-a", "--all", action="store_true", help="all states")
+    p.add_argument("--id", help="container ID (prefix)")
+    p.add_argument("-p", "--pod", help="pod sandbox ID (prefix)")
+    p.add_argument("--name", help="container name regular expression")
+    p.add_argument("-s", "--state", choices=sorted(_CONTAINER_STATES), type=str.lower, help="container state")
+    _listing_args(p)
+
+    p = verb("inspect", cmd_inspect, "status of containers")
+    p.add_argument("ids", nargs="+", metavar="CONTAINER-ID")
+    _output_arg(p, ("json", "yaml"), "json")
+
+    p = verb("create", cmd_create, "create a container in a pod sandbox")
+    p.add_argument("pod_id", metavar="POD-ID")
+    p.add_argument("container_config", metavar="CONTAINER-CONFIG")
+    p.add_argument("pod_config", metavar="POD-CONFIG")
+    p.add_argument("--with-pull", action="store_true", help="pull the image first if it is not present")
+
+    p = verb("start", cmd_start, "start created containers")
+    p.add_argument("ids", nargs="+", metavar="CONTAINER-ID")
+
+    p = verb("stop", cmd_stop, "stop running containers")
+    p.add_argument("ids", nargs="+", metavar="CONTAINER-ID")
+    p.add_argument("-t", "--timeout", type=int, default=0, help="seconds to wait before killing (default 0)")
+
+    p = verb("rm", cmd_rm, "remove containers")
+    p.add_argument("ids", nargs="*", metavar="CONTAINER-ID")
+    p.add_argument("-a", "--all", action="store_true", help="every container")
+    p.add_argument("-f", "--force", action="store_true", help="stop first")
+
+    p = verb("exec", cmd_exec, "run a command in a container and wait (exit code propagated)")
+    p.add_argument("-i", "--interactive", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("-t", "--tty", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--timeout", type=int, default=0, help="seconds before the command is killed (0: none)")
+    p.add_argument("container", metavar="CONTAINER-ID")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND")
+
+    p = verb("logs", cmd_logs, "print a container's log")
+    p.add_argument("container", metavar="CONTAINER-ID")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing until the container exits")
+    p.add_argument("--tail", type=int, default=-1, metavar="N", help="only the last N lines")
+    p.add_argument("-t", "--timestamps", action="store_true", help="show each line's timestamp")
+
+    p = verb("stats", cmd_stats, "container resource usage")
+    p.add_argument("container", nargs="?", metavar="CONTAINER-ID")
+    p.add_argument("--id", help="container ID (prefix)")
+    p.add_argument("-p", "--pod", help="pod sandbox ID (prefix)")
+    p.add_argument("-a", "--all", action="store_true", help="include containers that are not running")
+    p.add_argument("-s", "--seconds", type=float, default=1.0, help="CPU sample duration (default 1)")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="label selector")
+    p.add_argument("--no-trunc", action="store_true", help="do not shorten IDs")
+    _output_arg(p, ("table", "json", "yaml"), "table")
+
+    p = verb("images", cmd_images, "list images")
+    p.add_argument("image", nargs="?", metavar="IMAGE")
+    p.add_argument("-q", "--quiet", action="store_true", help="only print image IDs")
+    p.add_argument("--digests", action="store_true", help="show digests")
+    p.add_argument("--no-trunc", action="store_true", help="do not shorten IDs")
+    _output_arg(p, ("table", "json", "yaml"), "table")
+
+    p = verb("inspecti", cmd_inspecti, "status of images")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    _output_arg(p, ("json", "yaml"), "json")
+
+    p = verb("pull", cmd_pull, "pull an image")
+    p.add_argument("image", metavar="IMAGE")
+
+    p = verb("rmi", cmd_rmi, "remove images")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+
+    p = verb("load", cmd_load, "import an image archive on this machine (podhost only)")
+    p.add_argument("file", metavar="FILE")

@@ -1,0 +1,86 @@
+"""The CRI gRPC server on a unix socket: RuntimeService, ImageService and podhost's Admin service.
+
+`serve()` owns the socket file: it refuses to take over a socket another daemon still answers on, removes
+a stale one (left by a daemon that died), binds, and sets mode 0660 so only root and the socket's group
+reach the runtime. The thread pool is sized for blocking calls: a StopContainer waiting out its grace
+period or an ExecSync waiting for its command holds a thread for that long, and GetContainerEvents
+holds one per subscriber for as long as the subscriber stays.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import stat
+from concurrent import futures
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+
+from podhost.cri import admin_pb2_grpc, api_pb2_grpc
+from podhost.cri.admin_service import AdminServicer
+from podhost.cri.image_service import ImageServicer
+from podhost.cri.runtime_service import RuntimeServicer
+from podhost.cri.transport import channel_options
+from podhost.errors import AlreadyExists, FailedPrecondition, RuntimeFailure
+
+if TYPE_CHECKING:
+    from podhost.runtime.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+SOCKET_MODE = 0o660
+DEFAULT_WORKERS = 32
+
+
+def _answers(path: Path) -> bool:
+    """True when something accepts connections on the unix socket at `path`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+        return True
+
+
+def prepare_socket_path(path: Path) -> None:
+    """Make `path` free to bind: create its directory, remove a stale socket, refuse anything else."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise FailedPrecondition(f"{path} exists and is not a socket; refusing to replace it")
+    if _answers(path):
+        raise AlreadyExists(f"another server is already listening on {path}")
+    log.info("removing stale socket %s", path)
+    path.unlink()
+
+
+def serve(
+    runtime: Runtime, socket_path: str | os.PathLike[str], max_workers: int = DEFAULT_WORKERS
+) -> grpc.Server:
+    """Start serving CRI for `runtime` on `unix://<socket_path>`; the caller stops the returned server."""
+    path = Path(socket_path).absolute()
+    prepare_socket_path(path)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="cri"),
+        options=channel_options(),
+    )
+    api_pb2_grpc.add_RuntimeServiceServicer_to_server(RuntimeServicer(runtime), server)
+    api_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(runtime), server)
+    admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(runtime), server)
+    try:
+        bound = server.add_insecure_port(f"unix://{path}")
+    except RuntimeError as e:
+        raise RuntimeFailure(f"cannot listen on {path}: {e}") from e
+    if not bound:
+        raise RuntimeFailure(f"cannot listen on {path}")
+    server.start()
+    os.chmod(path, SOCKET_MODE)
+    log.info("CRI server listening on unix://%s (%d workers)", path, max_workers)
+    return server

@@ -1,0 +1,637 @@
+"""ContainerService: the CRI container lifecycle (Create/Start/Stop/Remove, status, exec, stats, recovery).
+
+Theory of operation. A container is an OCI bundle under `config.container_run_dir(id)` (config.json, the
+overlay rootfs mount, conmon's attach socket and ctl fifo, conmon's persist files `exit`/`oom`) plus its
+overlay upper/work dirs under `config.container_state_dir(id)`. conmon runs `<runtime> create`, holds
+stdio and writes the CRI log and the exit file; podhost then calls `<runtime> start`. No Python process
+stays attached to a container.
+
+    CREATED --start--> RUNNING --exit file--> EXITED --remove--> (gone)
+       \\________________exit file (killed before start)_____/^
+
+Every CreateContainer step registers its undo on an ExitStack popped only on success, and the record is
+written last: a crash mid-create leaves a bundle dir without a record, which `recover()` sweeps. Exits
+arrive from the exit dir's inotify watch (podhost.runtime.container.exits) within milliseconds; the
+record is updated under the container's lock, CONTAINER_STOPPED_EVENT is published and `on_exit` called.
+
+Owns container records, bundles, rootfs mounts and conmon; the pod's namespaces, cgroup and files belong
+to the sandbox service, images to the image store.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from podhost.config import Config
+from podhost.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    RuntimeFailure,
+)
+from podhost.runtime import procs
+from podhost.runtime.cgroups import Cgroups, child
+from podhost.runtime.container import conmon, ocirt, spec
+from podhost.runtime.container.exits import ExitWatcher
+from podhost.runtime.events import EventBus
+from podhost.runtime.image.rootfs import mount_rootfs, unmount_rootfs
+from podhost.runtime.model import (
+    Container,
+    ContainerConfig,
+    ContainerEventType,
+    ContainerState,
+    ContainerStats,
+    ExecResult,
+    Image,
+    LinuxContainerResources,
+    PodSandbox,
+)
+from podhost.runtime.state import RecordStore
+
+log = logging.getLogger(__name__)
+
+STOP_KILL_WAIT_S = 10.0  # after SIGKILL, how long the exit may take to be reported
+EXIT_CODE_UNKNOWN = 255  # what containerd reports when the exit status was lost
+
+
+def container_name_key(config: ContainerConfig) -> str:
+    return f"{config.metadata.name}_{config.metadata.attempt}"
+
+
+def exit_reason(exit_code: int, oom_killed: bool) -> str:
+    """The CRI ContainerStatus.reason of an exited container, as the kubelet expects it."""
+    if oom_killed:
+        return "OOMKilled"
+    return "Completed" if exit_code == 0 else "Error"
+
+
+def parse_signal(name: str) -> int:
+    """An image StopSignal ("SIGQUIT", "QUIT", "3") as a number; SIGTERM when empty."""
+    if not name:
+        return int(signal.SIGTERM)
+    if name.isdigit():
+        return int(name)
+    upper = name.upper()
+    try:
+        return int(signal.Signals[upper if upper.startswith("SIG") else "SIG" + upper])
+    except KeyError as e:
+        raise InvalidArgument(f"unknown stop signal {name!r}") from e
+
+
+class ContainerService:
+    def __init__(
+        self,
+        config: Config,
+        records: RecordStore[Container],
+        events: EventBus,
+        cgroups: Cgroups | None = None,
+        id_prefix: str = "",
+    ) -> None:
+        self.config = config
+        self.records = records
+        self.events = events
+        self.cgroups = cgroups or Cgroups()
+        self.id_prefix = id_prefix
+        self.exit_dir = config.run_dir / "exits"
+        self.socket_dir = config.run_dir / "attach"
+        self.limits = spec.read_host_limits()
+        #: called (container) after a container exited and its record says so; runs on the exit thread.
+        self.on_exit: Callable[[Container], None] | None = None
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.RLock] = {}
+        self._exited = threading.Condition(self._lock)
+        self._watcher = ExitWatcher(self.exit_dir, self._exit_file_written)
+
+    def close(self) -> None:
+        self._watcher.close()
+
+    # --- helpers -----------------------------------------------------------------------------------
+
+    def _lock_for(self, container_id: str) -> threading.RLock:
+        with self._lock:
+            return self._locks.setdefault(container_id, threading.RLock())
+
+    def runtime(self, handler: str) -> ocirt.OciRuntime:
+        handler = handler or self.config.default_runtime
+        binary = self.config.runtimes.get(handler)
+        if binary is None:
+            raise InvalidArgument(
+                f"unknown runtime handler {handler!r} (have: {', '.join(self.config.runtimes)})"
+            )
+        return ocirt.OciRuntime(handler, binary, ocirt.runtime_root(self.config.run_dir, handler))
+
+    def get(self, container_id: str) -> Container:
+        container = self.records.get(container_id)
+        if container is None:
+            raise NotFound(f"container {container_id!r} not found")
+        return container
+
+    def resolve(self, id_or_prefix: str) -> Container:
+        """A container by full id or unique prefix (as crictl allows)."""
+        container = self.records.get(id_or_prefix)
+        if container is not None:
+            return container
+        matches = [c for c in self.records if id_or_prefix and c.id.startswith(id_or_prefix)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidArgument(f"container id prefix {id_or_prefix!r} is ambiguous")
+        raise NotFound(f"container {id_or_prefix!r} not found")
+
+    def list(self) -> list[Container]:
+        return sorted(self.records, key=lambda c: c.created_at)
+
+    def _bundle(self, container_id: str) -> Path:
+        return self.config.container_run_dir(container_id)
+
+    def _new_id(self) -> str:
+        return (self.id_prefix + secrets.token_hex(32))[:64]
+
+    # --- CreateContainer ---------------------------------------------------------------------------
+
+    def create(
+        self, sandbox: PodSandbox, config: ContainerConfig, image: Image, layer_dirs: builtins.list[Path]
+    ) -> Container:
+        """Make the bundle, mount the rootfs and have conmon run `<runtime> create`. Nothing is left behind
+        on failure; the error names the stage and carries the runtime's own message."""
+        if not config.metadata.name:
+            raise InvalidArgument("ContainerConfig.metadata.name is required")
+        spec.validate_resources(config.resources)
+        spec.process_args(config, image.config)  # a missing command fails before any side effect
+        stop_signal = image.config.stop_signal
+        parse_signal(stop_signal)
+        key = container_name_key(config)
+        for existing in self.records:
+            if existing.sandbox_id == sandbox.id and container_name_key(existing.config) == key:
+                raise AlreadyExists(
+                    f"container name {key!r} in sandbox {sandbox.id[:13]} is reserved for {existing.id}"
+                )
+        runtime = self.runtime(sandbox.runtime_handler)
+        container_id = self._new_id()
+        log_path = ""
+        if sandbox.config.log_directory and config.log_path:
+            log_path = str(Path(sandbox.config.log_directory) / config.log_path)
+        container = Container(
+            id=container_id, sandbox_id=sandbox.id, config=config, image_id=image.id,
+            image_ref=(image.repo_tags[0] if image.repo_tags else config.image),
+            runtime_handler=runtime.handler, state=ContainerState.CONTAINER_CREATED, created_at=time.time_ns(),
+            log_path=log_path, cgroup=child(sandbox.cgroup or "/", container_id), stop_signal=stop_signal,
+        )  # fmt: skip
+        bundle = self._bundle(container_id)
+        state_dir = self.config.container_state_dir(container_id)
+        target = bundle / "rootfs"
+        t0 = time.monotonic()
+        stage = "bundle"
+        with self._lock_for(container_id), contextlib.ExitStack() as undo:
+            try:
+                bundle.mkdir(parents=True, exist_ok=False)
+                undo.callback(shutil.rmtree, bundle, True)
+                (state_dir / "upper").mkdir(parents=True, exist_ok=True)
+                (state_dir / "work").mkdir(parents=True, exist_ok=True)
+                undo.callback(shutil.rmtree, state_dir, True)
+
+                stage = "rootfs"  # layer_dirs: top layer first, as the image store gives them
+                target.mkdir()
+                mount_rootfs(layer_dirs, state_dir / "upper", state_dir / "work", target)
+                undo.callback(unmount_rootfs, target)
+
+                stage = "spec"
+                passwd, group = _read_etc(target)
+                oci = spec.build_oci_spec(
+                    container, sandbox, image, target, self.config.sandbox_run_dir(sandbox.id), self.limits,
+                    passwd=passwd, group=group,
+                )  # fmt: skip
+                (bundle / "config.json").write_text(json.dumps(oci, indent=1))
+                if log_path:
+                    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+
+                stage = "runtime create"
+                undo.callback(self._undo_runtime_create, runtime, container)
+                cspec = self._conmon_spec(container, runtime, bundle)
+                try:
+                    pid = conmon.create(self.config.conmon, cspec)
+                finally:
+                    conmon_pid = conmon.read_pid_file(cspec.conmon_pid_file)
+                    if conmon_pid:
+                        self._watcher.watch_process(conmon_pid, procs.start_time(conmon_pid))
+                container.pid, container.pid_start_time = pid, procs.start_time(pid)
+                container.conmon_pid = conmon_pid
+
+                stage = "record"
+                self.records.put(container_id, container)
+            except (RuntimeFailure, InvalidArgument) as e:
+                log.warning(
+                    "container %s (%s): create failed at stage %r: %s", container_id[:13], key, stage, e
+                )
+                if isinstance(e, InvalidArgument):
+                    raise
+                raise RuntimeFailure(f"create container {config.metadata.name!r}: {stage}: {e}") from e
+            except OSError as e:
+                raise RuntimeFailure(f"create container {config.metadata.name!r}: {stage}: {e}") from e
+            undo.pop_all()
+        log.info(
+            "container %s (%s) created in sandbox %s in %.1f ms (pid %d)",
+            container_id[:13],
+            key,
+            sandbox.id[:13],
+            (time.monotonic() - t0) * 1e3,
+            container.pid,
+        )
+        self.events.publish(container_id, ContainerEventType.CONTAINER_CREATED_EVENT, sandbox.id)
+        return container
+
+    def _conmon_spec(
+        self, container: Container, runtime: ocirt.OciRuntime, bundle: Path
+    ) -> conmon.ConmonSpec:
+        runtime.root.mkdir(parents=True, exist_ok=True)
+        return conmon.ConmonSpec(
+            container_id=container.id,
+            name=container.config.metadata.name,
+            bundle=bundle,
+            runtime_binary=runtime.binary,
+            runtime_args=[f"--root={runtime.root}", f"--log={bundle / 'runtime.log'}", "--log-format=json"],
+            container_pid_file=bundle / "pidfile",
+            conmon_pid_file=bundle / "conmon.pid",
+            exit_dir=self.exit_dir,
+            socket_dir=self.socket_dir,
+            persist_dir=bundle,
+            log_path=container.log_path,
+            terminal=container.config.tty,
+            stdin=container.config.stdin,
+            stdin_once=container.config.stdin_once,
+        )
+
+    def _undo_runtime_create(self, runtime: ocirt.OciRuntime, container: Container) -> None:
+        """Undo of a (possibly half-done) `<runtime> create`: its state, cgroup, conmon's files."""
+        try:
+            runtime.delete(container.id, force=True)
+        except RuntimeFailure:
+            log.exception("container %s: runtime delete during rollback failed", container.id[:13])
+        self._remove_cgroup(container)
+        (self.exit_dir / container.id).unlink(missing_ok=True)
+        (self.socket_dir / container.id).unlink(missing_ok=True)
+
+    def _remove_cgroup(self, container: Container) -> None:
+        if not container.cgroup:
+            return
+        try:
+            self.cgroups.remove(container.cgroup)
+        except RuntimeFailure:
+            log.exception("container %s: removing its cgroup failed", container.id[:13])
+
+    # --- StartContainer ----------------------------------------------------------------------------
+
+    def start(self, container_id: str) -> None:
+        with self._lock_for(container_id):
+            container = self.get(container_id)
+            if container.state != ContainerState.CONTAINER_CREATED:
+                raise FailedPrecondition(
+                    f"container {container_id[:13]} is {container.state.value}, not created"
+                )
+            runtime = self.runtime(container.runtime_handler)
+            started_at = time.time_ns()  # before: the process may run (and exit) before start returns
+            try:
+                runtime.start(container_id)
+            except RuntimeFailure as e:
+                container.state = ContainerState.CONTAINER_EXITED
+                container.exit_code, container.reason, container.message = 128, "StartError", str(e)
+                container.finished_at = time.time_ns()
+                self.records.put(container_id, container)
+                raise
+            container.state = ContainerState.CONTAINER_RUNNING
+            container.started_at = started_at
+            self.records.put(container_id, container)
+        log.info("container %s started", container_id[:13])
+        self.events.publish(container_id, ContainerEventType.CONTAINER_STARTED_EVENT, container.sandbox_id)
+
+    # --- exits -------------------------------------------------------------------------------------
+
+    def _exit_file_written(self, container_id: str) -> None:
+        self._apply_exit(container_id)
+
+    def _read_exit_code(self, container_id: str) -> tuple[int, int] | None:
+        path = self.exit_dir / container_id
+        try:
+            text = path.read_text().strip()
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            return None
+        try:
+            return int(text), mtime
+        except ValueError:
+            return None
+
+    def _apply_exit(self, container_id: str, lost_message: str = "") -> bool:
+        """Record the exit of `container_id` if conmon reported it (or `lost_message` says it was lost).
+        True when the record changed to EXITED."""
+        with self._lock_for(container_id):
+            container = self.records.get(container_id)
+            if container is None or container.state == ContainerState.CONTAINER_EXITED:
+                return False
+            found = self._read_exit_code(container_id)
+            if found is None and not lost_message:
+                return False
+            code, finished = found if found is not None else (EXIT_CODE_UNKNOWN, time.time_ns())
+            oom = self._oom_killed(container)
+            container.state = ContainerState.CONTAINER_EXITED
+            # The exit file's mtime is the exit time, at the filesystem's timestamp granularity.
+            container.exit_code, container.finished_at = code, max(finished, container.started_at)
+            container.reason = exit_reason(code, oom)
+            container.message = lost_message
+            self.records.put(container_id, container)
+        with self._exited:
+            self._exited.notify_all()
+        log.info("container %s exited with %d (%s)", container_id[:13], code, container.reason)
+        self.events.publish(container_id, ContainerEventType.CONTAINER_STOPPED_EVENT, container.sandbox_id)
+        if self.on_exit is not None:
+            try:
+                self.on_exit(container)
+            except Exception:
+                log.exception("container %s: on_exit callback failed", container_id[:13])
+        return True
+
+    def _oom_killed(self, container: Container) -> bool:
+        """The memory cgroup counted an OOM kill (it still exists: runtime delete has not run), or conmon
+        saw one (its `oom` file in the persist dir)."""
+        if container.cgroup and self.cgroups.oom_kills(container.cgroup) > 0:
+            return True
+        return (self._bundle(container.id) / "oom").exists()
+
+    def _wait_exited(self, container_id: str, timeout: float) -> bool:
+        """Wait (without polling) until the record says EXITED; False after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._exited:
+            while True:
+                container = self.records.get(container_id)
+                if container is None or container.state == ContainerState.CONTAINER_EXITED:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._exited.wait(remaining)
+
+    # --- StopContainer -----------------------------------------------------------------------------
+
+    def stop(self, container_id: str, timeout: int) -> None:
+        """The stop signal (image StopSignal, else SIGTERM), SIGKILL after `timeout` seconds; returns once
+        the exit is recorded. Idempotent on an exited container."""
+        container = self.get(container_id)
+        if container.state == ContainerState.CONTAINER_EXITED:
+            return
+        self._apply_exit(container_id)  # an exit that raced with us
+        if self.get(container_id).state == ContainerState.CONTAINER_EXITED:
+            return
+        runtime = self.runtime(container.runtime_handler)
+        if timeout > 0 and container.state == ContainerState.CONTAINER_RUNNING:
+            sig = parse_signal(container.stop_signal)
+            self._signal(runtime, container, sig, all_processes=False)
+            if self._wait_exited(container_id, timeout):
+                return
+            log.info("container %s ignored signal %d for %ds: killing it", container_id[:13], sig, timeout)
+        self._signal(runtime, container, signal.SIGKILL, all_processes=True)
+        if self._wait_exited(container_id, STOP_KILL_WAIT_S):
+            return
+        # conmon should have reported by now; if it is gone, the exit status is lost.
+        if not procs.alive(container.pid, container.pid_start_time) and not _alive_conmon(container):
+            self._apply_exit(container_id, lost_message="exit status lost: conmon is gone")
+            return
+        raise RuntimeFailure(
+            f"container {container_id[:13]} did not exit within {STOP_KILL_WAIT_S:.0f}s of SIGKILL"
+        )
+
+    def _signal(self, runtime: ocirt.OciRuntime, container: Container, sig: int, all_processes: bool) -> None:
+        try:
+            runtime.kill(container.id, sig, all_processes)
+        except RuntimeFailure as e:
+            # Already stopped (the exit is on its way) is fine; anything else is worth a line.
+            log.debug("container %s: kill %d: %s", container.id[:13], sig, e)
+
+    # --- RemoveContainer ---------------------------------------------------------------------------
+
+    def remove(self, container_id: str) -> None:
+        """Stop if running, then delete every trace: runtime state, rootfs mount, bundle, state dir, cgroup,
+        record. NotFound for an unknown id (the facade makes RemoveContainer idempotent)."""
+        container = self.get(container_id)
+        if container.state != ContainerState.CONTAINER_EXITED:
+            self.stop(container_id, 0)
+        with self._lock_for(container_id):
+            container = self.get(container_id)
+            runtime = self.runtime(container.runtime_handler)
+            runtime.delete(container_id, force=True)
+            self._remove_files(container)
+            self.records.delete(container_id)
+        with self._lock:
+            self._locks.pop(container_id, None)
+        log.info("container %s removed", container_id[:13])
+        self.events.publish(container_id, ContainerEventType.CONTAINER_DELETED_EVENT, container.sandbox_id)
+
+    def _remove_files(self, container: Container) -> None:
+        bundle = self._bundle(container.id)
+        unmount_rootfs(bundle / "rootfs")
+        self._remove_cgroup(container)
+        shutil.rmtree(bundle, ignore_errors=True)
+        shutil.rmtree(self.config.container_state_dir(container.id), ignore_errors=True)
+        (self.exit_dir / container.id).unlink(missing_ok=True)
+        (self.socket_dir / container.id).unlink(missing_ok=True)
+
+    # --- ContainerStatus ---------------------------------------------------------------------------
+
+    def status(self, container_id: str) -> Container:
+        """The record, with an exit applied that the watch has not delivered yet."""
+        container = self.get(container_id)
+        if container.state != ContainerState.CONTAINER_EXITED:
+            self._apply_exit(container_id)
+            container = self.get(container_id)
+        return container
+
+    # --- ExecSync ----------------------------------------------------------------------------------
+
+    def exec_sync(self, container_id: str, cmd: builtins.list[str], timeout: int) -> ExecResult:
+        """Run `cmd` in the container, collect its output. After `timeout` seconds (0: none) the exec'd
+        process is killed and DeadlineExceeded raised (what the kubelet reads as a probe timeout)."""
+
+        container = self.status(container_id)
+        if container.state != ContainerState.CONTAINER_RUNNING:
+            raise FailedPrecondition(
+                f"container {container_id[:13]} is not running ({container.state.value})"
+            )
+        if not cmd:
+            raise InvalidArgument("exec: cmd is required")
+        bundle = self._bundle(container_id)
+        try:
+            oci = json.loads((bundle / "config.json").read_text())
+        except (OSError, ValueError) as e:
+            raise RuntimeFailure(f"container {container_id[:13]}: reading its spec: {e}") from e
+        process = spec.exec_process(oci, cmd)
+        runtime = self.runtime(container.runtime_handler)
+        ep = runtime.exec(container_id, process, bundle)
+        try:
+            try:
+                stdout, stderr = ep.popen.communicate(timeout=timeout if timeout > 0 else None)
+            except subprocess.TimeoutExpired:
+                ep.kill()
+                try:
+                    ep.popen.communicate(timeout=STOP_KILL_WAIT_S)
+                except subprocess.TimeoutExpired:
+                    ep.popen.kill()
+                    ep.popen.communicate()
+                raise DeadlineExceeded(  # noqa: B904 - the timeout is the error, not a cause
+                    f"exec {cmd!r} in container {container_id[:13]}: timeout {timeout}s exceeded"
+                )
+            code = ep.popen.returncode
+            if code != 0 and (error := ep.error()):
+                raise RuntimeFailure(f"exec {cmd!r} in container {container_id[:13]}: {error}")
+            return ExecResult(stdout=stdout, stderr=stderr, exit_code=code if code >= 0 else 128 - code)
+        finally:
+            ep.cleanup()
+
+    # --- ReopenContainerLog, UpdateContainerResources, ContainerStats ------------------------------
+
+    def reopen_log(self, container_id: str) -> None:
+        container = self.status(container_id)
+        if container.state != ContainerState.CONTAINER_RUNNING:
+            raise FailedPrecondition(f"container {container_id[:13]} is not running")
+        conmon.ctl(self._bundle(container_id), conmon.CTL_REOPEN_LOG)
+
+    def update_resources(self, container_id: str, resources: LinuxContainerResources) -> None:
+        spec.validate_resources(resources)
+        with self._lock_for(container_id):
+            container = self.status(container_id)
+            if container.state == ContainerState.CONTAINER_EXITED:
+                raise FailedPrecondition(f"container {container_id[:13]} has exited")
+            runtime = self.runtime(container.runtime_handler)
+            runtime.update(container_id, spec.oci_resources(resources), self._bundle(container_id))
+            old = container.config.resources
+            if old is not None:
+                resources.oom_score_adj = old.oom_score_adj  # runc update cannot change it
+            container.config.resources = resources
+            self.records.put(container_id, container)
+
+    def stats(self, container_id: str) -> ContainerStats:
+
+        container = self.get(container_id)
+        path = container.cgroup
+        return ContainerStats(
+            container_id=container_id,
+            timestamp=time.time_ns(),
+            cpu_usage_core_nano_seconds=self.cgroups.cpu_usage_ns(path) if path else 0,
+            memory_working_set_bytes=self.cgroups.memory_working_set(path) if path else 0,
+            memory_usage_bytes=self.cgroups.memory_usage(path) if path else 0,
+            writable_layer_used_bytes=_disk_usage(self.config.container_state_dir(container_id) / "upper"),
+        )
+
+    # --- recovery ----------------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """At daemon start: running containers stay running (their conmon is adopted for reaping), exits
+        that happened while we were down are recorded, and bundles without a record (a create the previous
+        daemon never finished) are rolled back."""
+        for container in list(self.records):
+            if container.state == ContainerState.CONTAINER_EXITED:
+                continue
+            if self._apply_exit(container.id):
+                continue
+            if _alive_conmon(container):
+                self._watcher.watch_process(container.conmon_pid, procs.start_time(container.conmon_pid))
+                if self._apply_exit(container.id):  # it exited while we were adopting it
+                    continue
+                continue
+            if procs.alive(container.pid, container.pid_start_time):
+                continue  # conmon is gone but the process runs: its exit code will be lost
+            state = self._runtime_state(container)
+            if state is not None and state.get("status") in ("running", "created", "paused"):
+                continue
+            self._apply_exit(container.id, lost_message="exited while podhost was down; exit status lost")
+        self._sweep_orphans()
+
+    def _runtime_state(self, container: Container) -> dict[str, Any] | None:
+        try:
+            return self.runtime(container.runtime_handler).state(container.id)
+        except (RuntimeFailure, InvalidArgument):
+            return None
+
+    def _sweep_orphans(self) -> None:
+        known = set(self.records.ids())
+        for parent in (self.config.run_dir / "containers", self.config.state_dir / "containers"):
+            if not parent.is_dir():
+                continue
+            for d in parent.iterdir():
+                if d.name in known:
+                    continue
+                log.warning("container %s was half-made when the daemon stopped: rolling back", d.name[:13])
+                self._rollback_orphan(d.name)
+        if self.exit_dir.is_dir():
+            for f in self.exit_dir.iterdir():
+                if f.name not in known:
+                    f.unlink(missing_ok=True)
+
+    def _rollback_orphan(self, container_id: str) -> None:
+        bundle = self._bundle(container_id)
+        cgroup, handler = "", self.config.default_runtime
+        try:
+            oci = json.loads((bundle / "config.json").read_text())
+            cgroup = oci.get("linux", {}).get("cgroupsPath", "")
+        except (OSError, ValueError):
+            pass
+        for name in self.config.runtimes:
+            runtime = self.runtime(name)
+            if (runtime.root / container_id).exists():
+                handler = name
+        ghost = Container(
+            id=container_id, sandbox_id="", config=ContainerConfig(), runtime_handler=handler, cgroup=cgroup
+        )
+        with contextlib.suppress(RuntimeFailure):
+            self.runtime(handler).delete(container_id, force=True)
+        self._remove_files(ghost)
+
+
+def _alive_conmon(container: Container) -> bool:
+    if container.conmon_pid <= 0:
+        return False
+    return procs.state(container.conmon_pid) not in ("", "Z", "X") and _comm(container.conmon_pid) == "conmon"
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _read_etc(rootfs_dir: Path) -> tuple[str, str]:
+    """The image's /etc/passwd and /etc/group, read without following symlinks out of the rootfs."""
+    out = []
+    for name in ("passwd", "group"):
+        path = rootfs_dir / "etc" / name
+        try:
+            if path.is_symlink() or not path.is_file():
+                out.append("")
+                continue
+            out.append(path.read_text(errors="replace"))
+        except OSError:
+            out.append("")
+    return out[0], out[1]
+
+
+def _disk_usage(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total

@@ -1,0 +1,115 @@
+"""A container's root filesystem: an overlay of an image's layers (read-only) under a private upper dir.
+
+`mount_rootfs` mounts `overlay` with `lowerdir=<top>:...:<bottom>,upperdir=...,workdir=...`
+(Documentation/filesystems/overlayfs.rst). A read-only rootfs is the same overlay mounted MS_RDONLY:
+that works for any number of layers, where an overlay without an upper dir needs at least two lower dirs.
+`index=off` is passed when the kernel knows the option (as containerd does), so an upper dir can be
+mounted again over the same layers after a restart whatever the kernel's default is.
+
+The mount data of mount(2) is at most one page (4096 bytes). When the options with absolute paths do not
+fit, the lower dirs (which the store keeps side by side under one `layers/` dir) are given relative to
+that dir, and the mount is made by a forked child that chdir's there first: the working directory is
+process-wide and the daemon is threaded, so the parent never changes its own. With the store's 64-hex
+layer names that allows about 60 layers.
+
+This module never decides which layers an image has, nor where a container's dirs live.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from podhost.errors import InvalidArgument, RuntimeFailure
+from podhost.runtime.image import mount as mnt
+
+log = logging.getLogger(__name__)
+
+MOUNT_DATA_MAX = 4096  # one page, including the terminating NUL
+_INDEX_PARAM = Path("/sys/module/overlay/parameters/index")
+_FORBIDDEN = (",", ":", "\\")
+
+
+def overlay_options(lower: list[str], upper: str, work: str, *, index_off: bool) -> str:
+    """The overlay mount data (pure). Lower dirs are given top first."""
+    for p in [*lower, upper, work]:
+        if not p or any(c in p for c in _FORBIDDEN):
+            raise InvalidArgument(f"overlay path {p!r} is empty or contains ',', ':' or '\\\\'")
+    opts = f"lowerdir={':'.join(lower)},upperdir={upper},workdir={work}"
+    return opts + ",index=off" if index_off else opts
+
+
+def _index_option_known() -> bool:
+    return _INDEX_PARAM.exists()
+
+
+def mount_rootfs(
+    lower_dirs: list[Path], upper: Path, work: Path, target: Path, readonly: bool = False
+) -> None:
+    """Mount the overlay of `lower_dirs` (TOP layer first) with `upper`/`work` on `target`.
+
+    `upper`, `work` and `target` are made if missing; `upper` and `work` must be on one filesystem.
+    """
+    if not lower_dirs:
+        raise InvalidArgument("an overlay rootfs needs at least one layer")
+    lowers = [os.path.abspath(p) for p in lower_dirs]
+    for p in lowers:
+        if not os.path.isdir(p):
+            raise InvalidArgument(f"layer dir {p} does not exist")
+    for d in (upper, work, target):
+        d.mkdir(parents=True, exist_ok=True)
+    upper_s, work_s, target_s = (os.path.abspath(p) for p in (upper, work, target))
+    flags = mnt.MS_RDONLY if readonly else 0
+    index_off = _index_option_known()
+    data = overlay_options(lowers, upper_s, work_s, index_off=index_off)
+    if len(data) < MOUNT_DATA_MAX:
+        mnt.mount("overlay", target_s, "overlay", flags, data)
+        return
+    parent = os.path.dirname(lowers[0])
+    if any(os.path.dirname(p) != parent for p in lowers):
+        raise InvalidArgument(
+            f"overlay options are {len(data)} bytes (limit {MOUNT_DATA_MAX}) and the layers do not share a "
+            "parent dir to shorten them"
+        )
+    short = overlay_options([os.path.basename(p) for p in lowers], upper_s, work_s, index_off=index_off)
+    if len(short) >= MOUNT_DATA_MAX:
+        raise InvalidArgument(f"too many layers for one overlay mount ({len(lowers)}: {len(short)} bytes)")
+    log.debug("overlay on %s: %d layers, options relative to %s", target_s, len(lowers), parent)
+    _mount_in_child(parent, target_s, flags, short)
+
+
+def _mount_in_child(cwd: str, target: str, flags: int, data: str) -> None:
+    """mount(2) from a forked child whose cwd is `cwd`, so relative lowerdir paths resolve there."""
+    cwd_b, target_b, data_b = os.fsencode(cwd), os.fsencode(target), data.encode()
+    pid = os.fork()
+    if pid == 0:  # child: only syscalls, then _exit (no Python cleanup, no locks of other threads)
+        code = 255
+        try:
+            os.chdir(cwd_b)
+            code = mnt.mount_raw(b"overlay", target_b, b"overlay", flags, data_b)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code == 255:
+        raise RuntimeFailure(f"mount overlay on {target}: the mount helper could not chdir to {cwd}")
+    if code != 0:
+        raise mnt.MountError(f"mount overlay on {target} (from {cwd}): {mnt._describe(code)}", code)
+
+
+def unmount_rootfs(target: Path) -> None:
+    """Unmount the rootfs at `target`; nothing to do when it is not mounted. Busy mounts are detached
+    lazily (they go once their last user does), so this never fails because a process still holds one."""
+    path = os.path.abspath(target)
+    for _ in range(16):  # a target can carry stacked mounts; take them all
+        try:
+            if not mnt.umount(path, mnt.UMOUNT_NOFOLLOW):
+                return
+        except mnt.MountError as e:
+            if e.errno != 16:  # EBUSY
+                raise
+            log.info("rootfs %s is busy, detaching it lazily", path)
+            if not mnt.umount(path, mnt.UMOUNT_NOFOLLOW | mnt.MNT_DETACH):
+                return
+    raise RuntimeFailure(f"umount {path}: still mounted after 16 unmounts")

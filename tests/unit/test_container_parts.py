@@ -1,0 +1,106 @@
+"""Pure parts of the container layer: runtime CLI args and logs, conmon args and sync, exit events, cgroups."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+from podhost.runtime.cgroups import child, normalize, parse_mountinfo
+from podhost.runtime.container import conmon, exits, ocirt
+from podhost.runtime.container.service import exit_reason, parse_signal
+
+HYBRID = """\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+34 31 0:31 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate
+"""
+PURE_V2 = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n"
+
+
+def test_parse_mountinfo() -> None:
+    version, h = parse_mountinfo(HYBRID)
+    assert version == 1
+    assert h == {
+        "cpu,cpuacct": Path("/sys/fs/cgroup/cpu,cpuacct"),
+        "memory": Path("/sys/fs/cgroup/memory"),
+        "name=systemd": Path("/sys/fs/cgroup/systemd"),
+        "unified": Path("/sys/fs/cgroup/unified"),
+    }
+    assert parse_mountinfo(PURE_V2) == (2, {"unified": Path("/sys/fs/cgroup")})
+
+
+def test_cgroup_paths() -> None:
+    assert normalize("podhost//pod-1/") == "/podhost/pod-1"
+    assert child("/podhost/pod-1/", "abc") == "/podhost/pod-1/abc"
+    from podhost.runtime.cgroups import Cgroups
+
+    cg = Cgroups(HYBRID)
+    assert cg.controller_dir("cpuacct", "/p/c") == Path("/sys/fs/cgroup/cpu,cpuacct/p/c")
+    assert cg.procs_files("/p")[1] == Path("/sys/fs/cgroup/memory/p/cgroup.procs")
+
+
+def test_runtime_args(tmp_path: Path) -> None:
+    rt = ocirt.OciRuntime("runc", "/usr/sbin/runc", ocirt.runtime_root(Path("/run/ph"), "runc"))
+    assert rt.command(ocirt.kill_args("c1", 9, True), Path("/l")) == [
+        "/usr/sbin/runc", "--root", "/run/ph/runc-root/runc", "--log", "/l", "--log-format", "json",
+        "kill", "--all", "c1", "9",
+    ]  # fmt: skip
+    assert ocirt.delete_args("c1", force=True) == ["delete", "--force", "c1"]
+    assert ocirt.exec_args("c1", Path("/p.json"), Path("/p.pid")) == [
+        "exec", "--process", "/p.json", "--pid-file", "/p.pid", "c1",
+    ]  # fmt: skip
+    assert ocirt.update_args("c1", Path("/r.json")) == ["update", "--resources", "/r.json", "c1"]
+
+
+def test_parse_runtime_log() -> None:
+    text = (
+        json.dumps({"level": "info", "msg": "noise"}) + "\n"
+        + json.dumps({"level": "error", "msg": 'exec: "x": executable file not found in $PATH'}) + "\n"
+    )  # fmt: skip
+    assert ocirt.parse_log(text) == 'exec: "x": executable file not found in $PATH'
+    assert ocirt.parse_log("plain words\n") == "plain words"
+
+
+def test_conmon_args() -> None:
+    spec = conmon.ConmonSpec(
+        container_id="c1", name="web", bundle=Path("/b"), runtime_binary="/usr/sbin/runc",
+        runtime_args=["--root=/r"], container_pid_file=Path("/b/pidfile"), conmon_pid_file=Path("/b/conmon.pid"),
+        exit_dir=Path("/x"), socket_dir=Path("/s"), persist_dir=Path("/b"), log_path="/logs/web.log",
+    )  # fmt: skip
+    args = conmon.conmon_args("/usr/bin/conmon", spec)
+    assert args[0] == "/usr/bin/conmon"
+    pairs = dict(zip(args[1::2], args[2::2], strict=False))
+    assert pairs["-c"] == "c1" and pairs["-b"] == "/b" and pairs["-l"] == "k8s-file:/logs/web.log"
+    assert pairs["--exit-dir"] == "/x" and pairs["-0"] == "/b" and pairs["-p"] == "/b/pidfile"
+    assert args[-2:] == ["--runtime-arg", "--root=/r"]
+    assert "--sync" not in args and "--syslog" not in args and "-t" not in args
+
+
+def test_conmon_sync_messages() -> None:
+    assert conmon.parse_sync(b'{"pid": 42}\n') == (42, "")
+    assert conmon.parse_sync(b'{"pid": -1, "message": "runc create failed: boom\\n"}\n') == (
+        -1,
+        "runc create failed: boom",
+    )
+    assert conmon.parse_sync(b"") == (-1, "")
+
+
+def test_inotify_event_parsing() -> None:
+    def event(mask: int, name: bytes) -> bytes:
+        padded = name + b"\0" * (16 - len(name) % 16)
+        return struct.pack("iIII", 1, mask, 0, len(padded)) + padded
+
+    buf = event(exits.IN_CLOSE_WRITE, b"c1.AB12CD") + event(exits.IN_MOVED_TO, b"c1")
+    assert exits.parse_events(buf) == [(exits.IN_CLOSE_WRITE, "c1.AB12CD"), (exits.IN_MOVED_TO, "c1")]
+    assert not exits.is_exit_file_name("c1.AB12CD") and exits.is_exit_file_name("c1")
+
+
+def test_exit_reason_and_signal() -> None:
+    assert exit_reason(0, False) == "Completed"
+    assert exit_reason(3, False) == "Error"
+    assert exit_reason(137, True) == "OOMKilled"
+    assert parse_signal("") == 15 and parse_signal("SIGQUIT") == 3 and parse_signal("int") == 2
+    assert parse_signal("9") == 9
