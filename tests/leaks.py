@@ -78,7 +78,7 @@ def find_leaks(root: Path, bridge: str, cgroup_parent: str) -> list[str]:
         leaks.append(f"veths on {bridge}: {ports}")
     if ips := ipam_reservations(root / "state"):
         leaks.append(f"IPAM reservations: {ips}")
-    for sub in ("run/sandboxes", "run/containers", "state/records", "state/cni/results"):
+    for sub in ("run/sandboxes", "run/containers", "state/records", "state/containers", "state/cni/results"):
         if left := files_under(root / sub):
             leaks.append(f"files under {sub}: {left[:5]}")
     return leaks

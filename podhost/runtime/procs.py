@@ -150,3 +150,40 @@ def _reap(pidfd: int, pid: int) -> ExitStatus:
     if result.si_code == os.CLD_EXITED:
         return ExitStatus(pid, True, exit_code=result.si_status)
     return ExitStatus(pid, True, signal=result.si_status)
+
+
+ADOPTED_NAMES = (b"pause", b"conmon")
+
+
+def children() -> list[int]:
+    """PIDs of this process's children (all threads'), from /proc/self/task/*/children."""
+    pids: list[int] = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+        except OSError:
+            continue
+    return pids
+
+
+def reap_zombie_children(names: tuple[bytes, ...] = ADOPTED_NAMES) -> list[int]:
+    """Reap zombie children named `names` (adopted pause/conmon whose exit nobody is waiting for).
+
+    Only those names, so subprocess's own children keep their exit statuses for their Popen objects.
+    """
+    reaped = []
+    for pid in children():
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index(b"(") + 1 : stat.rindex(b")")]
+        if stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] == b"Z" and comm in names:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+                reaped.append(pid)
+            except ChildProcessError:
+                pass
+    return reaped

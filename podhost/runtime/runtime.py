@@ -91,7 +91,7 @@ class Runtime:
             self.cgroups,
         )
         self.containers = ContainerService(
-            config, RecordStore(config.container_records, Container), self.events
+            config, RecordStore(config.container_records, Container), self.events, cgroups=self.cgroups
         )
         self._closed = False
 
@@ -105,7 +105,7 @@ class Runtime:
         pause = config.pause_path
         if pause.exists():
             ensure_pause_image(runtime.images, pause, config.pause_image)
-        runtime.sandboxes.recover()
+        runtime.sandboxes.recover()  # and reaps pause processes of ours that exited unwatched
         runtime.containers.recover()
         return runtime
 

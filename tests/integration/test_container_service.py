@@ -183,6 +183,12 @@ class Pod:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pause_pid, signal.SIGKILL)
         self.unshare.wait()
+        # The stand-in was unshare's child; with unshare gone it is re-parented to us (a subreaper).
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and procs.state(self.pause_pid) not in ("", "X"):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pause_pid, os.WNOHANG)
+            time.sleep(0.005)
         for pin in self.sandbox.ns_paths.values():
             namespaces.unpin(pin)
         namespaces.unmount(str(run_dir / "shm"))

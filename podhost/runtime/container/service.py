@@ -542,14 +542,13 @@ class ContainerService:
         that happened while we were down are recorded, and bundles without a record (a create the previous
         daemon never finished) are rolled back."""
         for container in list(self.records):
-            if container.state == ContainerState.CONTAINER_EXITED:
-                continue
-            if self._apply_exit(container.id):
-                continue
-            if _alive_conmon(container):
+            conmon_alive = _alive_conmon(container)
+            if conmon_alive:  # adopt it first, whatever its container's state: its exit must be reaped
                 self._watcher.watch_process(container.conmon_pid, procs.start_time(container.conmon_pid))
-                if self._apply_exit(container.id):  # it exited while we were adopting it
-                    continue
+            if container.state == ContainerState.CONTAINER_EXITED or self._apply_exit(container.id):
+                continue
+            if conmon_alive:
+                self._apply_exit(container.id)  # it may have exited while we were adopting it
                 continue
             if procs.alive(container.pid, container.pid_start_time):
                 continue  # conmon is gone but the process runs: its exit code will be lost
@@ -557,6 +556,7 @@ class ContainerService:
             if state is not None and state.get("status") in ("running", "created", "paused"):
                 continue
             self._apply_exit(container.id, lost_message="exited while podhost was down; exit status lost")
+        procs.reap_zombie_children()  # conmons of ours that exited before we could adopt them
         self._sweep_orphans()
 
     def _runtime_state(self, container: Container) -> dict[str, Any] | None:

@@ -416,6 +416,7 @@ class SandboxService:
 
     def recover(self) -> None:
         """Reconcile records with reality after a (re)start: finish nothing half-made, roll it back."""
+        procs.reap_zombie_children()
         for sandbox in list(self.records):
             if sandbox.stage in ("creating", "started"):
                 log.warning("sandbox %s was half-made when the daemon stopped: rolling back", sandbox.id[:13])

@@ -1,0 +1,61 @@
+"""Shared fixtures. Integration tests (marked `root`) need root; they are skipped, loudly, without it."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.instance import Instance, OrphanReaper
+from tests.leaks import find_leaks
+
+# Test instances use their own bridges and subnets, never podhost's defaults.
+TEST_BRIDGE = "phit0"
+TEST_SUBNET = "10.233.0.0/24"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="needs root: creates real namespaces, mounts and cgroups")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def orphan_reaper() -> Iterator[OrphanReaper]:
+    reaper = OrphanReaper()
+    yield reaper
+    reaper.close()
+
+
+@pytest.fixture(scope="session")
+def session_instance(orphan_reaper: OrphanReaper) -> Iterator[Instance]:
+    inst = Instance(Path(f"/tmp/ph-it-{secrets.token_hex(4)}"), TEST_BRIDGE, TEST_SUBNET)
+    try:
+        inst.start()
+        yield inst
+    finally:
+        inst.cleanup()
+
+
+def check_no_leaks(inst: Instance) -> list[str]:
+    """Stop and remove the test's pods through CRI (the test's cleanup), then report anything that
+    removal left in the kernel or on disk."""
+    if inst.daemon is None or inst.daemon.poll() is not None:
+        inst.start()
+    inst.remove_all_pods()
+    return find_leaks(inst.root, inst.bridge, inst.config.cgroup_parent)
+
+
+@pytest.fixture
+def podhost(session_instance: Instance) -> Iterator[Instance]:
+    """The shared instance; after the test its pods are removed, and the test fails if that leaves anything."""
+    yield session_instance
+    problems = check_no_leaks(session_instance)
+    if problems:
+        pytest.fail("leaked: " + "; ".join(problems) + "\n" + session_instance.log_tail(15))

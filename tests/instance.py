@@ -1,0 +1,232 @@
+"""One isolated podhost instance for tests and benchmarks: its own root, daemon, socket, bridge, subnet.
+
+The daemon runs as a real `podhost daemon` subprocess and is driven only through the CRI client, as
+crictl or a kubelet would. The pods' resolv.conf names only 127.0.0.1, so no pod ever asks an outside
+resolver; the bridge is dropped and ip_forward put back by `cleanup()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from podhost.config import Config
+from podhost.cri import api_pb2 as pb
+from podhost.cri.client import CRIClient
+from podhost.runtime import procs
+from podhost.runtime.image.build import ensure_test_images
+from podhost.runtime.image.store import ImageStore
+from podhost.runtime.network.cni import PodNetwork
+
+REPO = Path(__file__).resolve().parents[1]
+PODHOST = [sys.executable, "-m", "podhost.cli.main"]
+BUSYBOX = "localhost/podhost/busybox:latest"
+
+
+class Instance:
+    def __init__(self, root: Path, bridge: str, subnet: str) -> None:
+        self.root, self.bridge, self.subnet = root, bridge, subnet
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+        self.config_file = root / "podhost.toml"
+        self.config_file.write_text(f'default_resolv_conf = "{root}/resolv.conf"\n')
+        self.config = Config.load(root=root, config_file=self.config_file, bridge=bridge, subnet=subnet)
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.client = CRIClient("unix://" + str(self.config.socket), timeout=60)
+        with open("/proc/sys/net/ipv4/ip_forward") as f:
+            self._ip_forward = f.read().strip()
+        store = ImageStore(self.config.image_dir)
+        ensure_test_images(store)
+        store.close()
+
+    # --- daemon ------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with open(self.root / "daemon.log", "ab") as log:  # the child keeps its own copy of the fd
+            self.daemon = subprocess.Popen(
+                [
+                    *PODHOST,
+                    "--root",
+                    str(self.root),
+                    "daemon",
+                    "--bridge",
+                    self.bridge,
+                    "--subnet",
+                    self.subnet,
+                    "--config",
+                    str(self.config_file),
+                ],
+                stdout=log,
+                stderr=log,
+                cwd=REPO,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.daemon.poll() is not None:
+                raise RuntimeError(f"podhost daemon exited: {self.log_tail()}")
+            with contextlib.suppress(Exception):
+                self.client.version()
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"podhost daemon did not answer in 30 s: {self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL the daemon, as a crash would."""
+        assert self.daemon is not None
+        self.daemon.kill()
+        self.daemon.wait()
+
+    def stop(self) -> None:
+        if self.daemon and self.daemon.poll() is None:
+            self.daemon.send_signal(signal.SIGTERM)
+            try:
+                self.daemon.wait(15)
+            except subprocess.TimeoutExpired:
+                self.daemon.kill()
+                self.daemon.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        path = self.root / "daemon.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    # --- pods --------------------------------------------------------------------------------------
+
+    def pod_config(
+        self,
+        name: str,
+        *,
+        share_pid: bool = False,
+        attempt: int = 0,
+        host_network: bool = False,
+        sysctls: dict[str, str] | None = None,
+        ports: list[tuple[int, int]] | None = None,
+        uid: str = "",
+    ) -> pb.PodSandboxConfig:
+        return pb.PodSandboxConfig(
+            metadata=pb.PodSandboxMetadata(
+                name=name, namespace="test", uid=uid or f"uid-{name}", attempt=attempt
+            ),
+            hostname=name,
+            log_directory=str(self.root / "logs" / name),
+            labels={"app": name},
+            port_mappings=[
+                pb.PortMapping(container_port=c, host_port=h, host_ip="127.0.0.1") for c, h in (ports or [])
+            ],
+            linux=pb.LinuxPodSandboxConfig(
+                sysctls=sysctls or {},
+                security_context=pb.LinuxSandboxSecurityContext(
+                    namespace_options=pb.NamespaceOption(
+                        network=pb.NODE if host_network else pb.POD,
+                        pid=pb.POD if share_pid else pb.CONTAINER,
+                        ipc=pb.POD,
+                    )
+                ),
+            ),
+        )
+
+    def container_config(
+        self,
+        name: str,
+        command: list[str],
+        *,
+        image: str = BUSYBOX,
+        share_pid: bool = False,
+        memory: int = 0,
+        attempt: int = 0,
+    ) -> pb.ContainerConfig:
+        return pb.ContainerConfig(
+            metadata=pb.ContainerMetadata(name=name, attempt=attempt),
+            image=pb.ImageSpec(image=image),
+            command=command,
+            log_path=f"{name}.log",
+            labels={"io.kubernetes.container.name": name},
+            linux=pb.LinuxContainerConfig(
+                resources=pb.LinuxContainerResources(memory_limit_in_bytes=memory),
+                security_context=pb.LinuxContainerSecurityContext(
+                    namespace_options=pb.NamespaceOption(pid=pb.POD if share_pid else pb.CONTAINER),
+                    seccomp=pb.SecurityProfile(profile_type=pb.SecurityProfile.RuntimeDefault),
+                ),
+            ),
+        )
+
+    def run_pod(self, name: str, **kw: object) -> str:
+        return self.client.run_pod_sandbox(self.pod_config(name, **kw))  # type: ignore[arg-type]
+
+    def run_container(
+        self, pod_id: str, pod: pb.PodSandboxConfig, name: str, command: list[str], **kw: object
+    ) -> str:
+        share = pod.linux.security_context.namespace_options.pid == pb.POD
+        cfg = self.container_config(name, command, share_pid=share, **kw)  # type: ignore[arg-type]
+        cid = self.client.create_container(pod_id, cfg, pod)
+        self.client.start_container(cid)
+        return cid
+
+    def exec(self, container_id: str, *cmd: str, timeout: int = 10) -> tuple[int, str, str]:
+        r = self.client.exec_sync(container_id, list(cmd), timeout)
+        return r.exit_code, r.stdout.decode(), r.stderr.decode()
+
+    def sandbox_info(self, pod_id: str) -> dict[str, object]:
+        import json
+
+        resp = self.client.pod_sandbox_status(pod_id, verbose=True)
+        return json.loads(resp.info.get("info", "{}"))
+
+    def remove_all_pods(self) -> int:
+        pods = self.client.list_pod_sandbox()
+        for pod in pods:
+            self.client.stop_pod_sandbox(pod.id)
+            self.client.remove_pod_sandbox(pod.id)
+        return len(pods)
+
+    # --- teardown ----------------------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        """Stop the daemon and remove everything the instance made on the machine."""
+        self.stop()
+        self.client.close()
+        PodNetwork(self.config).remove_egress_guard()
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+        with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
+            f.write(self._ip_forward)
+        for hierarchy in Path("/sys/fs/cgroup").iterdir():
+            base = hierarchy / self.config.cgroup_parent.lstrip("/")
+            if base.is_dir():
+                for d in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                    with contextlib.suppress(OSError):
+                        d.rmdir()
+                with contextlib.suppress(OSError):
+                    base.rmdir()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class OrphanReaper:
+    """Makes this process a child subreaper and reaps the pause/conmon processes it inherits.
+
+    When a test SIGKILLs a daemon, the pods' pause and conmon processes are re-parented to the nearest
+    subreaper; on machines whose PID 1 never reaps, nothing else would collect them when they exit later.
+    Only zombies with those names are reaped, so subprocess's own children keep their exit statuses.
+    """
+
+    def __init__(self) -> None:
+        procs.become_subreaper()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="orphan-reaper")
+        self._thread.start()
+
+    def reap_once(self) -> None:
+        procs.reap_zombie_children()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self.reap_once()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.reap_once()

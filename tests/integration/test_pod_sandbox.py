@@ -1,0 +1,197 @@
+"""The article's claims about a pod, shown on real pods driven through podhost's CRI socket."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from podhost.cri import api_pb2 as pb
+from podhost.errors import InvalidArgument, NotFound, PodhostError
+from tests.instance import Instance
+
+pytestmark = pytest.mark.root
+
+HTTPD = ["httpd", "-f", "-p", "80", "-h", "/var/www"]
+SLEEP = ["sleep", "3600"]
+
+
+def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+def serving(podhost: Instance, cid: str) -> bool:
+    return podhost.exec(cid, "wget", "-qO-", "http://localhost:80/")[0] == 0
+
+
+def test_shared_pid_pod_shows_pause_as_pid_1(podhost: Instance) -> None:
+    pod = podhost.pod_config("shared-namespace-demo", share_pid=True)
+    pod_id = podhost.client.run_pod_sandbox(pod)
+    podhost.run_container(pod_id, pod, "nginx", HTTPD)
+    shell = podhost.run_container(pod_id, pod, "shell", SLEEP)
+    code, out, _ = podhost.exec(shell, "ps", "ax")
+    assert code == 0
+    rows = [line.split(None, 2) for line in out.splitlines()[1:]]
+    by_pid = {int(r[0]): r[-1] for r in rows}
+    assert by_pid[1] == "/pause"
+    assert any(cmd.startswith("httpd -f -p 80") for cmd in by_pid.values())
+    assert "sleep 3600" in by_pid.values()
+
+
+def test_default_pid_mode_sees_only_its_own_processes(podhost: Instance) -> None:
+    pod = podhost.pod_config("isolated-pid")
+    pod_id = podhost.client.run_pod_sandbox(pod)
+    podhost.run_container(pod_id, pod, "server", HTTPD)
+    shell = podhost.run_container(pod_id, pod, "shell", SLEEP)
+    _, out, _ = podhost.exec(shell, "ps", "ax")
+    commands = [line.split(None, 2)[-1] for line in out.splitlines()[1:]]
+    assert commands[0] == "sleep 3600", out  # PID 1 is the container's own main process
+    assert not any("pause" in c or "httpd" in c for c in commands), out
+
+
+def test_containers_share_one_ip_one_port_space_and_localhost(podhost: Instance) -> None:
+    pod = podhost.pod_config("netpod")
+    pod_id = podhost.client.run_pod_sandbox(pod)
+    a = podhost.run_container(pod_id, pod, "a", HTTPD)
+    b = podhost.run_container(pod_id, pod, "b", SLEEP)
+    ip = podhost.client.pod_sandbox_status(pod_id).status.network.ip
+    assert ip.startswith("10.233.0.")
+    addrs = [podhost.exec(c, "ip", "-o", "-4", "addr")[1] for c in (a, b)]
+    assert addrs[0] == addrs[1] and f"inet {ip}/" in addrs[0]
+    links = [podhost.exec(c, "ip", "-o", "link")[1] for c in (a, b)]
+    assert links[0] == links[1]
+    assert wait_for(lambda: serving(podhost, b)), "B cannot reach A's server on localhost:80"
+    code, _, err = podhost.exec(b, "nc", "-l", "-p", "80")
+    assert code != 0 and "Address already in use" in err
+    assert serving(podhost, b), "A stopped serving after B's failed bind"
+
+
+def test_hostname_and_ipc_are_shared_within_a_pod_only(podhost: Instance) -> None:
+    pod = podhost.pod_config("ipcpod")
+    pod_id = podhost.client.run_pod_sandbox(pod)
+    a = podhost.run_container(pod_id, pod, "a", SLEEP)
+    b = podhost.run_container(pod_id, pod, "b", SLEEP)
+    assert podhost.exec(a, "hostname")[1] == podhost.exec(b, "hostname")[1] == "ipcpod\n"
+    # Creating a file on the mqueue filesystem creates a POSIX message queue in the IPC namespace.
+    assert podhost.exec(a, "touch", "/dev/mqueue/podq")[0] == 0
+    code, out, _ = podhost.exec(b, "cat", "/dev/mqueue/podq")
+    assert code == 0 and "QSIZE:0" in out
+    other = podhost.pod_config("otherpod")
+    other_id = podhost.client.run_pod_sandbox(other)
+    c = podhost.run_container(other_id, other, "c", SLEEP)
+    assert podhost.exec(c, "ls", "/dev/mqueue")[1].strip() == ""
+    assert podhost.exec(c, "hostname")[1] == "otherpod\n"
+
+
+def test_pause_reaps_a_zombie_storm(podhost: Instance) -> None:
+    pod = podhost.pod_config("zombies", share_pid=True)
+    pod_id = podhost.client.run_pod_sandbox(pod)
+    cid = podhost.run_container(pod_id, pod, "shell", SLEEP)
+    before = int(podhost.exec(cid, "cat", "/proc/sys/kernel/ns_last_pid")[1])
+    # Each `(sleep 0 &)` subshell exits at once, orphaning its child, which pause (PID 1) inherits.
+    script = "i=0; while [ $i -lt 1000 ]; do (sleep 0 &); i=$((i+1)); done"
+    assert podhost.exec(cid, "sh", "-c", script, timeout=60)[0] == 0
+    after = int(podhost.exec(cid, "cat", "/proc/sys/kernel/ns_last_pid")[1])
+    assert after - before >= 2000  # 1,000 subshells and 1,000 orphans really ran
+    time.sleep(1.0)
+    code, out, _ = podhost.exec(cid, "sh", "-c", "grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l")
+    assert code == 0 and int(out) == 0
+
+
+def test_pause_killed_from_the_host_makes_the_sandbox_not_ready_and_frees_its_ip(podhost: Instance) -> None:
+    pod = podhost.pod_config("victim")
+    pod_id = podhost.client.run_pod_sandbox(pod)
+    info = podhost.sandbox_info(pod_id)
+    pid, ip = int(info["pid"]), podhost.client.pod_sandbox_status(pod_id).status.network.ip  # type: ignore[call-overload]
+    netns = os.readlink(f"/proc/{pid}/ns/net")
+    reservation = next(podhost.config.cni_state_dir.joinpath("ipam").rglob(ip))
+    os.kill(pid, signal.SIGKILL)
+    status = wait_for(
+        lambda: (s := podhost.client.pod_sandbox_status(pod_id).status).state == pb.SANDBOX_NOTREADY and s,
+        timeout=1.0,
+    )
+    assert status, "sandbox still Ready 1 s after pause was killed"
+    assert wait_for(lambda: not reservation.exists(), timeout=2.0), "IP not back in the IPAM pool"
+    info = podhost.sandbox_info(pod_id)
+    assert "killed by signal 9" in str(info.get("message", "")), info
+
+    def netns_in_use() -> bool:
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    if os.readlink(proc / "ns" / "net") == netns:
+                        return True
+                except OSError:
+                    continue
+        return any(" nsfs " in line and netns[5:-1] in line for line in open("/proc/self/mountinfo"))
+
+    assert wait_for(lambda: not netns_in_use(), timeout=2.0), "the pod's netns still exists"
+    with pytest.raises(PodhostError, match="not ready"):
+        podhost.client.create_container(pod_id, podhost.container_config("late", SLEEP), pod)
+
+
+def test_daemon_sigkill_and_restart_keeps_pods_running(podhost: Instance) -> None:
+    pod = podhost.pod_config("survivor", share_pid=True)
+    pod_id = podhost.client.run_pod_sandbox(pod)
+    cid = podhost.run_container(pod_id, pod, "server", HTTPD)
+    pause_pid = int(podhost.sandbox_info(pod_id)["pid"])  # type: ignore[call-overload]
+    podhost.kill()
+    podhost.start()
+    pods = podhost.client.list_pod_sandbox()
+    assert [(p.id, p.state) for p in pods] == [(pod_id, pb.SANDBOX_READY)]
+    (ctr,) = podhost.client.list_containers()
+    assert (ctr.id, ctr.state) == (cid, pb.CONTAINER_RUNNING)
+    assert int(podhost.sandbox_info(pod_id)["pid"]) == pause_pid  # type: ignore[call-overload]
+    assert wait_for(lambda: serving(podhost, cid))
+    # The restarted daemon still sees exits: stopping the container is reported as Exited.
+    podhost.client.stop_container(cid, 5)
+    assert podhost.client.container_status(cid).status.state == pb.CONTAINER_EXITED
+
+
+def test_bad_input_gets_clear_errors_and_leaves_nothing(podhost: Instance, tmp_path: Path) -> None:
+    pod = podhost.pod_config("badinput")
+    pod_id = podhost.client.run_pod_sandbox(pod)
+    with pytest.raises(NotFound, match="no-such-image"):
+        podhost.client.create_container(
+            pod_id, podhost.container_config("x", SLEEP, image="no-such-image:1"), pod
+        )
+    with pytest.raises(PodhostError, match='exec: "/no/such/command": stat /no/such/command: no such file'):
+        podhost.client.create_container(pod_id, podhost.container_config("y", ["/no/such/command"]), pod)
+    with pytest.raises(InvalidArgument, match="memory"):
+        podhost.client.create_container(pod_id, podhost.container_config("z", SLEEP, memory=4096), pod)
+    assert podhost.client.list_containers() == []
+    hostile = tmp_path / "hostile.tar"
+    layer = tmp_path / "layer.tar"
+    with tarfile.open(layer, "w") as t:
+        info = tarfile.TarInfo("../../escape")
+        info.size = 0
+        t.addfile(info)
+    with tarfile.open(hostile, "w") as t:
+        t.add(layer, "layer.tar")
+        cfg = tmp_path / "config.json"
+        cfg.write_text('{"rootfs": {"type": "layers", "diff_ids": []}, "config": {}}')
+        t.add(cfg, "config.json")
+        mf = tmp_path / "manifest.json"
+        mf.write_text('[{"Config": "config.json", "RepoTags": ["evil:1"], "Layers": ["layer.tar"]}]')
+        t.add(mf, "manifest.json")
+    images_before = {i.id for i in podhost.client.list_images()}
+    with pytest.raises(InvalidArgument):
+        podhost.client.load_image(str(hostile))
+    assert {i.id for i in podhost.client.list_images()} == images_before
+    assert not list(podhost.config.image_dir.joinpath("tmp").glob("*"))
+    assert not Path("/tmp/escape").exists()
+    with pytest.raises(InvalidArgument, match=re.escape("metadata.name")):
+        podhost.client.run_pod_sandbox(
+            pb.PodSandboxConfig(metadata=pb.PodSandboxMetadata(namespace="x", uid="u"))
+        )
