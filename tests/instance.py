@@ -11,11 +11,10 @@ import contextlib
 import shutil
 import signal
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
+from podhost.cli.spawn import daemon_command, spawn_daemon, tail
 from podhost.config import Config
 from podhost.cri import api_pb2 as pb
 from podhost.cri.client import CRIClient
@@ -24,8 +23,6 @@ from podhost.runtime.image.build import ensure_test_images
 from podhost.runtime.image.store import ImageStore
 from podhost.runtime.network.cni import PodNetwork
 
-REPO = Path(__file__).resolve().parents[1]
-PODHOST = [sys.executable, "-m", "podhost.cli.main"]
 BUSYBOX = "localhost/podhost/busybox:latest"
 
 
@@ -48,33 +45,8 @@ class Instance:
     # --- daemon ------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        with open(self.root / "daemon.log", "ab") as log:  # the child keeps its own copy of the fd
-            self.daemon = subprocess.Popen(
-                [
-                    *PODHOST,
-                    "--root",
-                    str(self.root),
-                    "daemon",
-                    "--bridge",
-                    self.bridge,
-                    "--subnet",
-                    self.subnet,
-                    "--config",
-                    str(self.config_file),
-                ],
-                stdout=log,
-                stderr=log,
-                cwd=REPO,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.daemon.poll() is not None:
-                raise RuntimeError(f"podhost daemon exited: {self.log_tail()}")
-            with contextlib.suppress(Exception):
-                self.client.version()
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"podhost daemon did not answer in 30 s: {self.log_tail()}")
+        cmd = daemon_command(self.root, self.bridge, self.subnet, self.config_file)
+        self.daemon = spawn_daemon(cmd, self.root / "daemon.log", self.client)
 
     def kill(self) -> None:
         """SIGKILL the daemon, as a crash would."""
@@ -92,8 +64,7 @@ class Instance:
                 self.daemon.wait()
 
     def log_tail(self, lines: int = 30) -> str:
-        path = self.root / "daemon.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        return tail(self.root / "daemon.log", lines)
 
     # --- pods --------------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from podhost import __version__
-from podhost.cli import cri
+from podhost.cli import cri, demo
 from podhost.config import Config
 from podhost.errors import PodhostError
 
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.set_defaults(func=None)
 
     cri.add_parser(commands)
+    demo.add_parser(commands)
     return parser
 
 
@@ -85,7 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "daemon":
         logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, stream=sys.stderr)
     try:
-        return run_daemon(args) if args.command == "daemon" else run_cri(args)
+        if args.command == "daemon":
+            return run_daemon(args)
+        if not getattr(args, "needs_client", True):  # commands that manage their own connections
+            return int(args.func(args))
+        return run_cri(args)
     except PodhostError as e:
         print(f"podhost: {e}", file=sys.stderr)
         return EXIT_ERROR
