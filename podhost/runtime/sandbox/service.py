@@ -196,7 +196,7 @@ class SandboxService:
 
     def _run(self, config: PodSandboxConfig, runtime_handler: str) -> str:
         sandbox_id = secrets.token_hex(32)
-        t0 = time.monotonic()
+        stages = StageTimer()
         sandbox = PodSandbox(
             id=sandbox_id,
             config=config,
@@ -213,7 +213,7 @@ class SandboxService:
             self._save(sandbox)  # before any side effect: recovery rolls back what this call leaves
             undo.callback(self.records.delete, sandbox_id)
 
-            stage = "sandbox files"
+            stages.enter("sandbox files")
             run_dir.mkdir(parents=True, exist_ok=True)
             undo.callback(shutil.rmtree, run_dir, True)
             hostname = files.pod_hostname(config.hostname, config.metadata.name)
@@ -226,11 +226,11 @@ class SandboxService:
                 )
                 undo.callback(namespaces.unmount, str(shm))
 
-            stage = "pod cgroup"
+            stages.enter("pod cgroup")
             self.cgroups.create(sandbox.cgroup)
             undo.callback(self.cgroups.remove, sandbox.cgroup)
 
-            stage = "pause"
+            stages.enter("pause")
             ns = pod_namespaces(config)
             spec = PauseSpec(
                 ns, hostname if "uts" in ns else "", self.cgroups.procs_files(sandbox.cgroup), encoded_sysctls
@@ -238,7 +238,7 @@ class SandboxService:
             try:
                 pid = start_pause(self.config.pause_path, spec)
             except RuntimeFailure as e:
-                raise _in_stage(e, stage) from e
+                raise _in_stage(e, stages.current) from e
             sandbox.pid, sandbox.pid_start_time = pid, procs.start_time(pid)
             undo.callback(self._kill_pause, sandbox)
             exited = threading.Event()
@@ -246,16 +246,14 @@ class SandboxService:
                 self._exited[sandbox_id] = exited
             self.watcher.watch(pid, sandbox.pid_start_time, functools.partial(self._pause_exited, sandbox_id))
 
-            stage = "namespace pins"
+            stages.enter("namespace pins")
             for kind in ns:
                 sandbox.ns_paths[kind] = namespaces.pin(pid, kind, run_dir / "ns" / kind)
                 undo.callback(namespaces.unpin, sandbox.ns_paths[kind])
             sandbox.stage = "started"
-            self._save(sandbox)
-            t_pause = time.monotonic()
 
             if not config.host_network:
-                stage = "sandbox network creation"
+                stages.enter("sandbox network creation")
                 # Registered before ADD: a failed ADD may still have allocated (CNI spec, DEL is idempotent).
                 undo.callback(self.network.teardown, sandbox_id, sandbox.netns_path)
                 m = config.metadata
@@ -264,26 +262,23 @@ class SandboxService:
                         sandbox_id, sandbox.netns_path, m.namespace, m.name, m.uid, config.port_mappings
                     )
                 except RuntimeFailure as e:
-                    raise _in_stage(e, stage) from e
+                    raise _in_stage(e, stages.current) from e
                 ips = list(result.get("ips") or ([result["ip"]] if result.get("ip") else []))
                 sandbox.ip = ips[0] if ips else ""
                 sandbox.additional_ips = ips[1:]
                 sandbox.network = result.get("result", {})
                 self._write_files(sandbox, hostname, ips)
 
+            stages.enter("record")
             if not procs.alive(sandbox.pid, sandbox.pid_start_time):
                 raise RuntimeFailure(f"pause (pid {pid}) exited while the sandbox was being created")
             sandbox.stage = "ready"
             sandbox.state = PodSandboxState.SANDBOX_READY
             self._save(sandbox)
             undo.pop_all()
+        stages.enter("")
         log.info(
-            "sandbox %s (%s) ready in %.1f ms (pause %.1f ms) ip=%s",
-            sandbox_id[:13],
-            sandbox_name_key(config),
-            (time.monotonic() - t0) * 1e3,
-            (t_pause - t0) * 1e3,
-            sandbox.ip,
+            "sandbox %s (%s) ready: %s ip=%s", sandbox_id[:13], sandbox_name_key(config), stages, sandbox.ip
         )
         self.events.publish(sandbox_id, ContainerEventType.CONTAINER_CREATED_EVENT, sandbox_id)
         self.events.publish(sandbox_id, ContainerEventType.CONTAINER_STARTED_EVENT, sandbox_id)
@@ -297,8 +292,8 @@ class SandboxService:
             hostname = os.uname().nodename
         else:
             hosts = files.hosts_file(hostname, ips).encode()
-        write_atomic(run_dir / "hosts", hosts, 0o644)
-        write_atomic(run_dir / "hostname", (hostname + "\n").encode(), 0o644)
+        write_atomic(run_dir / "hosts", hosts, 0o644, durable=False)
+        write_atomic(run_dir / "hostname", (hostname + "\n").encode(), 0o644, durable=False)
         if files.has_dns(config.dns_config):
             assert config.dns_config is not None
             resolv = files.resolv_conf(config.dns_config).encode()
@@ -307,7 +302,7 @@ class SandboxService:
                 resolv = self.config.default_resolv_conf.read_bytes()
             except OSError:
                 resolv = b""
-        write_atomic(run_dir / "resolv.conf", resolv, 0o644)
+        write_atomic(run_dir / "resolv.conf", resolv, 0o644, durable=False)
 
     # --- pause exits -------------------------------------------------------------------------------
 
@@ -461,6 +456,25 @@ class SandboxService:
             self.cgroups.remove(sandbox.cgroup)
         shutil.rmtree(run_dir, ignore_errors=True)
         self.records.delete(sandbox.id)
+
+
+class StageTimer:
+    """Names the stage a request is in (for errors) and how long each took (for the log line)."""
+
+    def __init__(self) -> None:
+        self.current = ""
+        self._start = self._mark = time.monotonic()
+        self._times: list[tuple[str, float]] = []
+
+    def enter(self, stage: str) -> None:
+        now = time.monotonic()
+        if self.current:
+            self._times.append((self.current, (now - self._mark) * 1e3))
+        self.current, self._mark = stage, now
+
+    def __str__(self) -> str:
+        total = (self._mark - self._start) * 1e3
+        return f"{total:.1f} ms (" + ", ".join(f"{name} {ms:.1f}" for name, ms in self._times) + ")"
 
 
 def _in_stage(error: RuntimeFailure, stage: str) -> RuntimeFailure:
