@@ -13,6 +13,7 @@ import pytest
 
 from podhost.cri import api_pb2 as pb
 from podhost.errors import InvalidArgument, NotFound, PodhostError
+from podhost.runtime import procs
 from tests.instance import Instance
 
 pytestmark = pytest.mark.root
@@ -195,3 +196,49 @@ def test_bad_input_gets_clear_errors_and_leaves_nothing(podhost: Instance, tmp_p
         podhost.client.run_pod_sandbox(
             pb.PodSandboxConfig(metadata=pb.PodSandboxMetadata(namespace="x", uid="u"))
         )
+
+
+def test_pod_files_sysctls_and_host_network(podhost: Instance) -> None:
+    pod = podhost.pod_config(
+        "files", sysctls={"net.ipv4.ip_unprivileged_port_start": "0", "kernel.shm_rmid_forced": "1"}
+    )
+    pod_id = podhost.client.run_pod_sandbox(pod)
+    cid = podhost.run_container(pod_id, pod, "c", SLEEP)
+    ip = podhost.client.pod_sandbox_status(pod_id).status.network.ip
+    assert f"{ip}\tfiles\n" in podhost.exec(cid, "cat", "/etc/hosts")[1]
+    assert podhost.exec(cid, "cat", "/etc/hostname")[1] == "files\n"
+    assert podhost.exec(cid, "cat", "/etc/resolv.conf")[1] == "nameserver 127.0.0.1\n"
+    assert podhost.exec(cid, "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start")[1] == "0\n"
+    assert podhost.exec(cid, "cat", "/proc/sys/kernel/shm_rmid_forced")[1] == "1\n"
+    with open("/proc/sys/kernel/shm_rmid_forced") as f:
+        assert f.read() == "0\n"  # the node's own value is untouched
+    with pytest.raises(InvalidArgument, match="not a namespaced sysctl"):
+        podhost.client.run_pod_sandbox(podhost.pod_config("nodewide", sysctls={"kernel.panic": "1"}))
+
+    host = podhost.pod_config("hostnet", host_network=True)
+    host_id = podhost.client.run_pod_sandbox(host)
+    hcid = podhost.run_container(host_id, host, "h", SLEEP)
+    assert podhost.client.pod_sandbox_status(host_id).status.network.ip == ""
+    assert podhost.exec(hcid, "hostname")[1].strip() == os.uname().nodename
+    assert f"{podhost.bridge}:" in podhost.exec(hcid, "ip", "-o", "link")[1]  # the node's interfaces
+    assert host_id not in [p.stem for p in podhost.config.cni_state_dir.joinpath("results").glob("*.json")]
+
+
+def test_half_made_sandbox_is_rolled_back_at_restart(podhost: Instance) -> None:
+    """A daemon killed inside RunPodSandbox leaves a record at an early stage: the next start undoes it."""
+    import json
+
+    pod_id = podhost.client.run_pod_sandbox(podhost.pod_config("halfmade"))
+    info = podhost.sandbox_info(pod_id)
+    pause_pid = int(info["pid"])  # type: ignore[call-overload]
+    ip = podhost.client.pod_sandbox_status(pod_id).status.network.ip
+    podhost.kill()
+    record = podhost.config.sandbox_records / f"{pod_id}.json"
+    data = json.loads(record.read_text())
+    data["stage"], data["state"] = "started", "SANDBOX_NOTREADY"  # as if killed before the final write
+    record.write_text(json.dumps(data))
+    podhost.start()
+    assert podhost.client.list_pod_sandbox() == []
+    assert wait_for(lambda: procs.state(pause_pid) in ("", "Z"))
+    assert not any(podhost.config.cni_state_dir.joinpath("ipam").rglob(ip))
+    assert not podhost.config.sandbox_run_dir(pod_id).exists()
