@@ -44,7 +44,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -55,6 +54,7 @@ import grpc
 
 from podhost.cri import api_pb2, api_pb2_grpc
 from podhost.errors import FailedPrecondition, InvalidArgument, RuntimeFailure
+from podhost.runtime.image.build import test_image_archives
 from podhost.runtime.procs import become_subreaper
 
 log = logging.getLogger(__name__)
@@ -299,69 +299,14 @@ def mounts_below(mountinfo: str, root: Path) -> list[str]:
 # Test images: the pause image and a busybox image, packed as OCI-layout tarballs.
 
 
-def _mkimage_script() -> Path:
-    """shared/conformance/mkimage.py, which sits beside the repository (here and in CI)."""
-    env = os.environ.get("PODHOST_MKIMAGE")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "conformance" / "mkimage.py"
-
-
-def mkimage_argv(script: Path, rootfs: Path, name: str, out: Path, cmd: list[str]) -> list[str]:
-    return [sys.executable, str(script), str(rootfs), name, str(out), json.dumps(cmd)]
-
-
 def pause_binary() -> Path:
     return Path(__file__).resolve().parents[1] / "podhost" / "pause" / "bin" / "pause"
 
 
-def make_pause_rootfs(rootfs: Path) -> None:
-    rootfs.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(pause_binary(), rootfs / "pause")
-
-
-def busybox_applets(busybox: Path = Path("/bin/busybox")) -> list[str]:
-    out = subprocess.run([str(busybox), "--list"], check=True, capture_output=True, text=True).stdout
-    return [a for a in out.split() if a and "/" not in a and a != "busybox"]
-
-
-def make_busybox_rootfs(rootfs: Path, busybox: Path = Path("/bin/busybox")) -> None:
-    """/bin/busybox plus one symlink per applet, and the directories a container expects."""
-    for d in ("bin", "etc", "proc", "sys", "dev", "root", "tmp", "var"):
-        (rootfs / d).mkdir(parents=True, exist_ok=True)
-    (rootfs / "tmp").chmod(0o1777)
-    shutil.copy2(busybox, rootfs / "bin" / "busybox")
-    for applet in busybox_applets(busybox):
-        link = rootfs / "bin" / applet
-        if not link.is_symlink():
-            link.symlink_to("busybox")
-
-
-def build_image_tar(rootfs: Path, name: str, out: Path, cmd: list[str]) -> Path:
-    argv = mkimage_argv(_mkimage_script(), rootfs, name, out, cmd)
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeFailure(f"mkimage for {name} failed: {proc.stderr.strip()[-2000:]}")
-    return out
-
-
 def build_test_images(workdir: Path) -> dict[str, Path]:
-    """Pack the pause and busybox images as OCI-layout tarballs under `workdir` (reused when present)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    tars: dict[str, Path] = {}
-    specs = (
-        (PAUSE_IMAGE, "pause", make_pause_rootfs, ["/pause"]),
-        (BUSYBOX_IMAGE, "busybox", make_busybox_rootfs, ["sh"]),
-    )
-    for name, short, make_rootfs, cmd in specs:
-        out = workdir / f"{short}.oci.tar"
-        if not out.exists():
-            rootfs = workdir / f"{short}-rootfs"
-            make_rootfs(rootfs)
-            build_image_tar(rootfs, name, out, cmd)
-            shutil.rmtree(rootfs)
-        tars[name] = out
-    return tars
+    """OCI-layout tarballs of podhost's own test images (pause, busybox, the demo look-alikes), byte for
+    byte what podhost's store holds, so both runtimes run the same bits under the same image ids."""
+    return test_image_archives(workdir, pause_binary())
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -24,10 +24,11 @@ import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from podhost.config import PAUSE_IMAGE
 from podhost.errors import InvalidArgument, RuntimeFailure
-from podhost.runtime.image.archive import host_platform, sha256_digest
+from podhost.runtime.image.archive import ImageBlobs, host_platform, sha256_digest, write_oci_archive
 from podhost.runtime.image.store import MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_MANIFEST, ImageStore
 from podhost.runtime.image.unpack import MEDIA_TYPE_TAR
 from podhost.runtime.model import Image
@@ -300,3 +301,28 @@ def ensure_pause_image(store: ImageStore, pause_binary: Path, name: str = PAUSE_
     image = _add_layer_image(store, layer, name, cmd=[], entrypoint=["/pause"], user="65535:65535")
     store.set_pinned(image.id, True)
     return store.get(image.id)
+
+
+def test_image_archives(workdir: Path, pause_binary: Path, busybox: Path = BUSYBOX_BINARY) -> dict[str, Path]:
+    """The test images as OCI-layout tarballs (one per image, reused when present), byte for byte the
+    images `ensure_test_images`/`ensure_pause_image` add to podhost's store: another runtime (containerd)
+    imports them and so runs exactly the same bits, under the same image ids."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    busybox_layer = tar_entries(busybox_entries(busybox))
+    pause_layer = tar_entries([Entry("pause", tarfile.REGTYPE, 0o755, source=pause_binary)])
+    specs: dict[str, tuple[str, bytes, dict[str, Any]]] = {
+        BUSYBOX_IMAGE: ("busybox", busybox_layer, {"cmd": ["sh"]}),
+        BUSYBOX_128_IMAGE: ("busybox-1.28", busybox_layer, {"cmd": ["sh"]}),
+        NGINX_IMAGE: ("nginx", busybox_layer, {"cmd": NGINX_CMD, "exposed_ports": ["80/tcp"]}),
+        PAUSE_IMAGE: ("pause", pause_layer, {"cmd": [], "entrypoint": ["/pause"], "user": "65535:65535"}),
+    }
+    archives = {}
+    for name, (short, layer, config) in specs.items():
+        out = workdir / f"{short}.oci.tar"
+        if not out.exists():
+            cfg = config_json([sha256_digest(layer)], **config)
+            tmp = out.with_suffix(".tmp")
+            write_oci_archive(tmp, [ImageBlobs(cfg, [layer], [name], manifest_json(cfg, [layer]))])
+            os.replace(tmp, out)
+        archives[name] = out
+    return archives
