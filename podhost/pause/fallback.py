@@ -20,10 +20,13 @@ def _libc_call(libc: ctypes.CDLL, name: str, *args: object) -> None:
         os._exit(1)
 
 
-def run_pause() -> None:
+def install_handlers() -> None:
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     signal.signal(signal.SIGINT, lambda *_: os._exit(0))
     signal.signal(signal.SIGCHLD, lambda *_: None)
+
+
+def wait_for_signals() -> None:
     while True:
         signal.pause()
         try:
@@ -50,21 +53,29 @@ def launch(ns: str) -> None:
         path, _, value = item.partition("=")
         with open(path, "w") as f:
             f.write(value)
+    ready_r, ready_w = os.pipe()
     child = os.fork()
     if child:
+        os.close(ready_w)
+        if os.read(ready_r, 1) != b"k":  # the child said why on stderr
+            os._exit(1)
         sys.stdout.write(f"{child}\n")
         sys.stdout.flush()
         os._exit(0)
+    os.close(ready_r)
     os.setsid()
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
     os.chdir("/")
     os.setgroups([])
     os.setgid(PAUSE_UID)
     os.setuid(PAUSE_UID)
     _libc_call(libc, "prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    run_pause()
+    install_handlers()
+    os.write(ready_w, b"k")
+    os.close(ready_w)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    wait_for_signals()
 
 
 def main() -> None:
@@ -74,7 +85,8 @@ def main() -> None:
     ns = os.environ.get("PODHOST_PAUSE_NS")
     if ns is not None:
         launch(ns)
-    run_pause()
+    install_handlers()
+    wait_for_signals()
 
 
 if __name__ == "__main__":

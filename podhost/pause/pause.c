@@ -44,10 +44,12 @@ typedef unsigned long ulong;
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#define R(x) ((x) < 0 ? -(long)errno : (long)(x))
+static long R(long result) { return result < 0 ? -(long)errno : result; } /* -errno, like a raw syscall */
 static long sys_write(int fd, const void *b, ulong n) { return R(write(fd, b, n)); }
 static long sys_open(const char *p, int f) { return R(open(p, f)); }
 static long sys_close(int fd) { return R(close(fd)); }
+static long sys_read(int fd, void *b, ulong n) { return R(read(fd, b, n)); }
+static long sys_pipe(int fds[2]) { return R(pipe2(fds, O_CLOEXEC)); }
 static long sys_unshare(long f) { return R(unshare((int)f)); }
 static long sys_sethostname(const char *h, ulong n) { return R(sethostname(h, n)); }
 static long sys_fork(void) { return R(fork()); }
@@ -90,6 +92,7 @@ static long sys_handle(int sig, void (*fn)(int)) {
 #define NR_prctl 157
 #define NR_sethostname 170
 #define NR_unshare 272
+#define NR_pipe2 293
 
 static long sc6(long n, long a, long b, long c, long d, long e, long f) {
     register long r10 __asm__("r10") = d;
@@ -127,6 +130,7 @@ __asm__(".text\n.global _start\n_start:\n"
 #define NR_dup3 24
 #define NR_clone 220
 #define NR_ppoll 73
+#define NR_pipe2 59
 
 static long sc6(long n, long a, long b, long c, long d, long e, long f) {
     register long x8 __asm__("x8") = n;
@@ -178,6 +182,8 @@ extern void pause_restorer(void);
 
 static long sys_write(int fd, const void *b, ulong n) { return sc3(NR_write, fd, b, n); }
 static long sys_close(int fd) { return sc1(NR_close, fd); }
+static long sys_read(int fd, void *b, ulong n) { return sc3(NR_read, fd, b, n); }
+static long sys_pipe(int fds[2]) { return sc2(NR_pipe2, fds, 02000000 /* O_CLOEXEC */); }
 static long sys_unshare(long f) { return sc1(NR_unshare, f); }
 static long sys_sethostname(const char *h, ulong n) { return sc2(NR_sethostname, h, n); }
 static long sys_setsid(void) { return sc0(NR_setsid); }
@@ -306,15 +312,23 @@ static void handle(int sig, void (*fn)(int)) {
     if (r < 0) die("sigaction", -r);
 }
 
-static __attribute__((noreturn)) void run_pause(void) {
+static void install_handlers(void) {
     handle(SIGINT, quit);
     handle(SIGTERM, quit);
     handle(SIGCHLD, on_child);
+}
+
+static __attribute__((noreturn)) void wait_for_signals(void) {
     for (;;) {
         sys_pause();
         while (sys_reap_one() > 0) {
         }
     }
+}
+
+static __attribute__((noreturn)) void run_pause(void) {
+    install_handlers();
+    wait_for_signals();
 }
 
 static __attribute__((noreturn)) void launch(const char *ns, char **envp) {
@@ -336,15 +350,32 @@ static __attribute__((noreturn)) void launch(const char *ns, char **envp) {
     }
     apply_sysctls(getenv_(envp, "PODHOST_PAUSE_SYSCTLS"));
 
+    /* The launcher reports the PID only once the pause has shed its privileges and can take signals:
+     * the child closes `ready` (after writing "k") when it is the pause the daemon may rely on. */
+    int ready[2];
+    long r = sys_pipe(ready);
+    if (r < 0) die("pipe", -r);
     long child = sys_fork();
     if (child < 0) die("fork", -child);
     if (child > 0) {
+        char ok = 0;
+        sys_close(ready[1]);
+        if (sys_read(ready[0], &ok, 1) != 1 || ok != 'k') sys_exit(1); /* the child said why on stderr */
         put_num(1, child);
         put(1, "\n");
         sys_exit(0);
     }
-    /* The pause itself: detach from the launcher's session and stdio, then shed every privilege. */
+    sys_close(ready[0]);
+    /* The pause itself: its own session, then shed every privilege, then detach from the launcher's stdio. */
     sys_setsid();
+    sys_chdir("/");
+    if ((r = sys_setgroups0()) < 0) die("setgroups", -r);
+    if ((r = sys_setgid(PAUSE_UID)) < 0) die("setgid", -r);
+    if ((r = sys_setuid(PAUSE_UID)) < 0) die("setuid", -r);
+    if ((r = sys_no_new_privs()) < 0) die("no_new_privs", -r);
+    install_handlers();
+    sys_write(ready[1], "k", 1);
+    sys_close(ready[1]);
     long devnull = sys_open("/dev/null", O_RDWR);
     if (devnull >= 0) {
         sys_dup2((int)devnull, 0);
@@ -352,13 +383,7 @@ static __attribute__((noreturn)) void launch(const char *ns, char **envp) {
         sys_dup2((int)devnull, 2);
         if (devnull > 2) sys_close((int)devnull);
     }
-    sys_chdir("/");
-    long r = sys_setgroups0();
-    if (r < 0) die("setgroups", -r);
-    if ((r = sys_setgid(PAUSE_UID)) < 0) die("setgid", -r);
-    if ((r = sys_setuid(PAUSE_UID)) < 0) die("setuid", -r);
-    if ((r = sys_no_new_privs()) < 0) die("no_new_privs", -r);
-    run_pause();
+    wait_for_signals();
 }
 
 static void pause_entry(long argc, char **argv, char **envp) {

@@ -122,3 +122,31 @@ def test_python_fallback_speaks_the_same_protocol(orphan_reaper: OrphanReaper) -
         os.kill(pid, signal.SIGTERM)
     status = wait_exit(pid)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_the_portable_libc_build_behaves_the_same(tmp_path: Path, orphan_reaper: OrphanReaper) -> None:
+    """Other architectures fall back to `-DPAUSE_LIBC`; keep that build working here too."""
+    binary = tmp_path / "pause"
+    subprocess.run(
+        [
+            "cc",
+            "-DPAUSE_LIBC",
+            "-Os",
+            "-static",
+            "-Wall",
+            "-Werror",
+            "-o",
+            str(binary),
+            str(PAUSE.parents[1] / "pause.c"),
+        ],
+        check=True,
+    )
+    assert subprocess.run([str(binary), "-v"], capture_output=True, text=True).stdout == "podhost-pause 1.0\n"
+    pid = start_pause(binary, PauseSpec(["net", "pid"], "", [], ""))
+    try:
+        assert status_field(pid, "NSpid").split() == [str(pid), "1"]
+        assert status_field(pid, "Uid").split() == ["65535"] * 4
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    status = wait_exit(pid)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
