@@ -14,7 +14,7 @@ import secrets
 import time
 from pathlib import Path
 
-from bench.metrics import pss_kib, summarize
+from bench.metrics import pss_kib, rss_kib, summarize
 from podhost.cri import api_pb2 as pb
 from tests.instance import Instance
 from tests.leaks import find_leaks
@@ -22,13 +22,15 @@ from tests.leaks import find_leaks
 BRIDGE, SUBNET = "phbsb0", "10.244.0.0/22"
 
 
-def pod_processes(inst: Instance, pod_id: str) -> list[int]:
-    """pause, and for each container its conmon and its main process."""
-    pids = [int(json.loads(inst.client.pod_sandbox_status(pod_id, verbose=True).info["info"])["pid"])]
+def pod_processes(inst: Instance, pod_id: str) -> dict[str, list[int]]:
+    """pause, and for each container its conmon and its main process, by role."""
+    pause = int(json.loads(inst.client.pod_sandbox_status(pod_id, verbose=True).info["info"])["pid"])
+    roles: dict[str, list[int]] = {"pause": [pause], "conmon": [], "container": []}
     for c in inst.client.list_containers(pb.ContainerFilter(pod_sandbox_id=pod_id)):
         info = json.loads(inst.client.container_status(c.id, verbose=True).info["info"])
-        pids += [int(info["conmonPid"]), int(info["pid"])]
-    return pids
+        roles["conmon"].append(int(info["conmonPid"]))
+        roles["container"].append(int(info["pid"]))
+    return roles
 
 
 def timed(fn, *args):  # type: ignore[no-untyped-def]
@@ -60,9 +62,15 @@ def run(pods: int) -> dict[str, object]:
             with_ctr_ms.append((time.perf_counter() - t0) * 1e3)
             pod_ids.append(pod_id)
         time.sleep(1.0)  # let every process settle before reading its memory
-        per_pod = []
+        per_pod: list[float] = []
+        per_role: dict[str, list[float]] = {"pause": [], "conmon": [], "container": []}
+        pause_rss: list[float] = []
         for pod_id in pod_ids:
-            per_pod.append(sum(pss_kib(pid) or 0 for pid in pod_processes(inst, pod_id)))
+            roles = pod_processes(inst, pod_id)
+            for role, pids in roles.items():
+                per_role[role].append(float(sum(pss_kib(pid) or 0 for pid in pids)))
+            per_pod.append(sum(per_role[role][-1] for role in roles))
+            pause_rss.append(float(rss_kib(roles["pause"][0]) or 0))
         stop_remove_ms = []
         for pod_id in pod_ids:
             t0 = time.perf_counter()
@@ -75,7 +83,11 @@ def run(pods: int) -> dict[str, object]:
             "sandbox_stop_remove_ms": summarize(teardown_ms),
             "sandbox_plus_container_start_ms": summarize(with_ctr_ms),
             "pod_with_container_stop_remove_ms": summarize(stop_remove_ms),
-            "memory_per_pod_kib": summarize([float(k) for k in per_pod]),
+            "memory_per_pod_kib": summarize(per_pod),
+            "pause_pss_kib": summarize(per_role["pause"]),
+            "conmon_pss_kib": summarize(per_role["conmon"]),
+            "container_pss_kib": summarize(per_role["container"]),
+            "pause_rss_kib": summarize(pause_rss),
             "leaks": find_leaks(inst.root, inst.bridge, inst.config.cgroup_parent),
         }
     finally:
@@ -92,6 +104,10 @@ def print_table(r: dict[str, object]) -> None:
         ("stop + remove, empty sandbox (ms)", "sandbox_stop_remove_ms"),
         ("stop + remove, sandbox + container (ms)", "pod_with_container_stop_remove_ms"),
         ("memory added per pod, PSS pause+conmon+ctr (KiB)", "memory_per_pod_kib"),
+        ("  of which pause PSS (KiB)", "pause_pss_kib"),
+        ("  of which conmon PSS (KiB)", "conmon_pss_kib"),
+        ("  of which container (sleep) PSS (KiB)", "container_pss_kib"),
+        ("pause RSS (KiB; budget 32)", "pause_rss_kib"),
     ]
     for label, key in rows:
         s = r[key]

