@@ -1,0 +1,264 @@
+"""The benchmark's output: one table with both runtimes and their ratio, and the same data as JSON.
+
+What it owns: which figures are reported and how each is derived from the raw results (`ROWS`), the text
+table, the JSON document (`bench/results/latest.json`: rows, raw samples, parameters, machine, git commit,
+timestamps) and the facts about the machine and checkout that go into it.
+
+What it must never do: measure, or judge a figure. Rendering is pure; only `machine_info`, `git_info`
+and `write_json` touch the system.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.metrics import percentile
+
+SCHEMA = 1
+RUNTIMES = ("podhost", "containerd")
+#: What a row shows when a runtime has no figure for it.
+NOT_BUILT = "n/a (pod manager not built yet)"
+NOT_APPLICABLE = "n/a"
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    label: str
+    unit: str
+    podhost: float | None
+    containerd: float | None
+    ratio: float | None  # podhost / containerd, when both are figures and containerd's is not 0
+    note: str = ""  # why a figure is missing
+
+
+Extract = Callable[[dict[str, Any]], float | None]
+
+
+def _dig(result: dict[str, Any], *path: str) -> Any:
+    for key in path:
+        if not isinstance(result, dict) or key not in result:
+            return None
+        result = result[key]
+    return result
+
+
+def _pct_ms(phase: str, series: str, p: float) -> Extract:
+    """The p-th percentile of result[phase][series] (or of result[phase] when series is ""), in ms."""
+
+    def get(result: dict[str, Any]) -> float | None:
+        values = _dig(result, phase, series) if series else _dig(result, phase)
+        return percentile(values, p) * 1e3 if values else None
+
+    return get
+
+
+def _scaled(*path: str, factor: float = 1.0) -> Extract:
+    def get(result: dict[str, Any]) -> float | None:
+        value = _dig(result, *path)
+        return None if value is None else float(value) * factor
+
+    return get
+
+
+KIB_TO_MIB = 1 / 1024
+
+#: (key, label, unit, how to get it from one runtime's results). {pods} and {idle} are filled in.
+ROWS: list[tuple[str, str, str, Extract]] = [
+    ("sandbox_start_p50", "sandbox start (RunPodSandbox) p50", "ms", _pct_ms("sandbox", "start_s", 50)),
+    ("sandbox_start_p99", "sandbox start (RunPodSandbox) p99", "ms", _pct_ms("sandbox", "start_s", 99)),
+    ("pod_start_p50", "sandbox + container start p50", "ms", _pct_ms("pod", "start_s", 50)),
+    ("pod_start_p99", "sandbox + container start p99", "ms", _pct_ms("pod", "start_s", 99)),
+    ("stop_remove_p50", "stop + remove p50", "ms", _pct_ms("pod", "stop_remove_s", 50)),
+    ("stop_p50", "  stop (StopPodSandbox) p50", "ms", _pct_ms("pod", "stop_s", 50)),
+    ("remove_p50", "  remove (RemovePodSandbox) p50", "ms", _pct_ms("pod", "remove_s", 50)),
+    (
+        "memory_per_pod",
+        "memory added per pod (PSS, {pods} pods)",
+        "MiB",
+        _scaled("memory", "per_pod_kib", factor=KIB_TO_MIB),
+    ),
+    ("daemon_rss_idle", "daemon RSS, idle", "MiB", _scaled("daemon_rss_idle_kib", factor=KIB_TO_MIB)),
+    (
+        "daemon_rss_fleet",
+        "daemon RSS, {pods} pods",
+        "MiB",
+        _scaled("daemon_rss_fleet_kib", factor=KIB_TO_MIB),
+    ),
+    ("fleet_sequential", "start {pods} pods, one at a time", "s", _scaled("fleet_sequential_s")),
+    ("fleet_parallel", "start {pods} pods, {in_flight} in flight", "s", _scaled("fleet_parallel_s")),
+    ("idle_cpu_daemon", "daemon CPU, {pods} pods idle {idle} s", "%", _scaled("idle_cpu", "daemon_pct")),
+    (
+        "idle_cpu_with_helpers",
+        "daemon + shims/conmons CPU, idle",
+        "%",
+        _scaled("idle_cpu", "daemon_and_helpers_pct"),
+    ),
+    ("idle_wakeups", "daemon wake-ups, idle", "/s", _scaled("idle_cpu", "daemon_wakeups_per_s")),
+    (
+        "pause_kill_to_notready",
+        "pause kill -> sandbox NotReady (runtime) p50",
+        "ms",
+        _pct_ms("pause_kill_to_notready_s", "", 50),
+    ),
+    (
+        "pause_kill_to_ready",
+        "pause kill -> pod Ready again (pod manager)",
+        "ms",
+        _scaled("pause_kill_to_ready_ms"),
+    ),
+]
+
+
+def ratio(podhost: float | None, containerd: float | None) -> float | None:
+    if podhost is None or containerd is None or containerd == 0:
+        return None
+    return podhost / containerd
+
+
+def build_rows(results: dict[str, dict[str, Any]], params: dict[str, Any]) -> list[Row]:
+    """One row per figure, both runtimes side by side; a runtime that did not run shows None."""
+    fill = {
+        "pods": params.get("pods", "?"),
+        "in_flight": params.get("in_flight", "?"),
+        "idle": f"{params.get('idle_seconds', 0):.0f}",
+    }
+    rows = []
+    for key, label, unit, get in ROWS:
+        ph = get(results["podhost"]) if "podhost" in results else None
+        cd = get(results["containerd"]) if "containerd" in results else None
+        note = ""
+        if key == "pause_kill_to_ready" and ph is None and "podhost" in results:
+            note = NOT_BUILT
+        rows.append(Row(key, label.format(**fill), unit, ph, cd, ratio(ph, cd), note))
+    return rows
+
+
+def _fmt(value: float | None, missing: str = NOT_APPLICABLE) -> str:
+    if value is None:
+        return missing
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def render_table(rows: list[Row]) -> str:
+    """A plain-text table: metric (unit) | podhost | containerd | podhost/containerd; a figure that is
+    missing for a stated reason is marked * and the reason follows the table."""
+    header = ("metric", "podhost", "containerd", "podhost/containerd")
+    body = [
+        (
+            f"{r.label} ({r.unit})",
+            _fmt(r.podhost, NOT_APPLICABLE + "*" if r.note else NOT_APPLICABLE),
+            _fmt(r.containerd),
+            "" if r.ratio is None else f"{r.ratio:.2f}x",
+        )
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(4)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join([first, *rest]).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    notes = [f"* {r.label}: {r.note}" for r in rows if r.note]
+    return "\n".join([line(header), rule, *(line(b) for b in body), *notes])
+
+
+def document(
+    *,
+    mode: str,
+    params: dict[str, Any],
+    results: dict[str, dict[str, Any]],
+    leaks: dict[str, list[str]],
+    started_at: str,
+    finished_at: str,
+    machine: dict[str, Any],
+    git: dict[str, Any],
+) -> dict[str, Any]:
+    """The JSON written to bench/results/: the table's rows plus everything they were computed from."""
+    return {
+        "schema": SCHEMA,
+        "mode": mode,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "params": params,
+        "machine": machine,
+        "git": git,
+        "rows": [asdict(r) for r in build_rows(results, params)],
+        "results": results,
+        "leaks": leaks,
+    }
+
+
+def write_json(doc: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+# --- facts about the machine and the checkout -----------------------------------------------------------
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr).strip() else ""
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _mem_total_mib() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 0
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "kernel": platform.release(),
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "mem_total_mib": _mem_total_mib(),
+        "load_avg_at_start": list(os.getloadavg()),
+        "python": platform.python_version(),
+        "containerd": _first_line(["containerd", "--version"]),
+        "runc": _first_line(["runc", "--version"]),
+        "conmon": _first_line(["conmon", "--version"]),
+    }
+
+
+def git_info(repo: Path) -> dict[str, Any]:
+    commit = _first_line(["git", "-C", str(repo), "rev-parse", "HEAD"])
+    status = subprocess.run(
+        ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    return {"commit": commit, "dirty": bool(status.strip())}

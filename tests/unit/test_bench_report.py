@@ -1,0 +1,149 @@
+"""The benchmark's table and JSON document, built from fixed results (nothing is measured here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import report
+from bench.harness import Params, container_config, names_path, role, sandbox_config
+from podhost.cri import api_pb2 as pb
+
+
+def _result(scale: float, pause_ready: float | None = None) -> dict[str, object]:
+    lives = {
+        "start_s": [0.010 * scale, 0.020 * scale, 0.030 * scale],
+        "stop_s": [0.004 * scale] * 3,
+        "remove_s": [0.001 * scale] * 3,
+        "stop_remove_s": [0.005 * scale] * 3,
+    }
+    return {
+        "root": "/tmp/ph-bench-x",
+        "start_s": 1.0,
+        "daemon_rss_idle_kib": 40960 * scale,
+        "sandbox": lives,
+        "pod": lives,
+        "fleet_sequential_s": 10.0 * scale,
+        "fleet_parallel_s": 5.0 * scale,
+        "memory": {"pods": 100, "total_kib": 102400 * scale, "per_pod_kib": 1024 * scale},
+        "daemon_rss_fleet_kib": 51200 * scale,
+        "idle_cpu": {
+            "daemon_pct": 0.5 * scale,
+            "daemon_and_helpers_pct": 1.0 * scale,
+            "daemon_wakeups_per_s": 2.0,
+        },
+        "pause_kill_to_notready_s": [0.002 * scale, 0.004 * scale],
+        "pause_kill_to_ready_ms": pause_ready,
+    }
+
+
+PARAMS = {"runs": 3, "pods": 100, "in_flight": 10, "idle_seconds": 30.0, "warmup": 1}
+
+
+def test_every_row_has_both_runtimes_and_their_ratio() -> None:
+    rows = report.build_rows({"podhost": _result(0.5), "containerd": _result(1.0)}, PARAMS)
+    by_key = {r.key: r for r in rows}
+    assert [r.key for r in rows] == [key for key, *_ in report.ROWS]
+    assert by_key["sandbox_start_p50"].podhost == pytest.approx(10.0)
+    assert by_key["sandbox_start_p50"].containerd == pytest.approx(20.0)
+    assert by_key["memory_per_pod"].containerd == pytest.approx(1.0)  # MiB
+    assert by_key["daemon_rss_fleet"].label == "daemon RSS, 100 pods"
+    keys = (
+        "sandbox_start_p50",
+        "pod_start_p99",
+        "memory_per_pod",
+        "idle_cpu_daemon",
+        "pause_kill_to_notready",
+    )
+    for key in keys:
+        assert by_key[key].ratio == pytest.approx(0.5)
+    assert by_key["idle_wakeups"].ratio == pytest.approx(1.0)
+
+
+def test_missing_pod_manager_is_named_not_zero() -> None:
+    rows = report.build_rows({"podhost": _result(0.5), "containerd": _result(1.0)}, PARAMS)
+    row = {r.key: r for r in rows}["pause_kill_to_ready"]
+    assert row.podhost is None and row.containerd is None and row.ratio is None
+    assert row.note == "n/a (pod manager not built yet)"
+    table = report.render_table(rows)
+    assert "n/a (pod manager not built yet)" in table
+    ready = report.build_rows({"podhost": _result(0.5, 120.0), "containerd": _result(1.0)}, PARAMS)
+    assert {r.key: r for r in ready}["pause_kill_to_ready"].podhost == 120.0
+
+
+def test_one_runtime_only_leaves_the_other_column_empty() -> None:
+    rows = report.build_rows({"podhost": _result(1.0)}, PARAMS)
+    assert all(r.containerd is None and r.ratio is None for r in rows)
+
+
+def test_ratio_guards() -> None:
+    assert report.ratio(1.0, 0.0) is None
+    assert report.ratio(None, 1.0) is None
+    assert report.ratio(3.0, 2.0) == 1.5
+
+
+def test_table_is_aligned_with_one_line_per_row() -> None:
+    rows = report.build_rows({"podhost": _result(0.5), "containerd": _result(1.0)}, PARAMS)
+    lines = report.render_table(rows).splitlines()
+    assert lines[0].split() == ["metric", "podhost", "containerd", "podhost/containerd"]
+    body = lines[2 : 2 + len(rows)]
+    assert len(body) == len(rows)
+    assert body[0].startswith("sandbox start (RunPodSandbox) p50 (ms)")
+    assert body[0].split()[-3:] == ["10.0", "20.0", "0.50x"]
+    assert len({len(line) for line in [lines[1]] + [ln for ln in body if ln.endswith("x")]}) == 1
+
+
+def test_json_document_shape(tmp_path: Path) -> None:
+    results = {"podhost": _result(0.5), "containerd": _result(1.0)}
+    doc = report.document(
+        mode="full",
+        params=PARAMS,
+        results=results,
+        leaks={"podhost": [], "containerd": []},
+        started_at="2026-01-01T00:00:00+00:00",
+        finished_at="2026-01-01T00:10:00+00:00",
+        machine={"cpus": 2},
+        git={"commit": "abc", "dirty": False},
+    )
+    out = tmp_path / "results" / "latest.json"
+    report.write_json(doc, out)
+    loaded = json.loads(out.read_text())
+    assert set(loaded) == {
+        "schema", "mode", "started_at", "finished_at", "params", "machine", "git", "rows", "results", "leaks",
+    }  # fmt: skip
+    assert loaded["schema"] == report.SCHEMA
+    row = loaded["rows"][0]
+    assert set(row) == {"key", "label", "unit", "podhost", "containerd", "ratio", "note"}
+    assert loaded["results"]["containerd"]["pod"]["start_s"] == [0.01, 0.02, 0.03]
+    assert not list(out.parent.glob("*.tmp"))
+
+
+def test_workload_is_the_same_for_both_runtimes() -> None:
+    pod = sandbox_config("p", "u1", Path("/tmp/ph-bench-x/logs/u1"), "/podhost-ctrd-bench/podu1")
+    ns = pod.linux.security_context.namespace_options
+    assert (ns.network, ns.pid, ns.ipc) == (pb.POD, pb.CONTAINER, pb.POD)
+    assert list(pod.dns_config.servers) == ["127.0.0.1"]
+    assert not pod.port_mappings
+    assert pod.linux.cgroup_parent == "/podhost-ctrd-bench/podu1"
+    ctr = container_config()
+    assert list(ctr.command) == ["sleep", "3600"]
+    assert ctr.image.image == "localhost/podhost/busybox:latest"
+    assert ctr.linux.security_context.namespace_options.pid == pb.CONTAINER
+
+
+def test_roles_and_ownership_by_path() -> None:
+    assert [role(c) for c in ("pause", "conmon", "containerd-shim", "sleep")] == [
+        "pause", "conmon", "shim", "workload",
+    ]  # fmt: skip
+    root = Path("/tmp/ph-bench-ab")
+    assert names_path(["/usr/bin/conmon", "-b", "/tmp/ph-bench-ab/run/c1"], root)
+    assert not names_path(["/usr/bin/conmon", "-b", "/tmp/ph-bench-abc/run/c1"], root)
+    assert not names_path(["/tmp/ph-bench-ab/bin"], root)  # argv[0] is the program, not an argument
+
+
+def test_quick_is_smaller_than_full() -> None:
+    full, quick = Params.full(), Params.quick()
+    assert full.runs >= 50 and full.pods >= 100 and full.in_flight == 10 and full.idle_seconds >= 30
+    assert quick.runs < full.runs and quick.pods < full.pods and quick.idle_seconds < full.idle_seconds
