@@ -255,10 +255,14 @@ def machine_info() -> dict[str, Any]:
 
 
 def git_info(repo: Path) -> dict[str, Any]:
-    commit = _first_line(["git", "-C", str(repo), "rev-parse", "HEAD"])
+    """The commit measured. A run from an exported tree (`git archive HEAD | tar -x`, so that edits in
+    progress in the checkout cannot change the code under test) has no .git: BENCH_GIT_COMMIT names it."""
+    done = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"commit": os.environ.get("BENCH_GIT_COMMIT", ""), "dirty": False, "exported": True}
     status = subprocess.run(
         ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
         capture_output=True,
         text=True,
     ).stdout
-    return {"commit": commit, "dirty": bool(status.strip())}
+    return {"commit": done.stdout.strip(), "dirty": bool(status.strip())}
