@@ -36,6 +36,41 @@ def _which(name: str, *fallbacks: str) -> str:
 
 
 @dataclass
+class RegistryConfig:
+    """One `[registries."HOST"]` table (HOST as references name it: `docker.io`, `127.0.0.1:5000`).
+
+    `mirrors` are endpoints (`host[:port]` or `scheme://host[:port]`) tried in order before HOST
+    itself, as containerd's hosts.toml and CRI-O's registries.conf allow; each mirror's own TLS and
+    credentials come from its own table. `insecure` allows plain HTTP and unverified TLS.
+    """
+
+    insecure: bool = False
+    ca_file: Path | None = None
+    username: str = ""
+    password: str = ""
+    #: base64 of "username:password", as ~/.docker/config.json stores it.
+    auth: str = ""
+    mirrors: list[str] = field(default_factory=list)
+
+
+def _registry_config(host: str, value: Any) -> RegistryConfig:
+    if isinstance(value, RegistryConfig):
+        return value
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"config: registries.{host!r} must be a table")
+    known = {f.name for f in fields(RegistryConfig)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise InvalidArgument(f"config: registries.{host!r}: unknown setting(s): {', '.join(unknown)}")
+    reg = RegistryConfig(**value)
+    if reg.ca_file is not None:
+        reg.ca_file = Path(reg.ca_file)
+    if not isinstance(reg.mirrors, list) or not all(isinstance(m, str) and m for m in reg.mirrors):
+        raise InvalidArgument(f"config: registries.{host!r}.mirrors must be a list of endpoints")
+    return reg
+
+
+@dataclass
 class Config:
     """Every setting of one podhost instance. Paths are absolute once `resolve()` has run."""
 
@@ -72,6 +107,22 @@ class Config:
     stream_address: str = "127.0.0.1"
     stream_port: int = 0
     log_level: str = "info"
+    # Pod manager (the kubelet role, embedded in the daemon).
+    #: the CRI runtime it drives ("unix:///path"); empty: this daemon's own socket.
+    kubelet_runtime_endpoint: str = ""
+    #: a static pod directory (`podhost daemon --manifests DIR`); empty: none.
+    kubelet_manifests_dir: str = ""
+    #: CrashLoopBackOff's first wait in seconds, doubling to 5 min.
+    kubelet_restart_backoff: float = 10.0
+    #: each pod's cgroup parent is <this>/pod<uid>; empty: the runtime's default (containerd needs one).
+    kubelet_pod_cgroup_parent: str = ""
+    # Images: registries (see RegistryConfig), parallel layer downloads, garbage collection.
+    registries: dict[str, RegistryConfig] = field(default_factory=dict)
+    max_concurrent_downloads: int = 3
+    #: the kubelet's imageGCHighThresholdPercent / imageGCLowThresholdPercent, for the image store's
+    #: filesystem: above `high` % used, unused images are removed (oldest first) until below `low` %.
+    image_gc_high_threshold_percent: int = 85
+    image_gc_low_threshold_percent: int = 80
 
     @classmethod
     def load(
@@ -91,10 +142,9 @@ class Config:
         root = root or values.pop("root", None) or os.environ.get("PODHOST_ROOT") or None
         values.update({k: v for k, v in overrides.items() if v is not None})
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known - {"registries"})
+        unknown = sorted(set(values) - known)
         if unknown:
             raise InvalidArgument(f"config: unknown setting(s): {', '.join(unknown)}")
-        values.pop("registries", None)
         cfg = cls()
         if root:
             cfg.apply_root(Path(root))
@@ -128,6 +178,15 @@ class Config:
             raise InvalidArgument(f"config: default_runtime {self.default_runtime!r} is not in runtimes")
         if not self.cgroup_parent.startswith("/"):
             self.cgroup_parent = "/" + self.cgroup_parent
+        if not isinstance(self.registries, dict):
+            raise InvalidArgument("config: registries must be a table of registry hosts")
+        self.registries = {str(h): _registry_config(str(h), v) for h, v in self.registries.items()}
+        if self.max_concurrent_downloads < 1:
+            raise InvalidArgument("config: max_concurrent_downloads must be at least 1")
+        if not 0 <= self.image_gc_low_threshold_percent <= self.image_gc_high_threshold_percent <= 100:
+            raise InvalidArgument(
+                "config: want 0 <= image_gc_low_threshold_percent <= image_gc_high_threshold_percent <= 100"
+            )
 
     # Derived locations, one place so every layer agrees.
     @property

@@ -9,9 +9,11 @@ podhost's Admin service; every other verb is plain CRI.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -334,13 +336,96 @@ def cmd_inspecti(client: CRIClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def pull_auth(creds: str | None, auth: str | None) -> pb.AuthConfig | None:
+    """crictl's --creds USER[:PASSWORD] / --auth BASE64 as a CRI AuthConfig."""
+    if creds and auth:
+        raise InvalidArgument("give --creds or --auth, not both")
+    if auth:
+        try:
+            base64.b64decode(auth, validate=True)
+        except ValueError as e:
+            raise InvalidArgument("--auth must be base64 of USER:PASSWORD") from e
+        return pb.AuthConfig(auth=auth)
+    if creds:
+        username, _, password = creds.partition(":")
+        if not username:
+            raise InvalidArgument("--creds must be USER[:PASSWORD]")
+        return pb.AuthConfig(username=username, password=password)
+    return None
+
+
+def pull_progress_line(ref: str, elapsed: float, grown: int | None, tick: int) -> str:
+    """One redrawn status line. CRI PullImage is unary, so the runtime cannot stream its progress:
+    the client shows the time spent and how much the image filesystem grew (ImageFsInfo) meanwhile."""
+    spinner = "|/-\\"[tick % 4]
+    line = f"Pulling {ref} {spinner} {elapsed:5.1f}s"
+    if grown is not None and grown > 0:
+        line += f"  image filesystem +{tables.human_size(grown, 3)}"
+    return line
+
+
+def _image_fs_used(client: CRIClient) -> int | None:
+    try:
+        fs = client.image_fs_info().image_filesystems
+    except Exception:  # progress is decoration: never fail a pull over it
+        return None
+    return sum(f.used_bytes.value for f in fs) if fs else None
+
+
 def cmd_pull(client: CRIClient, args: argparse.Namespace) -> int:
-    ref = client.pull_image(args.image)
-    _out(f"Image is up to date for {ref}\n")
+    auth = pull_auth(args.creds, args.auth)
+    if not sys.stderr.isatty():
+        ref = client.pull_image(args.image, auth)
+        _out(f"Image is up to date for {ref}\n")
+        return 0
+    result: dict[str, Any] = {}
+
+    def pull() -> None:
+        try:
+            result["ref"] = client.pull_image(args.image, auth)
+        except BaseException as e:  # re-raised on the main thread
+            result["error"] = e
+
+    worker = threading.Thread(target=pull, daemon=True)
+    started, tick = time.monotonic(), 0
+    base = _image_fs_used(client)
+    worker.start()
+    grown: int | None = None
+    while worker.is_alive():
+        worker.join(0.25)
+        tick += 1
+        if base is not None and tick % 4 == 0:
+            used = _image_fs_used(client)
+            grown = used - base if used is not None else None
+        sys.stderr.write("\r\x1b[K" + pull_progress_line(args.image, time.monotonic() - started, grown, tick))
+        sys.stderr.flush()
+    sys.stderr.write("\r\x1b[K")
+    sys.stderr.flush()
+    if "error" in result:
+        raise result["error"]
+    _out(f"Image is up to date for {result['ref']}\n")
     return 0
 
 
+def unused_images(images: list[pb.Image], containers: list[pb.Container]) -> list[pb.Image]:
+    """Images no container references and that are not pinned (what `rmi --prune` removes)."""
+    refs = {r for c in containers for r in (c.image_id, c.image_ref, c.image.image) if r}
+    return [
+        i for i in images if not i.pinned and not refs.intersection([i.id, *i.repo_tags, *i.repo_digests])
+    ]
+
+
 def cmd_rmi(client: CRIClient, args: argparse.Namespace) -> int:
+    if args.prune:
+        if args.images:
+            raise InvalidArgument("--prune removes every unused image: give no IMAGE with it")
+        for image in unused_images(client.list_images(), client.list_containers()):
+            client.remove_image(image.id)
+            for name in image.repo_tags or [image.id]:
+                _out(f"Deleted: {name}\n")
+        return 0
+    if not args.images:
+        raise InvalidArgument("give at least one IMAGE (or --prune)")
     for ref in args.images:
         resp = client.image_status(ref)
         if not resp.HasField("image"):
@@ -492,11 +577,16 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     _output_arg(p, ("json", "yaml"), "json")
 
-    p = verb("pull", cmd_pull, "pull an image")
+    p = verb("pull", cmd_pull, "pull an image (elapsed time and image filesystem growth shown on a terminal)")
     p.add_argument("image", metavar="IMAGE")
+    p.add_argument("--creds", metavar="USER[:PASSWORD]", help="registry credentials")
+    p.add_argument("--auth", metavar="BASE64", help="registry credentials as base64 of USER:PASSWORD")
 
     p = verb("rmi", cmd_rmi, "remove images")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="*", metavar="IMAGE")
+    p.add_argument(
+        "-q", "--prune", action="store_true", help="remove every image no container uses (pinned kept)"
+    )
 
     p = verb("load", cmd_load, "import an image archive on this machine (podhost only)")
     p.add_argument("file", metavar="FILE")

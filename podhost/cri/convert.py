@@ -22,6 +22,7 @@ from typing import Any
 from podhost.cri import api_pb2 as pb
 from podhost.errors import InvalidArgument
 from podhost.runtime import model
+from podhost.runtime.image.registry.auth import AuthConfig
 from podhost.runtime.runtime import (
     ContainerFilter,
     ContainerStats,
@@ -225,6 +226,22 @@ def image_ref(spec: pb.ImageSpec) -> str:
     """The reference an ImageSpec names; CRI requires one for pull, status and remove."""
     _require(spec.image != "", "ImageSpec.image must not be empty")
     return spec.image
+
+
+def auth_config(m: pb.PullImageRequest) -> AuthConfig | None:
+    """PullImageRequest.auth, or None when the request carries no credentials."""
+    if not m.HasField("auth"):
+        return None
+    a = m.auth
+    found = AuthConfig(
+        username=a.username,
+        password=a.password,
+        auth=a.auth,
+        server_address=a.server_address,
+        identity_token=a.identity_token,
+        registry_token=a.registry_token,
+    )
+    return None if found == AuthConfig() else found
 
 
 def exec_cmd(m: pb.ExecSyncRequest) -> list[str]:

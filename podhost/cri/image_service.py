@@ -44,7 +44,11 @@ class ImageServicer(api_pb2_grpc.ImageServiceServicer):  # type: ignore[misc]
 
     @rpc
     def PullImage(self, request: pb.PullImageRequest, context: grpc.ServicerContext) -> pb.PullImageResponse:
-        return pb.PullImageResponse(image_ref=self.runtime.pull_image(convert.image_ref(request.image)))
+        ref = convert.image_ref(request.image)
+        auth = convert.auth_config(request)
+        # Credentials only when given: runtimes without registry auth keep their one-argument form.
+        image_id = self.runtime.pull_image(ref, auth) if auth is not None else self.runtime.pull_image(ref)
+        return pb.PullImageResponse(image_ref=image_id)
 
     @rpc
     def RemoveImage(

@@ -19,7 +19,8 @@ from podhost.runtime.cgroups import Cgroups
 from podhost.runtime.container.service import ContainerService
 from podhost.runtime.events import EventBus, Subscription
 from podhost.runtime.image.build import ensure_pause_image
-from podhost.runtime.image.reference import normalize
+from podhost.runtime.image.gc import ImageGC
+from podhost.runtime.image.registry import AuthConfig, Puller
 from podhost.runtime.image.store import ImageStore
 from podhost.runtime.model import (
     Container,
@@ -93,6 +94,13 @@ class Runtime:
         self.containers = ContainerService(
             config, RecordStore(config.container_records, Container), self.events, cgroups=self.cgroups
         )
+        self.puller = Puller(self.images, config.registries, config.max_concurrent_downloads)
+        self.image_gc = ImageGC(
+            self.images,
+            self.images_in_use,
+            config.image_gc_high_threshold_percent,
+            config.image_gc_low_threshold_percent,
+        )
         self._closed = False
 
     @classmethod
@@ -107,6 +115,7 @@ class Runtime:
             ensure_pause_image(runtime.images, pause, config.pause_image)
         runtime.sandboxes.recover()  # and reaps pause processes of ours that exited unwatched
         runtime.containers.recover()
+        runtime.image_gc.start()
         return runtime
 
     def close(self) -> None:
@@ -116,6 +125,7 @@ class Runtime:
         self._closed = True
         self.containers.close()
         self.watcher.close()
+        self.image_gc.close()
 
     # --- runtime info ------------------------------------------------------------------------------
 
@@ -256,15 +266,18 @@ class Runtime:
     def image_status(self, ref: str) -> Image | None:
         return self.images.find(ref)
 
-    def pull_image(self, ref: str) -> str:
-        """Local store only for now: a present image resolves; registries come with the pull issue."""
-        image = self.images.find(ref)
-        if image is None:
-            raise NotFound(
-                f"image {normalize(ref)} is not in the local store and registry pulls are not "
-                "supported yet: import it with `podhost cri load FILE`"
-            )
+    def pull_image(self, ref: str, auth: AuthConfig | None = None) -> str:
+        """Pull from the registry (`image.registry`); a pinned local image (pause) needs no registry."""
+        local = self.images.find(ref)
+        if local is not None and local.pinned:
+            return local.id
+        image = self.puller.pull(ref, auth)
+        self.image_gc.poke()
         return image.id
+
+    def images_in_use(self) -> set[str]:
+        """Ids of the images any container (running or not) was created from: GC and rmi keep them."""
+        return {c.image_id for c in self.containers.list()}
 
     def remove_image(self, ref: str) -> None:
         image = self.images.find(ref)

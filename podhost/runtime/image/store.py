@@ -79,6 +79,7 @@ class _Prepared:
     tags: list[str]
     repositories: list[str]  # for repo digests
     layer_sizes: dict[str, int] = field(default_factory=dict)
+    index_digests: list[str] = field(default_factory=list)  # a registry index that led to the manifest
 
 
 @dataclass
@@ -259,6 +260,7 @@ class ImageStore:
         names: Iterable[str] = (),
         *,
         layer_digests: Sequence[str | None] | None = None,
+        index_digest: str | None = None,
     ) -> Image:
         """Add one image from its blobs; all of it or nothing.
 
@@ -267,9 +269,13 @@ class ImageStore:
         those downloads). With `manifest` None (a docker archive) an OCI manifest is synthesised from
         the layers, using `layer_digests` where known. Every blob is checked against its digest and every
         layer against the config's rootfs.diff_ids; a mismatch is InvalidArgument and adds nothing.
+        `index_digest` (a puller's multi-platform index) becomes a repo digest beside the manifest's, so
+        the image is found by the digest it was pulled by.
         """
         with self._transaction() as tx:
             prepared = self._prepare(tx, manifest, config, list(layers), list(names), layer_digests)
+            if index_digest:
+                prepared.index_digests.append(reference.check_digest(index_digest))
             return self._commit(tx, [prepared])[0]
 
     def import_archive(self, path: Path) -> list[Image]:
@@ -410,9 +416,10 @@ class ImageStore:
         for tag in p.tags:
             self._assign_tag(image, tag)
         for repo in p.repositories:
-            digest_ref = f"{repo}@{p.manifest_digest}"
-            if digest_ref not in image.repo_digests:
-                image.repo_digests.append(digest_ref)
+            for digest in (p.manifest_digest, *p.index_digests):
+                digest_ref = f"{repo}@{digest}"
+                if digest_ref not in image.repo_digests:
+                    image.repo_digests.append(digest_ref)
         return image
 
     def _assign_tag(self, image: Image, tag: str) -> None:

@@ -1,0 +1,19 @@
+"""Images from registries: the distribution API client and the puller behind CRI PullImage.
+
+Layering, bottom up (each module imports only those above it in this list):
+
+- `manifest`  pure: media types, manifest/index parsing, platform choice, digest checks;
+- `hosts`     pure: which endpoints serve a registry (mirrors first) and with which TLS settings;
+- `auth`      credentials (CRI AuthConfig, the daemon config, ~/.docker/config.json) and challenges;
+- `client`    one endpoint over HTTP(S) (urllib3): authenticated requests, verified blob streaming;
+- `puller`    a whole pull into `ImageStore`: resolve, download concurrently, commit atomically;
+- `push`      pushing images (tests and benchmarks fill their local registries with it);
+- `local`     a local Debian `docker-registry` process for tests and benchmarks.
+
+Nothing here mounts, runs containers or decides what is in use (that is `image.gc` with the runtime).
+"""
+
+from podhost.runtime.image.registry.auth import AuthConfig
+from podhost.runtime.image.registry.puller import Puller
+
+__all__ = ["AuthConfig", "Puller"]
