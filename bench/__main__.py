@@ -55,6 +55,7 @@ def params_from(args: argparse.Namespace) -> Params:
         in_flight=args.in_flight or base.in_flight,
         idle_seconds=args.idle if args.idle is not None else base.idle_seconds,
         warmup=base.warmup,
+        kills=base.kills,
     )
 
 

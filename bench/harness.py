@@ -466,7 +466,10 @@ class Bench:
             r["daemon_rss_fleet_kib"] = metrics.daemon_rss(rt.daemon_pid())
             self.progress(f"{rt.name}: {p.pods} pods idle for {p.idle_seconds:.0f} s (CPU)")
             r["idle_cpu"] = idle_cpu(rt, p.idle_seconds)
-            r["pause_kill_to_ready_ms"] = pause_kill_to_ready(rt)
+            restarts = pause_kill_to_ready(rt, p.kills)
+            if restarts is not None:
+                r["pause_kill_to_ready_s"] = [t for t in restarts if t is not None]
+                r["pause_kill_not_ready_again"] = sum(t is None for t in restarts)
         finally:
             r["fleet_remove_s"] = remove_fleet(rt, ids, p.in_flight)
         self.progress(f"{rt.name}: {p.pods} pods, {p.in_flight} in flight")
@@ -474,15 +477,89 @@ class Bench:
         remove_fleet(rt, ids, p.in_flight)
 
 
-def pause_kill_to_ready(rt: RuntimeUnderTest) -> float | None:
-    """Time from SIGKILL of a pod's pause to that pod Ready again, through podhost's pod manager.
+RESTART_POD = "bench-restart"
+RESTART_NAMESPACE = "bench"
 
-    None until the pod manager (podhost.kubelet) can be driven from here; the report then says so."""
+
+def restart_manifest(name: str = RESTART_POD, namespace: str = RESTART_NAMESPACE) -> str:
+    """The pod the pod manager keeps running while its pause is killed: one busybox `sleep 3600`."""
+    return f"""\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  dnsConfig:
+    nameservers: ["127.0.0.1"]
+  dnsPolicy: None
+  containers:
+  - name: sleeper
+    image: {BUSYBOX_IMAGE}
+    imagePullPolicy: Never
+    command: {json.dumps(WORKLOAD)}
+"""
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    """The pod's Ready condition is True (Kubernetes v1 PodStatus.conditions)."""
+    conditions = pod.get("status", {}).get("conditions", [])
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def ready_sandbox(rt: RuntimeUnderTest, name: str, namespace: str) -> str:
+    """The id of the pod's READY sandbox ("" while it has none), found by the kubelet's labels."""
+    selector = {"io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": namespace}
+    flt = pb.PodSandboxFilter(label_selector=selector, state=pb.PodSandboxStateValue(state=pb.SANDBOX_READY))
+    pods = rt.client.list_pod_sandbox(flt)
+    return pods[0].id if pods else ""
+
+
+def pause_kill_to_ready(rt: RuntimeUnderTest, kills: int, timeout: float = 10.0) -> list[float | None] | None:
+    """Seconds from SIGKILL of a managed pod's pause to that pod Ready again on a new sandbox, through
+    podhost's pod manager (podhost.v1.Pods on the daemon's socket), once per kill; None in the list for a
+    pod that was not Ready again within `timeout` (then no further kill is tried).
+
+    None when there is no pod manager to drive (the report says so)."""
     if rt.name != "podhost":
         return None
     try:
-        import podhost.kubelet.manager  # noqa: F401
+        from podhost.kubelet.client import PodsClient
     except ImportError:
         return None
-    log.info("the pod manager exists but the bench cannot drive it yet")
+    pods = PodsClient(rt.client.endpoint, timeout=60)
+    try:
+        if not pods.answers():
+            return None
+        pods.apply(restart_manifest(), "bench")
+        try:
+            found: list[float | None] = []
+            while len(found) < kills and (not found or found[-1] is not None):
+                found.append(_one_restart(rt, pods, timeout))
+            return found
+        finally:
+            pods.delete("pod", RESTART_POD, RESTART_NAMESPACE, wait=True)
+    finally:
+        pods.close()
+
+
+def _one_restart(rt: RuntimeUnderTest, pods: Any, timeout: float) -> float | None:
+    deadline = time.monotonic() + timeout
+    old = ""
+    while not (old and pod_ready(pods.pod(RESTART_POD, RESTART_NAMESPACE))):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"pod {RESTART_POD} never became Ready under the pod manager")
+        old = ready_sandbox(rt, RESTART_POD, RESTART_NAMESPACE)
+        time.sleep(0.01)
+    pid = sandbox_pid(rt, old)
+    if pid <= 0 or metrics.comm(pid) != "pause" or pid not in rt.pod_processes():
+        raise RuntimeError(f"pod manager's sandbox {old[:12]} reports pause pid {pid}, not a pause of ours")
+    t0 = time.perf_counter()
+    os.kill(pid, signal.SIGKILL)
+    while time.perf_counter() - t0 < timeout:
+        new = ready_sandbox(rt, RESTART_POD, RESTART_NAMESPACE)
+        if new and new != old and pod_ready(pods.pod(RESTART_POD, RESTART_NAMESPACE)):
+            return time.perf_counter() - t0
+        time.sleep(0.002)
+    log.warning("pod %s not Ready again %.0f s after its pause was killed", RESTART_POD, timeout)
     return None

@@ -25,6 +25,7 @@ SCHEMA = 1
 RUNTIMES = ("podhost", "containerd")
 #: What a row shows when a runtime has no figure for it.
 NOT_BUILT = "n/a (pod manager not built yet)"
+NOT_READY_AGAIN = "n/a (the pod manager did not make the pod Ready again within 10 s)"
 NOT_APPLICABLE = "n/a"
 
 
@@ -110,9 +111,9 @@ ROWS: list[tuple[str, str, str, Extract]] = [
     ),
     (
         "pause_kill_to_ready",
-        "pause kill -> pod Ready again (pod manager)",
+        "pause kill -> pod Ready again (pod manager) p50",
         "ms",
-        _scaled("pause_kill_to_ready_ms"),
+        _pct_ms("pause_kill_to_ready_s", "", 50),
     ),
 ]
 
@@ -136,7 +137,8 @@ def build_rows(results: dict[str, dict[str, Any]], params: dict[str, Any]) -> li
         cd = get(results["containerd"]) if "containerd" in results else None
         note = ""
         if key == "pause_kill_to_ready" and ph is None and "podhost" in results:
-            note = NOT_BUILT
+            failed = results["podhost"].get("pause_kill_not_ready_again", 0)
+            note = NOT_READY_AGAIN if failed else NOT_BUILT
         rows.append(Row(key, label.format(**fill), unit, ph, cd, ratio(ph, cd), note))
     return rows
 

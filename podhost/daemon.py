@@ -28,13 +28,16 @@ def run(config: Config) -> None:
     if os.geteuid() != 0:
         raise FailedPrecondition("podhost daemon must run as root (pods need namespaces, mounts and cgroups)")
     from podhost.cri.server import serve
+    from podhost.cri.streaming.server import StreamingServer
     from podhost.pause.build import build
     from podhost.runtime.runtime import Runtime
 
     if config.pause_binary is None:
         build()
     runtime = Runtime.open(config)
-    server = serve(runtime, config.socket)
+    streaming = StreamingServer(runtime, config.stream_address, config.stream_port)
+    streaming.start()
+    server = serve(runtime, config.socket, streaming=streaming)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -43,5 +46,6 @@ def run(config: Config) -> None:
         stop.wait()
     finally:
         server.stop(grace=2).wait()
+        streaming.close()
         runtime.close()
         log.info("podhost daemon stopped; pods keep running")

@@ -249,12 +249,10 @@ def cmd_rm(client: CRIClient, args: argparse.Namespace) -> int:
 
 
 def cmd_exec(client: CRIClient, args: argparse.Namespace) -> int:
-    if args.interactive or args.tty:
-        raise Unimplemented(
-            "interactive exec (-i/-t) needs the CRI streaming server, which is not served yet"
-        )
     if not args.cmd:
         raise InvalidArgument("give the command to run after the container ID")
+    if args.interactive or args.tty:
+        return _exec_streaming(client, args)
     resp = client.exec_sync(args.container, list(args.cmd), args.timeout)
     sys.stdout.flush()
     sys.stdout.buffer.write(resp.stdout)
@@ -263,6 +261,65 @@ def cmd_exec(client: CRIClient, args: argparse.Namespace) -> int:
     sys.stderr.buffer.write(resp.stderr)
     sys.stderr.buffer.flush()
     return resp.exit_code
+
+
+def _exec_streaming(client: CRIClient, args: argparse.Namespace) -> int:
+    """`exec -i/-t`: a CRI Exec URL, run on this terminal (podhost.cri.streaming.client)."""
+    from podhost.cri.streaming.client import run_interactive
+
+    request = pb.ExecRequest(
+        container_id=args.container,
+        cmd=list(args.cmd),
+        tty=args.tty,
+        stdin=args.interactive,
+        stdout=True,
+        stderr=not args.tty,
+    )
+    try:
+        url = client.exec(request)
+    except Unimplemented as e:
+        raise Unimplemented(f"interactive exec (-i/-t) needs the runtime's streaming server: {e}") from e
+    return run_interactive(url, stdin=args.interactive, tty=args.tty, transport=args.transport)
+
+
+def cmd_attach(client: CRIClient, args: argparse.Namespace) -> int:
+    from podhost.cri.streaming.client import run_interactive
+
+    request = pb.AttachRequest(
+        container_id=args.container, tty=args.tty, stdin=args.stdin, stdout=True, stderr=not args.tty
+    )
+    url = client.attach(request)
+    return run_interactive(url, stdin=args.stdin, tty=args.tty, transport=args.transport)
+
+
+def parse_port_mapping(text: str) -> tuple[int, int]:
+    """crictl/kubectl port-forward's `[LOCAL:]REMOTE` (LOCAL 0 or empty: a free port)."""
+    local, sep, remote = text.rpartition(":")
+    try:
+        mapping = (int(local or 0) if sep else int(remote), int(remote))
+    except ValueError as e:
+        raise InvalidArgument(f"port mapping {text!r}: expected [LOCAL:]REMOTE") from e
+    if not (0 <= mapping[0] < 65536 and 0 < mapping[1] < 65536):
+        raise InvalidArgument(f"port mapping {text!r}: ports must be 1-65535")
+    return mapping
+
+
+def cmd_port_forward(client: CRIClient, args: argparse.Namespace) -> int:
+    from podhost.cri.streaming.client import PortForwarder
+
+    mappings = [parse_port_mapping(p) for p in args.ports]
+    url = client.port_forward(args.pod_id, sorted({remote for _, remote in mappings}))
+    forwarder = PortForwarder(url, mappings, args.address)
+    forwarder.start()
+    try:
+        for (_, remote), local in zip(mappings, forwarder.local_ports, strict=True):
+            _out(f"Forwarding from {args.address}:{local} -> {remote}\n")
+        forwarder.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        forwarder.close()
+    return 0
 
 
 def cmd_logs(client: CRIClient, args: argparse.Namespace) -> int:
@@ -475,6 +532,15 @@ def _listing_args(p: argparse.ArgumentParser) -> None:
     _output_arg(p, ("table", "json", "yaml"), "table")
 
 
+def _transport_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--transport",
+        choices=("websocket", "spdy"),
+        default="websocket",
+        help="streaming protocol (default websocket: v5.channel.k8s.io)",
+    )
+
+
 def add_parser(subparsers: Any) -> None:
     """Register `cri` and its verbs on the top-level parser's subparsers."""
     cri = subparsers.add_parser("cri", help="crictl-style commands against a CRI runtime endpoint")
@@ -544,11 +610,23 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("-f", "--force", action="store_true", help="stop first")
 
     p = verb("exec", cmd_exec, "run a command in a container and wait (exit code propagated)")
-    p.add_argument("-i", "--interactive", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("-t", "--tty", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open (streaming exec)")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a terminal (streaming exec)")
+    _transport_arg(p)
     p.add_argument("--timeout", type=int, default=0, help="seconds before the command is killed (0: none)")
     p.add_argument("container", metavar="CONTAINER-ID")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND")
+
+    p = verb("attach", cmd_attach, "attach to a running container's stdio")
+    p.add_argument("-i", "--stdin", action="store_true", help="send stdin to the container")
+    p.add_argument("-t", "--tty", action="store_true", help="the container has a terminal")
+    _transport_arg(p)
+    p.add_argument("container", metavar="CONTAINER-ID")
+
+    p = verb("port-forward", cmd_port_forward, "forward local ports to ports inside a pod")
+    p.add_argument("pod_id", metavar="POD-ID")
+    p.add_argument("ports", nargs="+", metavar="[LOCAL:]REMOTE")
+    p.add_argument("--address", default="127.0.0.1", help="local address to listen on (default 127.0.0.1)")
 
     p = verb("logs", cmd_logs, "print a container's log")
     p.add_argument("container", metavar="CONTAINER-ID")

@@ -131,6 +131,23 @@ class CRIClient:
         request = pb.ExecSyncRequest(container_id=container_id, cmd=cmd, timeout=timeout)
         return self._call(self.runtime.ExecSync, request, self._slack(timeout))
 
+    def _url_deadline(self) -> float:
+        # A streaming URL comes back at once; a client made with timeout 0 (no limit) still gets one.
+        return self.timeout if self.timeout > 0 else DEFAULT_TIMEOUT
+
+    def exec(self, request: pb.ExecRequest) -> str:
+        """The streaming URL of an exec session (run it with podhost.cri.streaming.client)."""
+        return self._call(self.runtime.Exec, request, self._url_deadline()).url
+
+    def attach(self, request: pb.AttachRequest) -> str:
+        """The streaming URL of an attach session."""
+        return self._call(self.runtime.Attach, request, self._url_deadline()).url
+
+    def port_forward(self, pod_sandbox_id: str, ports: list[int]) -> str:
+        """The streaming URL of a port-forward session into the pod's network namespace."""
+        request = pb.PortForwardRequest(pod_sandbox_id=pod_sandbox_id, port=ports)
+        return self._call(self.runtime.PortForward, request, self._url_deadline()).url
+
     def container_stats(self, container_id: str) -> pb.ContainerStats:
         request = pb.ContainerStatsRequest(container_id=container_id)
         return self._call(self.runtime.ContainerStats, request).stats

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from podhost.cri import api_pb2 as pb
+from podhost.cri.streaming import requests as streaming
 from podhost.errors import InvalidArgument
 from podhost.runtime import model
 from podhost.runtime.image.registry.auth import AuthConfig
@@ -248,6 +249,27 @@ def exec_cmd(m: pb.ExecSyncRequest) -> list[str]:
     _require(m.container_id != "", "ExecSyncRequest.container_id must not be empty")
     _require(len(m.cmd) > 0, "ExecSyncRequest.cmd must not be empty")
     return list(m.cmd)
+
+
+def exec_request(m: pb.ExecRequest) -> streaming.ExecRequest:
+    """A streaming Exec as the streaming server keeps it (container id as given; the servicer resolves it)."""
+    _require(m.container_id != "", "ExecRequest.container_id must not be empty")
+    _require(len(m.cmd) > 0, "ExecRequest.cmd must not be empty")
+    streaming.validate_stdio(m.tty, m.stdin, m.stdout, m.stderr)
+    return streaming.ExecRequest(m.container_id, tuple(m.cmd), m.tty, m.stdin, m.stdout, m.stderr)
+
+
+def attach_request(m: pb.AttachRequest) -> streaming.AttachRequest:
+    _require(m.container_id != "", "AttachRequest.container_id must not be empty")
+    streaming.validate_stdio(m.tty, m.stdin, m.stdout, m.stderr)
+    return streaming.AttachRequest(m.container_id, m.tty, m.stdin, m.stdout, m.stderr)
+
+
+def port_forward_request(m: pb.PortForwardRequest) -> streaming.PortForwardRequest:
+    _require(m.pod_sandbox_id != "", "PortForwardRequest.pod_sandbox_id must not be empty")
+    for port in m.port:
+        _require(0 < port < 65536, f"PortForwardRequest.port {port} is not a valid TCP port")
+    return streaming.PortForwardRequest(m.pod_sandbox_id, tuple(int(p) for p in m.port))
 
 
 def pod_sandbox_filter(m: pb.PodSandboxFilter) -> PodSandboxFilter:

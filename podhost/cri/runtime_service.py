@@ -4,12 +4,15 @@ Each method converts the request (`convert`), calls the one `Runtime` method of 
 converts the result back. No decisions are made here: validation lives in `convert` (what CRI requires of
 a message) and in the runtime (everything else); error codes come from `status.rpc`.
 
-Verbs podhost does not serve yet (the streaming URLs Exec/Attach/PortForward, checkpoint/restore, pod
-stats and metrics, the Stream* listings) answer UNIMPLEMENTED with the reason.
+Exec/Attach/PortForward answer a URL of the streaming server (podhost.cri.streaming.server), given to
+the servicer by whoever serves it (the daemon); without one they answer UNIMPLEMENTED. Verbs podhost does
+not serve yet (checkpoint/restore, pod stats and metrics, the Stream* listings) answer UNIMPLEMENTED with
+the reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -20,12 +23,13 @@ import grpc
 from podhost.cri import api_pb2 as pb
 from podhost.cri import api_pb2_grpc, convert
 from podhost.cri.status import rpc, unimplemented
-from podhost.errors import NotFound
+from podhost.errors import NotFound, Unimplemented
 from podhost.runtime import model
 from podhost.runtime.model import Container, ContainerEvent, PodSandbox
 from podhost.runtime.runtime import ContainerFilter
 
 if TYPE_CHECKING:
+    from podhost.cri.streaming.server import StreamingServer
     from podhost.runtime.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -33,13 +37,14 @@ log = logging.getLogger(__name__)
 #: How long GetContainerEvents waits for an event before it looks again whether the client is still there.
 EVENT_POLL_SECONDS = 0.5
 
-_STREAMING = "streaming (exec/attach/port-forward) is not served by podhost yet; use ExecSync"
+_STREAMING = "streaming (exec/attach/port-forward) has no streaming server in this process; use ExecSync"
 _NOT_YET = "not served by podhost yet"
 
 
 class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc]
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, streaming: StreamingServer | None = None) -> None:
         self.runtime = runtime
+        self.streaming = streaming
 
     # --- runtime ----------------------------------------------------------------------------------
 
@@ -188,6 +193,38 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
         result = self.runtime.exec_sync(request.container_id, convert.exec_cmd(request), int(request.timeout))
         return convert.exec_sync_response(result.stdout, result.stderr, result.exit_code)
 
+    # --- streaming: a URL on the streaming server, which runs the session when the client connects ---
+
+    def _streaming(self, verb: str) -> StreamingServer:
+        if self.streaming is None:
+            raise Unimplemented(f"{verb}: {_STREAMING}")
+        return self.streaming
+
+    @rpc
+    def Exec(self, request: pb.ExecRequest, context: grpc.ServicerContext) -> pb.ExecResponse:
+        server = self._streaming("Exec")
+        req = convert.exec_request(request)
+        container = self.runtime.exec_target(req.container_id)
+        return pb.ExecResponse(url=server.get_exec(dataclasses.replace(req, container_id=container.id)))
+
+    @rpc
+    def Attach(self, request: pb.AttachRequest, context: grpc.ServicerContext) -> pb.AttachResponse:
+        server = self._streaming("Attach")
+        req = convert.attach_request(request)
+        container = self.runtime.exec_target(req.container_id)
+        return pb.AttachResponse(url=server.get_attach(dataclasses.replace(req, container_id=container.id)))
+
+    @rpc
+    def PortForward(
+        self, request: pb.PortForwardRequest, context: grpc.ServicerContext
+    ) -> pb.PortForwardResponse:
+        server = self._streaming("PortForward")
+        req = convert.port_forward_request(request)
+        sandbox = self.runtime.port_forward_target(req.pod_sandbox_id)
+        return pb.PortForwardResponse(
+            url=server.get_port_forward(dataclasses.replace(req, pod_sandbox_id=sandbox.id))
+        )
+
     # --- stats ------------------------------------------------------------------------------------
 
     @rpc
@@ -235,9 +272,6 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
 
     # --- not served yet ---------------------------------------------------------------------------
 
-    Exec = unimplemented("Exec", _STREAMING)
-    Attach = unimplemented("Attach", _STREAMING)
-    PortForward = unimplemented("PortForward", _STREAMING)
     CheckpointContainer = unimplemented("CheckpointContainer", "checkpoint/restore is " + _NOT_YET)
     CheckpointPod = unimplemented("CheckpointPod", "checkpoint/restore is " + _NOT_YET)
     RestorePod = unimplemented("RestorePod", "checkpoint/restore is " + _NOT_YET)

@@ -27,6 +27,7 @@ from podhost.cri.transport import channel_options
 from podhost.errors import AlreadyExists, FailedPrecondition, RuntimeFailure
 
 if TYPE_CHECKING:
+    from podhost.cri.streaming.server import StreamingServer
     from podhost.runtime.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -62,16 +63,20 @@ def prepare_socket_path(path: Path) -> None:
 
 
 def serve(
-    runtime: Runtime, socket_path: str | os.PathLike[str], max_workers: int = DEFAULT_WORKERS
+    runtime: Runtime,
+    socket_path: str | os.PathLike[str],
+    max_workers: int = DEFAULT_WORKERS,
+    streaming: StreamingServer | None = None,
 ) -> grpc.Server:
-    """Start serving CRI for `runtime` on `unix://<socket_path>`; the caller stops the returned server."""
+    """Start serving CRI for `runtime` on `unix://<socket_path>`; the caller stops the returned server.
+    `streaming` serves the Exec/Attach/PortForward URLs (the caller starts and closes it)."""
     path = Path(socket_path).absolute()
     prepare_socket_path(path)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="cri"),
         options=channel_options(),
     )
-    api_pb2_grpc.add_RuntimeServiceServicer_to_server(RuntimeServicer(runtime), server)
+    api_pb2_grpc.add_RuntimeServiceServicer_to_server(RuntimeServicer(runtime, streaming), server)
     api_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(runtime), server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(runtime), server)
     try:

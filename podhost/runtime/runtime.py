@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from podhost.errors import FailedPrecondition, InvalidArgument, NotFound
 from podhost.runtime import procs
 from podhost.runtime.cgroups import Cgroups
 from podhost.runtime.container.service import ContainerService
+from podhost.runtime.container.stdio import AttachIO, ExecIO
 from podhost.runtime.events import EventBus, Subscription
 from podhost.runtime.image.build import ensure_pause_image
 from podhost.runtime.image.gc import ImageGC
@@ -37,6 +39,7 @@ from podhost.runtime.model import (
 from podhost.runtime.network.cni import PodNetwork
 from podhost.runtime.sandbox.service import SandboxService
 from podhost.runtime.state import RecordStore
+from podhost.runtime.streams import StreamSessions
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,7 @@ class Runtime:
             config.image_gc_high_threshold_percent,
             config.image_gc_low_threshold_percent,
         )
+        self.streams = StreamSessions(config, self.containers, self.sandboxes)
         self._closed = False
 
     @classmethod
@@ -294,3 +298,24 @@ class Runtime:
 
     def import_image(self, path: str) -> list[Image]:
         return self.images.import_archive(Path(path))
+
+    # --- streaming sessions (URLs, tokens and protocols are the CRI layer's: podhost.cri.streaming) ---
+
+    def exec_target(self, container_id: str) -> Container:
+        """The running container an Exec/Attach URL may be made for (full id resolved from a prefix)."""
+        return self.streams.running_container(container_id)
+
+    def port_forward_target(self, sandbox_id: str) -> PodSandbox:
+        """The ready sandbox a PortForward URL may be made for."""
+        return self.streams.ready_sandbox(sandbox_id)
+
+    def exec_io(
+        self, container_id: str, cmd: list[str], tty: bool, stdin: bool, size: tuple[int, int] | None
+    ) -> ExecIO:
+        return self.streams.exec_io(container_id, cmd, tty, stdin, size)
+
+    def attach_io(self, container_id: str) -> AttachIO:
+        return self.streams.attach_io(container_id)
+
+    def port_forward(self, sandbox_id: str, port: int) -> socket.socket:
+        return self.streams.port_forward(sandbox_id, port)

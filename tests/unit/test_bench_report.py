@@ -35,7 +35,7 @@ def _result(scale: float, pause_ready: float | None = None) -> dict[str, object]
             "daemon_wakeups_per_s": 2.0,
         },
         "pause_kill_to_notready_s": [0.002 * scale, 0.004 * scale],
-        "pause_kill_to_ready_ms": pause_ready,
+        **({"pause_kill_to_ready_s": [pause_ready]} if pause_ready is not None else {}),
     }
 
 
@@ -69,8 +69,12 @@ def test_missing_pod_manager_is_named_not_zero() -> None:
     assert row.note == "n/a (pod manager not built yet)"
     table = report.render_table(rows)
     assert "n/a (pod manager not built yet)" in table
-    ready = report.build_rows({"podhost": _result(0.5, 120.0), "containerd": _result(1.0)}, PARAMS)
-    assert {r.key: r for r in ready}["pause_kill_to_ready"].podhost == 120.0
+    failed = _result(0.5)
+    failed["pause_kill_to_ready_s"], failed["pause_kill_not_ready_again"] = [], 1
+    row = {r.key: r for r in report.build_rows({"podhost": failed}, PARAMS)}["pause_kill_to_ready"]
+    assert row.podhost is None and row.note == report.NOT_READY_AGAIN
+    ready = report.build_rows({"podhost": _result(0.5, 0.120), "containerd": _result(1.0)}, PARAMS)
+    assert {r.key: r for r in ready}["pause_kill_to_ready"].podhost == pytest.approx(120.0)
 
 
 def test_one_runtime_only_leaves_the_other_column_empty() -> None:
@@ -147,3 +151,29 @@ def test_quick_is_smaller_than_full() -> None:
     full, quick = Params.full(), Params.quick()
     assert full.runs >= 50 and full.pods >= 100 and full.in_flight == 10 and full.idle_seconds >= 30
     assert quick.runs < full.runs and quick.pods < full.pods and quick.idle_seconds < full.idle_seconds
+
+
+def test_command_line_defaults_are_the_documented_runs() -> None:
+    from bench.__main__ import params_from, parse_args
+
+    assert params_from(parse_args([])) == Params.full()
+    assert params_from(parse_args(["--quick"])) == Params.quick()
+    assert params_from(parse_args(["--quick", "--pods", "7", "--idle", "0"])).pods == 7
+    assert params_from(parse_args(["--idle", "0"])).idle_seconds == 0
+
+
+def test_restart_manifest_and_ready_condition() -> None:
+    import yaml
+
+    from bench.harness import pod_ready, restart_manifest
+
+    doc = yaml.safe_load(restart_manifest())
+    assert (doc["kind"], doc["metadata"]["name"], doc["metadata"]["namespace"]) == (
+        "Pod",
+        "bench-restart",
+        "bench",
+    )
+    assert doc["spec"]["containers"][0]["command"] == ["sleep", "3600"]
+    assert pod_ready({"status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    assert not pod_ready({"status": {"conditions": [{"type": "Ready", "status": "False"}]}})
+    assert not pod_ready({})
