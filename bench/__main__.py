@@ -1,7 +1,7 @@
 """`python -m bench`: podhost and containerd side by side; prints the table, writes the JSON.
 
-    python -m bench            # the full run (about 10 minutes): bench/results/latest.json
-    python -m bench --quick    # fewer pods and runs (under 2 minutes): bench/results/quick.json
+    python -m bench            # the full run (about 5 minutes): bench/results/latest.json
+    python -m bench --quick    # fewer pods and runs (under a minute): bench/results/quick.json
 
 Run as root from the repository root with the project's venv (`.venv/bin/python -m bench`). Everything the
 run creates is removed at the end, on an error and on Ctrl-C; anything left behind is listed and makes the
