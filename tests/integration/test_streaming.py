@@ -111,6 +111,15 @@ class Tmux:
         assert found, f"{pattern!r} never appeared on screen:\n{self.screen()}"
         return self.screen()
 
+    def retype_until(self, text: str, pattern: str, tries: int = 10) -> None:
+        """Type `text` until `pattern` shows: a resize travels apart from the keys, so the first command
+        may still see the old size."""
+        for _ in range(tries):
+            self.keys(text)
+            if wait_for(lambda: re.search(pattern, self.screen(), re.M), 1.0):
+                return
+        raise AssertionError(f"{pattern!r} never appeared on screen:\n{self.screen()}")
+
     def resize(self, width: int, height: int) -> None:
         self._tmux("resize-window", "-t", "t", "-x", str(width), "-y", str(height))
 
@@ -152,8 +161,7 @@ def test_exec_it_is_a_real_interactive_shell(ph: Instance, tmux_sessions: list[T
     term.keys("stty size")
     term.wait_screen(r"^40 120\s*$")
     term.resize(100, 30)
-    term.keys("stty size")
-    term.wait_screen(r"^30 100\s*$")
+    term.retype_until("stty size", r"^30 100\s*$")
     term.keys("exit 3")
     assert term.exit_status() == 3
 
@@ -213,8 +221,7 @@ def test_attach_to_a_tty_container(ph: Instance, tmux_sessions: list[Tmux]) -> N
     term.keys("echo $((6*7))")
     term.wait_screen(r"^42\s*$")
     term.resize(90, 25)
-    term.keys("stty size")
-    term.wait_screen(r"^25 90\s*$")
+    term.retype_until("stty size", r"^25 90\s*$")
     term.keys("exit")  # the container's shell ends: the container exits, and the attach with it
     assert term.exit_status() == 0
     assert wait_for(lambda: ph.client.container_status(cid).status.state == pb.CONTAINER_EXITED)

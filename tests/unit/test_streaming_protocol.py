@@ -172,12 +172,21 @@ def test_stdio_rules_and_port_mappings() -> None:
 # --- whole sessions against local processes ---------------------------------------------------------------
 
 
+class RecordingExecIO(ExecIO):
+    resized: list[tuple[int, int]]
+
+    def resize(self, width: int, height: int) -> None:
+        super().resize(width, height)
+        self.resized.append((width, height))
+
+
 class LocalRuntime:
     """Exec runs the command on this machine; port-forward dials 127.0.0.1."""
 
     def __init__(self, scratch: Path) -> None:
         self.scratch = scratch
         self.sizes: list[tuple[int, int] | None] = []
+        self.resized: list[tuple[int, int]] = []
 
     def exec_io(
         self, container_id: str, cmd: list[str], tty: bool, stdin: bool, size: tuple[int, int] | None
@@ -189,7 +198,9 @@ class LocalRuntime:
             set_winsize(slave, *(size or (80, 24)))
             popen = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
             os.close(slave)
-            return ExecIO(ocirt.ExecProcess(popen, *files), True, master, container_id)
+            io_ = RecordingExecIO(ocirt.ExecProcess(popen, *files), True, master, container_id)
+            io_.resized = self.resized
+            return io_
         popen = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
@@ -249,6 +260,7 @@ def test_tty_exec_gets_the_first_size_and_later_resizes(server: StreamingServer,
     _wait(lambda: b"27 91" in out.getvalue())
     assert runtime.sizes[-1] == (91, 27)  # the exec started with the client's size
     sizes.push(120, 40)
+    _wait(lambda: (120, 40) in runtime.resized)  # resize and stdin travel apart: let the resize land first
     os.write(write_fd, b"\n")
     runner.join(10)
     sizes.close()
