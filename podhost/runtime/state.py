@@ -53,7 +53,8 @@ class RecordStore(Generic[R]):
         self.directory = directory
         self.record_type = record_type
         self._cache: dict[str, R] = {}
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # guards the two dicts, never held across I/O
+        self._record_locks: dict[str, threading.Lock] = {}
         directory.mkdir(parents=True, exist_ok=True)
         for stale in directory.glob(".*.tmp"):  # a write the previous daemon never finished
             stale.unlink(missing_ok=True)
@@ -64,19 +65,28 @@ class RecordStore(Generic[R]):
                 # A record that cannot be read is kept aside for a human rather than silently dropped.
                 path.rename(path.with_suffix(".corrupt"))
 
-    def put(self, record_id: str, record: R) -> None:
+    def _record_lock(self, record_id: str) -> threading.Lock:
         with self._lock:
-            write_json_atomic(self.directory / f"{record_id}.json", to_dict(record))
-            self._cache[record_id] = record
+            return self._record_locks.setdefault(record_id, threading.Lock())
+
+    def put(self, record_id: str, record: R) -> None:
+        """Write one record. Writes of one record are serialised; writes of different records (and every
+        read) proceed while a write waits for its fsync, so parallel pod starts do not queue up here."""
+        data = to_dict(record)
+        with self._record_lock(record_id):
+            write_json_atomic(self.directory / f"{record_id}.json", data)
+            with self._lock:
+                self._cache[record_id] = record
 
     def get(self, record_id: str) -> R | None:
-        with self._lock:
-            return self._cache.get(record_id)
+        return self._cache.get(record_id)  # a dict read is atomic; writers replace whole entries
 
     def delete(self, record_id: str) -> None:
-        with self._lock:
+        with self._record_lock(record_id):
             (self.directory / f"{record_id}.json").unlink(missing_ok=True)
-            self._cache.pop(record_id, None)
+            with self._lock:
+                self._cache.pop(record_id, None)
+                self._record_locks.pop(record_id, None)
 
     def ids(self) -> list[str]:
         with self._lock:

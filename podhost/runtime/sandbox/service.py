@@ -72,7 +72,7 @@ class CgroupsLike(Protocol):
 
     def remove(self, path: str) -> None: ...
 
-    def procs_files(self, path: str) -> list[Path]: ...
+    def add_process(self, path: str, pid: int) -> None: ...
 
 
 def sandbox_name_key(config: PodSandboxConfig) -> str:
@@ -232,9 +232,9 @@ class SandboxService:
 
             stages.enter("pause")
             ns = pod_namespaces(config)
-            spec = PauseSpec(
-                ns, hostname if "uts" in ns else "", self.cgroups.procs_files(sandbox.cgroup), encoded_sysctls
-            )
+            # pause joins the pod cgroup from a daemon thread, overlapping pins and CNI ADD: the first
+            # migration into a cgroup after a quiet spell waits ~10 ms for an RCU grace period.
+            spec = PauseSpec(ns, hostname if "uts" in ns else "", [], encoded_sysctls)
             try:
                 pid = start_pause(self.config.pause_path, spec)
             except RuntimeFailure as e:
@@ -245,6 +245,13 @@ class SandboxService:
             with self._lock:
                 self._exited[sandbox_id] = exited
             self.watcher.watch(pid, sandbox.pid_start_time, functools.partial(self._pause_exited, sandbox_id))
+            cgroup_join: Future[None] = Future()
+            threading.Thread(
+                target=_run_into,
+                args=(cgroup_join, self.cgroups.add_process, sandbox.cgroup, pid),
+                name=f"cgroup-join-{sandbox_id[:8]}",
+                daemon=True,
+            ).start()
 
             stages.enter("namespace pins")
             for kind in ns:
@@ -269,6 +276,11 @@ class SandboxService:
                 sandbox.network = result.get("result", {})
                 self._write_files(sandbox, hostname, ips)
 
+            stages.enter("pod cgroup join")
+            try:
+                cgroup_join.result(timeout=10)
+            except (RuntimeFailure, TimeoutError) as e:
+                raise RuntimeFailure(f"pod cgroup: {e}") from e
             stages.enter("record")
             if not procs.alive(sandbox.pid, sandbox.pid_start_time):
                 raise RuntimeFailure(f"pause (pid {pid}) exited while the sandbox was being created")
@@ -456,6 +468,16 @@ class SandboxService:
             self.cgroups.remove(sandbox.cgroup)
         shutil.rmtree(run_dir, ignore_errors=True)
         self.records.delete(sandbox.id)
+
+
+def _run_into(future: Future[None], fn: Callable[..., None], *args: Any) -> None:
+    """Run `fn(*args)` on this thread and settle `future` with its outcome."""
+    try:
+        fn(*args)
+    except BaseException as e:  # handed to the waiting thread, which re-raises it
+        future.set_exception(e)
+    else:
+        future.set_result(None)
 
 
 class StageTimer:
