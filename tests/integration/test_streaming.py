@@ -84,15 +84,16 @@ class Tmux:
     """One tmux server (own socket) with one session running `command` in a 120x40 window."""
 
     def __init__(self, root: Path, command: list[str]) -> None:
-        self.socket = f"ph-str-{secrets.token_hex(3)}"
-        self.status = root / f"tmux-{self.socket}.status"
-        self.errors = root / f"tmux-{self.socket}.stderr"
+        name = f"tmux-{secrets.token_hex(3)}"
+        self.socket = root / f"{name}.sock"  # its own server, its socket in the instance's root
+        self.status = root / f"{name}.status"
+        self.errors = root / f"{name}.stderr"
         shell = " ".join(_quote(a) for a in command) + f" 2>{self.errors}; echo $? > {self.status}"
         self._tmux("new-session", "-d", "-s", "t", "-x", "120", "-y", "40", shell)
 
     def _tmux(self, *args: str) -> str:
         return subprocess.run(
-            ["tmux", "-L", self.socket, "-f", "/dev/null", *args],
+            ["tmux", "-S", str(self.socket), "-f", "/dev/null", *args],
             check=True, capture_output=True, text=True, timeout=10,
         ).stdout  # fmt: skip
 
@@ -130,7 +131,8 @@ class Tmux:
         return int(self.status.read_text())
 
     def kill(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
+        subprocess.run(["tmux", "-S", str(self.socket), "kill-server"], capture_output=True)
+        self.socket.unlink(missing_ok=True)
         self.status.unlink(missing_ok=True)
         self.errors.unlink(missing_ok=True)
 
