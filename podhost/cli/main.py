@@ -36,7 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="CRI socket, unix:///path or /path (default: the instance's own socket)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=120.0, metavar="SECONDS", help="per-call deadline (default 120)"
+        "--timeout",
+        dest="call_timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="per-call deadline (default 120)",
     )
     parser.add_argument("--debug", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -76,7 +81,7 @@ def endpoint(args: argparse.Namespace) -> str:
 def run_cri(args: argparse.Namespace) -> int:
     from podhost.cri.client import CRIClient
 
-    with CRIClient(endpoint(args), timeout=args.timeout) as client:
+    with CRIClient(endpoint(args), timeout=args.call_timeout) as client:
         return int(args.func(client, args))
 
 
