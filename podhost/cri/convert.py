@@ -164,6 +164,12 @@ def mount(m: pb.Mount) -> model.Mount:
 
 
 def container_security_context(m: pb.LinuxContainerSecurityContext) -> model.ContainerSecurityContext:
+    # CRI: run_as_group "should only be specified when run_as_user or run_as_username is specified;
+    # otherwise, the runtime MUST error" (containerd and CRI-O reject it the same way).
+    _require(
+        not m.HasField("run_as_group") or m.HasField("run_as_user") or m.run_as_username != "",
+        "LinuxContainerSecurityContext.run_as_group is set without run_as_user or run_as_username",
+    )
     seccomp_type, seccomp_ref = _seccomp(m.seccomp if m.HasField("seccomp") else None, m.seccomp_profile_path)
     return model.ContainerSecurityContext(
         capabilities=(

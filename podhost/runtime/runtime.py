@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import shutil
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import podhost
 from podhost.config import Config
-from podhost.errors import FailedPrecondition, InvalidArgument, NotFound
+from podhost.errors import FailedPrecondition, InvalidArgument, NotFound, RuntimeFailure
 from podhost.runtime import procs
 from podhost.runtime.cgroups import Cgroups
 from podhost.runtime.container.service import ContainerService
@@ -72,6 +73,18 @@ class RuntimeCondition:
 
 def _labels_match(labels: dict[str, str], selector: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
+
+
+#: How long ReopenContainerLog waits for conmon to create the new log file.
+REOPEN_LOG_TIMEOUT = 5.0
+
+
+def _wait_for_file(path: Path, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeFailure(f"{what}: conmon did not reopen its log {path} within {timeout:.0f} s")
+        time.sleep(0.002)
 
 
 class Runtime:
@@ -247,7 +260,12 @@ class Runtime:
         return self.containers.exec_sync(self.containers.resolve(container_id).id, cmd, timeout)
 
     def reopen_container_log(self, container_id: str) -> None:
-        self.containers.reopen_log(self.containers.resolve(container_id).id)
+        """CRI: the log file exists again when this returns (the kubelet renames the log, calls this, then
+        reads the new file); conmon reopens it asynchronously, so wait for it, as CRI-O does."""
+        container = self.containers.resolve(container_id)
+        self.containers.reopen_log(container.id)
+        if container.log_path:
+            _wait_for_file(Path(container.log_path), REOPEN_LOG_TIMEOUT, f"container {container.id[:13]}")
 
     def update_container_resources(self, container_id: str, resources: LinuxContainerResources) -> None:
         self.containers.update_resources(self.containers.resolve(container_id).id, resources)

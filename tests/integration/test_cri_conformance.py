@@ -1,0 +1,75 @@
+"""CRI behaviours that cri-tools' critest checks and podhost once missed, shown through the CRI socket.
+
+Each test names the critest spec it stands for. The instance is this module's own (bridge `phcrit1`,
+subnet 10.244.18.0/24), and every test is followed by the same leak check as the shared fixture.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from podhost.errors import InvalidArgument
+from tests.instance import Instance, OrphanReaper
+from tests.leaks import find_leaks
+
+pytestmark = pytest.mark.root
+
+BRIDGE = "phcrit1"
+SUBNET = "10.244.18.0/24"
+
+
+@pytest.fixture(scope="module")
+def instance(orphan_reaper: OrphanReaper) -> Iterator[Instance]:
+    inst = Instance(Path(f"/tmp/ph-crit-it-{secrets.token_hex(4)}"), BRIDGE, SUBNET)
+    try:
+        inst.start()
+        yield inst
+    finally:
+        inst.cleanup()
+
+
+@pytest.fixture
+def podhost(instance: Instance) -> Iterator[Instance]:
+    yield instance
+    instance.remove_all_pods()
+    problems = find_leaks(instance.root, instance.bridge, instance.config.cgroup_parent)
+    if problems:
+        pytest.fail("leaked: " + "; ".join(problems) + "\n" + instance.log_tail(15))
+
+
+def test_reopen_container_log_returns_once_the_new_file_exists(podhost: Instance) -> None:
+    """critest: "runtime should support reopening container log" checks the file right after the call."""
+    pod = podhost.pod_config("reopen")
+    pod_id = podhost.client.run_pod_sandbox(pod)
+    cid = podhost.run_container(
+        pod_id, pod, "logger", ["sh", "-c", "while true; do echo tick; sleep 0.1; done"]
+    )
+    log = Path(pod.log_directory) / "logger.log"
+    deadline = time.monotonic() + 5
+    while not (log.exists() and log.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for round_ in range(5):  # conmon's reopen is asynchronous: one lucky round would prove nothing
+        log.rename(log.with_name(f"logger.log.{round_}"))
+        podhost.client.reopen_container_log(cid)
+        assert log.exists(), f"round {round_}: ReopenContainerLog returned before the new log existed"
+    deadline = time.monotonic() + 5
+    while b"tick" not in log.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert b"stdout F tick" in log.read_bytes()
+
+
+def test_run_as_group_without_user_is_rejected(podhost: Instance) -> None:
+    """critest: "runtime should return error if RunAsGroup is set without RunAsUser"."""
+    pod = podhost.pod_config("group-only")
+    pod_id = podhost.client.run_pod_sandbox(pod)
+    cfg = podhost.container_config("group-only", ["id"])
+    cfg.linux.security_context.run_as_group.value = 1002
+    with pytest.raises(InvalidArgument, match="run_as_group"):
+        podhost.client.create_container(pod_id, cfg, pod)
+    cfg.linux.security_context.run_as_username = "root"  # with a user the same group is fine
+    assert podhost.client.create_container(pod_id, cfg, pod)
