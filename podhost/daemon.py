@@ -19,7 +19,8 @@ log = logging.getLogger("podhost.daemon")
 
 
 def run(config: Config) -> None:
-    """Serve CRI on `config.socket` until SIGTERM/SIGINT."""
+    """Serve CRI on `config.socket` until SIGTERM/SIGINT; the pod manager (the `kubelet_*` settings) is
+    embedded and serves podhost.v1.Pods on the same socket."""
     logging.basicConfig(
         level=config.log_level.upper(),
         stream=sys.stderr,
@@ -37,7 +38,11 @@ def run(config: Config) -> None:
     runtime = Runtime.open(config)
     streaming = StreamingServer(runtime, config.stream_address, config.stream_port)
     streaming.start()
-    server = serve(runtime, config.socket, streaming=streaming)
+    from podhost.kubelet.manager import PodManager, settings_from_config
+
+    manager = PodManager(settings_from_config(config))
+    server = serve(runtime, config.socket, streaming=streaming, services=[manager.register])
+    manager.start()  # after the server: it drives the runtime through the CRI socket, like a kubelet
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -45,6 +50,7 @@ def run(config: Config) -> None:
     try:
         stop.wait()
     finally:
+        manager.close()
         server.stop(grace=2).wait()
         streaming.close()
         runtime.close()

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from podhost import __version__
-from podhost.cli import cri, demo
+from podhost.cli import cri, demo, kubectl
 from podhost.config import Config
 from podhost.errors import PodhostError
 
@@ -50,10 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--bridge", help="CNI bridge name (default podhost0)")
     daemon.add_argument("--subnet", help="pod subnet CIDR (default 10.88.0.0/16)")
     daemon.add_argument("--config", metavar="FILE", help="TOML config file")
+    kubectl.add_daemon_arguments(daemon)
     daemon.set_defaults(func=None)
 
     cri.add_parser(commands)
     demo.add_parser(commands)
+    kubectl.add_parser(commands)
     return parser
 
 
@@ -64,6 +66,7 @@ def run_daemon(args: argparse.Namespace) -> int:
         bridge=args.bridge,
         subnet=args.subnet,
         log_level="debug" if args.debug else None,
+        **kubectl.kubelet_settings(args),
     )
     from podhost import daemon  # the runtime's whole import graph only when a daemon is wanted
 

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 CRI_DIR = Path(__file__).resolve().parent
 PACKAGE_ROOT = CRI_DIR.parent.parent  # the directory holding the `podhost` package
 PROTOS = ("api", "admin")
+#: Protos of other packages, compiled the same way (paths relative to PACKAGE_ROOT): the pod manager's API.
+OTHER_PROTOS = ("podhost/kubelet/api.proto",)
 
 
 def outputs(name: str) -> list[Path]:
@@ -56,6 +58,25 @@ def generate(name: str) -> None:
         raise SystemExit(f"protoc failed for {name}.proto")
 
 
+def other_outputs(proto: str) -> list[Path]:
+    stem = PACKAGE_ROOT / proto.removesuffix(".proto")
+    return [Path(f"{stem}_pb2.py"), Path(f"{stem}_pb2.pyi"), Path(f"{stem}_pb2_grpc.py")]
+
+
+def generate_other(proto: str, if_stale: bool) -> None:
+    """Compile one of OTHER_PROTOS (when stale, with `if_stale`)."""
+    from grpc_tools import protoc  # dev dependency: imported only when regenerating
+
+    source = PACKAGE_ROOT / proto
+    outs = other_outputs(proto)
+    if if_stale and all(o.exists() and o.stat().st_mtime >= source.stat().st_mtime for o in outs):
+        return
+    args = [*protoc_args("api")[:-1], proto]
+    log.info("generating %s: %s", proto, " ".join(args))
+    if protoc.main(args) != 0:
+        raise SystemExit(f"protoc failed for {proto}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m podhost.cri.codegen", description=__doc__)
     parser.add_argument("--if-stale", action="store_true", help="only regenerate outdated outputs")
@@ -65,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         if opts.if_stale and not is_stale(name):
             continue
         generate(name)
+    for proto in OTHER_PROTOS:
+        generate_other(proto, opts.if_stale)
     return 0
 
 

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import stat
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,6 +68,7 @@ def serve(
     socket_path: str | os.PathLike[str],
     max_workers: int = DEFAULT_WORKERS,
     streaming: StreamingServer | None = None,
+    services: Sequence[Callable[[grpc.Server], None]] = (),
 ) -> grpc.Server:
     """Start serving CRI for `runtime` on `unix://<socket_path>`; the caller stops the returned server.
     `streaming` serves the Exec/Attach/PortForward URLs (the caller starts and closes it)."""
@@ -79,6 +81,8 @@ def serve(
     api_pb2_grpc.add_RuntimeServiceServicer_to_server(RuntimeServicer(runtime, streaming), server)
     api_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(runtime), server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(runtime), server)
+    for register in services:  # more services on the same socket (the pod manager's podhost.v1.Pods)
+        register(server)
     try:
         bound = server.add_insecure_port(f"unix://{path}")
     except RuntimeError as e:

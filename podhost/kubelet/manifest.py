@@ -57,6 +57,41 @@ class Resources:
 
 
 @dataclass
+class Probe:
+    """One probe (core/v1 Probe): exactly one handler, with the API's defaults for timing."""
+
+    handler: str  # "exec", "httpGet" or "tcpSocket"
+    command: list[str] = field(default_factory=list)  # exec
+    port: int | str = 0  # httpGet, tcpSocket: a number or a container port name
+    host: str = ""  # httpGet, tcpSocket: default the pod IP
+    path: str = "/"  # httpGet
+    scheme: str = "HTTP"  # httpGet
+    http_headers: list[tuple[str, str]] = field(default_factory=list)
+    initial_delay_seconds: int = 0
+    period_seconds: int = 10
+    timeout_seconds: int = 1
+    success_threshold: int = 1
+    failure_threshold: int = 3
+
+
+@dataclass
+class VolumeMount:
+    name: str
+    mount_path: str
+    read_only: bool = False
+
+
+@dataclass
+class Volume:
+    """A pod volume: `emptyDir` (a directory that lives as long as the pod) or `hostPath`."""
+
+    name: str
+    kind: str  # "emptyDir" or "hostPath"
+    path: str = ""  # hostPath
+    host_path_type: str = ""  # hostPath: "", Directory, DirectoryOrCreate, File, FileOrCreate, Socket...
+
+
+@dataclass
 class ContainerSpec:
     name: str
     image: str
@@ -76,10 +111,10 @@ class ContainerSpec:
     allow_privilege_escalation: bool | None = None
     capabilities_add: list[str] = field(default_factory=list)
     capabilities_drop: list[str] = field(default_factory=list)
-    volume_mounts: list[dict[str, Any]] = field(default_factory=list)
-    liveness_probe: dict[str, Any] | None = None
-    readiness_probe: dict[str, Any] | None = None
-    startup_probe: dict[str, Any] | None = None
+    volume_mounts: list[VolumeMount] = field(default_factory=list)
+    liveness_probe: Probe | None = None
+    readiness_probe: Probe | None = None
+    startup_probe: Probe | None = None
 
 
 @dataclass
@@ -98,7 +133,7 @@ class Pod:
     subdomain: str = ""
     dns_policy: str = "ClusterFirst"
     dns_config: dict[str, Any] = field(default_factory=dict)
-    volumes: list[dict[str, Any]] = field(default_factory=list)
+    volumes: list[Volume] = field(default_factory=list)
     termination_grace_period_seconds: int = 30
     sysctls: dict[str, str] = field(default_factory=dict)
 
@@ -236,20 +271,116 @@ def _container(data: Any, path: str, names: set[str]) -> ContainerSpec:
     sc.done()
     for i, vm in enumerate(r.get("volumeMounts", list, [])):
         vr = _Reader(vm, f"{path}.volumeMounts[{i}]")
-        c.volume_mounts.append(
-            {
-                "name": vr.get("name", str, required=True),
-                "mountPath": vr.get("mountPath", str, required=True),
-                "readOnly": vr.get("readOnly", bool, False),
-            }
+        mount = VolumeMount(
+            name=vr.get("name", str, required=True),
+            mount_path=vr.get("mountPath", str, required=True),
+            read_only=vr.get("readOnly", bool, False),
         )
+        if not mount.mount_path.startswith("/"):
+            raise ManifestError(f"{path}.volumeMounts[{i}].mountPath: must be an absolute path")
         vr.done()
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-        value = r.get(probe, dict)
-        if value is not None:
-            setattr(c, re.sub(r"([A-Z])", r"_\1", probe).lower(), value)
+        c.volume_mounts.append(mount)
+    for key, attr in (
+        ("livenessProbe", "liveness_probe"),
+        ("readinessProbe", "readiness_probe"),
+        ("startupProbe", "startup_probe"),
+    ):
+        if r.get(key, dict) is not None:
+            setattr(c, attr, _probe(r.child(key), single_success=key != "readinessProbe"))
     r.done()
     return c
+
+
+_PROBE_HANDLERS = ("exec", "httpGet", "tcpSocket")
+
+
+def _port(value: Any, path: str) -> int | str:
+    """A probe or service target port: a number 1-65535 or an IANA_SVC_NAME (a container port's name)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 < value < 65536:
+            raise ManifestError(f"{path}: must be between 1 and 65535")
+        return value
+    if isinstance(value, str) and value:
+        if value.isdigit():
+            return _port(int(value), path)
+        if _DNS1123_LABEL.match(value) and len(value) <= 15:
+            return value
+    raise ManifestError(f"{path}: expected a port number or a port name, got {value!r}")
+
+
+_PROBE_TIMING = (
+    ("initialDelaySeconds", "initial_delay_seconds", 0),
+    ("periodSeconds", "period_seconds", 1),
+    ("timeoutSeconds", "timeout_seconds", 1),
+    ("successThreshold", "success_threshold", 1),
+    ("failureThreshold", "failure_threshold", 1),
+)
+
+
+def _probe(r: _Reader, single_success: bool) -> Probe:
+    timing: dict[str, int] = {}
+    for key, attr, minimum in _PROBE_TIMING:
+        value = r.get(key, int)
+        if value is not None:
+            if value < minimum:
+                raise ManifestError(f"{r.path}.{key}: must be at least {minimum}")
+            timing[attr] = value
+    handlers = [h for h in _PROBE_HANDLERS if r.data.get(h) is not None]
+    if len(handlers) != 1:
+        if not handlers:
+            r.done()  # an unsupported handler (grpc) is named here
+        raise ManifestError(f"{r.path}: exactly one of exec, httpGet, tcpSocket is required")
+    probe = Probe(handler=handlers[0], **timing)  # type: ignore[arg-type]
+    h = r.child(probe.handler)
+    if probe.handler == "exec":
+        probe.command = h.str_list("command")
+        if not probe.command:
+            raise ManifestError(f"{h.path}.command: required")
+    else:
+        probe.port = _port(h.get("port", (int, str), required=True), f"{h.path}.port")
+        probe.host = h.get("host", str, "")
+    if probe.handler == "httpGet":
+        probe.path = h.get("path", str, "/") or "/"
+        probe.scheme = h.get("scheme", str, "HTTP")
+        if probe.scheme != "HTTP":
+            raise ManifestError(f"{h.path}.scheme: only HTTP is supported by podhost")
+        for i, header in enumerate(h.get("httpHeaders", list, [])):
+            hr = _Reader(header, f"{h.path}.httpHeaders[{i}]")
+            probe.http_headers.append((hr.get("name", str, required=True), hr.get("value", str, "")))
+            hr.done()
+    h.done()
+    if single_success and probe.success_threshold != 1:
+        raise ManifestError(f"{r.path}.successThreshold: must be 1 for liveness and startup probes")
+    r.done()
+    return probe
+
+
+_HOST_PATH_TYPES = ("", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket")
+
+
+def _volume(data: Any, path: str) -> Volume:
+    r = _Reader(data, path)
+    name = r.get("name", str, required=True)
+    if not _DNS1123_LABEL.match(name):
+        raise ManifestError(f"{path}.name: {name!r} must be a DNS-1123 label")
+    kinds = [k for k in ("emptyDir", "hostPath") if k in r.data]
+    if len(kinds) != 1:
+        r.get("emptyDir", dict)
+        r.get("hostPath", dict)
+        r.done()  # names an unsupported volume type (configMap, secret, ...) first
+        raise ManifestError(f"{path}: exactly one of emptyDir, hostPath is required")
+    volume = Volume(name=name, kind=kinds[0])
+    v = r.child(volume.kind)
+    if volume.kind == "hostPath":
+        volume.path = v.get("path", str, required=True)
+        if not volume.path.startswith("/"):
+            raise ManifestError(f"{path}.hostPath.path: must be an absolute path")
+        volume.host_path_type = v.get("type", str, "")
+        if volume.host_path_type not in _HOST_PATH_TYPES:
+            raise ManifestError(f"{path}.hostPath.type: unsupported value {volume.host_path_type!r}")
+    v.done()  # emptyDir.medium and sizeLimit are refused: podhost backs emptyDir with plain disk only
+    r.done()
+    return volume
 
 
 def parse_pod(doc: dict[str, Any]) -> Pod:
@@ -258,14 +389,8 @@ def parse_pod(doc: dict[str, Any]) -> Pod:
     api, kind = r.get("apiVersion", str, required=True), r.get("kind", str, required=True)
     if api != "v1" or kind != "Pod":
         raise ManifestError(f"kind: podhost runs v1 Pods, not {api}/{kind}")
-    meta = r.child("metadata")
-    pod = Pod(name=meta.get("name", str, required=True))
-    if not _DNS1123_SUBDOMAIN.match(pod.name) or len(pod.name) > 253:
-        raise ManifestError(f"metadata.name: {pod.name!r} must be a DNS-1123 subdomain")
-    pod.namespace = meta.get("namespace", str, "default")
-    pod.uid = meta.get("uid", str, "")
-    pod.labels, pod.annotations = meta.str_map("labels"), meta.str_map("annotations")
-    meta.done(ignore=("creationTimestamp", "resourceVersion", "generateName", "managedFields"))
+    name, namespace, uid, labels, annotations = _metadata(r)
+    pod = Pod(name=name, namespace=namespace, uid=uid, labels=labels, annotations=annotations)
     spec = r.child("spec")
     names: set[str] = set()
     containers = spec.get("containers", list, required=True)
@@ -285,8 +410,36 @@ def parse_pod(doc: dict[str, Any]) -> Pod:
     pod.dns_policy = spec.get("dnsPolicy", str, "ClusterFirst")
     if pod.dns_policy not in ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"):
         raise ManifestError(f"spec.dnsPolicy: unsupported value {pod.dns_policy!r}")
-    pod.dns_config = spec.get("dnsConfig", dict, {})
-    pod.volumes = spec.get("volumes", list, [])
+    dns = spec.child("dnsConfig")
+    pod.dns_config = {
+        "nameservers": dns.str_list("nameservers"),
+        "searches": dns.str_list("searches"),
+        "options": [],
+    }
+    for i, option in enumerate(dns.get("options", list, [])):
+        orr = _Reader(option, f"spec.dnsConfig.options[{i}]")
+        pod.dns_config["options"].append(
+            {"name": orr.get("name", str, required=True), "value": str(orr.get("value", (str, int), ""))}
+        )
+        orr.done()
+    dns.done()
+    if not any(pod.dns_config.values()):
+        pod.dns_config = {}
+    if pod.dns_policy == "None" and not pod.dns_config.get("nameservers"):
+        raise ManifestError("spec.dnsConfig.nameservers: required when dnsPolicy is None")
+    pod.volumes = [_volume(v, f"spec.volumes[{i}]") for i, v in enumerate(spec.get("volumes", list, []))]
+    volume_names: set[str] = set()
+    for i, v in enumerate(pod.volumes):
+        if v.name in volume_names:
+            raise ManifestError(f"spec.volumes[{i}].name: duplicate volume name {v.name!r}")
+        volume_names.add(v.name)
+    for kind, group in (("initContainers", pod.init_containers), ("containers", pod.containers)):
+        for ci, c in enumerate(group):
+            for mi, m in enumerate(c.volume_mounts):
+                if m.name not in volume_names:
+                    raise ManifestError(
+                        f"spec.{kind}[{ci}].volumeMounts[{mi}].name: no volume named {m.name!r}"
+                    )
     pod.termination_grace_period_seconds = spec.get("terminationGracePeriodSeconds", int, 30)
     psc = spec.child("securityContext")
     for i, s in enumerate(psc.get("sysctls", list, [])):
@@ -324,3 +477,113 @@ def load_documents(text: str) -> list[dict[str, Any]]:
         else:
             out.append(doc)
     return out
+
+
+# --- Services --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ServicePort:
+    port: int
+    target_port: int | str  # a number, or the name of a container port
+    protocol: str = "TCP"
+    name: str = ""
+
+
+@dataclass
+class Service:
+    """A v1 Service as podhost keeps it: a selector and ports, for its endpoints (there is no proxy)."""
+
+    name: str
+    namespace: str = "default"
+    uid: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    selector: dict[str, str] = field(default_factory=dict)
+    ports: list[ServicePort] = field(default_factory=list)
+
+
+def _metadata(r: _Reader) -> tuple[str, str, str, dict[str, str], dict[str, str]]:
+    meta = r.child("metadata")
+    name = meta.get("name", str, required=True)
+    if not _DNS1123_SUBDOMAIN.match(name) or len(name) > 253:
+        raise ManifestError(f"metadata.name: {name!r} must be a DNS-1123 subdomain")
+    namespace = meta.get("namespace", str, "default")
+    if not _DNS1123_LABEL.match(namespace):
+        raise ManifestError(f"metadata.namespace: {namespace!r} must be a DNS-1123 label")
+    uid = meta.get("uid", str, "")
+    labels, annotations = meta.str_map("labels"), meta.str_map("annotations")
+    meta.done(ignore=("creationTimestamp", "resourceVersion", "generateName", "managedFields"))
+    return name, namespace, uid, labels, annotations
+
+
+def parse_service(doc: dict[str, Any]) -> Service:
+    """One v1 Service document to a validated `Service` (selector and ports; ClusterIP or headless)."""
+    r = _Reader(doc, "")
+    api, kind = r.get("apiVersion", str, required=True), r.get("kind", str, required=True)
+    if api != "v1" or kind != "Service":
+        raise ManifestError(f"kind: expected v1/Service, not {api}/{kind}")
+    name, namespace, uid, labels, annotations = _metadata(r)
+    svc = Service(name=name, namespace=namespace, uid=uid, labels=labels, annotations=annotations)
+    spec = r.child("spec")
+    svc.selector = spec.str_map("selector")
+    kind_ = spec.get("type", str, "ClusterIP")
+    if kind_ != "ClusterIP":
+        raise ManifestError(f"spec.type: podhost keeps endpoints only; {kind_!r} is not supported")
+    cluster_ip = spec.get("clusterIP", str, "")
+    if cluster_ip not in ("", "None"):
+        raise ManifestError("spec.clusterIP: podhost allocates no cluster IPs; leave it out or use None")
+    port_names: set[str] = set()
+    for i, port in enumerate(spec.get("ports", list, [])):
+        pr = _Reader(port, f"spec.ports[{i}]")
+        number = pr.get("port", int, required=True)
+        if not 0 < number < 65536:
+            raise ManifestError(f"spec.ports[{i}].port: must be between 1 and 65535")
+        target = pr.get("targetPort", (int, str))
+        sp = ServicePort(
+            port=number,
+            target_port=number if target is None else _port(target, f"spec.ports[{i}].targetPort"),
+            protocol=pr.get("protocol", str, "TCP"),
+            name=pr.get("name", str, ""),
+        )
+        if sp.protocol not in ("TCP", "UDP", "SCTP"):
+            raise ManifestError(f"spec.ports[{i}].protocol: unsupported value {sp.protocol!r}")
+        if sp.name in port_names:
+            raise ManifestError(f"spec.ports[{i}].name: duplicate port name {sp.name!r}")
+        port_names.add(sp.name)
+        pr.done()
+        svc.ports.append(sp)
+    if len(svc.ports) > 1 and "" in port_names:
+        raise ManifestError("spec.ports: every port needs a name when there is more than one")
+    spec.done(ignore=("sessionAffinity", "ipFamilies", "ipFamilyPolicy", "internalTrafficPolicy"))
+    r.done(ignore=("status",))
+    return svc
+
+
+def parse_object(doc: dict[str, Any], where: str = "") -> Pod | Service:
+    """A Pod or a Service; errors are prefixed with `where` ("file.yaml (document 2)") when given."""
+    try:
+        if doc.get("kind") == "Service":
+            return parse_service(doc)
+        return parse_pod(doc)
+    except ManifestError as e:
+        if not where:
+            raise
+        raise ManifestError(f"{where}: {e}") from None
+
+
+def load_objects(text: str, source: str = "") -> list[Pod | Service]:
+    """Every Pod and Service of a YAML stream, all validated before any is returned (so a broken
+    document means nothing is applied); the same object twice is an error."""
+    objects: list[Pod | Service] = []
+    seen: set[tuple[str, str, str]] = set()
+    docs = load_documents(text)
+    for i, doc in enumerate(docs):
+        where = f"{source} (document {i + 1})" if len(docs) > 1 else source
+        obj = parse_object(doc, where)
+        key = (type(obj).__name__, obj.namespace, obj.name)
+        if key in seen:
+            raise ManifestError(f"{where or 'manifest'}: {key[0].lower()} {obj.name!r} appears twice")
+        seen.add(key)
+        objects.append(obj)
+    return objects

@@ -8,6 +8,8 @@ allowPrivilegeEscalation=false, logs at <log dir>/<container>/<restartCount>.log
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from podhost.cri import api_pb2 as cri
 from podhost.kubelet.manifest import ContainerSpec, Pod
 
@@ -17,6 +19,9 @@ LABEL_POD_NAME = "io.kubernetes.pod.name"
 LABEL_POD_NAMESPACE = "io.kubernetes.pod.namespace"
 LABEL_POD_UID = "io.kubernetes.pod.uid"
 LABEL_CONTAINER_NAME = "io.kubernetes.container.name"
+#: The annotation on every sandbox podhost's pod manager makes: the only ones it ever garbage-collects.
+MANAGED_BY = "podhost.io/managed-by"
+MANAGER_NAME = "podhost-kubelet"
 _PROTOCOL = {"TCP": cri.TCP, "UDP": cri.UDP, "SCTP": cri.SCTP}
 
 
@@ -24,7 +29,10 @@ def pod_log_directory(base: str, pod: Pod) -> str:
     return f"{base.rstrip('/')}/{pod.namespace}_{pod.name}_{pod.uid}"
 
 
-def sandbox_config(pod: Pod, attempt: int, log_directory: str) -> cri.PodSandboxConfig:
+def sandbox_config(
+    pod: Pod, attempt: int, log_directory: str, cgroup_parent: str = ""
+) -> cri.PodSandboxConfig:
+    """The RunPodSandbox config; `cgroup_parent` is the pod's cgroup (the kubelet's pod<uid> cgroup)."""
     labels = {
         **pod.labels,
         LABEL_POD_NAME: pod.name,
@@ -56,13 +64,14 @@ def sandbox_config(pod: Pod, attempt: int, log_directory: str) -> cri.PodSandbox
     net_mode = cri.NODE if pod.host_network else cri.POD
     return cri.PodSandboxConfig(
         metadata=cri.PodSandboxMetadata(name=pod.name, uid=pod.uid, namespace=pod.namespace, attempt=attempt),
-        hostname=pod.hostname or pod.name,
+        hostname=(pod.hostname or pod.name)[:63],
         log_directory=log_directory,
         dns_config=dns,
         port_mappings=ports,
         labels=labels,
         annotations=pod.annotations,
         linux=cri.LinuxPodSandboxConfig(
+            cgroup_parent=cgroup_parent,
             security_context=cri.LinuxSandboxSecurityContext(
                 namespace_options=cri.NamespaceOption(network=net_mode, pid=pid_mode, ipc=cri.POD),
                 seccomp=cri.SecurityProfile(profile_type=cri.SecurityProfile.RuntimeDefault),
@@ -76,7 +85,17 @@ def cpu_shares(milli: int) -> int:
     return max(MIN_SHARES, milli * 1024 // 1000) if milli else MIN_SHARES
 
 
-def container_config(pod: Pod, c: ContainerSpec, attempt: int) -> cri.ContainerConfig:
+def container_mounts(c: ContainerSpec, volume_paths: Mapping[str, str]) -> list[cri.Mount]:
+    """CRI mounts for `c`'s volumeMounts; `volume_paths` maps a pod volume's name to its host path."""
+    return [
+        cri.Mount(container_path=m.mount_path, host_path=volume_paths[m.name], readonly=m.read_only)
+        for m in c.volume_mounts
+    ]
+
+
+def container_config(
+    pod: Pod, c: ContainerSpec, attempt: int, mounts: Sequence[cri.Mount] = ()
+) -> cri.ContainerConfig:
     """The CreateContainer config for container `c`; `attempt` is its restart count."""
     res = c.resources
     resources = cri.LinuxContainerResources(
@@ -121,6 +140,7 @@ def container_config(pod: Pod, c: ContainerSpec, attempt: int) -> cri.ContainerC
             LABEL_CONTAINER_NAME: c.name,
         },
         log_path=f"{c.name}/{attempt}.log",
+        mounts=list(mounts),
         stdin=c.stdin,
         stdin_once=c.stdin_once,
         tty=c.tty,
