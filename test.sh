@@ -10,4 +10,5 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
-exec .venv/bin/pytest -p no:cacheprovider "$@"
+# No test reads the terminal: a tty on stdin must not be able to stall one.
+exec .venv/bin/pytest -p no:cacheprovider "$@" < /dev/null

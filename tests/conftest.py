@@ -26,6 +26,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ip_forward_restored() -> Iterator[None]:
+    """The CNI bridge plugin turns forwarding on at every ADD, and instances overlap in a session (one may
+    save another's 1 as "the original"): whatever happened, the session leaves the value it found."""
+    if os.geteuid() != 0:
+        yield
+        return
+    original = IP_FORWARD.read_text()
+    yield
+    IP_FORWARD.write_text(original)
+
+
 @pytest.fixture(scope="session")
 def orphan_reaper() -> Iterator[OrphanReaper]:
     reaper = OrphanReaper()

@@ -162,6 +162,25 @@ def test_capabilities() -> None:
     )
 
 
+def test_privileged_and_all_grant_only_the_capabilities_podhost_holds() -> None:
+    """On a node whose bounding set lacks CAP_SYS_RESOURCE, asking runc for it fails (critest's privileged
+    specs did); like containerd, "all" means all that the runtime itself holds."""
+    held = [c for c in spec.ALL_CAPABILITIES if c != "CAP_SYS_RESOURCE"]
+    privileged = ContainerConfig(security_context=ContainerSecurityContext(privileged=True))
+    assert spec.capabilities(privileged, held) == held
+    add_all = ContainerConfig(
+        security_context=ContainerSecurityContext(capabilities=Capability(add_capabilities=["ALL"]))
+    )
+    assert "CAP_SYS_RESOURCE" not in spec.capabilities(add_all, held)
+    c = container(security_context=ContainerSecurityContext(privileged=True))
+    image = Image(id="sha256:x", config=ImageConfig(cmd=["sh"]))
+    limits = spec.HostLimits(capabilities=held)
+    oci = spec.build_oci_spec(
+        c, sandbox(), image, Path("/b/rootfs"), Path("/run/p"), limits, passwd=PASSWD, group=GROUP
+    )
+    assert oci["process"]["capabilities"]["bounding"] == held
+
+
 def test_privileged_has_no_masks_or_seccomp() -> None:
     sc = ContainerSecurityContext(privileged=True, seccomp_profile_type="RuntimeDefault")
     linux = build(container(security_context=sc))["linux"]

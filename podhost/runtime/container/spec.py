@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,10 @@ class HostLimits:
     min_oom_score_adj: int = -1000
     #: the node's hostname, the HOSTNAME of hostNetwork pods.
     node_hostname: str = "localhost"
+    #: the capabilities podhost itself holds: what "privileged" and an added "ALL" grant (containerd's
+    #: WithAllCurrentCapabilities). A node whose bounding set lacks one (CAP_SYS_RESOURCE on some
+    #: sandboxed hosts) cannot hand it on; asking runc for it fails with EPERM.
+    capabilities: list[str] = field(default_factory=lambda: list(ALL_CAPABILITIES))
 
 
 def read_host_limits() -> HostLimits:
@@ -102,6 +106,7 @@ def read_host_limits() -> HostLimits:
         nofile_hard=WANTED_NOFILE if hard == resource.RLIM_INFINITY else hard,
         min_oom_score_adj=minimum,
         node_hostname=os.uname().nodename,
+        capabilities=[cap for bit, cap in enumerate(ALL_CAPABILITIES) if caps >> bit & 1],
     )
 
 
@@ -155,16 +160,17 @@ def _cap_name(name: str) -> str:
     return name if name.startswith("CAP_") or name == "ALL" else "CAP_" + name
 
 
-def capabilities(config: ContainerConfig) -> list[str]:
-    """containerd's default set plus adds minus drops ("ALL" in either); every capability if privileged."""
+def capabilities(config: ContainerConfig, held: list[str] = ALL_CAPABILITIES) -> list[str]:
+    """containerd's default set plus adds minus drops ("ALL" in either); every capability if privileged.
+    "Every" and "ALL" mean the capabilities podhost holds (`held`)."""
     sc = config.security_context
     if sc.privileged:
-        return list(ALL_CAPABILITIES)
+        return list(held)
     caps = list(DEFAULT_CAPABILITIES)
     add = [_cap_name(c) for c in (sc.capabilities.add_capabilities if sc.capabilities else [])]
     drop = [_cap_name(c) for c in (sc.capabilities.drop_capabilities if sc.capabilities else [])]
     if "ALL" in add:
-        caps = list(ALL_CAPABILITIES)
+        caps = list(held)
     if "ALL" in drop:
         caps = []
     for cap in add:
@@ -329,7 +335,7 @@ def build_oci_spec(
         image.config.user, sc.run_as_user, sc.run_as_group, sc.run_as_username, sc.supplemental_groups,
         passwd, group,
     )  # fmt: skip
-    caps = capabilities(config)
+    caps = capabilities(config, runtime_info.capabilities)
     requested_oom = config.resources.oom_score_adj if config.resources else 0
     oom = clamp_oom_score_adj(requested_oom, runtime_info)
     if oom != requested_oom:
