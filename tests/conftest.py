@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.instance import Instance, OrphanReaper
-from tests.leaks import find_leaks
+from tests.leaks import find_leaks, remove_idle_portmap_chains
 
 # Test instances use their own bridges and subnets, never podhost's defaults.
 TEST_BRIDGE = "phit0"
@@ -32,13 +32,15 @@ IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 @pytest.fixture(scope="session", autouse=True)
 def ip_forward_restored() -> Iterator[None]:
     """The CNI bridge plugin turns forwarding on at every ADD, and instances overlap in a session (one may
-    save another's 1 as "the original"): whatever happened, the session leaves the value it found."""
+    save another's 1 as "the original"): whatever happened, the session leaves the value it found. And
+    portmap's shared nat chains go once no mapping uses them."""
     if os.geteuid() != 0:
         yield
         return
     original = IP_FORWARD.read_text()
     yield
     IP_FORWARD.write_text(original)
+    remove_idle_portmap_chains()
 
 
 @pytest.fixture(scope="session")

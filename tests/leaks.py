@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -82,3 +83,28 @@ def find_leaks(root: Path, bridge: str, cgroup_parent: str) -> list[str]:
         if left := files_under(root / sub):
             leaks.append(f"files under {sub}: {left[:5]}")
     return leaks
+
+
+PORTMAP_CHAINS = ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK")
+PORTMAP_JUMPS = (
+    ["PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT"],
+    ["OUTPUT", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT"],
+    ["POSTROUTING", "-m", "comment", "--comment", "CNI portfwd requiring masquerade", "-j", "CNI-HOSTPORT-MASQ"],
+)
+
+
+def remove_idle_portmap_chains() -> bool:
+    """portmap keeps its shared nat chains after the last DEL; drop them when no port mapping uses them
+    (an empty CNI-HOSTPORT-DNAT), so a test run leaves the nat table as it found it. True if removed."""
+    nat = ["iptables", "-w", "-t", "nat"]
+    listing = subprocess.run([*nat, "-S", "CNI-HOSTPORT-DNAT"], capture_output=True, text=True)
+    if listing.returncode != 0 or any(line.startswith("-A ") for line in listing.stdout.splitlines()):
+        return False
+    for jump in PORTMAP_JUMPS:
+        while subprocess.run([*nat, "-D", *jump], capture_output=True).returncode == 0:
+            pass
+    for chain in PORTMAP_CHAINS:
+        subprocess.run([*nat, "-F", chain], capture_output=True)
+    for chain in PORTMAP_CHAINS:
+        subprocess.run([*nat, "-X", chain], capture_output=True)
+    return True
