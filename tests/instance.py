@@ -8,10 +8,12 @@ resolver; the bridge is dropped and ip_forward put back by `cleanup()`.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from podhost.cli.spawn import daemon_command, spawn_daemon, tail
@@ -201,3 +203,14 @@ class OrphanReaper:
         self._stop.set()
         self._thread.join()
         self.reap_once()
+
+
+def isolated_instance(prefix: str, bridge: str, subnet: str) -> Iterator[Instance]:
+    """A started instance of its own under /tmp/<prefix>-*, removed with everything it made afterwards.
+    For module fixtures: `yield from isolated_instance("ph-x", "phx0", "10.x.0.0/24")`."""
+    inst = Instance(Path(f"/tmp/{prefix}-{secrets.token_hex(4)}"), bridge, subnet)
+    try:
+        inst.start()
+        yield inst
+    finally:
+        inst.cleanup()

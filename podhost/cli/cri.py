@@ -330,17 +330,7 @@ def cmd_logs(client: CRIClient, args: argparse.Namespace) -> int:
     writer = crilog.LogWriter(sys.stdout.buffer, sys.stderr.buffer, args.timestamps)
     tail = args.tail if args.tail >= 0 else None
     try:
-        if args.follow:
-
-            def still_running() -> bool:
-                try:
-                    return client.container_status(status.id).status.state == pb.CONTAINER_RUNNING
-                except NotFound:
-                    return False
-
-            crilog.follow_log(status.log_path, writer, still_running, tail)
-        else:
-            crilog.copy_log(status.log_path, writer, tail)
+        crilog.show_container_log(client, status.id, status.log_path, writer, args.follow, tail)
     except FileNotFoundError as e:
         raise NotFound(f"log file {status.log_path} of container {status.id[:13]} does not exist") from e
     except PermissionError as e:

@@ -16,7 +16,13 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+from podhost.cri import api_pb2 as pb
+from podhost.errors import NotFound
+
+if TYPE_CHECKING:
+    from podhost.cri.client import CRIClient
 
 FOLLOW_POLL_SECONDS = 0.1
 #: How often `follow_log` asks whether the container still runs while the file is quiet.
@@ -126,3 +132,20 @@ def _rotated(path: str, f: BinaryIO) -> bool:
         return os.stat(path).st_ino != os.fstat(f.fileno()).st_ino
     except FileNotFoundError:
         return False
+
+
+def show_container_log(
+    client: CRIClient | None, container_id: str, path: str, writer: LogWriter, follow: bool, tail: int | None
+) -> None:
+    """Print a container's CRI log; with `follow` (and a client), keep printing while it is running."""
+    if not (follow and client is not None):
+        copy_log(path, writer, tail)
+        return
+
+    def still_running() -> bool:
+        try:
+            return client.container_status(container_id).status.state == pb.CONTAINER_RUNNING
+        except NotFound:
+            return False
+
+    follow_log(path, writer, still_running, tail)

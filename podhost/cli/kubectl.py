@@ -569,7 +569,6 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     from podhost.cli import crilog
-    from podhost.cri import api_pb2 as pb
     from podhost.cri.client import CRIClient
 
     with connect(args) as client:
@@ -580,14 +579,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     try:
         if args.follow and not args.previous and where.container_id:
             with CRIClient(where.runtime_endpoint) as cri:
-
-                def still_running() -> bool:
-                    try:
-                        return cri.container_status(where.container_id).status.state == pb.CONTAINER_RUNNING
-                    except NotFound:
-                        return False
-
-                crilog.follow_log(where.log_path, writer, still_running, tail)
+                crilog.show_container_log(cri, where.container_id, where.log_path, writer, True, tail)
         else:
             crilog.copy_log(where.log_path, writer, tail)
     except FileNotFoundError as e:

@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: How long GetContainerEvents waits for an event before it looks again whether the client is still there.
-EVENT_POLL_SECONDS = 0.5
 
 _STREAMING = "streaming (exec/attach/port-forward) has no streaming server in this process; use ExecSync"
 _NOT_YET = "not served by podhost yet"
@@ -254,11 +253,15 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
         self, request: pb.GetEventsRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.ContainerEventResponse]:
         subscription = self.runtime.subscribe_events()
+        # The call's end (the client cancelled or went away) closes the subscription, which wakes the
+        # blocked `get`: no timer, nothing wakes while no event comes.
+        context.add_callback(subscription.close)
         try:
             while context.is_active():
-                event = subscription.get(timeout=EVENT_POLL_SECONDS)
-                if event is not None:
-                    yield convert.container_event_response(event, *self._event_subjects(event))
+                event = subscription.get()
+                if event is None:
+                    return
+                yield convert.container_event_response(event, *self._event_subjects(event))
         finally:
             subscription.close()
 

@@ -31,6 +31,9 @@ from podhost.kubelet.podspec import LABEL_POD_UID
 log = logging.getLogger(__name__)
 
 DEFAULT_RELIST_PERIOD = 1.0
+#: With a working event stream the relist is only a safety net (events lost while the stream broke and
+#: reconnected); the kubelet's evented PLEG makes the same trade.
+EVENTED_RELIST_PERIOD = 10.0
 #: Wait before opening the event stream again after it broke (the runtime restarting, say).
 RECONNECT_SECONDS = 1.0
 
@@ -97,8 +100,13 @@ class PLEG:
         for uid in changed:
             self._wake(uid)
 
+    def _period(self) -> float:
+        if self.events_supported:
+            return max(self.relist_period, EVENTED_RELIST_PERIOD)
+        return self.relist_period
+
     def _relist_loop(self) -> None:
-        while not self._stop.wait(self.relist_period):
+        while not self._stop.wait(self._period()):
             try:
                 self.relist()
             except PodhostError as e:
@@ -128,6 +136,12 @@ class PLEG:
                     )
                     return
                 log.debug("container event stream broke: %s", error)
+            # Events may have been lost: relist now, and every relist_period until events flow again.
+            self.events_supported = None
+            try:
+                self.relist()
+            except PodhostError as e:
+                log.debug("relist failed: %s", e)
             self._stop.wait(RECONNECT_SECONDS)
 
     def _on_event(self, event: pb.ContainerEventResponse) -> None:

@@ -344,14 +344,17 @@ class PodWorker:
                     f"Pod sandbox changed, it will be killed and re-created: {message}",
                 )
         if self._pod_done(obs):
-            self._kill_containers(obs, "the pod sandbox is gone")
+            self._kill_containers(obs, "the pod sandbox is gone", grace=0)
             for sb in obs.sandboxes:
                 self._stop_sandbox(sb.id)
             return False
         if now < self._sandbox_retry.at:
             self._wakeups.append(self._sandbox_retry.at)
             return False
-        self._kill_containers(obs, "the pod sandbox changed")  # step 3
+        # Step 3, forcefully: with its sandbox gone the pod has lost its network, there is nothing left to
+        # drain, and a main process that ignores SIGTERM (PID 1 without a handler) would hold the pod's
+        # recovery for the whole grace period.
+        self._kill_containers(obs, "the pod sandbox changed", grace=0)
         for sb in obs.sandboxes:
             self._stop_sandbox(sb.id)  # step 4: CNI DEL (podhost's runtime already released the IP)
         self._remember_exits(obs)
@@ -437,8 +440,9 @@ class PodWorker:
 
     # --- containers ------------------------------------------------------------------------------------
 
-    def _kill_containers(self, obs: Observation, why: str) -> None:
-        """Stop every running or created container of the pod, in parallel, with the grace period."""
+    def _kill_containers(self, obs: Observation, why: str, grace: int | None = None) -> None:
+        """Stop every running or created container of the pod, in parallel, with `grace` seconds (the
+        pod's terminationGracePeriodSeconds unless given)."""
         live = [
             c
             for c in obs.containers
@@ -446,7 +450,8 @@ class PodWorker:
         ]
         if not live:
             return
-        grace = self.pod.termination_grace_period_seconds
+        if grace is None:
+            grace = self.pod.termination_grace_period_seconds
         threads = []
         for c in live:
             self._event(NORMAL, "Killing", f"Stopping container {c.metadata.name} ({why})", c.metadata.name)

@@ -19,10 +19,10 @@ _QUEUE_SIZE = 4096
 class Subscription:
     def __init__(self, bus: EventBus) -> None:
         self._bus = bus
-        self._queue: queue.Queue[ContainerEvent] = queue.Queue(_QUEUE_SIZE)
+        self._queue: queue.Queue[ContainerEvent | None] = queue.Queue(_QUEUE_SIZE)
         self.closed = False
 
-    def _offer(self, event: ContainerEvent) -> None:
+    def _offer(self, event: ContainerEvent | None) -> None:
         while True:
             try:
                 self._queue.put_nowait(event)
@@ -32,15 +32,19 @@ class Subscription:
                     self._queue.get_nowait()
 
     def get(self, timeout: float | None = None) -> ContainerEvent | None:
-        """The next event, or None after `timeout` seconds without one."""
+        """The next event; None after `timeout` seconds without one, or once the subscription is closed."""
         try:
             return self._queue.get(timeout=timeout)
         except queue.Empty:
             return None
 
     def close(self) -> None:
+        """Stop receiving; a reader blocked in `get` wakes up with None. Safe to call from any thread."""
+        if self.closed:
+            return
         self.closed = True
         self._bus._unsubscribe(self)
+        self._offer(None)
 
 
 class EventBus:

@@ -6,7 +6,6 @@ subnet 10.244.18.0/24), and every test is followed by the same leak check as the
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from podhost.errors import InvalidArgument
-from tests.instance import Instance, OrphanReaper
+from tests.instance import Instance, OrphanReaper, isolated_instance
 from tests.leaks import find_leaks
 
 pytestmark = pytest.mark.root
@@ -25,12 +24,7 @@ SUBNET = "10.244.18.0/24"
 
 @pytest.fixture(scope="module")
 def instance(orphan_reaper: OrphanReaper) -> Iterator[Instance]:
-    inst = Instance(Path(f"/tmp/ph-crit-it-{secrets.token_hex(4)}"), BRIDGE, SUBNET)
-    try:
-        inst.start()
-        yield inst
-    finally:
-        inst.cleanup()
+    yield from isolated_instance("ph-crit-it", BRIDGE, SUBNET)
 
 
 @pytest.fixture

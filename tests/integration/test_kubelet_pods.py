@@ -278,6 +278,33 @@ def test_pause_killed_five_steps_and_back(k: KubeletInstance) -> None:
     assert re.search(r"Ready\s+web\s+default\s+1\s", pods_table), pods_table
 
 
+def test_a_dead_sandbox_s_containers_are_killed_not_drained(k: KubeletInstance) -> None:
+    """The article's step 4: the kubelet *forcefully* stops the containers of a pod whose pause died. A main
+    process that ignores SIGTERM (sleep as PID 1) must not hold the recovery for its grace period (12 s
+    here, so that deleting the pod afterwards, which does honour it, stays short)."""
+    k.apply(f"""\
+apiVersion: v1
+kind: Pod
+metadata: {{name: stubborn}}
+spec:
+  terminationGracePeriodSeconds: 12
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    command: ["sleep", "3600"]
+""")
+    pod = wait_for("stubborn Ready", lambda: is_ready(p := k.pod("stubborn")) and p)
+    sandbox_id = pod["status"]["sandbox"]["id"]
+    os.kill(int(k.sandbox_info(sandbox_id)["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
+    back = wait_for(
+        "stubborn Ready on a new sandbox",
+        lambda: is_ready(p := k.pod("stubborn")) and p["status"]["sandbox"]["id"] != sandbox_id and p,
+        timeout=6,  # half the grace period the old container would otherwise have been given
+    )
+    assert back["status"]["sandbox"]["attempt"] == 1
+    assert container(back, "main")["lastState"]["terminated"]["exitCode"] == 137
+
+
 # --- restarts -----------------------------------------------------------------------------------------------
 
 

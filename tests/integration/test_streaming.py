@@ -26,7 +26,7 @@ from podhost.cri import api_pb2 as pb
 from podhost.cri.streaming import client as streaming_client
 from podhost.errors import FailedPrecondition, InvalidArgument, RuntimeFailure
 from tests.conftest import check_no_leaks
-from tests.instance import Instance, OrphanReaper
+from tests.instance import Instance, OrphanReaper, isolated_instance
 
 pytestmark = pytest.mark.root
 
@@ -49,12 +49,7 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: f
 
 @pytest.fixture(scope="module")
 def instance(orphan_reaper: OrphanReaper) -> Iterator[Instance]:
-    inst = Instance(Path(f"/tmp/ph-str-{secrets.token_hex(4)}"), BRIDGE, SUBNET)
-    try:
-        inst.start()
-        yield inst
-    finally:
-        inst.cleanup()
+    yield from isolated_instance("ph-str", BRIDGE, SUBNET)
 
 
 @pytest.fixture
