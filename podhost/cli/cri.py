@@ -360,6 +360,19 @@ def cmd_stats(client: CRIClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_statsp(client: CRIClient, args: argparse.Namespace) -> int:
+    f = pb.PodSandboxStatsFilter(id=args.id or "", label_selector=parse_labels(args.label))
+    first = client.list_pod_sandbox_stats(f)
+    if args.output in ("json", "yaml"):
+        _print_document(tables.message_dict(pb.ListPodSandboxStatsResponse(stats=first)), args.output)
+        return 0
+    time.sleep(args.seconds)
+    previous = {s.attributes.id: s for s in first}
+    second = [s for s in client.list_pod_sandbox_stats(f) if s.attributes.id in previous]
+    _out(tables.pod_stats_table(second, previous, args.no_trunc))
+    return 0
+
+
 # --- images --------------------------------------------------------------------------------------------
 
 
@@ -623,6 +636,13 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until the container exits")
     p.add_argument("--tail", type=int, default=-1, metavar="N", help="only the last N lines")
     p.add_argument("-t", "--timestamps", action="store_true", help="show each line's timestamp")
+
+    p = verb("statsp", cmd_statsp, "pod resource usage (PodSandboxStats)")
+    p.add_argument("--id", help="pod sandbox ID (prefix)")
+    p.add_argument("-s", "--seconds", type=float, default=1.0, help="CPU sample duration (default 1)")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="label selector")
+    p.add_argument("--no-trunc", action="store_true", help="do not shorten IDs")
+    _output_arg(p, ("table", "json", "yaml"), "table")
 
     p = verb("stats", cmd_stats, "container resource usage")
     p.add_argument("container", nargs="?", metavar="CONTAINER-ID")

@@ -105,6 +105,7 @@ POD_COLUMNS = ["POD ID", "CREATED", "STATE", "NAME", "NAMESPACE", "ATTEMPT", "RU
 CONTAINER_COLUMNS = ["CONTAINER", "IMAGE", "CREATED", "STATE", "NAME", "ATTEMPT", "POD ID", "POD"]
 IMAGE_COLUMNS = ["IMAGE", "TAG", "IMAGE ID", "SIZE"]
 STATS_COLUMNS = ["CONTAINER", "NAME", "CPU %", "MEM", "DISK", "INODES", "SWAP"]
+POD_STATS_COLUMNS = ["POD", "POD ID", "CPU %", "MEM"]
 
 
 def newest_first(items: Iterable[Any]) -> list[Any]:
@@ -194,8 +195,10 @@ def images_table(images: Iterable[pb.Image], no_trunc: bool = False, digests: bo
     return render(image_rows(images, no_trunc, digests))
 
 
-def cpu_percent(old: pb.ContainerStats | None, new: pb.ContainerStats) -> float:
-    """CPU use between two samples, in percent of one core (crictl stats)."""
+def cpu_percent(
+    old: pb.ContainerStats | pb.LinuxPodSandboxStats | None, new: pb.ContainerStats | pb.LinuxPodSandboxStats
+) -> float:
+    """CPU use between two samples (of a container or a pod), in percent of one core (crictl stats)."""
     if old is None:
         return 0.0
     elapsed = new.cpu.timestamp - old.cpu.timestamp
@@ -229,6 +232,24 @@ def stats_table(
     samples: Iterable[pb.ContainerStats], previous: Mapping[str, pb.ContainerStats], no_trunc: bool = False
 ) -> str:
     return render(stats_rows(samples, previous, no_trunc))
+
+
+def pod_stats_table(
+    samples: Iterable[pb.PodSandboxStats], previous: Mapping[str, pb.PodSandboxStats], no_trunc: bool = False
+) -> str:
+    """crictl statsp: a pod's CPU (between the two samples) and memory working set."""
+    rows = [POD_STATS_COLUMNS]
+    for s in samples:
+        old = previous.get(s.attributes.id)
+        rows.append(
+            [
+                s.attributes.metadata.name,
+                s.attributes.id if no_trunc else truncate_id(s.attributes.id),
+                f"{cpu_percent(old.linux if old else None, s.linux):.2f}",
+                human_size(s.linux.memory.working_set_bytes.value),
+            ]
+        )
+    return render(rows)
 
 
 # --- documents -----------------------------------------------------------------------------------------

@@ -156,6 +156,16 @@ class CRIClient:
         request = pb.ListContainerStatsRequest(filter=filter)
         return list(self._call(self.runtime.ListContainerStats, request).stats)
 
+    def pod_sandbox_stats(self, pod_sandbox_id: str) -> pb.PodSandboxStats:
+        request = pb.PodSandboxStatsRequest(pod_sandbox_id=pod_sandbox_id)
+        return self._call(self.runtime.PodSandboxStats, request).stats
+
+    def list_pod_sandbox_stats(
+        self, filter: pb.PodSandboxStatsFilter | None = None
+    ) -> list[pb.PodSandboxStats]:
+        request = pb.ListPodSandboxStatsRequest(filter=filter)
+        return list(self._call(self.runtime.ListPodSandboxStats, request).stats)
+
     def get_container_events(self) -> Iterator[pb.ContainerEventResponse]:
         """Events until the caller stops iterating (then the stream is cancelled) or the server ends it."""
         stream = self.runtime.GetContainerEvents(pb.GetEventsRequest())

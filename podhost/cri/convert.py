@@ -597,3 +597,35 @@ def container_event_response(
     if sandbox is not None:
         response.pod_sandbox_status.CopyFrom(pod_sandbox_status(sandbox))
     return response
+
+
+def _u64(value: int) -> pb.UInt64Value:
+    return pb.UInt64Value(value=value)
+
+
+def pod_sandbox_stats(s: model.PodSandboxStats, containers: dict[str, model.Container]) -> pb.PodSandboxStats:
+    sb, ts = s.sandbox, s.timestamp
+    interfaces = [
+        pb.NetworkInterfaceUsage(name=i.name, rx_bytes=_u64(i.rx_bytes), rx_errors=_u64(i.rx_errors),
+                                 tx_bytes=_u64(i.tx_bytes), tx_errors=_u64(i.tx_errors))
+        for i in s.interfaces
+    ]  # fmt: skip
+    default = next((i for i in interfaces if i.name == "eth0"), interfaces[0] if interfaces else None)
+    return pb.PodSandboxStats(
+        attributes=pb.PodSandboxAttributes(
+            id=sb.id, metadata=pod_sandbox_metadata(sb.config.metadata), labels=sb.config.labels,
+            annotations=sb.config.annotations,
+        ),
+        linux=pb.LinuxPodSandboxStats(
+            cpu=pb.CpuUsage(timestamp=ts, usage_core_nano_seconds=_u64(s.cpu_usage_core_nano_seconds)),
+            memory=pb.MemoryUsage(timestamp=ts, working_set_bytes=_u64(s.memory_working_set_bytes),
+                                  usage_bytes=_u64(s.memory_usage_bytes)),
+            network=pb.NetworkUsage(timestamp=ts, default_interface=default, interfaces=interfaces),
+            process=pb.ProcessUsage(timestamp=ts, process_count=_u64(s.process_count)),
+            containers=[container_stats(c, containers.get(c.container_id)) for c in s.containers],
+        ),
+    )  # fmt: skip
+
+
+def pod_sandbox_stats_filter(m: pb.PodSandboxStatsFilter) -> PodSandboxFilter:
+    return PodSandboxFilter(id=m.id, label_selector=dict(m.label_selector))

@@ -246,6 +246,24 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
             stats=[convert.container_stats(s, containers.get(s.container_id)) for s in stats]
         )
 
+    @rpc
+    def PodSandboxStats(
+        self, request: pb.PodSandboxStatsRequest, context: grpc.ServicerContext
+    ) -> pb.PodSandboxStatsResponse:
+        stats = self.runtime.pod_sandbox_stats(convert.required_id(request.pod_sandbox_id, "pod_sandbox_id"))
+        containers = {
+            c.id: c for c in self.runtime.list_containers(ContainerFilter(pod_sandbox_id=stats.sandbox.id))
+        }
+        return pb.PodSandboxStatsResponse(stats=convert.pod_sandbox_stats(stats, containers))
+
+    @rpc
+    def ListPodSandboxStats(
+        self, request: pb.ListPodSandboxStatsRequest, context: grpc.ServicerContext
+    ) -> pb.ListPodSandboxStatsResponse:
+        stats = self.runtime.list_pod_sandbox_stats(convert.pod_sandbox_stats_filter(request.filter))
+        containers = {c.id: c for c in self.runtime.list_containers(ContainerFilter())}
+        return pb.ListPodSandboxStatsResponse(stats=[convert.pod_sandbox_stats(s, containers) for s in stats])
+
     # --- events -----------------------------------------------------------------------------------
 
     @rpc
@@ -278,8 +296,6 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
     CheckpointContainer = unimplemented("CheckpointContainer", "checkpoint/restore is " + _NOT_YET)
     CheckpointPod = unimplemented("CheckpointPod", "checkpoint/restore is " + _NOT_YET)
     RestorePod = unimplemented("RestorePod", "checkpoint/restore is " + _NOT_YET)
-    PodSandboxStats = unimplemented("PodSandboxStats", "pod sandbox stats are " + _NOT_YET)
-    ListPodSandboxStats = unimplemented("ListPodSandboxStats", "pod sandbox stats are " + _NOT_YET)
     ListMetricDescriptors = unimplemented("ListMetricDescriptors", "metrics are " + _NOT_YET)
     ListPodSandboxMetrics = unimplemented("ListPodSandboxMetrics", "metrics are " + _NOT_YET)
     UpdatePodSandboxResources = unimplemented("UpdatePodSandboxResources", "pod-level resize is " + _NOT_YET)

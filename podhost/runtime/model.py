@@ -362,3 +362,26 @@ class ContainerStats:
     memory_working_set_bytes: int = 0
     memory_usage_bytes: int = 0
     writable_layer_used_bytes: int = 0
+
+
+@dataclass
+class NetworkInterfaceStats:
+    name: str
+    rx_bytes: int = 0
+    rx_errors: int = 0
+    tx_bytes: int = 0
+    tx_errors: int = 0
+
+
+@dataclass
+class PodSandboxStats:
+    """CRI PodSandboxStats, from the pod cgroup and the pod's network namespace."""
+
+    sandbox: PodSandbox
+    timestamp: int
+    cpu_usage_core_nano_seconds: int = 0
+    memory_working_set_bytes: int = 0
+    memory_usage_bytes: int = 0
+    process_count: int = 0
+    interfaces: list[NetworkInterfaceStats] = field(default_factory=list)
+    containers: list[ContainerStats] = field(default_factory=list)

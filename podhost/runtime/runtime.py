@@ -36,6 +36,7 @@ from podhost.runtime.model import (
     PodSandbox,
     PodSandboxConfig,
     PodSandboxState,
+    PodSandboxStats,
 )
 from podhost.runtime.network.cni import PodNetwork
 from podhost.runtime.sandbox.service import SandboxService
@@ -276,6 +277,19 @@ class Runtime:
     def list_container_stats(self, f: ContainerFilter | None = None) -> list[ContainerStats]:
         running = [c for c in self.list_containers(f) if c.state == ContainerState.CONTAINER_RUNNING]
         return [self.containers.stats(c.id) for c in running]
+
+    def pod_sandbox_stats(self, sandbox_id: str) -> PodSandboxStats:
+        stats = self.sandboxes.stats(self.sandboxes.resolve(sandbox_id).id)
+        stats.containers = [
+            self.containers.stats(c.id)
+            for c in self._containers_of(stats.sandbox.id)
+            if c.state == ContainerState.CONTAINER_RUNNING
+        ]
+        return stats
+
+    def list_pod_sandbox_stats(self, f: PodSandboxFilter | None = None) -> list[PodSandboxStats]:
+        ready = [s for s in self.list_pod_sandbox(f) if s.state == PodSandboxState.SANDBOX_READY]
+        return [self.pod_sandbox_stats(s.id) for s in ready]
 
     def subscribe_events(self) -> Subscription:
         return self.events.subscribe()

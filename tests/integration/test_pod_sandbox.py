@@ -242,3 +242,36 @@ def test_half_made_sandbox_is_rolled_back_at_restart(podhost: Instance) -> None:
     assert wait_for(lambda: procs.state(pause_pid) in ("", "Z"))
     assert not any(podhost.config.cni_state_dir.joinpath("ipam").rglob(ip))
     assert not podhost.config.sandbox_run_dir(pod_id).exists()
+
+
+def test_pod_sandbox_stats_come_from_the_pod_cgroup_and_netns(podhost: Instance) -> None:
+    import subprocess
+
+    pod = podhost.pod_config("statspod")
+    pod_id = podhost.client.run_pod_sandbox(pod)
+    cid = podhost.run_container(
+        pod_id, pod, "c", ["sh", "-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exec sleep 3600"]
+    )
+    ip = podhost.client.pod_sandbox_status(pod_id).status.network.ip
+    subprocess.run(["busybox", "ping", "-c", "3", "-W", "1", ip], capture_output=True, check=True)
+    s = podhost.client.pod_sandbox_stats(pod_id)
+    assert s.attributes.id == pod_id and s.attributes.metadata.name == "statspod"
+    linux = s.linux
+    assert linux.process.process_count.value >= 2  # pause and the container
+    assert linux.cpu.usage_core_nano_seconds.value > 0 and linux.memory.working_set_bytes.value > 0
+    assert linux.network.default_interface.name == "eth0"
+    assert linux.network.default_interface.rx_bytes.value > 3 * 84  # the pings' echo requests
+    assert [c.attributes.id for c in linux.containers] == [cid]
+    listed = podhost.client.list_pod_sandbox_stats()
+    assert [x.attributes.id for x in listed] == [pod_id]
+    # crictl's statsp, as podhost's CLI prints it: the pod's name and id, CPU %, memory.
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "podhost.cli.main", "--root", str(podhost.root), "cri", "statsp", "-s", "0.2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert out[0].split() == ["POD", "POD", "ID", "CPU", "%", "MEM"]
+    assert out[1].split()[:2] == ["statspod", pod_id[:13]]

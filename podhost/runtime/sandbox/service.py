@@ -36,9 +36,11 @@ from podhost.runtime.events import EventBus
 from podhost.runtime.model import (
     ContainerEventType,
     NamespaceMode,
+    NetworkInterfaceStats,
     PodSandbox,
     PodSandboxConfig,
     PodSandboxState,
+    PodSandboxStats,
     PortMapping,
 )
 from podhost.runtime.sandbox import files, sysctls
@@ -73,6 +75,14 @@ class CgroupsLike(Protocol):
     def remove(self, path: str) -> None: ...
 
     def add_process(self, path: str, pid: int) -> None: ...
+
+    def pids(self, path: str) -> list[int]: ...
+
+    def cpu_usage_ns(self, path: str) -> int: ...
+
+    def memory_usage(self, path: str) -> int: ...
+
+    def memory_working_set(self, path: str) -> int: ...
 
 
 def sandbox_name_key(config: PodSandboxConfig) -> str:
@@ -411,6 +421,28 @@ class SandboxService:
             self._sandbox_locks.pop(sandbox_id, None)
         self.events.publish(sandbox_id, ContainerEventType.CONTAINER_DELETED_EVENT, sandbox_id)
 
+    def stats(self, sandbox_id: str) -> PodSandboxStats:
+        """CPU, memory and processes of the pod cgroup; interface counters of the pod's netns (read through
+        pause's /proc/<pid>/net/dev, which shows the namespace the process is in)."""
+        sandbox = self.get(sandbox_id)
+        interfaces: list[NetworkInterfaceStats] = []
+        if not sandbox.config.host_network and procs.alive(sandbox.pid, sandbox.pid_start_time):
+            try:
+                with open(f"/proc/{sandbox.pid}/net/dev") as f:
+                    interfaces = [i for i in parse_net_dev(f.read()) if i.name != "lo"]
+            except OSError:
+                pass
+        cgroups = self.cgroups
+        return PodSandboxStats(
+            sandbox=sandbox,
+            timestamp=time.time_ns(),
+            cpu_usage_core_nano_seconds=cgroups.cpu_usage_ns(sandbox.cgroup),
+            memory_working_set_bytes=cgroups.memory_working_set(sandbox.cgroup),
+            memory_usage_bytes=cgroups.memory_usage(sandbox.cgroup),
+            process_count=len(cgroups.pids(sandbox.cgroup)),
+            interfaces=interfaces,
+        )
+
     def require_ready(self, sandbox_id: str) -> PodSandbox:
         sandbox = self.get(sandbox_id)
         if sandbox.state != PodSandboxState.SANDBOX_READY:
@@ -468,6 +500,22 @@ class SandboxService:
             self.cgroups.remove(sandbox.cgroup)
         shutil.rmtree(run_dir, ignore_errors=True)
         self.records.delete(sandbox.id)
+
+
+def parse_net_dev(text: str) -> list[NetworkInterfaceStats]:
+    """/proc/net/dev: two header lines, then `name: rx_bytes rx_packets rx_errs ... tx_bytes tx_packets
+    tx_errs ...` (8 receive columns, then 8 transmit columns)."""
+    found = []
+    for line in text.splitlines()[2:]:
+        name, _, counters = line.partition(":")
+        fields = counters.split()
+        if len(fields) >= 11:
+            found.append(
+                NetworkInterfaceStats(
+                    name.strip(), int(fields[0]), int(fields[2]), int(fields[8]), int(fields[10])
+                )
+            )
+    return found
 
 
 def _run_into(future: Future[None], fn: Callable[..., None], *args: Any) -> None:
