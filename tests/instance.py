@@ -160,7 +160,11 @@ class Instance:
     # --- teardown ----------------------------------------------------------------------------------
 
     def cleanup(self) -> None:
-        """Stop the daemon and remove everything the instance made on the machine."""
+        """Remove the instance's pods (if its daemon still answers), stop the daemon, and remove everything
+        the instance made on the machine: a failing test must not leave a pod running."""
+        if self.daemon is not None and self.daemon.poll() is None:
+            with contextlib.suppress(Exception):
+                self.remove_all_pods()
         self.stop()
         self.client.close()
         PodNetwork(self.config).remove_egress_guard()
