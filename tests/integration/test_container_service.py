@@ -24,7 +24,7 @@ import pytest
 
 from podhost.config import Config
 from podhost.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, RuntimeFailure
-from podhost.runtime import namespaces, procs
+from podhost.runtime import mount, namespaces, procs
 from podhost.runtime.cgroups import Cgroups
 from podhost.runtime.container.service import ContainerService
 from podhost.runtime.events import EventBus
@@ -125,7 +125,13 @@ class Pod:
         (run_dir / "hostname").write_text("testpod\n")
         (run_dir / "resolv.conf").write_text("nameserver 127.0.0.53\n")
         (run_dir / "shm").mkdir()
-        namespaces.mount("shm", str(run_dir / "shm"), "tmpfs", 2 | 4 | 8, "mode=1777,size=65536k")
+        mount.mount(
+            "shm",
+            str(run_dir / "shm"),
+            "tmpfs",
+            mount.MS_NOSUID | mount.MS_NODEV | mount.MS_NOEXEC,
+            "mode=1777,size=65536k",
+        )
         self.log_dir = self.config.root / "logs" / sandbox_id  # type: ignore[operator]
         pid_mode = NamespaceMode.POD if shares_pid else NamespaceMode.CONTAINER
         net_mode = NamespaceMode.NODE if host_network else NamespaceMode.POD

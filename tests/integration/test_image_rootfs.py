@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from podhost.errors import InvalidArgument
+from podhost.runtime import mount as mnt
 from podhost.runtime.image import build
-from podhost.runtime.image import mount as mnt
 from podhost.runtime.image.archive import sha256_digest
 from podhost.runtime.image.rootfs import MOUNT_DATA_MAX, mount_rootfs, overlay_options, unmount_rootfs
 from podhost.runtime.image.store import ImageStore

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 from podhost.errors import InvalidArgument, RuntimeFailure
-from podhost.runtime.image import mount as mnt
+from podhost.runtime import mount as mnt
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from podhost.config import Config
 from podhost.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, RuntimeFailure
-from podhost.runtime import namespaces, procs
+from podhost.runtime import mount, namespaces, procs
 from podhost.runtime.events import EventBus
 from podhost.runtime.model import (
     ContainerEventType,
@@ -49,7 +49,6 @@ from podhost.runtime.state import RecordStore, write_atomic
 
 log = logging.getLogger(__name__)
 
-MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 SHM_SIZE = 64 * 1024 * 1024  # the kubelet's and containerd's default /dev/shm
 
 
@@ -231,8 +230,12 @@ class SandboxService:
             shm = run_dir / "shm"
             shm.mkdir(mode=0o1777, exist_ok=True)
             if config.namespace_options.ipc != NamespaceMode.NODE:
-                namespaces.mount(
-                    "shm", str(shm), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"mode=1777,size={SHM_SIZE}"
+                mount.mount(
+                    "shm",
+                    str(shm),
+                    "tmpfs",
+                    mount.MS_NOSUID | mount.MS_NODEV | mount.MS_NOEXEC,
+                    f"mode=1777,size={SHM_SIZE}",
                 )
                 undo.callback(namespaces.unmount, str(shm))
 

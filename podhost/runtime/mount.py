@@ -1,4 +1,4 @@
-"""mount(2) and umount2(2) through ctypes, for the image layer's overlay rootfs.
+"""mount(2) and umount2(2) through ctypes: overlay rootfs mounts, namespace pins, the pod shm.
 
 A `mount` subprocess costs milliseconds per call; the syscall costs microseconds. Errors carry the errno
 name and text. This module owns nothing but the syscalls and reading /proc/self/mountinfo: it never
@@ -17,6 +17,7 @@ from podhost.errors import RuntimeFailure
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
+MS_NOEXEC = 0x8
 MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MNT_DETACH = 0x2
