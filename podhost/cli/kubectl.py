@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from podhost.config import Config
-from podhost.errors import InvalidArgument, NotFound, Unavailable, Unimplemented
+from podhost.errors import InvalidArgument, NotFound, PodhostError, Unavailable, Unimplemented
 
 if TYPE_CHECKING:
     from podhost.kubelet.client import PodsClient
@@ -476,16 +476,45 @@ def read_manifests(paths: list[str]) -> list[tuple[str, str]]:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from podhost.kubelet.manifest import load_objects
+    from podhost.kubelet.manifest import Pod, load_objects
 
     manifests = read_manifests(args.filename)
+    objects = []
     for source, text in manifests:  # every file valid before anything is sent: a broken one creates nothing
-        load_objects(text, source)
+        objects += load_objects(text, source)
+    since = time.time()
     with connect(args) as client:
         for source, text in manifests:
             for line in client.apply(text, source):
                 _out(line + "\n")
+        if sys.stderr.isatty():
+            show_image_pulls(client, [o for o in objects if isinstance(o, Pod)], since, args)
     return 0
+
+
+def show_image_pulls(client: PodsClient, pods: list[Any], since: float, args: argparse.Namespace) -> None:
+    """On a terminal, the pod manager's image pulls for the pods just applied, as they happen."""
+    from podhost.cli import pulls
+    from podhost.cri.client import CRIClient
+
+    containers = {
+        f"{p.namespace}/pod/{p.name}/{c.name}" for p in pods for c in [*p.init_containers, *p.containers]
+    }
+    if not containers:
+        return
+    tracker = pulls.PullTracker(containers, since)
+    with CRIClient(f"unix://{Config.load(root=args.root).socket}", timeout=5) as cri:
+
+        def fs_used() -> int | None:
+            try:
+                return sum(f.used_bytes.value for f in cri.image_fs_info().image_filesystems)
+            except PodhostError:  # progress is decoration: never fail an apply over it
+                return None
+
+        def events() -> list[dict[str, Any]]:
+            return [e for p in pods for e in client.get("events", p.namespace, p.name)]
+
+        pulls.follow(tracker, events, fs_used)
 
 
 def _kind(text: str) -> str:

@@ -478,6 +478,18 @@ def test_readiness_removes_from_endpoints_and_liveness_restarts(k: KubeletInstan
 # --- manifests ----------------------------------------------------------------------------------------------
 
 
+def test_apply_on_a_terminal_follows_the_image_pulls(k: KubeletInstance, tmp_path: Path) -> None:
+    """On a tty, apply reports each container's image as the pod manager gets it, then returns."""
+    manifest = tmp_path / "pulled.yaml"
+    manifest.write_text(_pod("pulled", "sleep 3600"))
+    cmd = f"{sys.executable} -m podhost.cli.main --root {k.root} apply -f {manifest}"
+    proc = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=60,
+                          cwd=_REPO)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout
+    assert "pod/pulled created" in proc.stdout
+    assert f'pod/pulled/main: Container image "{BUSYBOX}" already present on machine' in proc.stdout
+
+
 def test_broken_manifests_name_the_field_and_create_nothing(k: KubeletInstance) -> None:
     good = _pod("would-run", "sleep 1")
     broken = "apiVersion: v1\nkind: Pod\nmetadata: {name: broken}\nspec:\n  containers:\n  - name: a\n    image: x\n  - name: b\n"
