@@ -14,6 +14,7 @@ cgroup2 at /sys/fs/cgroup with /sys/fs/cgroup/cgroup.controllers. Hierarchies ar
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import time
@@ -171,6 +172,13 @@ class Cgroups:
                         time.sleep(0.01)
 
     # --- reading -----------------------------------------------------------------------------------
+
+    def remove_if_empty(self, path: str) -> None:
+        """rmdir `path` in every hierarchy where it has no children and no tasks; anything else stays.
+        For a daemon's own cgroup parent at shutdown: never removes what still holds a pod."""
+        for d in self.dirs(path):
+            with contextlib.suppress(OSError):
+                d.rmdir()
 
     def exists(self, path: str) -> bool:
         return any(d.is_dir() for d in self.dirs(path))

@@ -143,6 +143,8 @@ class Runtime:
         self._closed = True
         self.containers.close()
         self.watcher.close()
+        if not self.sandboxes.list_sandboxes():  # nothing left under it: the daemon's cgroup parent goes too
+            self.cgroups.remove_if_empty(self.config.cgroup_parent)
         self.image_gc.close()
 
     # --- runtime info ------------------------------------------------------------------------------

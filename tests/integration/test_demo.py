@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from podhost.cli.demo import DEMO_BRIDGE
+from podhost.config import Config
 
 pytestmark = pytest.mark.root
 
@@ -36,4 +37,8 @@ def test_demo_shows_the_articles_tables_and_pause_as_pid_1() -> None:
     assert "Welcome to nginx!" in out
     assert "cleaned up" in out
     assert set(Path("/tmp").glob("podhost-demo-*")) == before
+    root = re.search(r"a private instance under (\S+) ", out)
+    assert root is not None
+    parent = Config.load(root=root.group(1)).cgroup_parent.lstrip("/")
+    assert not [h for h in Path("/sys/fs/cgroup").iterdir() if (h / parent).exists()]
     assert not Path("/sys/class/net", DEMO_BRIDGE).exists()
