@@ -119,6 +119,21 @@ def cmd_info(client: CRIClient, args: argparse.Namespace) -> int:
 _POD_STATES = {"ready": pb.SANDBOX_READY, "notready": pb.SANDBOX_NOTREADY}
 
 
+def _print_listing(
+    args: argparse.Namespace,
+    items: list[Any],
+    document: Callable[[], Message],
+    table: Callable[[list[Any], int, bool], str],
+) -> None:
+    """`pods` and `ps` output: the list response as JSON/YAML, the ids alone (-q), or crictl's table."""
+    if args.output in ("json", "yaml"):
+        _print_document(tables.message_dict(document()), args.output)
+    elif args.quiet:
+        _out("".join(item.id + "\n" for item in items))
+    else:
+        _out(table(items, _now_ns(), args.no_trunc))
+
+
 def cmd_pods(client: CRIClient, args: argparse.Namespace) -> int:
     f = pb.PodSandboxFilter(id=args.id or "", label_selector=parse_labels(args.label))
     if args.state:
@@ -130,12 +145,7 @@ def cmd_pods(client: CRIClient, args: argparse.Namespace) -> int:
         if _matches(name_re, p.metadata.name) and _matches(ns_re, p.metadata.namespace)
     ]
     pods = _latest(tables.newest_first(pods), args.latest, args.last)
-    if args.output in ("json", "yaml"):
-        _print_document(tables.message_dict(pb.ListPodSandboxResponse(items=pods)), args.output)
-    elif args.quiet:
-        _out("".join(p.id + "\n" for p in pods))
-    else:
-        _out(tables.pods_table(pods, _now_ns(), args.no_trunc))
+    _print_listing(args, pods, lambda: pb.ListPodSandboxResponse(items=pods), tables.pods_table)
     return 0
 
 
@@ -197,12 +207,9 @@ def cmd_ps(client: CRIClient, args: argparse.Namespace) -> int:
     name_re = _regex(args.name)
     containers = [c for c in client.list_containers(f) if _matches(name_re, c.metadata.name)]
     containers = _latest(tables.newest_first(containers), args.latest, args.last)
-    if args.output in ("json", "yaml"):
-        _print_document(tables.message_dict(pb.ListContainersResponse(containers=containers)), args.output)
-    elif args.quiet:
-        _out("".join(c.id + "\n" for c in containers))
-    else:
-        _out(tables.containers_table(containers, _now_ns(), args.no_trunc))
+    _print_listing(
+        args, containers, lambda: pb.ListContainersResponse(containers=containers), tables.containers_table
+    )
     return 0
 
 

@@ -29,24 +29,11 @@ from podhost.config import Config
 from podhost.errors import InvalidArgument, RuntimeFailure
 from podhost.runtime.model import PortMapping
 from podhost.runtime.network import PodNetwork
+from tests.leaks import remove_idle_portmap_chains
 
 pytestmark = pytest.mark.root
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
-PORTMAP_CHAINS = ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ")
-PORTMAP_JUMPS = [
-    ["PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT"],
-    ["OUTPUT", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT"],
-    [
-        "POSTROUTING",
-        "-m",
-        "comment",
-        "--comment",
-        "CNI portfwd requiring masquerade",
-        "-j",
-        "CNI-HOSTPORT-MASQ",
-    ],
-]
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 10) -> subprocess.CompletedProcess[str]:
@@ -152,23 +139,10 @@ def make_env() -> Iterator[Any]:
             env.cleanup()
         IP_FORWARD.write_text(original_forward)
         if not portmap_existed:
-            _remove_idle_portmap_skeleton()
+            remove_idle_portmap_chains()
     for env in envs:
         assert not link_exists(env.bridge)
         assert not env.root.exists()
-
-
-def _remove_idle_portmap_skeleton() -> None:
-    """portmap leaves its shared top-level chains behind after the last DEL; remove them if our tests
-    created them and no mapping (ours or anyone's) uses them any more."""
-    rules = nat_rules()
-    if "CNI-DN-" in rules:
-        return
-    for jump in PORTMAP_JUMPS:
-        sh("iptables", "-w", "-t", "nat", "-D", *jump, check=False)
-    for chain in PORTMAP_CHAINS:
-        sh("iptables", "-w", "-t", "nat", "-F", chain, check=False)
-        sh("iptables", "-w", "-t", "nat", "-X", chain, check=False)
 
 
 # --- setup, check, teardown -----------------------------------------------------------------------------

@@ -27,11 +27,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from podhost.config import Config
 from podhost.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, RuntimeFailure
 from podhost.runtime import mount, namespaces, procs
+from podhost.runtime.cgroups import Cgroups
 from podhost.runtime.events import EventBus
 from podhost.runtime.model import (
     ContainerEventType,
@@ -41,8 +42,8 @@ from podhost.runtime.model import (
     PodSandboxConfig,
     PodSandboxState,
     PodSandboxStats,
-    PortMapping,
 )
+from podhost.runtime.network.cni import PodNetwork
 from podhost.runtime.sandbox import files, sysctls
 from podhost.runtime.sandbox.pause import PauseSpec, start_pause
 from podhost.runtime.state import RecordStore, write_atomic
@@ -50,38 +51,6 @@ from podhost.runtime.state import RecordStore, write_atomic
 log = logging.getLogger(__name__)
 
 SHM_SIZE = 64 * 1024 * 1024  # the kubelet's and containerd's default /dev/shm
-
-
-class PodNetworkLike(Protocol):
-    def setup(
-        self,
-        sandbox_id: str,
-        netns: str,
-        pod_namespace: str,
-        pod_name: str,
-        pod_uid: str,
-        port_mappings: list[PortMapping],
-    ) -> dict[str, Any]: ...
-
-    def teardown(self, sandbox_id: str, netns: str | None) -> None: ...
-
-    def attachments(self) -> list[str]: ...
-
-
-class CgroupsLike(Protocol):
-    def create(self, path: str) -> None: ...
-
-    def remove(self, path: str) -> None: ...
-
-    def add_process(self, path: str, pid: int) -> None: ...
-
-    def pids(self, path: str) -> list[int]: ...
-
-    def cpu_usage_ns(self, path: str) -> int: ...
-
-    def memory_usage(self, path: str) -> int: ...
-
-    def memory_working_set(self, path: str) -> int: ...
 
 
 def sandbox_name_key(config: PodSandboxConfig) -> str:
@@ -123,8 +92,8 @@ class SandboxService:
         records: RecordStore[PodSandbox],
         events: EventBus,
         watcher: procs.ProcessWatcher,
-        network: PodNetworkLike,
-        cgroups: CgroupsLike,
+        network: PodNetwork,
+        cgroups: Cgroups,
     ) -> None:
         self.config = config
         self.records = records
@@ -368,14 +337,16 @@ class SandboxService:
             log.warning("sandbox %s: %s; the pod lost its network", sandbox_id[:13], message)
             sandbox.state = PodSandboxState.SANDBOX_NOTREADY
             sandbox.reason, sandbox.message = "PauseExited", message
-            self._save(sandbox)
+            self._save(sandbox)  # NotReady is visible before the slow part
             self._release_network(sandbox)
+            self._save(sandbox)
         self.events.publish(sandbox_id, ContainerEventType.CONTAINER_STOPPED_EVENT, sandbox_id)
         if self.on_sandbox_death is not None:
             self.on_sandbox_death(sandbox)
 
     def _release_network(self, sandbox: PodSandbox) -> None:
-        """CNI DEL (releases the IP even when the netns is gone) and drop the namespace pins."""
+        """CNI DEL (releases the IP even when the netns is gone) and drop the namespace pins. The caller
+        writes the record."""
         if not sandbox.config.host_network:
             try:
                 self.network.teardown(sandbox.id, sandbox.netns_path or None)
@@ -387,7 +358,6 @@ class SandboxService:
         for pin in sandbox.ns_paths.values():
             namespaces.unpin(pin)
         sandbox.ns_paths = {}
-        self._save(sandbox)
 
     # --- StopPodSandbox / RemovePodSandbox ---------------------------------------------------------
 
