@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.instance import Instance, OrphanReaper
-from tests.leaks import find_leaks, remove_idle_portmap_chains
+from tests.instance import Instance, OrphanReaper, leak_checked
+from tests.leaks import remove_idle_portmap_chains
 
 # Test instances use their own bridges and subnets, never podhost's defaults.
 TEST_BRIDGE = "phit0"
@@ -60,19 +60,7 @@ def session_instance(orphan_reaper: OrphanReaper) -> Iterator[Instance]:
         inst.cleanup()
 
 
-def check_no_leaks(inst: Instance) -> list[str]:
-    """Stop and remove the test's pods through CRI (the test's cleanup), then report anything that
-    removal left in the kernel or on disk."""
-    if inst.daemon is None or inst.daemon.poll() is not None:
-        inst.start()
-    inst.remove_all_pods()
-    return find_leaks(inst.root, inst.bridge, inst.config.cgroup_parent)
-
-
 @pytest.fixture
 def podhost(session_instance: Instance) -> Iterator[Instance]:
     """The shared instance; after the test its pods are removed, and the test fails if that leaves anything."""
-    yield session_instance
-    problems = check_no_leaks(session_instance)
-    if problems:
-        pytest.fail("leaked: " + "; ".join(problems) + "\n" + session_instance.log_tail(15))
+    yield from leak_checked(session_instance)

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from podhost.cli.spawn import daemon_command, spawn_daemon, tail
 from podhost.config import Config
 from podhost.cri import api_pb2 as pb
@@ -24,6 +26,7 @@ from podhost.runtime import procs
 from podhost.runtime.image.build import ensure_test_images
 from podhost.runtime.image.store import ImageStore
 from podhost.runtime.network.cni import PodNetwork
+from tests.leaks import find_leaks
 
 BUSYBOX = "localhost/podhost/busybox:latest"
 
@@ -218,3 +221,16 @@ def isolated_instance(prefix: str, bridge: str, subnet: str) -> Iterator[Instanc
         yield inst
     finally:
         inst.cleanup()
+
+
+def leak_checked(inst: Instance) -> Iterator[Instance]:
+    """For per-test fixtures: `yield from leak_checked(instance)`. After the test, its pods are stopped and
+    removed through CRI (the test's cleanup), and the test fails if that left anything in the kernel or on
+    disk (tests/leaks.py), with the daemon's last log lines."""
+    yield inst
+    if inst.daemon is None or inst.daemon.poll() is not None:
+        inst.start()
+    inst.remove_all_pods()
+    problems = find_leaks(inst.root, inst.bridge, inst.config.cgroup_parent)
+    if problems:
+        pytest.fail("leaked: " + "; ".join(problems) + "\n" + inst.log_tail(15))

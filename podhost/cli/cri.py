@@ -260,33 +260,38 @@ def cmd_exec(client: CRIClient, args: argparse.Namespace) -> int:
         raise InvalidArgument("give the command to run after the container ID")
     if args.interactive or args.tty:
         return _exec_streaming(client, args)
-    resp = client.exec_sync(args.container, list(args.cmd), args.timeout)
-    sys.stdout.flush()
-    sys.stdout.buffer.write(resp.stdout)
-    sys.stdout.buffer.flush()
-    sys.stderr.flush()
-    sys.stderr.buffer.write(resp.stderr)
-    sys.stderr.buffer.flush()
+    return print_exec_result(client.exec_sync(args.container, list(args.cmd), args.timeout))
+
+
+def print_exec_result(resp: pb.ExecSyncResponse) -> int:
+    """An ExecSync's output on our stdout/stderr, byte for byte; its exit code becomes ours."""
+    for stream, data in ((sys.stdout, resp.stdout), (sys.stderr, resp.stderr)):
+        stream.flush()
+        stream.buffer.write(data)
+        stream.buffer.flush()
     return resp.exit_code
 
 
 def _exec_streaming(client: CRIClient, args: argparse.Namespace) -> int:
+    return exec_interactive(
+        client, args.container, list(args.cmd), args.interactive, args.tty, args.transport
+    )
+
+
+def exec_interactive(
+    client: CRIClient, container_id: str, cmd: list[str], stdin: bool, tty: bool, transport: str = "websocket"
+) -> int:
     """`exec -i/-t`: a CRI Exec URL, run on this terminal (podhost.cri.streaming.client)."""
     from podhost.cri.streaming.client import run_interactive
 
     request = pb.ExecRequest(
-        container_id=args.container,
-        cmd=list(args.cmd),
-        tty=args.tty,
-        stdin=args.interactive,
-        stdout=True,
-        stderr=not args.tty,
+        container_id=container_id, cmd=cmd, tty=tty, stdin=stdin, stdout=True, stderr=not tty
     )
     try:
         url = client.exec(request)
     except Unimplemented as e:
         raise Unimplemented(f"interactive exec (-i/-t) needs the runtime's streaming server: {e}") from e
-    return run_interactive(url, stdin=args.interactive, tty=args.tty, transport=args.transport)
+    return run_interactive(url, stdin=stdin, tty=tty, transport=transport)
 
 
 def cmd_attach(client: CRIClient, args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from podhost.config import Config
-from podhost.errors import InvalidArgument, NotFound, PodhostError, Unavailable, Unimplemented
+from podhost.errors import InvalidArgument, NotFound, PodhostError, Unavailable
 
 if TYPE_CHECKING:
     from podhost.kubelet.client import PodsClient
@@ -620,6 +620,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
+    from podhost.cli.cri import exec_interactive, print_exec_result
     from podhost.cri.client import CRIClient
 
     command = _exec_flags_after_pod(args)
@@ -631,15 +632,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
         raise InvalidArgument(f'container "{where.container}" in pod "{args.pod}" is not running')
     with CRIClient(where.runtime_endpoint) as cri:
         if args.stdin or args.tty:
-            return _exec_streaming(cri, where.container_id, command, args.stdin, args.tty)
-        resp = cri.exec_sync(where.container_id, command, 0)
-    sys.stdout.flush()
-    sys.stdout.buffer.write(resp.stdout)
-    sys.stdout.buffer.flush()
-    sys.stderr.flush()
-    sys.stderr.buffer.write(resp.stderr)
-    sys.stderr.buffer.flush()
-    return resp.exit_code
+            return exec_interactive(cri, where.container_id, command, args.stdin, args.tty)
+        return print_exec_result(cri.exec_sync(where.container_id, command, 0))
 
 
 def _exec_flags_after_pod(args: argparse.Namespace) -> list[str]:
@@ -662,24 +656,6 @@ def _exec_flags_after_pod(args: argparse.Namespace) -> list[str]:
     args.namespace = parsed.namespace or args.namespace
     args.stdin, args.tty = args.stdin or parsed.stdin, args.tty or parsed.tty
     return command
-
-
-def _exec_streaming(cri: Any, container_id: str, command: list[str], stdin: bool, tty: bool) -> int:
-    """exec -i/-t: the runtime's CRI Exec URL, run on this terminal by podhost's streaming client."""
-    from podhost.cri import api_pb2 as pb
-
-    try:
-        from podhost.cri.streaming.client import run_interactive
-    except ImportError as e:  # the streaming client is a separate piece of work
-        raise Unimplemented(f"exec -i/-t: the CRI streaming client is not available yet ({e})") from e
-    request = pb.ExecRequest(
-        container_id=container_id, cmd=command, tty=tty, stdin=stdin, stdout=True, stderr=not tty
-    )
-    try:
-        url = cri.exec(request)
-    except Unimplemented as e:
-        raise Unimplemented(f"exec -i/-t needs the runtime's CRI streaming server: {e}") from e
-    return int(run_interactive(url, stdin=stdin, tty=tty))
 
 
 def cmd_delete(args: argparse.Namespace) -> int:

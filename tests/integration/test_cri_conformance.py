@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from podhost.errors import InvalidArgument
-from tests.instance import Instance, OrphanReaper, isolated_instance
-from tests.leaks import find_leaks
+from tests.instance import Instance, OrphanReaper, isolated_instance, leak_checked
 
 pytestmark = pytest.mark.root
 
@@ -29,11 +28,7 @@ def instance(orphan_reaper: OrphanReaper) -> Iterator[Instance]:
 
 @pytest.fixture
 def podhost(instance: Instance) -> Iterator[Instance]:
-    yield instance
-    instance.remove_all_pods()
-    problems = find_leaks(instance.root, instance.bridge, instance.config.cgroup_parent)
-    if problems:
-        pytest.fail("leaked: " + "; ".join(problems) + "\n" + instance.log_tail(15))
+    yield from leak_checked(instance)
 
 
 def test_reopen_container_log_returns_once_the_new_file_exists(podhost: Instance) -> None:

@@ -25,8 +25,7 @@ import pytest
 from podhost.cri import api_pb2 as pb
 from podhost.cri.streaming import client as streaming_client
 from podhost.errors import FailedPrecondition, InvalidArgument, RuntimeFailure
-from tests.conftest import check_no_leaks
-from tests.instance import Instance, OrphanReaper, isolated_instance
+from tests.instance import Instance, OrphanReaper, isolated_instance, leak_checked
 
 pytestmark = pytest.mark.root
 
@@ -54,10 +53,7 @@ def instance(orphan_reaper: OrphanReaper) -> Iterator[Instance]:
 
 @pytest.fixture
 def ph(instance: Instance) -> Iterator[Instance]:
-    yield instance
-    problems = check_no_leaks(instance)
-    if problems:
-        pytest.fail("leaked: " + "; ".join(problems) + "\n" + instance.log_tail(15))
+    yield from leak_checked(instance)
 
 
 def cli(inst: Instance, *args: str) -> list[str]:
