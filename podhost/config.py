@@ -188,6 +188,11 @@ class Config:
                 "config: want 0 <= image_gc_low_threshold_percent <= image_gc_high_threshold_percent <= 100"
             )
 
+    @property
+    def instance_id(self) -> str:
+        """Names this instance in the marks of the processes it starts (podhost.runtime.procs)."""
+        return hashlib.sha256(str(self.state_dir.absolute()).encode()).hexdigest()[:12]
+
     # Derived locations, one place so every layer agrees.
     @property
     def pause_path(self) -> Path:

@@ -8,6 +8,12 @@ child (so we learn the signal or exit code), and calls the watcher's callback. N
 
 A stored PID is trusted only together with its start time (field 22 of /proc/<pid>/stat), because PIDs
 are reused.
+
+Marks. Every process podhost starts (the pause launcher and pause, conmon and the OCI runtime it runs)
+carries `PODHOST_OWNER=<instance>/<owner id>` in its environment, where the owner is the sandbox or
+container it was started for. A process's environment stays readable in /proc/<pid>/environ for its whole
+life, so even one whose PID never reached a record (the daemon was killed between fork and write) can be
+found and killed: `marked()` lists an instance's processes by owner, `kill_marked()` ends them.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +58,86 @@ def state(pid: int) -> str:
 def alive(pid: int, started: int) -> bool:
     """True while the process `pid` that started at `started` runs (zombies count as gone)."""
     return pid > 0 and start_time(pid) == started and state(pid) not in ("", "Z", "X")
+
+
+MARK_ENV = "PODHOST_OWNER"
+
+
+@dataclass(frozen=True)
+class Proc:
+    """A process as a record holds it: the PID and the start time that makes the PID unambiguous."""
+
+    pid: int
+    start_time: int
+
+    @classmethod
+    def of(cls, pid: int) -> Proc:
+        return cls(pid, start_time(pid))
+
+    def alive(self) -> bool:
+        return alive(self.pid, self.start_time)
+
+
+def mark_env(instance: str, owner: str) -> dict[str, str]:
+    """The environment entry that marks a process started for `owner` by podhost instance `instance`."""
+    return {MARK_ENV: f"{instance}/{owner}"}
+
+
+def _mark_of(pid: int) -> str:
+    try:
+        data = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return ""
+    key = MARK_ENV.encode() + b"="
+    for entry in data.split(b"\0"):
+        if entry.startswith(key):
+            return entry[len(key) :].decode(errors="replace")
+    return ""
+
+
+def marked(instance: str) -> dict[str, list[Proc]]:
+    """The live processes marked for `instance`, by owner id. Zombies are left out (nothing to kill)."""
+    prefix = instance + "/"
+    found: dict[str, list[Proc]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        mark = _mark_of(pid)
+        if not mark.startswith(prefix):
+            continue
+        proc = Proc.of(pid)
+        if proc.start_time and state(pid) not in ("", "Z", "X"):
+            found.setdefault(mark[len(prefix) :], []).append(proc)
+    return found
+
+
+def kill(proc: Proc, sig: int = signal.SIGKILL) -> None:
+    """Signal `proc` if it is still the process recorded (never a reused PID)."""
+    if proc.pid <= 0:
+        return
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except OSError:
+        return
+    try:
+        if start_time(proc.pid) == proc.start_time:
+            signal.pidfd_send_signal(pidfd, sig)
+    except OSError:
+        pass
+    finally:
+        os.close(pidfd)
+
+
+def kill_marked(instance: str, owner: str | None = None) -> list[Proc]:
+    """SIGKILL every process marked for `instance` (and `owner`, when given); the processes signalled."""
+    killed = []
+    for mark_owner, found in marked(instance).items():
+        if owner is None or mark_owner == owner:
+            for proc in found:
+                kill(proc)
+                killed.append(proc)
+    return killed
 
 
 def become_subreaper() -> None:

@@ -1,0 +1,94 @@
+"""The named stages of the lifecycle verbs: where a request is, how long each step took, and a crash hook.
+
+Every side-effecting CRI verb walks through the stages listed in `STAGES`, entering each with
+`StageTimer.enter`. The names appear in errors ("sandbox network creation: ...") and in the log line of a
+finished request, as CRI-O's stage strings do, so a slow or stuck request says where it is.
+
+The same calls are the fault-injection points the crash tests use; both hooks are read once from the
+environment and cost one comparison when unset:
+- `PODHOST_KILL_AT=Verb:stage[:N]` makes the daemon SIGKILL itself the N-th time (default 1st) any request
+  enters that stage, so a test can crash it at an exact point and check what recovery makes of it;
+- `PODHOST_STAGE_TRACE=FILE` appends "Verb stage" to FILE at every stage entered (one O_APPEND write),
+  so a soak that kills the daemon at a random instant can say which stage the kill landed in.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+KILL_AT_ENV = "PODHOST_KILL_AT"
+TRACE_ENV = "PODHOST_STAGE_TRACE"
+
+#: Every named stage of each verb, in the order a successful request enters them.
+STAGES: dict[str, tuple[str, ...]] = {
+    "RunPodSandbox": (
+        "sandbox files",
+        "pod cgroup",
+        "pause",
+        "pause started",
+        "namespace pins",
+        "sandbox network creation",
+        "pod cgroup join",
+        "record",
+    ),
+    "CreateContainer": ("bundle", "rootfs", "spec", "runtime create", "created", "record"),
+    "StartContainer": ("runtime start", "record"),
+    "StopPodSandbox": ("stop containers", "kill pause", "network teardown", "record"),
+    "RemovePodSandbox": ("remove containers", "stop", "cgroup", "files", "record"),
+}
+
+
+def _kill_spec() -> tuple[str, int] | None:
+    value = os.environ.get(KILL_AT_ENV, "")
+    if not value:
+        return None
+    verb, _, rest = value.partition(":")
+    stage, _, nth = rest.partition(":")
+    return f"{verb}:{stage}", int(nth or 1)
+
+
+_KILL_AT = _kill_spec()
+_TRACE_FD = (
+    os.open(os.environ[TRACE_ENV], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    if os.environ.get(TRACE_ENV)
+    else -1
+)
+_hits = 0
+_hits_lock = threading.Lock()
+
+
+def checkpoint(verb: str, stage: str) -> None:
+    """Called on entering `stage` of `verb`: traces it, and crashes the daemon there when asked to."""
+    global _hits
+    if _TRACE_FD >= 0:
+        os.write(_TRACE_FD, f"{verb} {stage}\n".encode())
+    if _KILL_AT is not None and _KILL_AT[0] == f"{verb}:{stage}":
+        with _hits_lock:
+            _hits += 1
+            if _hits == _KILL_AT[1]:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+class StageTimer:
+    """Names the stage a request is in (for errors) and how long each took (for the log line)."""
+
+    def __init__(self, verb: str) -> None:
+        self.verb = verb
+        self.current = ""
+        self._start = self._mark = time.monotonic()
+        self._times: list[tuple[str, float]] = []
+
+    def enter(self, stage: str) -> None:
+        now = time.monotonic()
+        if self.current:
+            self._times.append((self.current, (now - self._mark) * 1e3))
+        self.current, self._mark = stage, now
+        if stage:
+            checkpoint(self.verb, stage)
+
+    def __str__(self) -> str:
+        total = (self._mark - self._start) * 1e3
+        return f"{total:.1f} ms (" + ", ".join(f"{name} {ms:.1f}" for name, ms in self._times) + ")"
