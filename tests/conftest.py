@@ -12,9 +12,10 @@ import pytest
 from tests.instance import Instance, OrphanReaper, leak_checked
 from tests.leaks import remove_idle_portmap_chains
 
-# Test instances use their own bridges and subnets, never podhost's defaults.
-TEST_BRIDGE = "phit0"
-TEST_SUBNET = "10.233.0.0/24"
+# Test instances use their own bridges and subnets, never podhost's defaults. Two test runs on one
+# machine at once give each run its own (PODHOST_TEST_BRIDGE, PODHOST_TEST_SUBNET).
+TEST_BRIDGE = os.environ.get("PODHOST_TEST_BRIDGE", "phit0")
+TEST_SUBNET = os.environ.get("PODHOST_TEST_SUBNET", "10.233.0.0/24")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
