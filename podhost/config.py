@@ -103,6 +103,13 @@ class Config:
     pause_image: str = PAUSE_IMAGE
     #: where the built pause binary lives; None means the one `podhost.pause.build` made.
     pause_binary: Path | None = None
+    #: seconds pause may take to found its namespaces and report; past it, what was started is killed.
+    pause_start_timeout: float = 10.0
+    #: seconds `<runtime> create` (under conmon) may take; past it conmon, the runtime and all they
+    #: started are killed and CreateContainer fails.
+    runtime_create_timeout: float = 60.0
+    #: seconds a SIGTERMed daemon may take to stop serving before it exits regardless.
+    shutdown_timeout: float = 10.0
     # Streaming server (exec/attach/port-forward URLs).
     stream_address: str = "127.0.0.1"
     stream_port: int = 0
