@@ -9,6 +9,7 @@ tests and benchmarks never touch a running daemon.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import shutil
 import tomllib
@@ -68,6 +69,53 @@ def _registry_config(host: str, value: Any) -> RegistryConfig:
     if not isinstance(reg.mirrors, list) or not all(isinstance(m, str) and m for m in reg.mirrors):
         raise InvalidArgument(f"config: registries.{host!r}.mirrors must be a list of endpoints")
     return reg
+
+
+#: A subnet must hold the gateway (the bridge's address) and at least one pod beside the network and
+#: broadcast addresses, so IPv4 /30 and IPv6 /126 are the smallest.
+_MAX_PREFIX = {4: 30, 6: 126}
+#: Linux interface names are at most IFNAMSIZ - 1 bytes.
+_IFNAMSIZ = 16
+
+
+def check_subnet(subnet: str) -> str:
+    """The pod subnet as the CNI host-local plugin needs it: a network address with a prefix length.
+    "10.77.6.0/22" has host bits set and makes every RunPodSandbox fail in CNI ("invalid CIDR"), so
+    it is refused at start, naming the network that was probably meant (10.77.4.0/22)."""
+    try:
+        network = ipaddress.ip_network(subnet, strict=True)
+    except ValueError as e:
+        try:
+            meant = ipaddress.ip_network(subnet, strict=False)
+        except ValueError:
+            raise InvalidArgument(
+                f"config: subnet {subnet!r} is not a network (e.g. 10.88.0.0/16): {e}"
+            ) from e
+        raise InvalidArgument(
+            f"config: subnet {subnet!r} has host bits set; the network is {meant} (did you mean that?)"
+        ) from e
+    if "/" not in subnet:
+        raise InvalidArgument(f"config: subnet {subnet!r} needs a prefix length (e.g. 10.88.0.0/16)")
+    if network.prefixlen > _MAX_PREFIX[network.version]:
+        raise InvalidArgument(
+            f"config: subnet {subnet!r} is too small for a gateway and a pod "
+            f"(at most /{_MAX_PREFIX[network.version]})"
+        )
+    return str(network)
+
+
+def check_bridge_name(bridge: str) -> None:
+    """The bridge is a network interface: the kernel refuses longer names, '/', whitespace, '.', '..'."""
+    if (
+        not bridge
+        or len(bridge.encode()) >= _IFNAMSIZ
+        or bridge in (".", "..")
+        or any(c == "/" or c == ":" or c.isspace() or not c.isprintable() for c in bridge)
+    ):
+        raise InvalidArgument(
+            f"config: bridge {bridge!r} is not a network interface name "
+            f"(1-{_IFNAMSIZ - 1} characters, no '/', ':' or whitespace)"
+        )
 
 
 @dataclass
@@ -177,6 +225,8 @@ class Config:
         self.cni_bin_dirs = [Path(p) for p in self.cni_bin_dirs]
         if self.pause_binary is not None:
             self.pause_binary = Path(self.pause_binary)
+        self.subnet = check_subnet(str(self.subnet))
+        check_bridge_name(str(self.bridge))
         if self.pod_egress not in ("node-only", "allow"):
             raise InvalidArgument(
                 f"config: pod_egress must be 'node-only' or 'allow', not {self.pod_egress!r}"
@@ -188,6 +238,8 @@ class Config:
         if not isinstance(self.registries, dict):
             raise InvalidArgument("config: registries must be a table of registry hosts")
         self.registries = {str(h): _registry_config(str(h), v) for h, v in self.registries.items()}
+        if not self.shutdown_timeout > 0:
+            raise InvalidArgument("config: shutdown_timeout must be a positive number of seconds")
         if self.max_concurrent_downloads < 1:
             raise InvalidArgument("config: max_concurrent_downloads must be at least 1")
         if not 0 <= self.image_gc_low_threshold_percent <= self.image_gc_high_threshold_percent <= 100:

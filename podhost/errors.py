@@ -38,6 +38,12 @@ class DeadlineExceeded(PodhostError):
     grpc_code = "DEADLINE_EXCEEDED"
 
 
+class Cancelled(PodhostError):
+    """The caller went away (cancelled, or its deadline passed); what the call had made was undone."""
+
+    grpc_code = "CANCELLED"
+
+
 class Unavailable(PodhostError):
     grpc_code = "UNAVAILABLE"
 

@@ -20,6 +20,7 @@ import grpc
 
 from podhost import errors
 from podhost.errors import PodhostError
+from podhost.runtime.stages import bind_call
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ def error_class(code: grpc.StatusCode) -> type[PodhostError]:
         errors.FailedPrecondition,
         errors.Unimplemented,
         errors.DeadlineExceeded,
+        errors.Cancelled,
         errors.Unavailable,
         errors.RuntimeFailure,
     )
@@ -104,7 +106,8 @@ def rpc(fn: F) -> F:
     @functools.wraps(fn)
     def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            return fn(self, request, context)
+            with bind_call(context.is_active):  # a caller that goes away cancels at the next stage
+                return fn(self, request, context)
         except Exception as exc:
             _abort(context, name, exc)
 

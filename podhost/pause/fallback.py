@@ -7,17 +7,40 @@ import ctypes
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 CLONE = {"net": 0x40000000, "ipc": 0x08000000, "uts": 0x04000000, "pid": 0x20000000}
 PAUSE_UID = 65535
 PR_SET_NO_NEW_PRIVS = 38
 
 
-def _libc_call(libc: ctypes.CDLL, name: str, *args: object) -> None:
-    if getattr(libc, name)(*args) != 0:
-        err = ctypes.get_errno()
-        sys.stderr.write(f"pause: {name}: errno {err}\n")
-        os._exit(1)
+class StepFailed(Exception):
+    """A launch step failed; `str()` is pause.c's "pause: <step>: errno N" line."""
+
+
+def _step(name: str, fn: Callable[..., object], *args: object) -> None:
+    """Run one launch step; a failure becomes pause.c's report line (its errno, not a traceback)."""
+    try:
+        fn(*args)
+    except OSError as e:
+        raise StepFailed(f"pause: {name}: errno {e.errno or 0}\n") from e
+
+
+def _libc(libc: ctypes.CDLL, name: str) -> Callable[..., None]:
+    def call(*args: object) -> None:
+        if getattr(libc, name)(*args) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+
+    return call
+
+
+def _write_file(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
 
 
 def install_handlers() -> None:
@@ -37,45 +60,79 @@ def wait_for_signals() -> None:
 
 
 def launch(ns: str) -> None:
+    """The launcher (pause.c's `launch`): never returns; exits 0 after printing the pause's PID, else 1."""
+    try:
+        _launch(ns)
+    except StepFailed as e:
+        os.write(2, str(e).encode())
+    os._exit(1)
+
+
+def _launch(ns: str) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     for procs in filter(None, os.environ.get("PODHOST_PAUSE_CGROUPS", "").split(":")):
-        with open(procs, "w") as f:
-            f.write("0")
+        _step("join cgroup", _write_file, procs, "0")
     flags = 0
     for word in filter(None, ns.split(",")):
         flags |= CLONE[word]
     if flags:
-        _libc_call(libc, "unshare", flags)
+        _step("unshare", _libc(libc, "unshare"), flags)
     host = os.environ.get("PODHOST_PAUSE_HOSTNAME", "").encode()
     if host:
-        _libc_call(libc, "sethostname", host, len(host))
+        _step("sethostname", _libc(libc, "sethostname"), host, len(host))
     for item in filter(None, os.environ.get("PODHOST_PAUSE_SYSCTLS", "").split(";")):
-        path, _, value = item.partition("=")
-        with open(path, "w") as f:
-            f.write(value)
-    ready_r, ready_w = os.pipe()
+        path, eq, value = item.partition("=")
+        if not eq:
+            raise StepFailed("pause: sysctl syntax: errno 22\n")
+        _step("sysctl", _write_file, path, value)
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
     if child:
         os.close(ready_w)
-        if os.read(ready_r, 1) != b"k":  # the child said why on stderr
-            os._exit(1)
-        sys.stdout.write(f"{child}\n")
-        sys.stdout.flush()
-        os._exit(0)
+        msg = b""
+        while len(msg) < 256 and (chunk := os.read(ready_r, 256)):
+            msg += chunk
+        if msg == b"k":
+            os.write(1, f"{child}\n".encode())
+            os._exit(0)
+        os.waitpid(child, 0)  # it failed and is exiting: leave no orphan
+        os.write(2, msg or b"pause: ready: child exited without reporting\n")
+        os._exit(1)
     os.close(ready_r)
-    os.setsid()
-    os.chdir("/")
-    os.setgroups([])
-    os.setgid(PAUSE_UID)
-    os.setuid(PAUSE_UID)
-    _libc_call(libc, "prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    install_handlers()
-    os.write(ready_w, b"k")
-    os.close(ready_w)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
+    try:
+        _become_pause(libc, ready_w)
+    except StepFailed as e:
+        os.write(ready_w, str(e).encode())
+        os._exit(1)
+    except BaseException as e:  # never unwind into the launcher's code in the forked child
+        os.write(ready_w, f"pause: {type(e).__name__}: {e}\n".encode())
+        os._exit(1)
     wait_for_signals()
+
+
+def _become_pause(libc: ctypes.CDLL, ready_w: int) -> None:
+    """The forked pause, in pause.c's order: every step that can fail before "k" goes out on `ready_w`;
+    errors go there too, since stderr is /dev/null once it is opened (as uid 65535: see pause.c)."""
+    _step("setsid", os.setsid)
+    _step("chdir /", os.chdir, "/")
+    _step("setgroups", os.setgroups, [])
+    _step("setgid", os.setgid, PAUSE_UID)
+    _step("setuid", os.setuid, PAUSE_UID)
+    devnull = -1
+
+    def open_devnull() -> None:
+        nonlocal devnull
+        devnull = os.open("/dev/null", os.O_RDWR)
+
+    _step("open /dev/null", open_devnull)
+    for fd in (0, 1, 2):
+        _step("dup2 /dev/null", os.dup2, devnull, fd)
+    if devnull > 2:
+        os.close(devnull)
+    _step("no_new_privs", _libc(libc, "prctl"), PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    install_handlers()
+    _step("report ready", os.write, ready_w, b"k")
+    os.close(ready_w)
 
 
 def main() -> None:

@@ -8,10 +8,16 @@
  * when PODHOST_PAUSE_NS is set, pause first joins the cgroups in PODHOST_PAUSE_CGROUPS (':'-separated
  * cgroup.procs files), unshares the namespaces named in PODHOST_PAUSE_NS ("net,ipc,uts[,pid]"), sets the
  * hostname from PODHOST_PAUSE_HOSTNAME, writes the namespaced sysctls in PODHOST_PAUSE_SYSCTLS
- * ("/proc/sys/path=value" lines separated by ';'), then forks. The parent prints the child's PID and exits;
- * the child (PID 1 of the new PID namespace when "pid" was asked for) drops to uid/gid 65535 with no
- * capabilities and no_new_privs, and becomes the pause. argv stays "/pause", so `ps ax` in a shared-PID
- * pod shows /pause as PID 1. Errors are printed as "pause: <step>: errno N" and exit status 1.
+ * ("/proc/sys/path=value" lines separated by ';'), then forks. The child (PID 1 of the new PID namespace
+ * when "pid" was asked for) drops to uid/gid 65535 with no capabilities and no_new_privs, puts /dev/null
+ * on its stdin/stdout/stderr and becomes the pause. argv stays "/pause", so `ps ax` in a shared-PID pod
+ * shows /pause as PID 1.
+ *
+ * The report. Every step that can fail happens before the child says it is ready; the child speaks only
+ * through the `ready` pipe ("k", or its error), never through the launcher's stdout/stderr, which it
+ * has replaced with /dev/null by then. So the launcher's caller sees exactly one of: the launcher prints
+ * the pause's PID and exits 0 (and no process but the pause holds anything of the caller's), or it prints
+ * "pause: <step>: errno N" on stderr, prints no PID and exits 1 after the failed child has exited.
  *
  * Built freestanding (no libc, raw syscalls) on x86_64 and aarch64, where a running pause costs ~12 KiB;
  * elsewhere the same file builds against libc with -DPAUSE_LIBC.
@@ -61,6 +67,7 @@ static long sys_setgid(long g) { return R(setgid((gid_t)g)); }
 static long sys_setuid(long u) { return R(setuid((uid_t)u)); }
 static long sys_no_new_privs(void) { return R(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)); }
 static long sys_reap_one(void) { return R(waitpid(-1, 0, WNOHANG)); }
+static long sys_wait_child(long pid) { return R(waitpid((pid_t)pid, 0, 0)); }
 static long sys_pause(void) { return R(pause()); }
 static __attribute__((noreturn)) void sys_exit(int code) { _exit(code); }
 static long sys_handle(int sig, void (*fn)(int)) {
@@ -193,6 +200,7 @@ static long sys_setgid(long g) { return sc1(NR_setgid, g); }
 static long sys_setuid(long u) { return sc1(NR_setuid, u); }
 static long sys_no_new_privs(void) { return sc6(NR_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0); }
 static long sys_reap_one(void) { return sc4(NR_wait4, -1, 0, WNOHANG, 0); }
+static long sys_wait_child(long pid) { return sc4(NR_wait4, pid, 0, 0, 0); }
 static __attribute__((noreturn)) void sys_exit(int code) {
     for (;;) sc1(NR_exit, code);
 }
@@ -222,12 +230,16 @@ static void put_num(int fd, long v) {
     put(fd, buf + i);
 }
 
+/* Where errors go: the launcher's stderr, and in the forked pause the `ready` pipe (whose reader, the
+ * launcher, relays them), because by then the pause's own stderr may already be /dev/null. */
+static int report_fd = 2;
+
 static __attribute__((noreturn)) void die(const char *step, long err) {
-    put(2, "pause: ");
-    put(2, step);
-    put(2, ": errno ");
-    put_num(2, err);
-    put(2, "\n");
+    put(report_fd, "pause: ");
+    put(report_fd, step);
+    put(report_fd, ": errno ");
+    put_num(report_fd, err);
+    put(report_fd, "\n");
     sys_exit(1);
 }
 
@@ -350,39 +362,59 @@ static __attribute__((noreturn)) void launch(const char *ns, char **envp) {
     }
     apply_sysctls(getenv_(envp, "PODHOST_PAUSE_SYSCTLS"));
 
-    /* The launcher reports the PID only once the pause has shed its privileges and can take signals:
-     * the child closes `ready` (after writing "k") when it is the pause the daemon may rely on. */
+    /* The launcher reports the PID only once the pause has shed its privileges, holds nothing of the
+     * launcher's and can take signals: the child writes "k" on `ready` when it is the pause the daemon
+     * may rely on, or its error and exits. EOF without "k" means it failed. */
     int ready[2];
     long r = sys_pipe(ready);
     if (r < 0) die("pipe", -r);
     long child = sys_fork();
     if (child < 0) die("fork", -child);
     if (child > 0) {
-        char ok = 0;
+        char msg[256];
+        ulong n = 0;
         sys_close(ready[1]);
-        if (sys_read(ready[0], &ok, 1) != 1 || ok != 'k') sys_exit(1); /* the child said why on stderr */
-        put_num(1, child);
-        put(1, "\n");
-        sys_exit(0);
+        while (n < sizeof msg - 1) {
+            long got = sys_read(ready[0], msg + n, sizeof msg - 1 - n);
+            if (got == -4) continue; /* EINTR */
+            if (got <= 0) break;
+            n += (ulong)got;
+        }
+        msg[n] = 0;
+        if (n == 1 && msg[0] == 'k') {
+            put_num(1, child);
+            put(1, "\n");
+            sys_exit(0);
+        }
+        /* Failed: the child said why (or died unable to); it has exited or is exiting, so wait for it,
+         * leaving no orphan behind, then relay its words. */
+        while (sys_wait_child(child) == -4) {
+        }
+        if (n) put(2, msg);
+        else put(2, "pause: ready: child exited without reporting\n");
+        sys_exit(1);
     }
     sys_close(ready[0]);
-    /* The pause itself: its own session, then shed every privilege, then detach from the launcher's stdio. */
-    sys_setsid();
-    sys_chdir("/");
+    report_fd = ready[1];
+    /* The pause itself: its own session, then shed every privilege, then /dev/null for stdio. /dev/null
+     * is opened after setuid, as uid 65535: the descriptor the pause keeps carries no more access than
+     * the pause itself has, and a /dev/null that is not the world-writable device (say, a root-only file
+     * that replaced it) fails here, loudly, instead of being held open with root's rights. */
+    if ((r = sys_setsid()) < 0) die("setsid", -r);
+    if ((r = sys_chdir("/")) < 0) die("chdir /", -r);
     if ((r = sys_setgroups0()) < 0) die("setgroups", -r);
     if ((r = sys_setgid(PAUSE_UID)) < 0) die("setgid", -r);
     if ((r = sys_setuid(PAUSE_UID)) < 0) die("setuid", -r);
+    long devnull = sys_open("/dev/null", O_RDWR);
+    if (devnull < 0) die("open /dev/null", -devnull);
+    for (int fd = 0; fd < 3; fd++) {
+        if ((r = sys_dup2((int)devnull, fd)) < 0) die("dup2 /dev/null", -r);
+    }
+    if (devnull > 2) sys_close((int)devnull);
     if ((r = sys_no_new_privs()) < 0) die("no_new_privs", -r);
     install_handlers();
-    sys_write(ready[1], "k", 1);
+    if ((r = sys_write(ready[1], "k", 1)) != 1) die("report ready", r < 0 ? -r : 5 /* EIO */);
     sys_close(ready[1]);
-    long devnull = sys_open("/dev/null", O_RDWR);
-    if (devnull >= 0) {
-        sys_dup2((int)devnull, 0);
-        sys_dup2((int)devnull, 1);
-        sys_dup2((int)devnull, 2);
-        if (devnull > 2) sys_close((int)devnull);
-    }
     wait_for_signals();
 }
 

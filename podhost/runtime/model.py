@@ -31,6 +31,24 @@ class PodSandboxState(enum.StrEnum):
     SANDBOX_NOTREADY = "SANDBOX_NOTREADY"
 
 
+class SandboxStage(enum.StrEnum):
+    """How far a sandbox's lifecycle got (podhost.runtime.lifecycle has the moves allowed)."""
+
+    CREATING = "creating"  # the record exists, RunPodSandbox is making (or recovery undoing) the rest
+    READY = "ready"  # pause alive, network set up
+    LOST = "lost"  # pause is gone (it died, or StopPodSandbox killed it): NotReady, network being released
+    STOPPED = "stopped"  # StopPodSandbox finished; RemovePodSandbox deletes the record last
+
+
+class ContainerStage(enum.StrEnum):
+    """How far a container's lifecycle got (podhost.runtime.lifecycle has the moves allowed)."""
+
+    CREATING = "creating"  # the record exists before conmon does: recovery kills and undoes the rest
+    CREATED = "created"
+    RUNNING = "running"
+    EXITED = "exited"  # RemoveContainer deletes the record last
+
+
 class ContainerState(enum.StrEnum):
     CONTAINER_CREATED = "CONTAINER_CREATED"
     CONTAINER_RUNNING = "CONTAINER_RUNNING"
@@ -198,15 +216,15 @@ class ContainerConfig:
 
 @dataclass
 class PodSandbox:
-    """A sandbox as the runtime knows it. `stage` names the last step of RunPodSandbox that completed, so
-    recovery can finish or roll back a sandbox the daemon was killed in the middle of."""
+    """A sandbox as the runtime knows it. `stage` drives it; `state` (what CRI shows) is derived from the
+    stage by podhost.runtime.lifecycle, the only code that changes either."""
 
     id: str
     config: PodSandboxConfig
     runtime_handler: str = ""
     state: PodSandboxState = PodSandboxState.SANDBOX_NOTREADY
     created_at: int = 0  # ns since the epoch
-    stage: str = "created"
+    stage: SandboxStage = SandboxStage.CREATING
     pid: int = 0  # pause, in the host PID namespace
     pid_start_time: int = 0  # /proc/<pid>/stat field 22, guards `pid` against reuse
     cgroup: str = ""  # cgroup path relative to each hierarchy's root, e.g. /podhost/pod-<id>
@@ -231,7 +249,8 @@ class Container:
     image_id: str = ""  # the image's config digest
     image_ref: str = ""  # the name the caller used, resolved (e.g. docker.io/library/busybox:1.28)
     runtime_handler: str = ""
-    state: ContainerState = ContainerState.CONTAINER_CREATED
+    state: ContainerState = ContainerState.CONTAINER_CREATED  # derived from `stage` (lifecycle.py)
+    stage: ContainerStage = ContainerStage.CREATING
     created_at: int = 0
     started_at: int = 0
     finished_at: int = 0

@@ -45,6 +45,13 @@ def start_time(pid: int) -> int:
     return int(fields[19])
 
 
+def started_ns(ticks: int) -> int:
+    """A start time in clock ticks since boot (as `start_time` gives it) as ns since the epoch."""
+    with open("/proc/stat") as f:
+        boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+    return boot * 1_000_000_000 + ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
 def state(pid: int) -> str:
     """The one-letter state (R, S, Z, ...) or "" when the process is gone."""
     try:

@@ -40,8 +40,10 @@ from podhost.runtime.model import (
 )
 from podhost.runtime.network.cni import PodNetwork
 from podhost.runtime.sandbox.service import SandboxService
+from podhost.runtime.stages import StageTimer
 from podhost.runtime.state import RecordStore
 from podhost.runtime.streams import StreamSessions
+from podhost.runtime.validation import validate_container_config, validate_pod_sandbox_config
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +104,17 @@ class Runtime:
         self.network = PodNetwork(config)
         self.sandboxes = SandboxService(
             config,
-            RecordStore(config.sandbox_records, PodSandbox),
+            RecordStore(config.sandbox_records, PodSandbox, config.state_dir / "corrupt"),
             self.events,
             self.watcher,
             self.network,
             self.cgroups,
         )
         self.containers = ContainerService(
-            config, RecordStore(config.container_records, Container), self.events, cgroups=self.cgroups
+            config,
+            RecordStore(config.container_records, Container, config.state_dir / "corrupt"),
+            self.events,
+            cgroups=self.cgroups,
         )
         self.puller = Puller(self.images, config.registries, config.max_concurrent_downloads)
         self.image_gc = ImageGC(
@@ -131,10 +136,30 @@ class Runtime:
         pause = config.pause_path
         if pause.exists():
             ensure_pause_image(runtime.images, pause, config.pause_image)
-        runtime.sandboxes.recover()  # and reaps pause processes of ours that exited unwatched
-        runtime.containers.recover()
+        runtime.recover()
         runtime.image_gc.start()
         return runtime
+
+    def recover(self) -> None:
+        """Make the records and what runs agree again after a (re)start. Sandboxes first (a half-made one
+        is undone), then containers (state from the OCI runtime and conmon's exit files); containers whose
+        sandbox is gone are removed, and any process still carrying this instance's mark that no record
+        claims is killed: nothing podhost started runs unlisted."""
+        self.sandboxes.recover()  # and reaps pause processes of ours that exited unwatched
+        marked = procs.marked(self.config.instance_id)
+        self.containers.recover(marked)
+        sandbox_ids = self.sandboxes.known_ids()
+        for container in self.containers.list():
+            if container.sandbox_id not in sandbox_ids:
+                log.warning("container %s belongs to no sandbox: removing it", container.id[:13])
+                self.containers.remove(container.id)
+        owners = sandbox_ids | self.containers.known_ids()
+        for owner, found in procs.marked(self.config.instance_id).items():
+            if owner not in owners:
+                log.warning("killing %s: started for %s, which no record claims", found, owner[:13])
+                for proc in found:
+                    procs.kill(proc)
+        procs.reap_zombie_children()
 
     def close(self) -> None:
         """Stop serving; pods keep running (they do not depend on the daemon)."""
@@ -143,8 +168,11 @@ class Runtime:
         self._closed = True
         self.containers.close()
         self.watcher.close()
-        if not self.sandboxes.list_sandboxes():  # nothing left under it: the daemon's cgroup parent goes too
+        if not self.sandboxes.list_sandboxes():
+            # Nothing left under them: the daemon's cgroup parent, its egress guard chain and its bridge
+            # go too, so a stopped instance with no pods leaves nothing on the node.
             self.cgroups.remove_if_empty(self.config.cgroup_parent)
+            self.network.remove_host_state()
         self.image_gc.close()
 
     # --- runtime info ------------------------------------------------------------------------------
@@ -181,22 +209,35 @@ class Runtime:
         return handler
 
     def run_pod_sandbox(self, config: PodSandboxConfig, runtime_handler: str = "") -> str:
+        validate_pod_sandbox_config(config)  # before any side effect: bad input leaves nothing behind
         return self.sandboxes.run(config, self._handler(runtime_handler))
 
     def stop_pod_sandbox(self, sandbox_id: str) -> None:
-        sandbox = self.sandboxes.resolve(sandbox_id)
-        for container in self._containers_of(sandbox.id):
-            self.containers.stop(container.id, 0)
-        self.sandboxes.stop(sandbox.id)
-
-    def remove_pod_sandbox(self, sandbox_id: str) -> None:
+        """Stop the containers, then the sandbox. Idempotent, unknown ids included (CRI); concurrent
+        callers of one sandbox queue on its lock and each gets OK."""
         try:
             sandbox = self.sandboxes.resolve(sandbox_id)
         except NotFound:
-            return  # CRI: RemovePodSandbox is idempotent
-        for container in self._containers_of(sandbox.id):
-            self.containers.remove(container.id)
-        self.sandboxes.remove(sandbox.id)
+            return
+        stages = StageTimer("StopPodSandbox")
+        with self.sandboxes.lock(sandbox.id):
+            stages.enter("stop containers")
+            for container in self._containers_of(sandbox.id):
+                self.containers.stop(container.id, 0)
+            self.sandboxes.stop(sandbox.id, stages)
+
+    def remove_pod_sandbox(self, sandbox_id: str) -> None:
+        """Remove the containers, then the sandbox. Idempotent, unknown ids included (CRI)."""
+        try:
+            sandbox = self.sandboxes.resolve(sandbox_id)
+        except NotFound:
+            return
+        stages = StageTimer("RemovePodSandbox")
+        with self.sandboxes.lock(sandbox.id):
+            stages.enter("remove containers")
+            for container in self._containers_of(sandbox.id):
+                self.containers.remove(container.id)
+            self.sandboxes.remove(sandbox.id, stages)
 
     def pod_sandbox_status(self, sandbox_id: str) -> PodSandbox:
         return self.sandboxes.resolve(sandbox_id)
@@ -219,11 +260,16 @@ class Runtime:
     def create_container(
         self, sandbox_id: str, config: ContainerConfig, sandbox_config: PodSandboxConfig | None = None
     ) -> str:
-        sandbox = self.sandboxes.require_ready(self.sandboxes.resolve(sandbox_id).id)
-        if not config.image:
-            raise InvalidArgument("ContainerConfig.image.image is required")
+        sandbox = self.sandboxes.resolve(sandbox_id)
+        # Checked against the sandbox's own config (the request's copy is informative), before any
+        # side effect: bad input leaves nothing behind.
+        validate_container_config(config, sandbox.config)
         image = self.images.get(config.image)
-        container = self.containers.create(sandbox, config, image, self.images.layer_dirs(image))
+        # Under the sandbox's lock: a RemovePodSandbox cannot list the pod's containers while one is
+        # being made, and the sandbox cannot stop half-way through.
+        with self.sandboxes.lock(sandbox.id):
+            sandbox = self.sandboxes.require_ready(sandbox.id)
+            container = self.containers.create(sandbox, config, image, self.images.layer_dirs(image))
         return container.id
 
     def start_container(self, container_id: str) -> None:
@@ -234,7 +280,12 @@ class Runtime:
         self.containers.start(container.id)
 
     def stop_container(self, container_id: str, timeout: int) -> None:
-        self.containers.stop(self.containers.resolve(container_id).id, timeout)
+        """Idempotent, unknown ids included (CRI)."""
+        try:
+            container = self.containers.resolve(container_id)
+        except NotFound:
+            return
+        self.containers.stop(container.id, timeout)
 
     def remove_container(self, container_id: str) -> None:
         try:
@@ -315,7 +366,7 @@ class Runtime:
 
     def images_in_use(self) -> set[str]:
         """Ids of the images any container (running or not) was created from: GC and rmi keep them."""
-        return {c.image_id for c in self.containers.list()}
+        return {c.image_id for c in self.containers.records}  # one being created included
 
     def remove_image(self, ref: str) -> None:
         image = self.images.find(ref)

@@ -4,6 +4,10 @@ Every side-effecting CRI verb walks through the stages listed in `STAGES`, enter
 `StageTimer.enter`. The names appear in errors ("sandbox network creation: ...") and in the log line of a
 finished request, as CRI-O's stage strings do, so a slow or stuck request says where it is.
 
+Entering a stage is also where a cancelled call stops: the CRI layer binds each request's liveness
+(`bind_call`), and `enter` raises Cancelled once the caller is gone (it cancelled, or its deadline
+passed), so the request unwinds through the same undo as an error and leaves nothing behind.
+
 The same calls are the fault-injection points the crash tests use; both hooks are read once from the
 environment and cost one comparison when unset:
 - `PODHOST_KILL_AT=Verb:stage[:N]` makes the daemon SIGKILL itself the N-th time (default 1st) any request
@@ -14,10 +18,19 @@ environment and cost one comparison when unset:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from podhost.errors import Cancelled
+
+log = logging.getLogger(__name__)
 
 KILL_AT_ENV = "PODHOST_KILL_AT"
 TRACE_ENV = "PODHOST_STAGE_TRACE"
@@ -58,6 +71,19 @@ _TRACE_FD = (
 )
 _hits = 0
 _hits_lock = threading.Lock()
+_call = threading.local()
+
+
+@contextmanager
+def bind_call(is_active: Callable[[], bool]) -> Iterator[None]:
+    """Make `is_active` (e.g. grpc's `context.is_active`) say, for this thread, whether the caller still
+    waits; stages entered while it says False raise Cancelled."""
+    previous = getattr(_call, "is_active", None)
+    _call.is_active = is_active
+    try:
+        yield
+    finally:
+        _call.is_active = previous
 
 
 def checkpoint(verb: str, stage: str) -> None:
@@ -88,7 +114,26 @@ class StageTimer:
         self.current, self._mark = stage, now
         if stage:
             checkpoint(self.verb, stage)
+            is_active = getattr(_call, "is_active", None)
+            if is_active is not None and not is_active():
+                raise Cancelled(f"{self.verb}: the caller went away before {stage!r}; undone")
 
     def __str__(self) -> str:
         total = (self._mark - self._start) * 1e3
         return f"{total:.1f} ms (" + ", ".join(f"{name} {ms:.1f}" for name, ms in self._times) + ")"
+
+
+class UndoStack(contextlib.ExitStack):
+    """The undo steps of a request, run in reverse when it fails (`pop_all()` on success keeps them
+    from running). A failing step is logged and the next one still runs, and the error that caused the
+    unwinding is the one the caller sees, never an undo step's."""
+
+    def callback(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Callable[..., Any]:
+        def step() -> None:
+            try:
+                fn(*args, **kwargs)
+            except Exception:
+                log.exception("undo step %s failed", getattr(fn, "__qualname__", fn))
+
+        super().callback(step)
+        return fn

@@ -8,13 +8,17 @@ one. This module owns only the files; the services decide what goes in them.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from podhost.runtime.model import from_dict, to_dict
+
+log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
@@ -49,32 +53,46 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 class RecordStore(Generic[R]):
     """The records of one kind (sandboxes or containers), keyed by id, cached in memory."""
 
-    def __init__(self, directory: Path, record_type: type[R]) -> None:
+    def __init__(self, directory: Path, record_type: type[R], corrupt_dir: Path | None = None) -> None:
         self.directory = directory
         self.record_type = record_type
         self._cache: dict[str, R] = {}
         self._lock = threading.RLock()  # guards the two dicts, never held across I/O
         self._record_locks: dict[str, threading.Lock] = {}
+        #: ids whose record could not be read at load: recovery cleans up after them from the run dir.
+        self.corrupt: list[str] = []
         directory.mkdir(parents=True, exist_ok=True)
         for stale in directory.glob(".*.tmp"):  # a write the previous daemon never finished
             stale.unlink(missing_ok=True)
         for path in directory.glob("*.json"):
             try:
-                self._cache[path.stem] = from_dict(record_type, json.loads(path.read_bytes()))
-            except (ValueError, KeyError, TypeError):
-                # A record that cannot be read is kept aside for a human rather than silently dropped.
-                path.rename(path.with_suffix(".corrupt"))
+                record = from_dict(record_type, json.loads(path.read_bytes()))
+                if getattr(record, "id", path.stem) != path.stem:
+                    raise ValueError("the record names another id")
+                self._cache[path.stem] = record
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                # Kept aside for a human, out of the records, rather than silently dropped.
+                self.corrupt.append(path.stem)
+                aside = corrupt_dir or directory.parent / "corrupt"
+                aside.mkdir(parents=True, exist_ok=True)
+                log.error("record %s is unreadable (%s): moved to %s", path, e, aside)
+                path.rename(aside / f"{directory.name}-{path.stem}-{time.time_ns()}.json")
 
     def _record_lock(self, record_id: str) -> threading.Lock:
         with self._lock:
             return self._record_locks.setdefault(record_id, threading.Lock())
 
-    def put(self, record_id: str, record: R) -> None:
+    def put(self, record_id: str, record: R, durable: bool = True) -> None:
         """Write one record. Writes of one record are serialised; writes of different records (and every
-        read) proceed while a write waits for its fsync, so parallel pod starts do not queue up here."""
+        read) proceed while a write waits for its fsync, so parallel pod starts do not queue up here.
+        `durable=False` skips the fsyncs (the write still survives the daemon's death, not the machine's)."""
         data = to_dict(record)
         with self._record_lock(record_id):
-            write_json_atomic(self.directory / f"{record_id}.json", data)
+            write_atomic(
+                self.directory / f"{record_id}.json",
+                json.dumps(data, indent=1, sort_keys=True).encode(),
+                durable=durable,
+            )
             with self._lock:
                 self._cache[record_id] = record
 

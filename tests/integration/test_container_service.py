@@ -564,7 +564,7 @@ def test_recover_after_restart(service: ContainerService, pod: Pod, layer: Path,
         time.sleep(0.01)
     again = ContainerService(config, RecordStore(config.container_records, Container), EventBus())
     try:
-        again.recover()
+        again.recover(procs.marked(config.instance_id))
         done = again.get(c.id)
         assert (done.state, done.exit_code, done.reason) == (ContainerState.CONTAINER_EXITED, 5, "Error")
         again.remove(c.id)

@@ -555,3 +555,27 @@ def test_test_images_and_pause_image(tmp_root: Path) -> None:
 def test_no_mount_leak() -> None:
     """Nothing any image test mounted is still mounted (rootfs tests unmount what they mount)."""
     assert mounts_under(TMP_PREFIX) == []
+
+
+def test_only_regular_files_are_imported(store: ImageStore, tmp_root: Path) -> None:
+    """/dev/zero never ends and a FIFO's open waits for a writer: either held a daemon thread forever."""
+    fifo = tmp_root / "archive.fifo"
+    os.mkfifo(fifo)
+    (tmp_root / "empty.tar").touch()
+    (tmp_root / "link.tar").symlink_to("/dev/zero")
+    cases = {
+        Path("/dev/zero"): "not a regular file (a character device)",
+        fifo: "not a regular file (a FIFO)",
+        tmp_root: "not a regular file (a directory)",
+        tmp_root / "link.tar": "not a regular file (a character device)",
+        tmp_root / "empty.tar": "is empty",
+    }
+    for path, why in cases.items():
+        started = time.monotonic()
+        with pytest.raises(InvalidArgument) as err:
+            store.import_archive(path)
+        assert time.monotonic() - started < 2
+        assert str(path) in str(err.value) and why in str(err.value)
+    with pytest.raises(NotFound):
+        store.import_archive(tmp_root / "missing.tar")
+    assert store.list() == [] and leftovers(store) == []

@@ -1,7 +1,8 @@
 """PodNetwork against the real Debian CNI plugins, real netns, veths, bridges and iptables.
 
-Every test works under its own /tmp/ph-net-* root with a phnetN bridge, a 10.231.N.0/24 subnet and
-phnet-* namespaces, and the fixture removes all of it (plus ip_forward back to its original value).
+Every test works under its own /tmp/ph-net-* root with a phnetN bridge and a 10.231.N.0/24 subnet (or a
+bridge and subnet it names, as the ph2n0 tests of a failing plugin do) and phnet-* / ph2-* namespaces,
+and the fixture removes all of it (plus ip_forward back to its original value).
 """
 
 from __future__ import annotations
@@ -47,10 +48,12 @@ def nat_rules() -> str:
 class NetEnv:
     """One isolated podhost network: root dir, bridge, subnet, and the namespaces/processes a test made."""
 
-    def __init__(self, n: int, prefix: int = 24, **overrides: Any) -> None:
+    def __init__(
+        self, n: int, prefix: int = 24, bridge: str = "", subnet: str = "", **overrides: Any
+    ) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="ph-net-", dir="/tmp"))
-        self.bridge = f"phnet{n}"
-        self.subnet = f"10.231.{n}.0/{prefix}"
+        self.bridge = bridge or f"phnet{n}"
+        self.subnet = subnet or f"10.231.{n}.0/{prefix}"
         self.config = Config.load(root=self.root, bridge=self.bridge, subnet=self.subnet, **overrides)
         self.net = PodNetwork(self.config)
         self.netns: list[str] = []
@@ -462,3 +465,114 @@ def test_daemon_killed_mid_add_is_torn_down_later(make_env: Any) -> None:
     assert env.reservations() == {}
     assert "eth0" not in netns_links(netns)
     assert env.net.attachments() == []
+
+
+# --- a plugin failing ADD and DEL ---------------------------------------------------------------------
+
+FLAKY = """\
+#!/bin/sh
+# The bridge plugin, except while {flag} exists: then ADD fails after the real ADD allocated (as a
+# plugin failing halfway does) and DEL fails before releasing anything.
+fail() {{ echo '{{"cniVersion":"1.0.0","code":999,"msg":"ph2-flaky: '"$1"' refused"}}'; exit 1; }}
+if [ -e {flag} ]; then
+    case "$CNI_COMMAND" in
+        ADD) {bridge} >/dev/null; fail ADD ;;
+        DEL) fail DEL ;;
+    esac
+fi
+exec {bridge}
+"""
+
+
+def install_flaky(env: NetEnv) -> Path:
+    """A conflist whose only plugin wraps the real bridge plugin; returns the flag file (created)."""
+    from podhost.runtime.network import plugin
+
+    bindir = env.root / "bin"
+    bindir.mkdir(exist_ok=True)
+    flag = env.root / "flaky.flag"
+    flag.touch()
+    wrapper = bindir / "ph2-flaky"
+    wrapper.write_text(FLAKY.format(flag=flag, bridge=plugin.find_plugin("bridge", env.config.cni_bin_dirs)))
+    wrapper.chmod(0o755)
+    env.config.cni_bin_dirs = [bindir, *env.config.cni_bin_dirs]
+    write_conflist(
+        env,
+        "10-flaky.conflist",
+        {
+            "cniVersion": "1.0.0",
+            "name": "podhost",
+            "plugins": [
+                {
+                    "type": "ph2-flaky",
+                    "bridge": env.bridge,
+                    "isGateway": True,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": env.subnet}]],
+                        "dataDir": str(env.config.cni_state_dir / "ipam"),
+                    },
+                }
+            ],
+        },
+    )
+    return flag
+
+
+def attachment_record(env: NetEnv, sandbox_id: str) -> dict[str, Any]:
+    return dict(json.loads((env.config.cni_state_dir / "results" / f"{sandbox_id}.json").read_text()))
+
+
+def test_failing_add_and_del_reports_the_add_error_and_is_retried(make_env: Any) -> None:
+    env = make_env(0, bridge="ph2n0", subnet="10.231.2.64/27")
+    flag = install_flaky(env)
+    netns = env.add_netns("ph2-flaky")
+    try:
+        with pytest.raises(RuntimeFailure) as err:
+            env.setup(netns)
+        text = str(err.value)
+        print("RunPodSandbox's error:", text)
+        assert "pod network setup failed: CNI plugin ph2-flaky ADD failed (code 999)" in text
+        assert text.index("ADD refused") < text.index("DEL refused"), "the cause first, the DEL appended"
+        (sandbox_id,) = env.net.attachments()
+        assert list(env.reservations().values()) == [sandbox_id], "the failed ADD had allocated"
+        record = attachment_record(env, sandbox_id)
+        assert record["state"] == "adding" and record["del_attempts"] == 1
+        assert "DEL refused" in record["del_error"]
+
+        # A retry while the plugin still fails keeps the record (and counts); the ADD error was the one
+        # to report, so this teardown of a never-completed attachment does not raise.
+        env.net.teardown(sandbox_id, netns)
+        assert env.net.attachments() == [sandbox_id]
+        assert attachment_record(env, sandbox_id)["del_attempts"] == 2
+
+        flag.unlink()
+        env.net.teardown(sandbox_id, netns)
+        assert env.reservations() == {}, "the retried DEL released the address"
+        assert env.net.attachments() == []
+        assert not (env.config.cni_state_dir / "results" / f"{sandbox_id}.json").exists()
+        assert "eth0" not in netns_links(netns)
+    finally:
+        flag.unlink(missing_ok=True)
+
+
+def test_failing_del_of_a_complete_attachment_is_raised_and_kept(make_env: Any) -> None:
+    env = make_env(0, bridge="ph2n0", subnet="10.231.2.64/27")
+    flag = install_flaky(env)
+    flag.unlink()
+    netns = env.add_netns("ph2-flakydel")
+    sandbox_id, got = env.setup(netns)
+    try:
+        flag.touch()
+        with pytest.raises(
+            RuntimeFailure, match="teardown failed .1 failed DELs, kept for retry.*DEL refused"
+        ):
+            env.net.teardown(sandbox_id, netns)
+        assert env.net.attachments() == [sandbox_id]
+        assert env.reservations() == {got["ip"]: sandbox_id}
+        flag.unlink()
+        env.net.teardown(sandbox_id, netns)
+        assert env.reservations() == {}
+        assert env.net.attachments() == []
+    finally:
+        flag.unlink(missing_ok=True)

@@ -50,3 +50,38 @@ def test_config_mistakes_are_named(tmp_path: Path, text: str, message: str) -> N
     f.write_text(text)
     with pytest.raises(InvalidArgument, match=message):
         Config.load(root=tmp_path, config_file=f)
+
+
+@pytest.mark.parametrize(
+    ("subnet", "message"),
+    [
+        ("10.77.6.0/22", r"'10.77.6.0/22' has host bits set; the network is 10.77.4.0/22"),
+        ("fd00::1/64", r"has host bits set; the network is fd00::/64"),
+        ("10.77.0.0/33", "is not a network"),
+        ("podnet", "is not a network"),
+        ("", "is not a network"),
+        ("10.77.0.1", "needs a prefix length"),
+        ("10.77.0.0/31", "too small for a gateway and a pod"),
+    ],
+)
+def test_subnet_must_be_a_network(tmp_path: Path, subnet: str, message: str) -> None:
+    """A subnet with host bits set was accepted, and then every RunPodSandbox failed in CNI."""
+    with pytest.raises(InvalidArgument, match=message):
+        Config.load(root=tmp_path, subnet=subnet)
+
+
+def test_subnets_that_are_networks_are_kept(tmp_path: Path) -> None:
+    assert Config.load(root=tmp_path, subnet="10.77.4.0/22").subnet == "10.77.4.0/22"
+    assert Config.load(root=tmp_path, subnet="10.231.1.0/30").subnet == "10.231.1.0/30"
+    assert Config.load(root=tmp_path, subnet="fd00:0::/64").subnet == "fd00::/64"
+
+
+@pytest.mark.parametrize("bridge", ["", "a" * 16, "br/0", "br 0", ".."])
+def test_bridge_must_be_an_interface_name(tmp_path: Path, bridge: str) -> None:
+    with pytest.raises(InvalidArgument, match="not a network interface name"):
+        Config.load(root=tmp_path, bridge=bridge)
+
+
+def test_shutdown_timeout_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument, match="shutdown_timeout"):
+        Config.load(root=tmp_path, shutdown_timeout=0)

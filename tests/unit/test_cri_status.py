@@ -38,6 +38,9 @@ class FakeContext:
         self.code, self.details = code, details
         raise Aborted
 
+    def is_active(self) -> bool:
+        return True
+
 
 class FakeRpcError(grpc.RpcError):
     def __init__(self, code: grpc.StatusCode, details: str) -> None:

@@ -12,7 +12,8 @@ from podhost.runtime.model import (
 )
 from podhost.runtime.sandbox import files, sysctls
 from podhost.runtime.sandbox.pause import PauseSpec, pause_env
-from podhost.runtime.sandbox.service import pod_namespaces, sandbox_name_key, validate
+from podhost.runtime.sandbox.service import pod_namespaces, sandbox_name_key
+from podhost.runtime.validation import validate_pod_sandbox_config
 
 
 def config(**ns: NamespaceMode) -> PodSandboxConfig:
@@ -86,7 +87,7 @@ def test_metadata_fields_are_required(missing: str) -> None:
     c = config()
     setattr(c.metadata, missing, "")
     with pytest.raises(InvalidArgument, match=f"metadata.{missing} is required"):
-        validate(c)
+        validate_pod_sandbox_config(c)
 
 
 def test_pause_env_carries_the_launch_protocol() -> None:

@@ -47,16 +47,19 @@ def test_records_round_trip_with_nested_types_and_enums() -> None:
 
 
 def test_store_reloads_records_and_sets_aside_corrupt_ones(tmp_path: Path) -> None:
-    store = RecordStore(tmp_path, PodSandbox)
+    records, aside = tmp_path / "records", tmp_path / "corrupt"
+    store = RecordStore(records, PodSandbox, aside)
     store.put("a" * 64, sandbox())
-    (tmp_path / "broken.json").write_text("{not json")
-    (tmp_path / ".x.json.1.2.tmp").write_text("half a write")
-    again = RecordStore(tmp_path, PodSandbox)
+    (records / "broken.json").write_text("{not json")
+    (records / ("b" * 64 + ".json")).write_text(json.dumps(to_dict(sandbox())))  # names another id
+    (records / ".x.json.1.2.tmp").write_text("half a write")
+    again = RecordStore(records, PodSandbox, aside)
     assert again.ids() == ["a" * 64]
-    assert (tmp_path / "broken.corrupt").exists()
-    assert not (tmp_path / ".x.json.1.2.tmp").exists()
+    assert sorted(again.corrupt) == ["b" * 64, "broken"]  # recovery cleans up after these from the run dir
+    assert sorted(p.name.split("-")[1] for p in aside.iterdir()) == ["b" * 64, "broken"]
+    assert sorted(p.name for p in records.iterdir()) == ["a" * 64 + ".json"]
     again.delete("a" * 64)
-    assert RecordStore(tmp_path, PodSandbox).ids() == []
+    assert RecordStore(records, PodSandbox, aside).ids() == []
 
 
 def test_write_atomic_replaces_whole_files_and_leaves_no_temp(tmp_path: Path) -> None:

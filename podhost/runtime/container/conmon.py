@@ -9,24 +9,48 @@ Owns the contract with conmon 2.x as CRI-O's internal/oci/runtime_oci.go uses it
 (`_OCI_SYNCPIPE`): `{"pid": N}` on success, `{"pid": -1, "message": <runtime's error>}` on failure.
 
 Never calls `<runtime> start` and never reads the log (the service does both).
+
+Host safety: every path conmon is given lies in the container's bundle, exit, socket or persist dir, or is
+the CRI log path under the pod's log_directory. A container without a log path gets conmon's `none` log
+driver (`-l none:`), never `k8s-file:/dev/null`: on ReopenContainerLog conmon writes `PATH.tmp` and renames
+it over PATH, which would replace the host's /dev/null with a regular file. With `none`, conmon opens,
+creates and renames no log file, at create or at reopen (checked by strace against conmon 2.1.6).
+
+Failure is cleanup: a create that fails, times out or is interrupted kills conmon, the runtime and
+everything they started (their process tree, frozen first so it cannot grow, and every process marked for
+the container) before the error leaves. The runtime's half-made state (`runc delete --force`) is the
+caller's undo.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import select
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from podhost.errors import RuntimeFailure
+from podhost.runtime import procs
+
+log = logging.getLogger(__name__)
 
 CREATE_TIMEOUT_S = 60.0
 #: conmon ctl fifo command numbers (conmon's ctl protocol: "<cmd> <args>\n").
 CTL_RESIZE = 1
 CTL_REOPEN_LOG = 2
+#: conmon's log driver that writes nothing (conmon 2.1's ctr_logging.c accepts "none", "off", "null").
+NO_LOG = "none:"
+#: Rounds of "freeze, kill, wait" in `kill_started`: a process forking while it is killed leaves a child
+#: that the next round finds. Each round waits (on pidfds) at most KILL_WAIT_S for its kills to land.
+KILL_ROUNDS = 10
+KILL_WAIT_S = 2.0
+STOP_WAIT_ROUNDS = 50  # of 1 ms
 
 
 @dataclass
@@ -43,11 +67,14 @@ class ConmonSpec:
     exit_dir: Path
     socket_dir: Path
     persist_dir: Path
-    log_path: str = ""  # empty: conmon drops output (logs to /dev/null)
+    log_path: str = ""  # empty: conmon drops the output (log driver `none`; no file at all)
     terminal: bool = False
     stdin: bool = False
     stdin_once: bool = False
     log_level: str = "info"
+    #: the podhost instance and the container id that mark conmon and the runtime (procs.mark_env).
+    instance: str = ""
+    owner: str = ""
 
 
 def conmon_args(conmon: str, spec: ConmonSpec) -> list[str]:
@@ -64,7 +91,7 @@ def conmon_args(conmon: str, spec: ConmonSpec) -> list[str]:
         "--exit-dir", str(spec.exit_dir),
         "--socket-dir-path", str(spec.socket_dir),
         "-0", str(spec.persist_dir),
-        "-l", f"k8s-file:{spec.log_path}" if spec.log_path else "k8s-file:/dev/null",
+        "-l", f"k8s-file:{spec.log_path}" if spec.log_path else NO_LOG,
         "--log-level", spec.log_level,
     ]  # fmt: skip
     for arg in spec.runtime_args:
@@ -92,12 +119,17 @@ def parse_sync(data: bytes) -> tuple[int, str]:
 
 def create(conmon: str, spec: ConmonSpec, timeout: float = CREATE_TIMEOUT_S) -> int:
     """Start conmon, which runs `<runtime> create`; the container's PID, or RuntimeFailure with the
-    runtime's message. conmon itself has detached (double fork) when this returns."""
+    runtime's message. conmon itself has detached (double fork) when this returns. On any failure,
+    timeout or interrupt, conmon and everything it started are dead before the error leaves."""
     spec.persist_dir.mkdir(parents=True, exist_ok=True)  # conmon fails to write its exit file without it
     spec.exit_dir.mkdir(parents=True, exist_ok=True)
     spec.socket_dir.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     env = {"_OCI_SYNCPIPE": str(write_fd), "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+    if spec.instance:
+        env.update(procs.mark_env(spec.instance, spec.owner))
+    proc: subprocess.Popen[bytes] | None = None
     try:
         try:
             proc = subprocess.Popen(
@@ -108,45 +140,162 @@ def create(conmon: str, spec: ConmonSpec, timeout: float = CREATE_TIMEOUT_S) -> 
             raise RuntimeFailure(f"conmon ({conmon}): {e.strerror}") from e
         os.close(write_fd)
         write_fd = -1
-        try:
-            _, stderr = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired as e:
-            proc.kill()
-            proc.wait()
-            raise RuntimeFailure(
-                f"conmon for {spec.container_id} did not detach within {timeout:.0f}s"
-            ) from e
+        assert proc.stderr is not None
+        stderr = _wait_reading(proc, proc.stderr.fileno(), deadline)
+        if stderr is None:
+            raise RuntimeFailure(f"conmon for {spec.container_id} did not detach within {timeout:g}s")
         if proc.returncode != 0:
             raise RuntimeFailure(
-                f"conmon exited with {proc.returncode}: "
-                f"{stderr.decode(errors='replace').strip() or 'no message'}"
+                f"conmon exited with {proc.returncode}: {stderr.decode(errors='replace').strip() or 'no message'}"
             )
-        data = _read_all(read_fd, time.monotonic() + timeout)
+        data = _read_all(read_fd, deadline)
+        if data is None:
+            raise RuntimeFailure(
+                f"{Path(spec.runtime_binary).name} create {spec.container_id}: no report within {timeout:g}s"
+            )
+        pid, message = parse_sync(data)
+        if pid <= 0:
+            raise RuntimeFailure(message or "container create failed (conmon reported no pid)")
+        return pid
+    except BaseException:
+        # The first conmon process counts only while unreaped: once reaped, its PID may be anyone's.
+        kill_started(spec, proc.pid if proc is not None and proc.poll() is None else 0)
+        raise
     finally:
         os.close(read_fd)
         if write_fd >= 0:
             os.close(write_fd)
-    pid, message = parse_sync(data)
-    if pid <= 0:
-        raise RuntimeFailure(message or "container create failed (conmon reported no pid)")
-    return pid
+        if proc is not None:
+            if proc.poll() is None:  # only after an error; kill_started has signalled it
+                proc.kill()
+                proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
 
 
-def _read_all(fd: int, deadline: float) -> bytes:
-    """Read the sync pipe until conmon reported (one JSON line) or closed it."""
+def _wait_reading(proc: subprocess.Popen[bytes], fd: int, deadline: float) -> bytes | None:
+    """Wait for `proc` to exit (its pidfd), reading `fd` meanwhile so a chatty process never blocks on a
+    full pipe; never waits for EOF, which a detached child could withhold. None if the deadline passed."""
+    pidfd = os.pidfd_open(proc.pid)
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    poller.register(fd, select.POLLIN)
+    data = b""
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            ready = dict(poller.poll(left * 1000))
+            if fd in ready:
+                chunk = os.read(fd, 65536)
+                data += chunk
+                if not chunk:
+                    poller.unregister(fd)
+            if pidfd in ready:
+                proc.wait()
+                os.set_blocking(fd, False)
+                with contextlib.suppress(BlockingIOError):
+                    while chunk := os.read(fd, 65536):
+                        data += chunk
+                return data
+        return None
+    finally:
+        os.close(pidfd)
+
+
+def _read_all(fd: int, deadline: float) -> bytes | None:
+    """Read the sync pipe until conmon reported (one JSON line) or closed it; None at the deadline.
+    poll(), not select(): the daemon holds thousands of descriptors and select() fails past 1024."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
     data = b""
     while b"\n" not in data:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise RuntimeFailure("timed out waiting for conmon's create report")
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if not ready:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        if not poller.poll(left * 1000):
             continue
         chunk = os.read(fd, 65536)
         if not chunk:
             break
         data += chunk
     return data
+
+
+def kill_started(spec: ConmonSpec, conmon_pid: int = 0) -> list[procs.Proc]:
+    """SIGKILL what a create started and wait until it is gone: conmon (`conmon_pid`, the first process
+    while it runs, and without marks the one in its pid file), every process marked for (spec.instance,
+    spec.owner), and all their descendants (the runtime's init and hooks: runc's children do not inherit
+    the mark). Each tree is frozen (SIGSTOP) before it is read, so nothing forks between looking and
+    killing; a further round catches what forked while the signal was on its way."""
+    pids = [conmon_pid] + ([] if spec.instance else [read_pid_file(spec.conmon_pid_file)])
+    roots = [procs.Proc.of(pid) for pid in pids if pid > 0]
+    killed: list[procs.Proc] = []
+    for _ in range(KILL_ROUNDS):
+        if spec.instance:
+            roots += procs.marked(spec.instance).get(spec.owner, [])
+        found = _frozen_tree(roots)
+        if not found:
+            break
+        for proc in found:
+            procs.kill(proc)
+        _await_gone(found, KILL_WAIT_S)
+        killed += found
+        roots = []
+    else:
+        log.error("container %s: processes survive %d rounds of SIGKILL", spec.container_id, KILL_ROUNDS)
+    return killed
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as f:
+                found += [int(c) for c in f.read().split()]
+    return found
+
+
+def _stop(proc: procs.Proc) -> None:
+    """SIGSTOP `proc` and wait (briefly: a process in uninterruptible sleep stops when it leaves it)
+    until it is stopped, so that the children read next are all it will ever have."""
+    procs.kill(proc, signal.SIGSTOP)
+    for _ in range(STOP_WAIT_ROUNDS):
+        if procs.state(proc.pid) in ("", "T", "t", "Z", "X"):
+            return
+        time.sleep(0.001)
+
+
+def _frozen_tree(roots: list[procs.Proc]) -> list[procs.Proc]:
+    """The live processes among `roots` and all their descendants, each stopped before its children
+    are read."""
+    seen: dict[int, procs.Proc] = {}
+    queue = list(roots)
+    while queue:
+        proc = queue.pop()
+        if proc.pid in seen or not proc.alive():
+            continue
+        _stop(proc)
+        seen[proc.pid] = proc
+        queue += [procs.Proc.of(child) for child in _children(proc.pid)]
+    return list(seen.values())
+
+
+def _await_gone(found: list[procs.Proc], timeout: float) -> None:
+    """Wait on pidfds (readable once a process has exited) until every one in `found` is gone."""
+    poller = select.poll()
+    pidfds: list[int] = []
+    try:
+        for proc in found:
+            with contextlib.suppress(OSError):  # already gone
+                pidfds.append(os.pidfd_open(proc.pid))
+                poller.register(pidfds[-1], select.POLLIN)
+        pending, deadline = set(pidfds), time.monotonic() + timeout
+        while pending and (left := deadline - time.monotonic()) > 0:
+            for fd, _ in poller.poll(left * 1000):
+                pending.discard(fd)
+                poller.unregister(fd)
+    finally:
+        for fd in pidfds:
+            os.close(fd)
 
 
 def read_pid_file(path: Path) -> int:

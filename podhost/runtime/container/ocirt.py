@@ -93,27 +93,33 @@ class OciRuntime:
         return global_args(self.binary, self.root, log_file) + args
 
     def run(self, args: list[str], timeout: float = CALL_TIMEOUT_S) -> str:
-        """Run one runtime command; its stdout, or RuntimeFailure with the runtime's own message."""
+        """Run one runtime command; its stdout, or RuntimeFailure with the runtime's own message.
+
+        The runtime runs in a session (and process group) of its own, and on a timeout or an interrupt
+        the whole group is killed, not only the runtime: what it started must not outlive the call."""
         log_file = self._log_file()
         try:
             try:
-                result = subprocess.run(
-                    self.command(args, log_file), stdin=subprocess.DEVNULL, capture_output=True,
-                    timeout=timeout, check=False,
+                popen = subprocess.Popen(
+                    self.command(args, log_file), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, start_new_session=True,
                 )  # fmt: skip
-            except subprocess.TimeoutExpired as e:
-                raise RuntimeFailure(
-                    f"{self.handler} {' '.join(args)}: timed out after {timeout:.0f}s"
-                ) from e
             except OSError as e:
                 raise RuntimeFailure(f"{self.handler} ({self.binary}): {e.strerror}") from e
-            if result.returncode != 0:
-                message = self.read_log(log_file) or result.stderr.decode(errors="replace").strip()
+            try:
+                stdout, stderr = popen.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired as e:
+                raise RuntimeFailure(f"{self.handler} {' '.join(args)}: timed out after {timeout:g}s") from e
+            finally:
+                if popen.returncode is None:  # timed out or interrupted
+                    kill_group(popen)
+            if popen.returncode != 0:
+                message = self.read_log(log_file) or stderr.decode(errors="replace").strip()
                 raise RuntimeFailure(
                     f"{self.handler} {args[0]} {args[-1] if len(args) > 1 else ''}: "
-                    f"{message or f'exit status {result.returncode}'}"
+                    f"{message or f'exit status {popen.returncode}'}"
                 )
-            return result.stdout.decode(errors="replace")
+            return stdout.decode(errors="replace")
         finally:
             log_file.unlink(missing_ok=True)
 
@@ -185,6 +191,19 @@ class OciRuntime:
                 f.unlink(missing_ok=True)
             raise RuntimeFailure(f"{self.handler} exec: {e.strerror}") from e
         return ExecProcess(popen, process_file, pid_file, log_file)
+
+
+def kill_group(popen: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group `popen` leads (it was started with start_new_session) and reap `popen`.
+
+    The group is signalled while its leader is unreaped, so its ID cannot have been reused. Its pipes are
+    closed, not drained: a member that left the group could hold them open for ever."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(popen.pid, signal.SIGKILL)
+    popen.wait()
+    for stream in (popen.stdin, popen.stdout, popen.stderr):
+        if stream is not None:
+            stream.close()
 
 
 @dataclass

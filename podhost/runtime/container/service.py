@@ -6,13 +6,19 @@ overlay upper/work dirs under `config.container_state_dir(id)`. conmon runs `<ru
 stdio and writes the CRI log and the exit file; podhost then calls `<runtime> start`. No Python process
 stays attached to a container.
 
-    CREATED --start--> RUNNING --exit file--> EXITED --remove--> (gone)
-       \\________________exit file (killed before start)_____/^
+    CREATING --conmon reported--> CREATED --start--> RUNNING --exit file--> EXITED --remove--> (gone)
+        \\ (undone: gone)             \\________exit file (killed before start)___/^
 
-Every CreateContainer step registers its undo on an ExitStack popped only on success, and the record is
-written last: a crash mid-create leaves a bundle dir without a record, which `recover()` sweeps. Exits
-arrive from the exit dir's inotify watch (podhost.runtime.container.exits) within milliseconds; the
-record is updated under the container's lock, CONTAINER_STOPPED_EVENT is published and `on_exit` called.
+Records change only through podhost.runtime.lifecycle, which checks each move against its table.
+CreateContainer reserves `<sandbox>_<name>_<attempt>` atomically first (exactly one of many racing
+callers wins), then writes the record in stage CREATING before any side effect, and conmon and the OCI
+runtime run marked with the container's id (podhost.runtime.procs): a daemon killed at any instant leaves
+a record or a bundle from which `recover()` kills what runs and undoes the rest. Every create step
+registers its undo on an ExitStack popped only on success, so an error, a timeout and a cancelled call
+unwind alike. After a restart the state comes from what runs: `<runtime> state` and conmon's exit file,
+never from what the record hoped (a container killed mid-StartContainer is RUNNING if runc says so).
+Exits arrive from the exit dir's inotify watch (podhost.runtime.container.exits) within milliseconds;
+the record is updated, CONTAINER_STOPPED_EVENT is published and `on_exit` called.
 
 Owns container records, bundles, rootfs mounts and conmon; the pod's namespaces, cgroup and files belong
 to the sandbox service, images to the image store.
@@ -37,7 +43,6 @@ from typing import Any
 
 from podhost.config import Config
 from podhost.errors import (
-    AlreadyExists,
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
@@ -50,10 +55,18 @@ from podhost.runtime.container import conmon, ocirt, spec
 from podhost.runtime.container.exits import ExitWatcher
 from podhost.runtime.events import EventBus
 from podhost.runtime.image.rootfs import mount_rootfs, unmount_rootfs
+from podhost.runtime.lifecycle import (
+    CONTAINER_TRANSITIONS,
+    HIDDEN_STAGES,
+    Lifecycle,
+    NameIndex,
+    container_cri_state,
+)
 from podhost.runtime.model import (
     Container,
     ContainerConfig,
     ContainerEventType,
+    ContainerStage,
     ContainerState,
     ContainerStats,
     ExecResult,
@@ -61,6 +74,7 @@ from podhost.runtime.model import (
     LinuxContainerResources,
     PodSandbox,
 )
+from podhost.runtime.stages import StageTimer, UndoStack
 from podhost.runtime.state import RecordStore
 
 log = logging.getLogger(__name__)
@@ -69,8 +83,9 @@ STOP_KILL_WAIT_S = 10.0  # after SIGKILL, how long the exit may take to be repor
 EXIT_CODE_UNKNOWN = 255  # what containerd reports when the exit status was lost
 
 
-def container_name_key(config: ContainerConfig) -> str:
-    return f"{config.metadata.name}_{config.metadata.attempt}"
+def container_name_key(sandbox_id: str, config: ContainerConfig) -> str:
+    """The reserved name of a container: unique per sandbox, name and attempt (as in containerd)."""
+    return f"{sandbox_id}_{config.metadata.name}_{config.metadata.attempt}"
 
 
 def exit_reason(exit_code: int, oom_killed: bool) -> str:
@@ -104,6 +119,10 @@ class ContainerService:
     ) -> None:
         self.config = config
         self.records = records
+        self.lifecycle: Lifecycle[Container, ContainerStage] = Lifecycle(
+            records, CONTAINER_TRANSITIONS, container_cri_state, events, lambda c: c.sandbox_id
+        )
+        self.names = NameIndex("container")
         self.events = events
         self.cgroups = cgroups or Cgroups()
         self.id_prefix = id_prefix
@@ -112,9 +131,7 @@ class ContainerService:
         self.limits = spec.read_host_limits()
         #: called (container) after a container exited and its record says so; runs on the exit thread.
         self.on_exit: Callable[[Container], None] | None = None
-        self._lock = threading.Lock()
-        self._locks: dict[str, threading.RLock] = {}
-        self._exited = threading.Condition(self._lock)
+        self._exited = threading.Condition()
         self._watcher = ExitWatcher(self.exit_dir, self._exit_file_written)
 
     def close(self) -> None:
@@ -122,9 +139,8 @@ class ContainerService:
 
     # --- helpers -----------------------------------------------------------------------------------
 
-    def _lock_for(self, container_id: str) -> threading.RLock:
-        with self._lock:
-            return self._locks.setdefault(container_id, threading.RLock())
+    def lock(self, container_id: str) -> contextlib.AbstractContextManager[None]:
+        return self.lifecycle.locks.hold(container_id)
 
     def runtime(self, handler: str) -> ocirt.OciRuntime:
         handler = handler or self.config.default_runtime
@@ -137,16 +153,16 @@ class ContainerService:
 
     def get(self, container_id: str) -> Container:
         container = self.records.get(container_id)
-        if container is None:
+        if container is None or container.stage in HIDDEN_STAGES:
             raise NotFound(f"container {container_id!r} not found")
         return container
 
     def resolve(self, id_or_prefix: str) -> Container:
         """A container by full id or unique prefix (as crictl allows)."""
         container = self.records.get(id_or_prefix)
-        if container is not None:
+        if container is not None and container.stage not in HIDDEN_STAGES:
             return container
-        matches = [c for c in self.records if id_or_prefix and c.id.startswith(id_or_prefix)]
+        matches = [c for c in self.list() if id_or_prefix and c.id.startswith(id_or_prefix)]
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
@@ -154,7 +170,12 @@ class ContainerService:
         raise NotFound(f"container {id_or_prefix!r} not found")
 
     def list(self) -> list[Container]:
-        return sorted(self.records, key=lambda c: c.created_at)
+        """The containers callers may see: a CreateContainer still under way is not one yet."""
+        return sorted((c for c in self.records if c.stage not in HIDDEN_STAGES), key=lambda c: c.created_at)
+
+    def known_ids(self) -> set[str]:
+        """Every id with a record, hidden ones included: what owns processes and files."""
+        return set(self.records.ids())
 
     def _bundle(self, container_id: str) -> Path:
         return self.config.container_run_dir(container_id)
@@ -175,42 +196,59 @@ class ContainerService:
         spec.process_args(config, image.config)  # a missing command fails before any side effect
         stop_signal = image.config.stop_signal
         parse_signal(stop_signal)
-        key = container_name_key(config)
-        for existing in self.records:
-            if existing.sandbox_id == sandbox.id and container_name_key(existing.config) == key:
-                raise AlreadyExists(
-                    f"container name {key!r} in sandbox {sandbox.id[:13]} is reserved for {existing.id}"
-                )
         runtime = self.runtime(sandbox.runtime_handler)
         container_id = self._new_id()
+        key = container_name_key(sandbox.id, config)
+        self.names.reserve(key, container_id)  # AlreadyExists for every racing caller but one
+        try:
+            return self._create(sandbox, config, image, layer_dirs, runtime, container_id)
+        except BaseException:
+            self.names.release(key, container_id)
+            raise
+
+    def _create(
+        self,
+        sandbox: PodSandbox,
+        config: ContainerConfig,
+        image: Image,
+        layer_dirs: builtins.list[Path],
+        runtime: ocirt.OciRuntime,
+        container_id: str,
+    ) -> Container:
+        stop_signal = image.config.stop_signal
+        key = container_name_key(sandbox.id, config)
         log_path = ""
         if sandbox.config.log_directory and config.log_path:
             log_path = str(Path(sandbox.config.log_directory) / config.log_path)
         container = Container(
             id=container_id, sandbox_id=sandbox.id, config=config, image_id=image.id,
             image_ref=(image.repo_tags[0] if image.repo_tags else config.image),
-            runtime_handler=runtime.handler, state=ContainerState.CONTAINER_CREATED, created_at=time.time_ns(),
+            runtime_handler=runtime.handler, stage=ContainerStage.CREATING, created_at=time.time_ns(),
             log_path=log_path, cgroup=child(sandbox.cgroup or "/", container_id), stop_signal=stop_signal,
         )  # fmt: skip
         bundle = self._bundle(container_id)
         state_dir = self.config.container_state_dir(container_id)
         target = bundle / "rootfs"
-        t0 = time.monotonic()
-        stage = "bundle"
-        with self._lock_for(container_id), contextlib.ExitStack() as undo:
+        stages = StageTimer("CreateContainer")
+        with self.lock(container_id), UndoStack() as undo:
             try:
+                stages.enter("bundle")
+                # Write-ahead, before any side effect. Not fsynced: after a machine crash the bundle
+                # and processes it could name are gone, and a state dir without a record is swept.
+                self.lifecycle.create(container, durable=False)
+                undo.callback(self.lifecycle.delete, container_id)
                 bundle.mkdir(parents=True, exist_ok=False)
                 undo.callback(shutil.rmtree, bundle, True)
                 (state_dir / "upper").mkdir(parents=True, exist_ok=True)
                 (state_dir / "work").mkdir(parents=True, exist_ok=True)
                 undo.callback(shutil.rmtree, state_dir, True)
 
-                stage = "rootfs"  # layer_dirs: top layer first, as the image store gives them
+                stages.enter("rootfs")  # layer_dirs: top layer first, as the image store gives them
                 target.mkdir()
                 mount_rootfs(layer_dirs, state_dir / "upper", state_dir / "work", target)
                 undo.callback(unmount_rootfs, target)
 
-                stage = "spec"
+                stages.enter("spec")
                 passwd, group = _read_etc(target)
                 oci = spec.build_oci_spec(
                     container, sandbox, image, target, self.config.sandbox_run_dir(sandbox.id), self.limits,
@@ -220,39 +258,53 @@ class ContainerService:
                 if log_path:
                     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
 
-                stage = "runtime create"
+                stages.enter("runtime create")
                 undo.callback(self._undo_runtime_create, runtime, container)
                 cspec = self._conmon_spec(container, runtime, bundle)
                 try:
-                    pid = conmon.create(self.config.conmon, cspec)
+                    pid = conmon.create(self.config.conmon, cspec, self.config.runtime_create_timeout)
                 finally:
                     conmon_pid = conmon.read_pid_file(cspec.conmon_pid_file)
                     if conmon_pid:
                         self._watcher.watch_process(conmon_pid, procs.start_time(conmon_pid))
-                container.pid, container.pid_start_time = pid, procs.start_time(pid)
-                container.conmon_pid = conmon_pid
 
-                stage = "record"
-                self.records.put(container_id, container)
+                stages.enter("created")
+                pid_start = procs.start_time(pid)
+
+                def created(c: Container) -> None:
+                    c.pid, c.pid_start_time, c.conmon_pid = pid, pid_start, conmon_pid
+
+                stages.enter("record")
+                container = self.lifecycle.update(
+                    container_id, ContainerStage.CREATED, created, ContainerEventType.CONTAINER_CREATED_EVENT
+                )
             except (RuntimeFailure, InvalidArgument) as e:
                 log.warning(
-                    "container %s (%s): create failed at stage %r: %s", container_id[:13], key, stage, e
+                    "container %s (%s): create failed at stage %r: %s",
+                    container_id[:13],
+                    key,
+                    stages.current,
+                    e,
                 )
                 if isinstance(e, InvalidArgument):
                     raise
-                raise RuntimeFailure(f"create container {config.metadata.name!r}: {stage}: {e}") from e
+                raise RuntimeFailure(
+                    f"create container {config.metadata.name!r}: {stages.current}: {e}"
+                ) from e
             except OSError as e:
-                raise RuntimeFailure(f"create container {config.metadata.name!r}: {stage}: {e}") from e
+                raise RuntimeFailure(
+                    f"create container {config.metadata.name!r}: {stages.current}: {e}"
+                ) from e
             undo.pop_all()
+        stages.enter("")
         log.info(
-            "container %s (%s) created in sandbox %s in %.1f ms (pid %d)",
+            "container %s (%s) created in sandbox %s: %s (pid %d)",
             container_id[:13],
             key,
             sandbox.id[:13],
-            (time.monotonic() - t0) * 1e3,
+            stages,
             container.pid,
         )
-        self.events.publish(container_id, ContainerEventType.CONTAINER_CREATED_EVENT, sandbox.id)
         return container
 
     def _conmon_spec(
@@ -265,6 +317,8 @@ class ContainerService:
             bundle=bundle,
             runtime_binary=runtime.binary,
             runtime_args=[f"--root={runtime.root}", f"--log={bundle / 'runtime.log'}", "--log-format=json"],
+            instance=self.config.instance_id,
+            owner=container.id,
             container_pid_file=bundle / "pidfile",
             conmon_pid_file=bundle / "conmon.pid",
             exit_dir=self.exit_dir,
@@ -277,7 +331,10 @@ class ContainerService:
         )
 
     def _undo_runtime_create(self, runtime: ocirt.OciRuntime, container: Container) -> None:
-        """Undo of a (possibly half-done) `<runtime> create`: its state, cgroup, conmon's files."""
+        """Undo of a (possibly half-done) `<runtime> create`: whatever runs under the container's mark
+        (conmon, the runtime), the runtime's state (which kills the container's init), its cgroup and
+        conmon's files."""
+        procs.kill_marked(self.config.instance_id, container.id)
         try:
             runtime.delete(container.id, force=True)
         except RuntimeFailure:
@@ -297,27 +354,38 @@ class ContainerService:
     # --- StartContainer ----------------------------------------------------------------------------
 
     def start(self, container_id: str) -> None:
-        with self._lock_for(container_id):
+        stages = StageTimer("StartContainer")
+        with self.lock(container_id):
             container = self.get(container_id)
-            if container.state != ContainerState.CONTAINER_CREATED:
+            if container.stage != ContainerStage.CREATED:
                 raise FailedPrecondition(
                     f"container {container_id[:13]} is {container.state.value}, not created"
                 )
             runtime = self.runtime(container.runtime_handler)
             started_at = time.time_ns()  # before: the process may run (and exit) before start returns
+            stages.enter("runtime start")
             try:
                 runtime.start(container_id)
             except RuntimeFailure as e:
-                container.state = ContainerState.CONTAINER_EXITED
-                container.exit_code, container.reason, container.message = 128, "StartError", str(e)
-                container.finished_at = time.time_ns()
-                self.records.put(container_id, container)
+                message = str(e)
+
+                def failed(c: Container) -> None:
+                    c.exit_code, c.reason, c.message = 128, "StartError", message
+                    c.finished_at = time.time_ns()
+
+                self.lifecycle.update(
+                    container_id, ContainerStage.EXITED, failed, ContainerEventType.CONTAINER_STOPPED_EVENT
+                )
                 raise
-            container.state = ContainerState.CONTAINER_RUNNING
-            container.started_at = started_at
-            self.records.put(container_id, container)
+            stages.enter("record")
+
+            def running(c: Container) -> None:
+                c.started_at = started_at
+
+            self.lifecycle.update(
+                container_id, ContainerStage.RUNNING, running, ContainerEventType.CONTAINER_STARTED_EVENT
+            )
         log.info("container %s started", container_id[:13])
-        self.events.publish(container_id, ContainerEventType.CONTAINER_STARTED_EVENT, container.sandbox_id)
 
     # --- exits -------------------------------------------------------------------------------------
 
@@ -339,25 +407,27 @@ class ContainerService:
     def _apply_exit(self, container_id: str, lost_message: str = "") -> bool:
         """Record the exit of `container_id` if conmon reported it (or `lost_message` says it was lost).
         True when the record changed to EXITED."""
-        with self._lock_for(container_id):
+        with self.lock(container_id):
             container = self.records.get(container_id)
-            if container is None or container.state == ContainerState.CONTAINER_EXITED:
+            if container is None or container.stage not in (ContainerStage.CREATED, ContainerStage.RUNNING):
                 return False
             found = self._read_exit_code(container_id)
             if found is None and not lost_message:
                 return False
             code, finished = found if found is not None else (EXIT_CODE_UNKNOWN, time.time_ns())
             oom = self._oom_killed(container)
-            container.state = ContainerState.CONTAINER_EXITED
-            # The exit file's mtime is the exit time, at the filesystem's timestamp granularity.
-            container.exit_code, container.finished_at = code, max(finished, container.started_at)
-            container.reason = exit_reason(code, oom)
-            container.message = lost_message
-            self.records.put(container_id, container)
+
+            def exited(c: Container) -> None:
+                # The exit file's mtime is the exit time, at the filesystem's timestamp granularity.
+                c.exit_code, c.finished_at = code, max(finished, c.started_at)
+                c.reason, c.message = exit_reason(code, oom), lost_message
+
+            container = self.lifecycle.update(
+                container_id, ContainerStage.EXITED, exited, ContainerEventType.CONTAINER_STOPPED_EVENT
+            )
         with self._exited:
             self._exited.notify_all()
         log.info("container %s exited with %d (%s)", container_id[:13], code, container.reason)
-        self.events.publish(container_id, ContainerEventType.CONTAINER_STOPPED_EVENT, container.sandbox_id)
         if self.on_exit is not None:
             try:
                 self.on_exit(container)
@@ -389,12 +459,13 @@ class ContainerService:
 
     def stop(self, container_id: str, timeout: int) -> None:
         """The stop signal (image StopSignal, else SIGTERM), SIGKILL after `timeout` seconds; returns once
-        the exit is recorded. Idempotent on an exited container."""
-        container = self.get(container_id)
-        if container.state == ContainerState.CONTAINER_EXITED:
+        the exit is recorded. Idempotent on an exited, removed or unknown container (CRI)."""
+        container = self.records.get(container_id)
+        if container is None or container.stage not in (ContainerStage.CREATED, ContainerStage.RUNNING):
             return
         self._apply_exit(container_id)  # an exit that raced with us
-        if self.get(container_id).state == ContainerState.CONTAINER_EXITED:
+        container = self.records.get(container_id)
+        if container is None or container.stage == ContainerStage.EXITED:
             return
         runtime = self.runtime(container.runtime_handler)
         if timeout > 0 and container.state == ContainerState.CONTAINER_RUNNING:
@@ -425,18 +496,19 @@ class ContainerService:
 
     def remove(self, container_id: str) -> None:
         """Stop if running, then delete every trace: runtime state, rootfs mount, bundle, state dir, cgroup,
-        record. NotFound for an unknown id (the facade makes RemoveContainer idempotent)."""
-        container = self.get(container_id)
-        if container.state != ContainerState.CONTAINER_EXITED:
-            self.stop(container_id, 0)
-        with self._lock_for(container_id):
-            container = self.get(container_id)
+        record, last (a crash mid-way leaves a record whose removal is simply done again). Idempotent: an
+        unknown or already removed container is fine (CRI)."""
+        with self.lock(container_id):
+            container = self.records.get(container_id)
+            if container is None or container.stage == ContainerStage.CREATING:
+                return
+            if container.stage != ContainerStage.EXITED:
+                self.stop(container_id, 0)
             runtime = self.runtime(container.runtime_handler)
             runtime.delete(container_id, force=True)
             self._remove_files(container)
             self.records.delete(container_id)
-        with self._lock:
-            self._locks.pop(container_id, None)
+            self.names.release(container_name_key(container.sandbox_id, container.config), container_id)
         log.info("container %s removed", container_id[:13])
         self.events.publish(container_id, ContainerEventType.CONTAINER_DELETED_EVENT, container.sandbox_id)
 
@@ -510,7 +582,7 @@ class ContainerService:
 
     def update_resources(self, container_id: str, resources: LinuxContainerResources) -> None:
         spec.validate_resources(resources)
-        with self._lock_for(container_id):
+        with self.lock(container_id):
             container = self.status(container_id)
             if container.state == ContainerState.CONTAINER_EXITED:
                 raise FailedPrecondition(f"container {container_id[:13]} has exited")
@@ -519,8 +591,11 @@ class ContainerService:
             old = container.config.resources
             if old is not None:
                 resources.oom_score_adj = old.oom_score_adj  # runc update cannot change it
-            container.config.resources = resources
-            self.records.put(container_id, container)
+
+            def resized(c: Container) -> None:
+                c.config.resources = resources
+
+            self.lifecycle.update(container_id, None, resized)
 
     def stats(self, container_id: str) -> ContainerStats:
 
@@ -537,27 +612,47 @@ class ContainerService:
 
     # --- recovery ----------------------------------------------------------------------------------
 
-    def recover(self) -> None:
-        """At daemon start: running containers stay running (their conmon is adopted for reaping), exits
-        that happened while we were down are recorded, and bundles without a record (a create the previous
-        daemon never finished) are rolled back."""
+    def recover(self, marked: dict[str, builtins.list[procs.Proc]]) -> None:
+        """At daemon start, from what runs: running containers stay running (their conmon is adopted for
+        reaping); exits that happened while we were down are recorded; a container killed mid-StartContainer
+        is RUNNING if the runtime says so; a half-made container (stage CREATING, or a bundle without a
+        record) is killed through its marked processes and the runtime, and undone. `marked` is one scan
+        of the instance's marked processes (procs.marked)."""
         for container in list(self.records):
+            if container.stage == ContainerStage.CREATING:
+                log.warning(
+                    "container %s was half-made when the daemon stopped: undoing it", container.id[:13]
+                )
+                self._undo_orphan(container.id, marked.get(container.id, []))
+                continue
+            self.names.reserve(container_name_key(container.sandbox_id, container.config), container.id)
             conmon_alive = _alive_conmon(container)
             if conmon_alive:  # adopt it first, whatever its container's state: its exit must be reaped
                 self._watcher.watch_process(container.conmon_pid, procs.start_time(container.conmon_pid))
-            if container.state == ContainerState.CONTAINER_EXITED or self._apply_exit(container.id):
+            if container.stage == ContainerStage.EXITED or self._apply_exit(container.id):
                 continue
-            if conmon_alive:
-                self._apply_exit(container.id)  # it may have exited while we were adopting it
+            if container.stage == ContainerStage.RUNNING and procs.alive(
+                container.pid, container.pid_start_time
+            ):
                 continue
-            if procs.alive(container.pid, container.pid_start_time):
-                continue  # conmon is gone but the process runs: its exit code will be lost
             state = self._runtime_state(container)
-            if state is not None and state.get("status") in ("running", "created", "paused"):
+            status = state.get("status") if state else None
+            if status == "running" and container.stage == ContainerStage.CREATED:
+                log.warning("container %s was started while the daemon stopped: it runs", container.id[:13])
+                started_at = procs.started_ns(container.pid_start_time)
+
+                def running(c: Container, started_at: int = started_at) -> None:
+                    c.started_at = started_at
+
+                self.lifecycle.update(container.id, ContainerStage.RUNNING, running)
+                continue
+            if status in ("running", "created", "paused"):
+                continue
+            if conmon_alive and self._apply_exit(container.id):  # it exited while we were adopting it
                 continue
             self._apply_exit(container.id, lost_message="exited while podhost was down; exit status lost")
         procs.reap_zombie_children()  # conmons of ours that exited before we could adopt them
-        self._sweep_orphans()
+        self._sweep_orphans(marked)
 
     def _runtime_state(self, container: Container) -> dict[str, Any] | None:
         try:
@@ -565,22 +660,27 @@ class ContainerService:
         except (RuntimeFailure, InvalidArgument):
             return None
 
-    def _sweep_orphans(self) -> None:
-        known = set(self.records.ids())
+    def _sweep_orphans(self, marked: dict[str, builtins.list[procs.Proc]]) -> None:
+        known = self.known_ids()
         for parent in (self.config.run_dir / "containers", self.config.state_dir / "containers"):
             if not parent.is_dir():
                 continue
             for d in parent.iterdir():
                 if d.name in known:
                     continue
-                log.warning("container %s was half-made when the daemon stopped: rolling back", d.name[:13])
-                self._rollback_orphan(d.name)
+                log.warning("container %s has files but no record: killing and cleaning it", d.name[:13])
+                self._undo_orphan(d.name, marked.get(d.name, []))
         if self.exit_dir.is_dir():
             for f in self.exit_dir.iterdir():
                 if f.name not in known:
                     f.unlink(missing_ok=True)
 
-    def _rollback_orphan(self, container_id: str) -> None:
+    def _undo_orphan(self, container_id: str, marked: builtins.list[procs.Proc]) -> None:
+        """Kill and remove a container known only from what is on disk and what runs: its marked
+        processes (conmon, a runtime caught mid-create), its runtime state (which kills its init), its
+        cgroup (from the bundle's config.json), files and record."""
+        for proc in marked:
+            procs.kill(proc)
         bundle = self._bundle(container_id)
         cgroup, handler = "", self.config.default_runtime
         try:
@@ -598,6 +698,7 @@ class ContainerService:
         with contextlib.suppress(RuntimeFailure):
             self.runtime(handler).delete(container_id, force=True)
         self._remove_files(ghost)
+        self.records.delete(container_id)
 
 
 def _alive_conmon(container: Container) -> bool:

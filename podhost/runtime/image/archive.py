@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,16 +78,55 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def open_regular_file(path: Path, what: str = "image archive") -> IO[bytes]:
+    """Open `path` for reading only if it is a non-empty regular file (symlinks to one are fine).
+
+    A device (/dev/zero never ends, /dev/tty blocks), a FIFO (open waits for a writer, read for data)
+    or a directory would hold the request, and a thread of the daemon, forever. O_NONBLOCK makes the
+    open itself return at once even on a FIFO; fstat then decides on the object actually opened, so a
+    path swapped between a check and the open cannot slip through. An empty "regular" file is refused
+    too: no archive is empty, and procfs files that block on read (/proc/kmsg) report size 0.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except FileNotFoundError as e:
+        raise NotFound(f"{what} {path} does not exist") from e
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        raise InvalidArgument(f"{what} {path}: cannot open: {e}") from e
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidArgument(f"{what} {path} is not a regular file ({_file_kind(st.st_mode)})")
+        if st.st_size == 0:
+            raise InvalidArgument(f"{what} {path} is empty")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), f"mode {mode:o}")
+
+
 class ImageArchive:
     """An opened archive. Use as a context manager; streams it hands out live until it is closed."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._file = open_regular_file(path)
         try:
-            self._tar = tarfile.open(path, "r:*")  # noqa: SIM115 (closed by close())
-        except FileNotFoundError as e:
-            raise NotFound(f"image archive {path} does not exist") from e
+            self._tar = tarfile.open(fileobj=self._file, mode="r:*")  # noqa: SIM115 (closed by close())
         except (tarfile.TarError, OSError, EOFError, ValueError) as e:
+            self._file.close()
             raise InvalidArgument(f"image archive {path} is not a readable tar: {e}") from e
         try:
             self._members: dict[str, tarfile.TarInfo] = {}
@@ -96,7 +136,7 @@ class ImageArchive:
                 except InvalidArgument:
                     continue  # never looked up, so harmless; we only read names we expect
         except (tarfile.TarError, OSError, EOFError, ValueError) as e:
-            self._tar.close()
+            self.close()
             raise InvalidArgument(f"image archive {path} is malformed: {e}") from e
 
     def __enter__(self) -> ImageArchive:
@@ -107,6 +147,7 @@ class ImageArchive:
 
     def close(self) -> None:
         self._tar.close()
+        self._file.close()  # a tarfile opened on a file object leaves it open
 
     # --- members -------------------------------------------------------------------------------------
 

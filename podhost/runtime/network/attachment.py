@@ -4,7 +4,8 @@ Owns `Config.cni_state_dir/results/<sandbox_id>.json`, written atomically (`stat
 The record is written BEFORE the first CNI ADD with `state="adding"`, because a plugin that fails or a
 daemon killed mid-ADD may already have allocated an address or made a veth; finding the record is how
 the daemon knows to run DEL. After every ADD succeeded it is rewritten with the results and
-`state="added"`. It is removed only after DEL succeeded.
+`state="added"`. It is removed only after DEL succeeded; a failed DEL counts itself in `del_attempts`
+and `del_error`, so an attachment kept for retry says why.
 
 It keeps the exact network config list used (not a pointer to the config dir, which may change before
 the pod goes away), the netns path, interface names, CNI_ARGS and the capability arguments, so DEL
@@ -43,6 +44,9 @@ class Attachment:
     state: str = ADDING
     result: dict[str, Any] | None = None  # the final result of the main chain
     loopback_result: dict[str, Any] | None = None
+    #: failed DELs so far and the last one's error: a plugin that keeps failing is visible here.
+    del_attempts: int = 0
+    del_error: str = ""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Attachment:

@@ -7,10 +7,21 @@ Theory of operation
   plugin's result as `prevResult` (CNI SPEC.md "Execution of Network Configuration Lists"). The record
   comes first because a failed ADD may still have allocated: whatever happens next, the record leads to
   a DEL. On failure the chain is DELeted at once and the record is dropped only if that DEL succeeded.
+  The error names the ADD failure, the cause; a failed DEL after it is appended, never put in its place.
 - teardown: DEL both networks in reverse plugin order with the cached config and final result as
   `prevResult`, tolerant of a netns that is gone (CNI_NETNS="" then, and the bridge and host-local
   plugins still release the address). The record is deleted only after DEL succeeded, so a failed
-  teardown is retried by the next call or the daemon's start-up cleanup (`attachments()`).
+  teardown is retried by the next call or the daemon's start-up cleanup (`attachments()`). A failed
+  DEL of an attachment that was complete (ADDED) is raised: StopPodSandbox reports it and the kubelet
+  retries. A failed DEL of one whose ADD never completed is logged, not raised: its caller is already
+  unwinding the ADD failure, which is the error to report.
+- a plugin that keeps failing DEL: the attachment is kept, with the count of failed DELs and the last
+  error, because dropping it would leak the address, veth and port mappings without a trace. It is
+  retried by every later teardown of the sandbox and at every daemon start, never by a background
+  loop: each attempt is bounded by the plugin timeout and the number of attempts by those callers (the
+  kubelet retries StopPodSandbox of a NotReady sandbox, as containerd keeps a sandbox whose cleanup
+  failed as SANDBOX_UNKNOWN), so a permanently failing plugin costs one plugin run per retry, one small
+  file and an ERROR line with its count, until the operator fixes the plugin.
 - check: CHECK both networks with the cached results (spec >= 0.4.0, unless `disableCheck`).
 - node-only egress (`Config.pod_egress`): an iptables FORWARD guard installed once at daemon start, and
   ip_forward put back to 0 after every ADD (`podhost.runtime.network.egress`).
@@ -33,7 +44,7 @@ from typing import Any
 from podhost.config import Config
 from podhost.errors import InvalidArgument, NotFound, PodhostError, RuntimeFailure
 from podhost.runtime import model
-from podhost.runtime.network import conflist, egress, plugin
+from podhost.runtime.network import bridge, conflist, egress, plugin
 from podhost.runtime.network.attachment import ADDED, ADDING, Attachment, AttachmentStore
 from podhost.runtime.network.conflist import NetworkConfigList
 from podhost.runtime.network.result import pod_ips, summarize
@@ -196,9 +207,12 @@ class PodNetwork:
             if main_error is not None:
                 raise main_error
         except BaseException as e:
-            self._undo_failed_add(attachment, main, lo, paths, e)
+            del_error = self._undo_failed_add(attachment, main, lo, paths, e)
             if isinstance(e, PodhostError):
-                raise RuntimeFailure(f"{sandbox_id}: pod network setup failed: {e}") from e
+                message = f"{sandbox_id}: pod network setup failed: {e}"
+                if del_error is not None:
+                    message += f" (and the DEL after it failed, kept for retry: {del_error})"
+                raise RuntimeFailure(message) from e
             raise
         finally:
             if self.config.pod_egress == "node-only":
@@ -249,48 +263,69 @@ class PodNetwork:
         lo: _Target,
         paths: dict[str, Path],
         cause: BaseException,
-    ) -> None:
-        """DEL what a failed ADD may have made. The record stays if that DEL fails too, so the
-        start-up cleanup tries again."""
+    ) -> PodhostError | None:
+        """DEL what a failed ADD may have made. The record stays if that DEL fails too, so a later
+        teardown or the start-up cleanup tries again; the DEL's error is returned for the message."""
         log.warning("%s: CNI ADD failed (%s); running DEL", attachment.sandbox_id, cause)
         try:
             self._del_targets([main, lo], paths, None, None)
         except PodhostError as e:
-            log.error(
-                "%s: CNI DEL after failed ADD also failed, kept for retry: %s", attachment.sandbox_id, e
-            )
-            return
+            self._record_del_failure(attachment, e)
+            return e
         self._store.delete(attachment.sandbox_id)
+        return None
+
+    def _record_del_failure(self, attachment: Attachment, error: PodhostError) -> None:
+        """Count the failed DEL in the record (kept for retry) and say so at ERROR, with the count."""
+        attachment.del_attempts += 1
+        attachment.del_error = str(error)
+        try:
+            self._store.put(attachment)
+        except OSError as e:
+            log.warning("%s: cannot update the CNI attachment record: %s", attachment.sandbox_id, e)
+        log.error(
+            "%s: CNI DEL failed (%d failed so far), attachment kept for retry: %s",
+            attachment.sandbox_id,
+            attachment.del_attempts,
+            error,
+        )
 
     # --- teardown -----------------------------------------------------------------------------------
 
     def teardown(self, sandbox_id: str, netns: str | None) -> None:
         """CNI DEL for a sandbox, idempotent: no record means nothing to release. Works after the
-        netns is gone (pause crashed, pin removed): the IP is still released."""
+        netns is gone (pause crashed, pin removed): the IP is still released. A failed DEL keeps the
+        record for retry; it raises only for an attachment whose ADD had completed (module docstring)."""
         attachment = self._store.get(sandbox_id)
         if attachment is None:
             log.debug("%s: no CNI attachment recorded; teardown is a no-op", sandbox_id)
             return
         started = time.monotonic()
-        netlist = self._cached_network(attachment)
-        loopback = conflist.parse_conflist(
-            attachment.loopback or conflist.loopback_conflist(), conflist.LOOPBACK_SOURCE
-        )
         path = netns_for_del(netns if netns is not None else attachment.netns)
-        main = _Target(
-            netlist,
-            attachment.ifname or POD_IFNAME,
-            path,
-            sandbox_id,
-            attachment.cni_args or plugin.build_cni_args("", "", sandbox_id, ""),
-            attachment.capability_args or {},
-        )
-        lo = _Target(loopback, LOOPBACK_IFNAME, path, sandbox_id, main.cni_args, {})
-        paths = self._plugin_paths(netlist, loopback)
         try:
+            netlist = self._cached_network(attachment)
+            loopback = conflist.parse_conflist(
+                attachment.loopback or conflist.loopback_conflist(), conflist.LOOPBACK_SOURCE
+            )
+            main = _Target(
+                netlist,
+                attachment.ifname or POD_IFNAME,
+                path,
+                sandbox_id,
+                attachment.cni_args or plugin.build_cni_args("", "", sandbox_id, ""),
+                attachment.capability_args or {},
+            )
+            lo = _Target(loopback, LOOPBACK_IFNAME, path, sandbox_id, main.cni_args, {})
+            paths = self._plugin_paths(netlist, loopback)
             self._del_targets([main, lo], paths, attachment.result, attachment.loopback_result)
         except PodhostError as e:
-            raise RuntimeFailure(f"{sandbox_id}: pod network teardown failed: {e}") from e
+            self._record_del_failure(attachment, e)
+            if attachment.state != ADDED:
+                return  # the ADD failure that left this behind is the error its caller reports
+            raise RuntimeFailure(
+                f"{sandbox_id}: pod network teardown failed ({attachment.del_attempts} failed DELs, "
+                f"kept for retry): {e}"
+            ) from e
         self._store.delete(sandbox_id)
         log.info(
             "%s: pod network torn down (netns %s, %.1f ms)",
@@ -427,6 +462,32 @@ class PodNetwork:
 
     def remove_egress_guard(self) -> None:
         egress.remove(self.config.bridge)
+
+    def remove_host_state(self) -> None:
+        """What the instance made on the node beside its pods, removed at daemon stop when no sandbox is
+        left: the egress guard chain and the built-in network's bridge (`bridge` says when a bridge is
+        ours). Both stay while an attachment is recorded (a DEL to retry, possibly a veth on the
+        bridge). Never raises: the daemon is stopping, and what stays is harmless and found again."""
+        kept = self.attachments()
+        if kept:
+            log.warning(
+                "bridge %s and its egress guard kept: CNI attachment(s) %s still await DEL",
+                self.config.bridge,
+                ", ".join(k[:13] for k in kept),
+            )
+            return
+        if self.config.pod_egress == "node-only":
+            try:
+                egress.remove(self.config.bridge)
+            except PodhostError as e:
+                log.warning("egress guard for %s not removed: %s", self.config.bridge, e)
+        try:
+            conf_file = conflist.find_conf_file(self.config.cni_conf_dir)
+        except InvalidArgument as e:
+            log.warning("bridge %s kept: %s", self.config.bridge, e)
+            return
+        if conf_file is None:  # the built-in network: its bridge is this instance's
+            bridge.remove_if_unused(self.config.bridge, self.config.subnet)
 
     # --- helpers ------------------------------------------------------------------------------------
 

@@ -1,16 +1,23 @@
 """SandboxService: the CRI sandbox lifecycle (RunPodSandbox, StopPodSandbox, RemovePodSandbox, status).
 
-Theory of operation. A sandbox is Ready when its pause process is alive and its network is set up.
-RunPodSandbox goes through named stages; the record is written *before* the first side effect with
-stage "creating", and every step registers its undo on an ExitStack that is discarded only on success,
-so a failure unwinds everything, and a daemon killed mid-way leaves a record that `recover()` rolls back.
+Theory of operation. A sandbox is Ready when its pause process is alive and its network is set up. Its
+record moves only through podhost.runtime.lifecycle (CREATING -> READY -> LOST -> STOPPED -> deleted).
 
-    creating --pause started--> started --CNI ADD--> ready --stop / pause died--> stopped (NotReady)
+RunPodSandbox reserves the pod's name, writes the record in stage CREATING *before* the first side
+effect, and goes through the named stages of podhost.runtime.stages, each registering its undo on an
+ExitStack that is discarded only on success: an error, a timeout and a cancelled call all unwind the same
+way. pause is started marked with the sandbox's id (podhost.runtime.procs), and its PID is written to the
+record the moment it is known, so a daemon killed at any instant leaves a record (or, if the record is
+unreadable, a run dir) from which `recover()` finds and kills it, releases the network and removes the
+rest. Nothing half-made is ever finished by recovery: it is undone.
 
 Pause's exit reaches us through its pidfd (podhost.runtime.procs). An exit we did not ask for means the
-pod lost its network: the sandbox turns NotReady with the reason in words, CNI DEL releases the IP at once
-and the namespace pins are dropped, so the namespaces die with their last process. The pod manager (or
-the kubelet) then stops the containers and makes a new sandbox with attempt+1.
+pod lost its network: the sandbox turns NotReady (LOST) with the reason in words, CNI DEL releases the IP
+at once and the namespace pins are dropped, so the namespaces die with their last process. The pod
+manager (or the kubelet) then stops the containers and makes a new sandbox with attempt+1.
+
+Owns sandbox records, pause, the pins, the pod's run dir and shm, the pod cgroup; the network belongs to
+PodNetwork, containers to the container service (the runtime facade orders the two).
 """
 
 from __future__ import annotations
@@ -21,19 +28,25 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from podhost.config import Config
-from podhost.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, RuntimeFailure
+from podhost.errors import FailedPrecondition, InvalidArgument, NotFound, RuntimeFailure
 from podhost.runtime import mount, namespaces, procs
 from podhost.runtime.cgroups import Cgroups
 from podhost.runtime.events import EventBus
+from podhost.runtime.lifecycle import (
+    HIDDEN_STAGES,
+    SANDBOX_TRANSITIONS,
+    Lifecycle,
+    NameIndex,
+    sandbox_cri_state,
+)
 from podhost.runtime.model import (
     ContainerEventType,
     NamespaceMode,
@@ -42,35 +55,27 @@ from podhost.runtime.model import (
     PodSandboxConfig,
     PodSandboxState,
     PodSandboxStats,
+    SandboxStage,
 )
 from podhost.runtime.network.cni import PodNetwork
 from podhost.runtime.sandbox import files, sysctls
 from podhost.runtime.sandbox.pause import PauseSpec, start_pause
+from podhost.runtime.stages import StageTimer, UndoStack
 from podhost.runtime.state import RecordStore, write_atomic
 
 log = logging.getLogger(__name__)
 
 SHM_SIZE = 64 * 1024 * 1024  # the kubelet's and containerd's default /dev/shm
+PAUSE_EXIT_WAIT_S = 5.0
+NAMESPACE_KINDS = ("net", "ipc", "uts", "pid")
+#: The sandbox's cgroup path, kept in its run dir: what cleans up after a sandbox whose record is lost.
+CGROUP_FILE = "cgroup"
 
 
 def sandbox_name_key(config: PodSandboxConfig) -> str:
     """The reserved name of a sandbox, as containerd forms it: name_namespace_uid_attempt."""
     m = config.metadata
     return f"{m.name}_{m.namespace}_{m.uid}_{m.attempt}"
-
-
-def validate(config: PodSandboxConfig) -> None:
-    m = config.metadata
-    for field_name in ("name", "namespace", "uid"):
-        if not getattr(m, field_name):
-            raise InvalidArgument(f"PodSandboxConfig.metadata.{field_name} is required")
-    if m.attempt < 0:
-        raise InvalidArgument("PodSandboxConfig.metadata.attempt must not be negative")
-    for pm in config.port_mappings:
-        if pm.protocol.upper() not in ("TCP", "UDP", "SCTP"):
-            raise InvalidArgument(f"port_mappings: unknown protocol {pm.protocol!r}")
-        if not 0 < pm.container_port < 65536 or not 0 <= pm.host_port < 65536:
-            raise InvalidArgument(f"port_mappings: invalid port {pm.container_port}->{pm.host_port}")
 
 
 def pod_namespaces(config: PodSandboxConfig) -> list[str]:
@@ -97,12 +102,15 @@ class SandboxService:
     ) -> None:
         self.config = config
         self.records = records
+        self.lifecycle: Lifecycle[PodSandbox, SandboxStage] = Lifecycle(
+            records, SANDBOX_TRANSITIONS, sandbox_cri_state, events, lambda s: s.id
+        )
         self.events = events
         self.watcher = watcher
         self.network = network
         self.cgroups = cgroups
+        self.names = NameIndex("pod sandbox")
         self._lock = threading.Lock()  # guards the maps below
-        self._sandbox_locks: dict[str, threading.RLock] = {}
         self._inflight: dict[str, Future[str]] = {}
         self._exited: dict[str, threading.Event] = {}
         self._expected_exit: set[str] = set()
@@ -111,22 +119,22 @@ class SandboxService:
 
     # --- helpers -----------------------------------------------------------------------------------
 
-    def _lock_for(self, sandbox_id: str) -> threading.RLock:
-        with self._lock:
-            return self._sandbox_locks.setdefault(sandbox_id, threading.RLock())
+    def lock(self, sandbox_id: str) -> contextlib.AbstractContextManager[None]:
+        """The sandbox's lock: held by every change of it, and by the facade across a whole Stop/Remove."""
+        return self.lifecycle.locks.hold(sandbox_id)
 
     def get(self, sandbox_id: str) -> PodSandbox:
         sandbox = self.records.get(sandbox_id)
-        if sandbox is None:
+        if sandbox is None or sandbox.stage in HIDDEN_STAGES:
             raise NotFound(f"pod sandbox {sandbox_id!r} not found")
         return sandbox
 
     def resolve(self, id_or_prefix: str) -> PodSandbox:
         """A sandbox by full id or unique prefix (as crictl allows)."""
         sandbox = self.records.get(id_or_prefix)
-        if sandbox is not None:
+        if sandbox is not None and sandbox.stage not in HIDDEN_STAGES:
             return sandbox
-        matches = [s for s in self.records if id_or_prefix and s.id.startswith(id_or_prefix)]
+        matches = [s for s in self.list_sandboxes() if id_or_prefix and s.id.startswith(id_or_prefix)]
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
@@ -134,10 +142,12 @@ class SandboxService:
         raise NotFound(f"pod sandbox {id_or_prefix!r} not found")
 
     def list_sandboxes(self) -> list[PodSandbox]:
-        return sorted(self.records, key=lambda s: s.created_at)
+        """The sandboxes callers may see: a RunPodSandbox still under way is not one yet."""
+        return sorted((s for s in self.records if s.stage not in HIDDEN_STAGES), key=lambda s: s.created_at)
 
-    def _save(self, sandbox: PodSandbox) -> None:
-        self.records.put(sandbox.id, sandbox)
+    def known_ids(self) -> set[str]:
+        """Every id with a record, hidden ones included: what owns processes and files."""
+        return set(self.records.ids())
 
     def cgroup_path(self, sandbox_id: str, config: PodSandboxConfig) -> str:
         parent = config.cgroup_parent or self.config.cgroup_parent
@@ -147,22 +157,21 @@ class SandboxService:
 
     def run(self, config: PodSandboxConfig, runtime_handler: str = "") -> str:
         """Create and start a sandbox; a retry of an in-flight call for the same pod gets the same id."""
-        validate(config)
         key = sandbox_name_key(config)
+        sandbox_id = secrets.token_hex(32)
         with self._lock:
             pending = self._inflight.get(key)
             if pending is None:
-                for existing in self.records:
-                    if sandbox_name_key(existing.config) == key:
-                        raise AlreadyExists(f"pod sandbox name {key!r} is reserved for {existing.id}")
+                self.names.reserve(key, sandbox_id)  # AlreadyExists when a sandbox holds the name
                 future: Future[str] = Future()
                 self._inflight[key] = future
         if pending is not None:
             log.info("RunPodSandbox %s retried while in flight: waiting for the first call", key)
             return pending.result()
         try:
-            sandbox_id = self._run(config, runtime_handler)
+            self._run(sandbox_id, config, runtime_handler)
         except BaseException as e:
+            self.names.release(key, sandbox_id)
             future.set_exception(e)
             raise
         else:
@@ -172,28 +181,31 @@ class SandboxService:
             with self._lock:
                 self._inflight.pop(key, None)
 
-    def _run(self, config: PodSandboxConfig, runtime_handler: str) -> str:
-        sandbox_id = secrets.token_hex(32)
-        stages = StageTimer()
+    def _run(self, sandbox_id: str, config: PodSandboxConfig, runtime_handler: str) -> None:
+        stages = StageTimer("RunPodSandbox")
         sandbox = PodSandbox(
             id=sandbox_id,
             config=config,
             runtime_handler=runtime_handler,
             created_at=time.time_ns(),
-            stage="creating",
+            stage=SandboxStage.CREATING,
+            cgroup=self.cgroup_path(sandbox_id, config),
         )
-        sandbox.cgroup = self.cgroup_path(sandbox_id, config)
         run_dir = self.config.sandbox_run_dir(sandbox_id)
         encoded_sysctls = sysctls.pause_sysctls(
             config.sysctls, config.host_network, config.namespace_options.ipc == NamespaceMode.NODE
         )
-        with self._lock_for(sandbox_id), contextlib.ExitStack() as undo:
-            self._save(sandbox)  # before any side effect: recovery rolls back what this call leaves
-            undo.callback(self.records.delete, sandbox_id)
+        with self.lock(sandbox_id), UndoStack() as undo:
+            # Write-ahead: the record exists before any side effect, so recovery undoes what this call
+            # leaves. Not fsynced: after a machine crash nothing it names survives either, and what
+            # does (a CNI attachment) is released for having no record.
+            self.lifecycle.create(sandbox, durable=False)
+            undo.callback(self.lifecycle.delete, sandbox_id)
 
             stages.enter("sandbox files")
             run_dir.mkdir(parents=True, exist_ok=True)
             undo.callback(shutil.rmtree, run_dir, True)
+            write_atomic(run_dir / CGROUP_FILE, sandbox.cgroup.encode(), 0o644, durable=False)
             hostname = files.pod_hostname(config.hostname, config.metadata.name)
             self._write_files(sandbox, hostname, ips=[])
             shm = run_dir / "shm"
@@ -214,44 +226,56 @@ class SandboxService:
 
             stages.enter("pause")
             ns = pod_namespaces(config)
+            spec = PauseSpec(ns, hostname if "uts" in ns else "", [], encoded_sysctls)
+            # Registered before the start: whatever ran under this sandbox's mark dies on any failure.
+            undo.callback(self._kill_pause, sandbox_id, True)
+            try:
+                pause = start_pause(
+                    self.config.pause_path,
+                    spec,
+                    self.config.instance_id,
+                    sandbox_id,
+                    self.config.pause_start_timeout,
+                )
+            except RuntimeFailure as e:
+                raise RuntimeFailure(f"{stages.current}: {e}") from e
+            stages.enter("pause started")
+            sandbox.pid, sandbox.pid_start_time = pause.pid, pause.start_time
+
+            def started(s: PodSandbox) -> None:
+                s.pid, s.pid_start_time = pause.pid, pause.start_time
+
+            self.lifecycle.update(sandbox_id, None, started, durable=False)  # the PID, the moment it is known
+            with self._lock:
+                self._exited[sandbox_id] = threading.Event()
+            self.watcher.watch(pause.pid, pause.start_time, functools.partial(self._pause_exited, sandbox_id))
             # pause joins the pod cgroup from a daemon thread, overlapping pins and CNI ADD: the first
             # migration into a cgroup after a quiet spell waits ~10 ms for an RCU grace period.
-            spec = PauseSpec(ns, hostname if "uts" in ns else "", [], encoded_sysctls)
-            try:
-                pid = start_pause(self.config.pause_path, spec)
-            except RuntimeFailure as e:
-                raise _in_stage(e, stages.current) from e
-            sandbox.pid, sandbox.pid_start_time = pid, procs.start_time(pid)
-            undo.callback(self._kill_pause, sandbox)
-            exited = threading.Event()
-            with self._lock:
-                self._exited[sandbox_id] = exited
-            self.watcher.watch(pid, sandbox.pid_start_time, functools.partial(self._pause_exited, sandbox_id))
             cgroup_join: Future[None] = Future()
             threading.Thread(
                 target=_run_into,
-                args=(cgroup_join, self.cgroups.add_process, sandbox.cgroup, pid),
+                args=(cgroup_join, self.cgroups.add_process, sandbox.cgroup, pause.pid),
                 name=f"cgroup-join-{sandbox_id[:8]}",
                 daemon=True,
             ).start()
 
             stages.enter("namespace pins")
             for kind in ns:
-                sandbox.ns_paths[kind] = namespaces.pin(pid, kind, run_dir / "ns" / kind)
+                sandbox.ns_paths[kind] = namespaces.pin(pause.pid, kind, run_dir / "ns" / kind)
                 undo.callback(namespaces.unpin, sandbox.ns_paths[kind])
-            sandbox.stage = "started"
 
             if not config.host_network:
                 stages.enter("sandbox network creation")
-                # Registered before ADD: a failed ADD may still have allocated (CNI spec, DEL is idempotent).
-                undo.callback(self.network.teardown, sandbox_id, sandbox.netns_path)
                 m = config.metadata
                 try:
+                    # A failed ADD is DELeted by setup itself (a failed ADD may still have allocated),
+                    # and its attachment kept if that DEL fails too, for a retry at daemon start.
                     result = self.network.setup(
                         sandbox_id, sandbox.netns_path, m.namespace, m.name, m.uid, config.port_mappings
                     )
                 except RuntimeFailure as e:
-                    raise _in_stage(e, stages.current) from e
+                    raise RuntimeFailure(f"{stages.current}: {e}") from e
+                undo.callback(self.network.teardown, sandbox_id, sandbox.netns_path)
                 ips = list(result.get("ips") or ([result["ip"]] if result.get("ip") else []))
                 sandbox.ip = ips[0] if ips else ""
                 sandbox.additional_ips = ips[1:]
@@ -264,11 +288,15 @@ class SandboxService:
             except (RuntimeFailure, TimeoutError) as e:
                 raise RuntimeFailure(f"pod cgroup: {e}") from e
             stages.enter("record")
-            if not procs.alive(sandbox.pid, sandbox.pid_start_time):
-                raise RuntimeFailure(f"pause (pid {pid}) exited while the sandbox was being created")
-            sandbox.stage = "ready"
-            sandbox.state = PodSandboxState.SANDBOX_READY
-            self._save(sandbox)
+            if not pause.alive():
+                raise RuntimeFailure(f"pause (pid {pause.pid}) exited while the sandbox was being created")
+            made = sandbox
+
+            def ready(s: PodSandbox) -> None:
+                s.pid, s.pid_start_time, s.ns_paths = made.pid, made.pid_start_time, dict(made.ns_paths)
+                s.ip, s.additional_ips, s.network = made.ip, list(made.additional_ips), made.network
+
+            self.lifecycle.update(sandbox_id, SandboxStage.READY, ready)
             undo.pop_all()
         stages.enter("")
         log.info(
@@ -276,7 +304,6 @@ class SandboxService:
         )
         self.events.publish(sandbox_id, ContainerEventType.CONTAINER_CREATED_EVENT, sandbox_id)
         self.events.publish(sandbox_id, ContainerEventType.CONTAINER_STARTED_EVENT, sandbox_id)
-        return sandbox_id
 
     def _write_files(self, sandbox: PodSandbox, hostname: str, ips: list[str]) -> None:
         run_dir = self.config.sandbox_run_dir(sandbox.id)
@@ -300,18 +327,28 @@ class SandboxService:
 
     # --- pause exits -------------------------------------------------------------------------------
 
-    def _kill_pause(self, sandbox: PodSandbox) -> None:
-        """SIGKILL pause (if it is still the process we started) and wait for it to be gone."""
+    def _kill_pause(self, sandbox_id: str, scan: bool = False, marked: Iterable[procs.Proc] = ()) -> None:
+        """SIGKILL the sandbox's recorded pause and wait until it is gone. `scan` also kills whatever runs
+        under the sandbox's mark (a pause whose PID never reached the record: a failed start, a crash);
+        it reads every process's environment, so only failure and recovery paths ask for it, and recovery
+        passes what one scan found as `marked`."""
         with self._lock:
-            self._expected_exit.add(sandbox.id)
-            exited = self._exited.get(sandbox.id)
-        if procs.alive(sandbox.pid, sandbox.pid_start_time):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(sandbox.pid, signal.SIGKILL)
-            if exited is None or not exited.wait(5):
-                deadline = time.monotonic() + 5
-                while procs.alive(sandbox.pid, sandbox.pid_start_time) and time.monotonic() < deadline:
-                    time.sleep(0.01)
+            self._expected_exit.add(sandbox_id)
+            exited = self._exited.get(sandbox_id)
+        sandbox = self.records.get(sandbox_id)
+        recorded = procs.Proc(sandbox.pid, sandbox.pid_start_time) if sandbox is not None else None
+        victims = [recorded] if recorded is not None and recorded.pid > 0 else []
+        victims += marked
+        if scan:
+            victims += procs.marked(self.config.instance_id).get(sandbox_id, [])
+        for proc in victims:
+            procs.kill(proc)
+        if recorded in victims and exited is not None:
+            exited.wait(PAUSE_EXIT_WAIT_S)
+        for proc in victims:
+            _wait_gone(proc)
+        if victims:
+            procs.reap_zombie_children()  # a pause killed before its pidfd was watched
 
     def _pause_exited(self, sandbox_id: str, status: procs.ExitStatus) -> None:
         with self._lock:
@@ -329,24 +366,28 @@ class SandboxService:
         ).start()
 
     def _handle_pause_death(self, sandbox_id: str, status: procs.ExitStatus) -> None:
-        with self._lock_for(sandbox_id):
+        with self.lock(sandbox_id):
             sandbox = self.records.get(sandbox_id)
-            if sandbox is None or sandbox.state != PodSandboxState.SANDBOX_READY:
+            if sandbox is None or sandbox.stage != SandboxStage.READY:
                 return
             message = status.describe("pause")
             log.warning("sandbox %s: %s; the pod lost its network", sandbox_id[:13], message)
-            sandbox.state = PodSandboxState.SANDBOX_NOTREADY
-            sandbox.reason, sandbox.message = "PauseExited", message
-            self._save(sandbox)  # NotReady is visible before the slow part
-            self._release_network(sandbox)
-            self._save(sandbox)
-        self.events.publish(sandbox_id, ContainerEventType.CONTAINER_STOPPED_EVENT, sandbox_id)
+
+            def lost(s: PodSandbox) -> None:
+                s.reason, s.message = "PauseExited", message
+
+            # NotReady is visible before the slow part; not fsynced, as recovery finds pause dead anyway.
+            sandbox = self.lifecycle.update(
+                sandbox_id, SandboxStage.LOST, lost, ContainerEventType.CONTAINER_STOPPED_EVENT, durable=False
+            )
+            with contextlib.suppress(RuntimeFailure):  # retried at stop and at daemon start
+                sandbox = self._release_network(sandbox)
         if self.on_sandbox_death is not None:
             self.on_sandbox_death(sandbox)
 
-    def _release_network(self, sandbox: PodSandbox) -> None:
-        """CNI DEL (releases the IP even when the netns is gone) and drop the namespace pins. The caller
-        writes the record."""
+    def _release_network(self, sandbox: PodSandbox) -> PodSandbox:
+        """CNI DEL (releases the IP even when the netns is gone), then drop the namespace pins and the
+        shm; the record says so afterwards. A failed DEL raises, leaving pins and record for a retry."""
         if not sandbox.config.host_network:
             try:
                 self.network.teardown(sandbox.id, sandbox.netns_path or None)
@@ -355,43 +396,69 @@ class SandboxService:
                     "sandbox %s: CNI DEL failed; retried at stop and at daemon start", sandbox.id[:13]
                 )
                 raise
-        for pin in sandbox.ns_paths.values():
-            namespaces.unpin(pin)
-        sandbox.ns_paths = {}
+        run_dir = self.config.sandbox_run_dir(sandbox.id)
+        for kind in NAMESPACE_KINDS:
+            namespaces.unpin(str(run_dir / "ns" / kind))
+        namespaces.unmount(str(run_dir / "shm"))
+        if not sandbox.ns_paths:
+            return sandbox
+
+        def unpinned(s: PodSandbox) -> None:
+            s.ns_paths = {}
+
+        return self.lifecycle.update(sandbox.id, None, unpinned)
 
     # --- StopPodSandbox / RemovePodSandbox ---------------------------------------------------------
 
-    def stop(self, sandbox_id: str) -> None:
-        """Kill pause, tear down the network, drop pins. Idempotent. Containers are stopped by the caller."""
-        with self._lock_for(sandbox_id):
-            sandbox = self.get(sandbox_id)
-            if sandbox.stage == "stopped":
-                return
-            self._kill_pause(sandbox)
-            self._release_network(sandbox)
-            namespaces.unmount(str(self.config.sandbox_run_dir(sandbox_id) / "shm"))
-            sandbox.state = PodSandboxState.SANDBOX_NOTREADY
-            sandbox.stage = "stopped"
-            self._save(sandbox)
-        self.events.publish(sandbox_id, ContainerEventType.CONTAINER_STOPPED_EVENT, sandbox_id)
-
-    def remove(self, sandbox_id: str) -> None:
-        """Stop, then delete every trace: run dir, cgroup, record. Unknown ids are fine (CRI: idempotent)."""
-        if self.records.get(sandbox_id) is None:
-            return
-        self.stop(sandbox_id)
-        with self._lock_for(sandbox_id):
+    def stop(self, sandbox_id: str, stages: StageTimer | None = None) -> None:
+        """Kill pause, tear down the network, drop pins. Idempotent; an unknown id is fine (CRI).
+        Containers are stopped by the caller. `stages` is the StopPodSandbox request's own timer."""
+        with self.lock(sandbox_id):
             sandbox = self.records.get(sandbox_id)
-            if sandbox is None:
+            if sandbox is None or sandbox.stage in (SandboxStage.STOPPED, SandboxStage.CREATING):
                 return
+            if stages:
+                stages.enter("kill pause")
+            if sandbox.stage == SandboxStage.READY:
+                self._kill_pause(sandbox_id)
+
+                def stopping(s: PodSandbox) -> None:
+                    s.reason, s.message = "Stopped", "StopPodSandbox"
+
+                # NotReady before the network goes; not fsynced: recovery finds pause dead anyway.
+                sandbox = self.lifecycle.update(sandbox_id, SandboxStage.LOST, stopping, durable=False)
+            if stages:
+                stages.enter("network teardown")
+            sandbox = self._release_network(sandbox)
+            if stages:
+                stages.enter("record")
+            self.lifecycle.update(
+                sandbox_id, SandboxStage.STOPPED, None, ContainerEventType.CONTAINER_STOPPED_EVENT
+            )
+
+    def remove(self, sandbox_id: str, stages: StageTimer | None = None) -> None:
+        """Stop, then delete every trace: run dir, cgroup, record. Unknown ids are fine (CRI: idempotent).
+        Containers are removed by the caller first. `stages` is the RemovePodSandbox request's timer."""
+        with self.lock(sandbox_id):
+            sandbox = self.records.get(sandbox_id)
+            if sandbox is None or sandbox.stage == SandboxStage.CREATING:
+                return
+            if stages:
+                stages.enter("stop")
+            self.stop(sandbox_id)
+            if stages:
+                stages.enter("cgroup")
             self.cgroups.remove(sandbox.cgroup)
+            if stages:
+                stages.enter("files")
             shutil.rmtree(self.config.sandbox_run_dir(sandbox_id), ignore_errors=True)
+            if stages:
+                stages.enter("record")
             self.records.delete(sandbox_id)
+            self.names.release(sandbox_name_key(sandbox.config), sandbox_id)
             with self._lock:
                 self._exited.pop(sandbox_id, None)
                 self._expected_exit.discard(sandbox_id)
-        with self._lock:
-            self._sandbox_locks.pop(sandbox_id, None)
         self.events.publish(sandbox_id, ContainerEventType.CONTAINER_DELETED_EVENT, sandbox_id)
 
     def stats(self, sandbox_id: str) -> PodSandboxStats:
@@ -420,59 +487,94 @@ class SandboxService:
         sandbox = self.get(sandbox_id)
         if sandbox.state != PodSandboxState.SANDBOX_READY:
             raise FailedPrecondition(
-                f"pod sandbox {sandbox_id} is not ready ({sandbox.message or sandbox.stage})"
+                f"pod sandbox {sandbox_id} is not ready ({sandbox.message or sandbox.stage.value})"
             )
         return sandbox
 
     # --- recovery ----------------------------------------------------------------------------------
 
     def recover(self) -> None:
-        """Reconcile records with reality after a (re)start: finish nothing half-made, roll it back."""
+        """Reconcile records with what runs after a (re)start. A half-made sandbox is undone, never
+        finished; a Ready one whose pause died while we were away turns LOST; a sandbox whose record is
+        unreadable or missing is found through its run dir and its processes' marks, killed and cleaned."""
         procs.reap_zombie_children()
+        marked = procs.marked(self.config.instance_id)
+        runs = self.config.run_dir / "sandboxes"
         for sandbox in list(self.records):
-            if sandbox.stage in ("creating", "started"):
-                log.warning("sandbox %s was half-made when the daemon stopped: rolling back", sandbox.id[:13])
-                self._rollback(sandbox)
+            if sandbox.stage == SandboxStage.CREATING:
+                log.warning("sandbox %s was half-made when the daemon stopped: undoing it", sandbox.id[:13])
+                self._clean_up(sandbox.id, sandbox.cgroup, marked.get(sandbox.id, []))
                 continue
-            if sandbox.stage == "stopped":
-                continue
-            if procs.alive(sandbox.pid, sandbox.pid_start_time):
-                with self._lock:
-                    self._exited[sandbox.id] = threading.Event()
-                self.watcher.watch(
-                    sandbox.pid,
-                    sandbox.pid_start_time,
-                    functools.partial(self._pause_exited, sandbox.id),
-                )
-                if procs.alive(sandbox.pid, sandbox.pid_start_time):
+            self.names.reserve(sandbox_name_key(sandbox.config), sandbox.id)
+            if sandbox.stage == SandboxStage.READY:
+                if self._adopt(sandbox):
                     continue
-            self._handle_pause_death(sandbox.id, procs.ExitStatus(sandbox.pid))
-        known = set(self.records.ids())
+                self._handle_pause_death(sandbox.id, procs.ExitStatus(sandbox.pid))
+            else:  # LOST or STOPPED: a crash may have come between the kill and the record, or mid-release
+                self._kill_pause(sandbox.id, marked=marked.get(sandbox.id, []))
+                if sandbox.ns_paths:
+                    with contextlib.suppress(RuntimeFailure):
+                        self._release_network(sandbox)
+        for orphan in sorted(set(_dir_names(runs)) - self.known_ids()):
+            log.warning("sandbox %s has a run dir but no record: killing and cleaning it", orphan[:13])
+            self._clean_up(orphan, _read_text(runs / orphan / CGROUP_FILE), marked.get(orphan, []))
         for sandbox_id in self.network.attachments():
             owner = self.records.get(sandbox_id)
-            if sandbox_id not in known or (
-                owner is not None and owner.state != PodSandboxState.SANDBOX_READY
-            ):
+            if owner is None or owner.state != PodSandboxState.SANDBOX_READY:
                 log.info("releasing the CNI attachment of gone sandbox %s", sandbox_id[:13])
                 try:
                     self.network.teardown(sandbox_id, owner.netns_path if owner else None)
                 except RuntimeFailure:
                     log.exception("CNI DEL for %s failed", sandbox_id[:13])
 
-    def _rollback(self, sandbox: PodSandbox) -> None:
+    def _adopt(self, sandbox: PodSandbox) -> bool:
+        """Watch a Ready sandbox's pause again; False when it is gone."""
+        if not procs.alive(sandbox.pid, sandbox.pid_start_time):
+            return False
         with self._lock:
-            self._expected_exit.add(sandbox.id)
-        self._kill_pause(sandbox)
+            self._exited[sandbox.id] = threading.Event()
+        self.watcher.watch(
+            sandbox.pid, sandbox.pid_start_time, functools.partial(self._pause_exited, sandbox.id)
+        )
+        return procs.alive(sandbox.pid, sandbox.pid_start_time)
+
+    def _clean_up(self, sandbox_id: str, cgroup: str, marked: list[procs.Proc]) -> None:
+        """Undo every trace of a sandbox from what is on disk and what runs: its processes (recorded or
+        marked), its network, pins, shm, cgroup, run dir and record."""
+        self._kill_pause(sandbox_id, marked=marked)
+        run_dir = self.config.sandbox_run_dir(sandbox_id)
         with contextlib.suppress(RuntimeFailure):
-            self.network.teardown(sandbox.id, sandbox.netns_path or None)
-        run_dir = self.config.sandbox_run_dir(sandbox.id)
-        for kind in ("net", "ipc", "uts", "pid"):
+            self.network.teardown(sandbox_id, str(run_dir / "ns" / "net"))
+        for kind in NAMESPACE_KINDS:
             namespaces.unpin(str(run_dir / "ns" / kind))
         namespaces.unmount(str(run_dir / "shm"))
-        with contextlib.suppress(RuntimeFailure):
-            self.cgroups.remove(sandbox.cgroup)
+        if cgroup:
+            with contextlib.suppress(RuntimeFailure):
+                self.cgroups.remove(cgroup)
         shutil.rmtree(run_dir, ignore_errors=True)
-        self.records.delete(sandbox.id)
+        self.records.delete(sandbox_id)
+        with self._lock:
+            self._exited.pop(sandbox_id, None)
+
+
+def _wait_gone(proc: procs.Proc, timeout: float = PAUSE_EXIT_WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while proc.alive() and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def _dir_names(path: Path) -> Iterator[str]:
+    if path.is_dir():
+        for entry in os.scandir(path):
+            if entry.is_dir(follow_symlinks=False):
+                yield entry.name
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 def parse_net_dev(text: str) -> list[NetworkInterfaceStats]:
@@ -499,26 +601,3 @@ def _run_into(future: Future[None], fn: Callable[..., None], *args: Any) -> None
         future.set_exception(e)
     else:
         future.set_result(None)
-
-
-class StageTimer:
-    """Names the stage a request is in (for errors) and how long each took (for the log line)."""
-
-    def __init__(self) -> None:
-        self.current = ""
-        self._start = self._mark = time.monotonic()
-        self._times: list[tuple[str, float]] = []
-
-    def enter(self, stage: str) -> None:
-        now = time.monotonic()
-        if self.current:
-            self._times.append((self.current, (now - self._mark) * 1e3))
-        self.current, self._mark = stage, now
-
-    def __str__(self) -> str:
-        total = (self._mark - self._start) * 1e3
-        return f"{total:.1f} ms (" + ", ".join(f"{name} {ms:.1f}" for name, ms in self._times) + ")"
-
-
-def _in_stage(error: RuntimeFailure, stage: str) -> RuntimeFailure:
-    return RuntimeFailure(f"{stage}: {error}")
