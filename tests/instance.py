@@ -13,7 +13,7 @@ import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -22,11 +22,19 @@ from podhost.cli.spawn import daemon_command, spawn_daemon, tail
 from podhost.config import Config
 from podhost.cri import api_pb2 as pb
 from podhost.cri.client import CRIClient
-from podhost.runtime import procs
+from podhost.runtime import namespaces, procs
 from podhost.runtime.image.build import ensure_test_images
 from podhost.runtime.image.store import ImageStore
 from podhost.runtime.network.cni import PodNetwork
-from tests.leaks import find_leaks
+from tests.leaks import (
+    INSTANCE_FILE_DIRS,
+    await_exit,
+    bridge_ports,
+    cgroup_dirs,
+    find_leaks,
+    mounts_under,
+    processes_in,
+)
 
 BUSYBOX = "localhost/podhost/busybox:latest"
 
@@ -49,9 +57,23 @@ class Instance:
 
     # --- daemon ------------------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, env: Mapping[str, str] | None = None) -> None:
+        """Start the daemon and wait until it answers. `env` adds to (or overrides) the environment it
+        inherits, e.g. `{"PODHOST_KILL_AT": "StartContainer:record"}` (podhost.runtime.stages)."""
         cmd = daemon_command(self.root, self.bridge, self.subnet, self.config_file)
+        if env:
+            # env(1) execs the daemon in its own place: the Popen's pid and returncode stay the daemon's.
+            cmd = ["env", *(f"{key}={value}" for key, value in env.items()), *cmd]
         self.daemon = spawn_daemon(cmd, self.root / "daemon.log", self.client)
+
+    def wait_exited(self, timeout: float) -> int | None:
+        """Wait up to `timeout` s for the daemon to end by itself (e.g. it SIGKILLed itself at a stage, then
+        the return code is -9); its return code, or None while it still runs. Never fails the test."""
+        assert self.daemon is not None
+        try:
+            return self.daemon.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def kill(self) -> None:
         """SIGKILL the daemon, as a crash would."""
@@ -169,6 +191,7 @@ class Instance:
             with contextlib.suppress(Exception):
                 self.remove_all_pods()
         self.stop()
+        self.scrub()  # whatever the daemon could not remove (or left unlisted) must not outlive the test
         self.client.close()
         PodNetwork(self.config).remove_egress_guard()
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
@@ -183,6 +206,36 @@ class Instance:
                 with contextlib.suppress(OSError):
                     base.rmdir()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def scrub(self) -> list[str]:
+        """Stop the daemon and remove by force what its pods left behind (tests/leaks.py finds it): kill the
+        instance's marked processes and those in its cgroup parent, unmount everything under the root,
+        delete the bridge's veths, the IPAM reservations, run and state files and pod cgroups. The image
+        store stays. For fixtures that run many cases on one instance, so that a case that leaked does not
+        fail the next ones too. Returns what was found before scrubbing ([] when there was nothing)."""
+        self.stop()
+        config = self.config
+        found = find_leaks(self.root, self.bridge, config.cgroup_parent, config.instance_id)
+        if not found:
+            return []
+        for _ in range(10):  # a process may fork while being killed: until none is left
+            killed = procs.kill_marked(config.instance_id)
+            killed += [procs.Proc.of(pid) for pid in processes_in(config.cgroup_parent)]
+            if not killed:
+                break
+            for proc in killed:
+                procs.kill(proc)
+            await_exit(killed, timeout=5.0)
+        for point in sorted(mounts_under(self.root), key=len, reverse=True):
+            namespaces.unmount(point)
+        for port in bridge_ports(self.bridge):
+            subprocess.run(["ip", "link", "del", port], capture_output=True)
+        for sub in (*INSTANCE_FILE_DIRS, "state/cni/ipam"):
+            shutil.rmtree(self.root / sub, ignore_errors=True)
+        for d in sorted(cgroup_dirs(config.cgroup_parent), key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        return found
 
 
 class OrphanReaper:
@@ -231,6 +284,6 @@ def leak_checked(inst: Instance) -> Iterator[Instance]:
     if inst.daemon is None or inst.daemon.poll() is not None:
         inst.start()
     inst.remove_all_pods()
-    problems = find_leaks(inst.root, inst.bridge, inst.config.cgroup_parent)
+    problems = find_leaks(inst.root, inst.bridge, inst.config.cgroup_parent, inst.config.instance_id)
     if problems:
         pytest.fail("leaked: " + "; ".join(problems) + "\n" + inst.log_tail(15))

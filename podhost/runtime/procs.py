@@ -13,20 +13,35 @@ Marks. Every process podhost starts (the pause launcher and pause, conmon and th
 carries `PODHOST_OWNER=<instance>/<owner id>` in its environment, where the owner is the sandbox or
 container it was started for. A process's environment stays readable in /proc/<pid>/environ for its whole
 life, so even one whose PID never reached a record (the daemon was killed between fork and write) can be
-found and killed: `marked()` lists an instance's processes by owner, `kill_marked()` ends them.
+found and killed: `marked()` lists an instance's processes by owner, `kill_marked()` ends them. A short-lived
+call made on an owner's behalf (a CNI plugin for a sandbox, an OCI runtime command for a container) carries
+a second entry, `PODHOST_CALL=<token>`, so that its failure kills what that call started and not the
+owner's other processes (the pod's pause, the container's conmon, a plugin running beside it).
+
+Killing, one mechanism for every caller. `kill_tree(roots)` stops each process (SIGSTOP) before it reads
+its children, so the tree it collects is all there will ever be, then SIGKILLs every one and waits on
+pidfds until they are gone (`await_gone`). `kill_owner(instance, owner)` repeats that, with every process
+marked for the owner as roots, until a round finds nothing: a process that was re-parented away from its
+tree before the freeze (its parent died) is found by its mark. `kill_session(popen, ...)` ends a call
+started in a session of its own: its tree, its process group, then what carries its call mark.
+Waits use poll() on pidfds, never select(): the daemon holds thousands of descriptors.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 import select
 import signal
+import subprocess
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +83,7 @@ def alive(pid: int, started: int) -> bool:
 
 
 MARK_ENV = "PODHOST_OWNER"
+CALL_ENV = "PODHOST_CALL"
 
 
 @dataclass(frozen=True)
@@ -85,33 +101,39 @@ class Proc:
         return alive(self.pid, self.start_time)
 
 
-def mark_env(instance: str, owner: str) -> dict[str, str]:
-    """The environment entry that marks a process started for `owner` by podhost instance `instance`."""
-    return {MARK_ENV: f"{instance}/{owner}"}
+def mark_env(instance: str, owner: str, call: str = "") -> dict[str, str]:
+    """The environment entries that mark a process started for `owner` by podhost instance `instance`
+    (and, given `call`, by that one call on the owner's behalf)."""
+    return {MARK_ENV: f"{instance}/{owner}", **({CALL_ENV: call} if call else {})}
 
 
-def _mark_of(pid: int) -> str:
+def _marks_of(pid: int) -> tuple[str, str]:
+    """(PODHOST_OWNER, PODHOST_CALL) of `pid`; "" for what it does not carry (or when it is gone)."""
     try:
         data = Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
-        return ""
-    key = MARK_ENV.encode() + b"="
+        return "", ""
+    mark_key, call_key = MARK_ENV.encode() + b"=", CALL_ENV.encode() + b"="
+    mark = call = b""
     for entry in data.split(b"\0"):
-        if entry.startswith(key):
-            return entry[len(key) :].decode(errors="replace")
-    return ""
+        if entry.startswith(mark_key):
+            mark = entry[len(mark_key) :]
+        elif entry.startswith(call_key):
+            call = entry[len(call_key) :]
+    return mark.decode(errors="replace"), call.decode(errors="replace")
 
 
-def marked(instance: str) -> dict[str, list[Proc]]:
-    """The live processes marked for `instance`, by owner id. Zombies are left out (nothing to kill)."""
+def marked(instance: str, call: str = "") -> dict[str, list[Proc]]:
+    """The live processes marked for `instance` (and `call`, when given), by owner id. Zombies are left
+    out (nothing to kill)."""
     prefix = instance + "/"
     found: dict[str, list[Proc]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         pid = int(entry.name)
-        mark = _mark_of(pid)
-        if not mark.startswith(prefix):
+        mark, mark_call = _marks_of(pid)
+        if not mark.startswith(prefix) or (call and mark_call != call):
             continue
         proc = Proc.of(pid)
         if proc.start_time and state(pid) not in ("", "Z", "X"):
@@ -136,6 +158,24 @@ def kill(proc: Proc, sig: int = signal.SIGKILL) -> None:
         os.close(pidfd)
 
 
+def reap(proc: Proc) -> None:
+    """Reap `proc` if it is a zombie child of ours: a container whose conmon died is re-parented to the
+    daemon (a child subreaper) and would otherwise stay a zombie. Never waits, never reaps another PID."""
+    if proc.pid <= 0:
+        return
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except OSError:
+        return
+    try:
+        if start_time(proc.pid) == proc.start_time and state(proc.pid) == "Z":
+            os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+    except ChildProcessError:
+        pass  # not our child: its parent reaps it
+    finally:
+        os.close(pidfd)
+
+
 def kill_marked(instance: str, owner: str | None = None) -> list[Proc]:
     """SIGKILL every process marked for `instance` (and `owner`, when given); the processes signalled."""
     killed = []
@@ -145,6 +185,289 @@ def kill_marked(instance: str, owner: str | None = None) -> list[Proc]:
                 kill(proc)
                 killed.append(proc)
     return killed
+
+
+#: Rounds of "freeze, kill, wait" in `kill_owner`: a process forking while it is killed, or re-parented
+#: away from its tree before the freeze, leaves one that the next round finds by its mark. Each round
+#: waits (on pidfds) at most KILL_WAIT_S for its kills to land.
+KILL_ROUNDS = 10
+KILL_WAIT_S = 2.0
+#: How long `kill_tree` waits for one process to stop (a process in uninterruptible sleep stops when it
+#: leaves it; after that its children are read anyway, and a later round catches what it forks).
+STOP_WAIT_S = 0.05
+_GONE_STATES = ("", "Z", "X")
+
+
+def children(pid: int = 0) -> list[int]:
+    """PIDs of the children of `pid` (of this process when 0), all its threads', from
+    /proc/<pid>/task/*/children; [] when it is gone."""
+    found: list[int] = []
+    base = f"/proc/{pid or 'self'}/task"
+    try:
+        tasks = os.listdir(base)
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"{base}/{task}/children") as f:
+                found += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return found
+
+
+def group_members(pgid: int) -> list[Proc]:
+    """The live processes in process group `pgid` (field 5 of /proc/<pid>/stat)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"{entry.path}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        fields = data[data.rindex(b")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0].decode() not in _GONE_STATES:
+            found.append(Proc(int(entry.name), int(fields[19])))
+    return found
+
+
+def await_gone(found: Iterable[Proc], timeout: float) -> list[Proc]:
+    """Wait until every process in `found` has exited (zombies count as gone), at most `timeout` seconds;
+    those still alive then. Waits on pidfds with poll(), so any number of descriptors works; a process
+    whose pidfd cannot be opened (e.g. EMFILE) is watched through /proc every 10 ms instead."""
+    poller = select.poll()
+    pidfds: dict[int, Proc] = {}
+    polled: list[Proc] = []
+    try:
+        for proc in found:
+            try:
+                pidfd = os.pidfd_open(proc.pid)
+            except ProcessLookupError:
+                continue
+            except OSError:
+                polled.append(proc)
+                continue
+            if not proc.alive():  # exited, or the PID is someone else's now
+                os.close(pidfd)
+                continue
+            pidfds[pidfd] = proc
+            poller.register(pidfd, select.POLLIN)
+        deadline = time.monotonic() + timeout
+        while pidfds or polled:
+            polled = [proc for proc in polled if proc.alive()]
+            left = deadline - time.monotonic()
+            if left <= 0 or not (pidfds or polled):
+                break
+            wait_ms = min(left, 0.01) * 1000 if polled else left * 1000
+            for fd, _ in poller.poll(wait_ms):
+                poller.unregister(fd)
+                os.close(fd)
+                del pidfds[fd]
+        return [*pidfds.values(), *polled]
+    finally:
+        for fd in pidfds:
+            os.close(fd)
+
+
+def _stop(proc: Proc) -> None:
+    """SIGSTOP `proc` and wait briefly until it is stopped, so the children read next are all it has."""
+    kill(proc, signal.SIGSTOP)
+    deadline = time.monotonic() + STOP_WAIT_S
+    while state(proc.pid) not in ("", "T", "t", "Z", "X") and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+def _frozen_tree(roots: Iterable[Proc]) -> list[Proc]:
+    """The live processes among `roots` and all their descendants, each stopped before its children are
+    read. Never this process (a caller passing it by mistake must not freeze the daemon)."""
+    seen: dict[int, Proc] = {}
+    queue = list(roots)
+    while queue:
+        proc = queue.pop()
+        if proc.pid in seen or proc.pid == os.getpid() or not proc.alive():
+            continue
+        _stop(proc)
+        seen[proc.pid] = proc
+        queue += [Proc.of(child) for child in children(proc.pid)]
+    return list(seen.values())
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return 0
+    return int(data[data.rindex(b")") + 2 :].split()[1])
+
+
+def _reap_orphans(found: Iterable[Proc]) -> None:
+    """Reap those of `found` that are zombie children of this process. Only for processes no Popen of
+    ours waits for (orphans re-parented to us, a child subreaper): nobody else would ever reap them."""
+    me = os.getpid()
+    for proc in found:
+        if _parent(proc.pid) == me and state(proc.pid) == "Z" and start_time(proc.pid) == proc.start_time:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(proc.pid, os.WNOHANG)
+
+
+def kill_tree(roots: Iterable[Proc], timeout: float = KILL_WAIT_S) -> list[Proc]:
+    """Freeze `roots` and all their descendants (SIGSTOP, top down, so none forks between being looked at
+    and being killed), SIGKILL every one and wait until they are gone (at most `timeout`); the processes
+    signalled. A root that is not alive, or whose PID now names another process, is skipped.
+
+    Those that were re-parented to this process while they died (their parent in the tree died first)
+    are orphans, never a Popen's: they are reaped here. Our own children are left to their waiters."""
+    found = _frozen_tree(roots)
+    ours = {proc.pid for proc in found if _parent(proc.pid) == os.getpid()}
+    for proc in found:
+        kill(proc)
+    if left := await_gone(found, timeout):
+        log.warning("still alive %.1fs after SIGKILL: %s", timeout, left)
+    _reap_orphans(proc for proc in found if proc.pid not in ours)
+    return found
+
+
+def kill_owner(
+    instance: str,
+    owner: str,
+    extra_roots: Iterable[Proc] = (),
+    *,
+    call: str = "",
+    rounds: int = KILL_ROUNDS,
+    timeout: float = KILL_WAIT_S,
+) -> list[Proc]:
+    """SIGKILL, with all their descendants (`kill_tree`), `extra_roots` and every process marked for
+    (`instance`, `owner`) (and `call`, when given), and wait until they are gone; again until a round
+    finds nothing left, at most `rounds` times. The processes signalled. With an empty `instance` only
+    `extra_roots` and their trees are killed (there is no mark to look for)."""
+    killed: list[Proc] = []
+    roots = list(extra_roots)
+    for _ in range(rounds):
+        if instance:
+            roots += marked(instance, call).get(owner, [])
+        found = kill_tree(roots, timeout)
+        if not found:
+            return killed
+        killed += found
+        roots = []
+    left = [proc for proc in killed if proc.alive()]
+    if instance:
+        left += marked(instance, call).get(owner, [])
+    if left:
+        log.error("processes of %s/%s survive %d rounds of SIGKILL: %s", instance, owner, rounds, left)
+    return killed
+
+
+def kill_session(
+    popen: subprocess.Popen[bytes], instance: str = "", owner: str = "", call: str = ""
+) -> list[Proc]:
+    """End a call started with `start_new_session=True` (and marked (instance, owner, call), when given)
+    and everything it started: its process tree, the rest of its process group, then whatever carries its
+    marks; reap it and close its pipes without draining them (a process that escaped could hold them for
+    ever). The group is signalled only while `popen` is unreaped, so its ID cannot have been reused.
+
+    Everything killed here other than `popen` descends from this call (its tree, its group, its call
+    mark), so none is another caller's Popen: those that are now zombie children of ours (orphans
+    re-parented to us, a child subreaper) are reaped."""
+    killed: list[Proc] = []
+    if popen.returncode is None:
+        killed += kill_tree([Proc.of(popen.pid), *group_members(popen.pid)])
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGKILL)  # anything that joined the group after the scan
+    if instance:
+        killed += kill_owner(instance, owner, call=call)
+    popen.wait()
+    _reap_orphans(proc for proc in killed if proc.pid != popen.pid)
+    for stream in (popen.stdin, popen.stdout, popen.stderr):
+        if stream is not None:
+            stream.close()
+    return killed
+
+
+def communicate(
+    popen: subprocess.Popen[bytes], input: bytes | None, deadline: float
+) -> tuple[bytes, bytes] | None:
+    """Feed `input` to `popen`'s stdin and read its stdout and stderr (those that are pipes) until it
+    exits, then reap it; (stdout, stderr), or None when `deadline` (time.monotonic()) passes first (it
+    still runs then: the caller kills it, e.g. with `kill_session`).
+
+    Unlike Popen.communicate it returns at the process's exit (its pidfd), never waiting for EOF: a child
+    it left behind may hold the pipes open for ever. Everything written before the exit is read. poll(),
+    not select(), so descriptor numbers past 1024 work."""
+    poller = select.poll()
+    out: dict[int, bytearray] = {}
+    for stream in (popen.stdout, popen.stderr):
+        if stream is not None:
+            os.set_blocking(stream.fileno(), False)
+            out[stream.fileno()] = bytearray()
+            poller.register(stream.fileno(), select.POLLIN)
+    pending = memoryview(input or b"")
+    stdin = popen.stdin
+    if stdin is not None:
+        if pending:
+            os.set_blocking(stdin.fileno(), False)
+            poller.register(stdin.fileno(), select.POLLOUT)
+        else:
+            stdin.close()
+            stdin = None
+    try:
+        pidfd = os.pidfd_open(popen.pid)
+    except ProcessLookupError:  # already reaped (by `reap_zombie_children`, say): it has exited
+        pidfd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)  # always readable: the exit path below
+    poller.register(pidfd, select.POLLIN)
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            for fd, _ in poller.poll(left * 1000):
+                if fd == pidfd:
+                    popen.wait()
+                    if stdin is not None:  # it exited without reading all of its input
+                        with contextlib.suppress(BrokenPipeError):
+                            stdin.close()
+                    for out_fd, data in out.items():
+                        _drain(out_fd, data)
+                    return _taken(out, popen.stdout), _taken(out, popen.stderr)
+                if stdin is not None and fd == stdin.fileno():
+                    try:
+                        pending = pending[os.write(fd, pending) :]
+                    except BlockingIOError:
+                        continue
+                    except BrokenPipeError:  # it does not read its stdin: its business
+                        pending = pending[:0]
+                    if not pending:
+                        poller.unregister(fd)
+                        with contextlib.suppress(BrokenPipeError):
+                            stdin.close()
+                        stdin = None
+                elif fd in out:
+                    try:
+                        chunk = os.read(fd, 65536)
+                    except BlockingIOError:
+                        continue
+                    out[fd] += chunk
+                    if not chunk:
+                        poller.unregister(fd)
+        return None
+    finally:
+        os.close(pidfd)
+
+
+def _taken(out: dict[int, bytearray], stream: IO[bytes] | None) -> bytes:
+    return bytes(out[stream.fileno()]) if stream is not None else b""
+
+
+def _drain(fd: int, data: bytearray, limit: int = 16 << 20) -> None:
+    """Append what `fd` holds now to `data`, without waiting (a leftover writer is cut off at `limit`)."""
+    while len(data) < limit:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # BlockingIOError: nothing more now
+            return
+        if not chunk:
+            return
+        data += chunk
 
 
 def become_subreaper() -> None:
@@ -247,18 +570,6 @@ def _reap(pidfd: int, pid: int) -> ExitStatus:
 
 
 ADOPTED_NAMES = (b"pause", b"conmon")
-
-
-def children() -> list[int]:
-    """PIDs of this process's children (all threads'), from /proc/self/task/*/children."""
-    pids: list[int] = []
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{task}/children") as f:
-                pids += [int(p) for p in f.read().split()]
-        except OSError:
-            continue
-    return pids
 
 
 def reap_zombie_children(names: tuple[bytes, ...] = ADOPTED_NAMES) -> list[int]:

@@ -1,16 +1,21 @@
-"""pause itself: version, privileges, namespaces, reaping, exit on SIGTERM, and what it costs."""
+"""pause itself: version, privileges, namespaces, reaping, exit on SIGTERM, and how it fails: every failure
+is reported with its step and errno, promptly, and leaves no process behind."""
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from podhost.errors import RuntimeFailure
 from podhost.pause import binary_path
 from podhost.runtime import procs
 from podhost.runtime.sandbox.pause import PauseSpec, start_pause
@@ -20,6 +25,41 @@ pytestmark = pytest.mark.root
 
 PAUSE = binary_path()
 FALLBACK = [sys.executable, "-m", "podhost.pause.fallback"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def instance() -> Iterator[str]:
+    """A fresh instance id for the marks; afterwards no process may carry it."""
+    name = f"ph1-pause-{secrets.token_hex(4)}"
+    yield name
+    assert procs.kill_marked(name) == []
+
+
+@pytest.fixture(scope="module")
+def libc_pause(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The portable `-DPAUSE_LIBC` build (other architectures use it), built here to keep it working."""
+    binary = tmp_path_factory.mktemp("libc") / "pause"
+    subprocess.run(
+        [
+            "cc",
+            "-DPAUSE_LIBC",
+            "-Os",
+            "-static",
+            "-Wall",
+            "-Werror",
+            "-o",
+            str(binary),
+            str(PAUSE.parents[1] / "pause.c"),
+        ],
+        check=True,
+    )
+    return binary
+
+
+def pause_binary(kind: str, libc_pause: Path, tmp_path: Path) -> Path:
+    """The binary start_pause gets for `kind`; a missing one makes it use the Python fallback."""
+    return {"c": PAUSE, "libc": libc_pause, "python-fallback": tmp_path / "no-such-pause"}[kind]
 
 
 def status_field(pid: int, name: str) -> str:
@@ -50,13 +90,17 @@ def test_version(command: list[str]) -> None:
     assert out.startswith("podhost-pause 1.0")
 
 
-def test_pause_founds_namespaces_drops_privileges_and_exits_0_on_sigterm(orphan_reaper: OrphanReaper) -> None:
+def test_pause_founds_namespaces_drops_privileges_and_exits_0_on_sigterm(
+    orphan_reaper: OrphanReaper, instance: str
+) -> None:
     pid = start_pause(
         PAUSE,
         PauseSpec(
             ["net", "ipc", "uts", "pid"], "podname", [], "/proc/sys/net/ipv4/ip_unprivileged_port_start=0"
         ),
-    )
+        instance,
+        "pod-1",
+    ).pid
     try:
         for kind in ("net", "ipc", "uts", "pid"):
             assert os.readlink(f"/proc/{pid}/ns/{kind}") != os.readlink(f"/proc/self/ns/{kind}")
@@ -65,6 +109,9 @@ def test_pause_founds_namespaces_drops_privileges_and_exits_0_on_sigterm(orphan_
         assert status_field(pid, "CapEff") == status_field(pid, "CapPrm") == "0000000000000000"
         assert status_field(pid, "NoNewPrivs") == "1"
         assert Path(f"/proc/{pid}/cmdline").read_bytes() == b"/pause\0"
+        # stdio is /dev/null, opened as uid 65535: nothing of the launcher's caller is held
+        assert {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")} == {"/dev/null"}
+        assert [p.pid for p in procs.marked(instance)["pod-1"]] == [pid]
         uts = subprocess.run(["nsenter", "-t", str(pid), "-u", "hostname"], capture_output=True, text=True)
         assert uts.stdout == "podname\n"
         port = subprocess.run(
@@ -79,8 +126,8 @@ def test_pause_founds_namespaces_drops_privileges_and_exits_0_on_sigterm(orphan_
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
-def test_pause_as_pid_1_reaps_orphans(orphan_reaper: OrphanReaper) -> None:
-    pid = start_pause(PAUSE, PauseSpec(["pid"], "", [], ""))
+def test_pause_as_pid_1_reaps_orphans(orphan_reaper: OrphanReaper, instance: str) -> None:
+    pid = start_pause(PAUSE, PauseSpec(["pid"], "", [], ""), instance, "pod-1").pid
     try:
         # 200 orphans inside pause's PID namespace: each subshell exits at once, its `sleep 0` is re-parented
         # to PID 1, which must reap it when it exits.
@@ -95,25 +142,72 @@ def test_pause_as_pid_1_reaps_orphans(orphan_reaper: OrphanReaper) -> None:
     wait_exit(pid)
 
 
-def test_launch_errors_are_reported_with_the_step() -> None:
-    with pytest.raises(Exception, match="join cgroup: errno 2"):
-        start_pause(PAUSE, PauseSpec(["net"], "", [Path("/nonexistent/cgroup.procs")], ""))
+@pytest.mark.parametrize("kind", ["c", "libc", "python-fallback"])
+def test_launch_errors_are_reported_with_the_step(
+    kind: str, libc_pause: Path, tmp_path: Path, instance: str
+) -> None:
+    binary = pause_binary(kind, libc_pause, tmp_path)
+    with pytest.raises(RuntimeFailure, match=r"start pause: pause: join cgroup: errno 2$"):
+        start_pause(
+            binary, PauseSpec(["net"], "", [Path("/nonexistent/cgroup.procs")], ""), instance, "pod-1"
+        )
+    assert procs.marked(instance) == {}
 
 
-def test_python_fallback_speaks_the_same_protocol(orphan_reaper: OrphanReaper) -> None:
-    env = {
-        "PODHOST_PAUSE_NS": "net,uts",
-        "PODHOST_PAUSE_HOSTNAME": "fallback",
-        "PODHOST_PAUSE_CGROUPS": "",
-        "PODHOST_PAUSE_SYSCTLS": "",
-    }
+# Runs start_pause in a private mount namespace whose /dev/null is a root-only regular file (the state
+# finding 3 could leave the host in), so the pause, as uid 65535, fails for real: the host is untouched.
+BROKEN_DEVNULL = """
+import json, sys, time
+from pathlib import Path
+from podhost.errors import RuntimeFailure
+from podhost.runtime import procs
+from podhost.runtime.sandbox.pause import PauseSpec, start_pause
+binary, instance = Path(sys.argv[1]), sys.argv[2]
+started = time.monotonic()
+try:
+    result = {"pid": start_pause(binary, PauseSpec(["net", "pid"], "", [], ""), instance, "pod-1").pid}
+except RuntimeFailure as e:
+    result = {"error": str(e)}
+result["seconds"] = time.monotonic() - started
+result["marked"] = sorted(procs.marked(instance))
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.parametrize("kind", ["c", "libc", "python-fallback"])
+def test_pause_that_cannot_open_dev_null_says_so_and_leaves_nothing(
+    kind: str, libc_pause: Path, tmp_path: Path, instance: str
+) -> None:
+    fake_null = tmp_path / "null"
+    fake_null.touch(mode=0o600)
     out = subprocess.run(
-        FALLBACK, env={**os.environ, **env}, capture_output=True, text=True, timeout=20, check=True
-    )
-    pid = int(out.stdout.split()[0])
+        [
+            "unshare", "--mount", "--propagation", "private", "--",
+            "sh", "-c", 'mount --bind "$0" /dev/null && exec "$@"', str(fake_null),
+            sys.executable, "-c", BROKEN_DEVNULL, str(pause_binary(kind, libc_pause, tmp_path)), instance,
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    result = json.loads(out.stdout)
+    assert result.get("error") == "start pause: pause: open /dev/null: errno 13", result
+    assert result["seconds"] < 3  # the failure itself, not the 10 s timeout
+    assert result["marked"] == []
+    assert procs.marked(instance) == {}
+    assert fake_null.read_bytes() == b""
+
+
+def test_python_fallback_speaks_the_same_protocol(
+    orphan_reaper: OrphanReaper, instance: str, tmp_path: Path
+) -> None:
+    """start_pause uses the fallback when the binary is missing; it behaves as pause.c does."""
+    pid = start_pause(
+        tmp_path / "no-such-pause", PauseSpec(["net", "uts"], "fallback", [], ""), instance, "p"
+    ).pid
     try:
         assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
         assert status_field(pid, "Uid").split() == ["65535"] * 4
+        assert status_field(pid, "NoNewPrivs") == "1"
+        assert {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")} == {"/dev/null"}
         uts = subprocess.run(["nsenter", "-t", str(pid), "-u", "hostname"], capture_output=True, text=True)
         assert uts.stdout == "fallback\n"
     finally:
@@ -122,28 +216,19 @@ def test_python_fallback_speaks_the_same_protocol(orphan_reaper: OrphanReaper) -
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
-def test_the_portable_libc_build_behaves_the_same(tmp_path: Path, orphan_reaper: OrphanReaper) -> None:
+def test_the_portable_libc_build_behaves_the_same(
+    libc_pause: Path, orphan_reaper: OrphanReaper, instance: str
+) -> None:
     """Other architectures fall back to `-DPAUSE_LIBC`; keep that build working here too."""
-    binary = tmp_path / "pause"
-    subprocess.run(
-        [
-            "cc",
-            "-DPAUSE_LIBC",
-            "-Os",
-            "-static",
-            "-Wall",
-            "-Werror",
-            "-o",
-            str(binary),
-            str(PAUSE.parents[1] / "pause.c"),
-        ],
-        check=True,
+    assert (
+        subprocess.run([str(libc_pause), "-v"], capture_output=True, text=True).stdout
+        == "podhost-pause 1.0\n"
     )
-    assert subprocess.run([str(binary), "-v"], capture_output=True, text=True).stdout == "podhost-pause 1.0\n"
-    pid = start_pause(binary, PauseSpec(["net", "pid"], "", [], ""))
+    pid = start_pause(libc_pause, PauseSpec(["net", "pid"], "", [], ""), instance, "pod-1").pid
     try:
         assert status_field(pid, "NSpid").split() == [str(pid), "1"]
         assert status_field(pid, "Uid").split() == ["65535"] * 4
+        assert {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")} == {"/dev/null"}
     finally:
         os.kill(pid, signal.SIGTERM)
     status = wait_exit(pid)

@@ -79,6 +79,31 @@ def test_conmon_args() -> None:
     assert "--sync" not in args and "--syslog" not in args and "-t" not in args
 
 
+def test_conmon_args_without_log_path_name_no_path_outside_the_containers_dirs() -> None:
+    """Finding 3: a container without log_path must not get `k8s-file:/dev/null` (reopen-log would rename
+    a file over the host's /dev/null). Every path in the argv lies in the bundle, exit, socket or persist
+    dir, or the runtime's root; the log driver is `none`, which names no file."""
+    dirs = [
+        Path("/run/ph/bundles/c1"),
+        Path("/run/ph/exits"),
+        Path("/run/ph/attach"),
+        Path("/run/ph/runc-root"),
+    ]
+    spec = conmon.ConmonSpec(
+        container_id="c1", name="web", bundle=dirs[0], runtime_binary="/usr/sbin/runc",
+        runtime_args=["--root=/run/ph/runc-root/runc", "--log=/run/ph/runc-root/runc/c1.log"],
+        container_pid_file=dirs[0] / "pidfile", conmon_pid_file=dirs[0] / "conmon.pid", exit_dir=dirs[1],
+        socket_dir=dirs[2], persist_dir=dirs[0] / "persist",
+    )  # fmt: skip
+    args = conmon.conmon_args("/usr/bin/conmon", spec)
+    pairs = dict(zip(args[1::2], args[2::2], strict=False))
+    assert pairs["-l"] == "none:"
+    paths = [a.split("=", 1)[-1].split(":", 1)[-1] for a in args[1:] if "/" in a and a != spec.runtime_binary]
+    assert len(paths) == 8 and "/dev/null" not in paths
+    for path in paths:
+        assert any(Path(path).is_relative_to(d) for d in dirs), path
+
+
 def test_conmon_sync_messages() -> None:
     assert conmon.parse_sync(b'{"pid": 42}\n') == (42, "")
     assert conmon.parse_sync(b'{"pid": -1, "message": "runc create failed: boom\\n"}\n') == (

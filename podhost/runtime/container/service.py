@@ -334,11 +334,11 @@ class ContainerService:
         """Undo of a (possibly half-done) `<runtime> create`: whatever runs under the container's mark
         (conmon, the runtime), the runtime's state (which kills the container's init), its cgroup and
         conmon's files."""
-        procs.kill_marked(self.config.instance_id, container.id)
-        try:
+        try:  # first, while conmon still runs and reaps the init it kills
             runtime.delete(container.id, force=True)
         except RuntimeFailure:
             log.exception("container %s: runtime delete during rollback failed", container.id[:13])
+        procs.kill_marked(self.config.instance_id, container.id)
         self._remove_cgroup(container)
         (self.exit_dir / container.id).unlink(missing_ok=True)
         (self.socket_dir / container.id).unlink(missing_ok=True)
@@ -427,6 +427,7 @@ class ContainerService:
             )
         with self._exited:
             self._exited.notify_all()
+        procs.reap(procs.Proc(container.pid, container.pid_start_time))  # ours once its conmon died
         log.info("container %s exited with %d (%s)", container_id[:13], code, container.reason)
         if self.on_exit is not None:
             try:
@@ -498,12 +499,12 @@ class ContainerService:
         """Stop if running, then delete every trace: runtime state, rootfs mount, bundle, state dir, cgroup,
         record, last (a crash mid-way leaves a record whose removal is simply done again). Idempotent: an
         unknown or already removed container is fine (CRI)."""
+        # Stopped outside the container's lock: the exit it waits for is recorded under that lock.
+        self.stop(container_id, 0)
         with self.lock(container_id):
             container = self.records.get(container_id)
             if container is None or container.stage == ContainerStage.CREATING:
                 return
-            if container.stage != ContainerStage.EXITED:
-                self.stop(container_id, 0)
             runtime = self.runtime(container.runtime_handler)
             runtime.delete(container_id, force=True)
             self._remove_files(container)
