@@ -303,16 +303,6 @@ def _parent(pid: int) -> int:
     return int(data[data.rindex(b")") + 2 :].split()[1])
 
 
-def _reap_orphans(found: Iterable[Proc]) -> None:
-    """Reap those of `found` that are zombie children of this process. Only for processes no Popen of
-    ours waits for (orphans re-parented to us, a child subreaper): nobody else would ever reap them."""
-    me = os.getpid()
-    for proc in found:
-        if _parent(proc.pid) == me and state(proc.pid) == "Z" and start_time(proc.pid) == proc.start_time:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(proc.pid, os.WNOHANG)
-
-
 def kill_tree(roots: Iterable[Proc], timeout: float = KILL_WAIT_S) -> list[Proc]:
     """Freeze `roots` and all their descendants (SIGSTOP, top down, so none forks between being looked at
     and being killed), SIGKILL every one and wait until they are gone (at most `timeout`); the processes
@@ -326,7 +316,9 @@ def kill_tree(roots: Iterable[Proc], timeout: float = KILL_WAIT_S) -> list[Proc]
         kill(proc)
     if left := await_gone(found, timeout):
         log.warning("still alive %.1fs after SIGKILL: %s", timeout, left)
-    _reap_orphans(proc for proc in found if proc.pid not in ours)
+    for proc in found:
+        if proc.pid not in ours:
+            reap(proc)
     return found
 
 
@@ -380,7 +372,9 @@ def kill_session(
     if instance:
         killed += kill_owner(instance, owner, call=call)
     popen.wait()
-    _reap_orphans(proc for proc in killed if proc.pid != popen.pid)
+    for proc in killed:
+        if proc.pid != popen.pid:
+            reap(proc)
     for stream in (popen.stdin, popen.stdout, popen.stderr):
         if stream is not None:
             stream.close()

@@ -157,8 +157,7 @@ class Runtime:
         for owner, found in procs.marked(self.config.instance_id).items():
             if owner not in owners:
                 log.warning("killing %s: started for %s, which no record claims", found, owner[:13])
-                for proc in found:
-                    procs.kill(proc)
+                procs.kill_tree(found)
         procs.reap_zombie_children()
 
     def close(self) -> None:

@@ -55,7 +55,7 @@ class StreamSessions:
         except (OSError, ValueError) as e:
             raise RuntimeFailure(f"container {container.id[:13]}: reading its spec: {e}") from e
         process = spec.exec_process(oci, cmd, tty)
-        runtime = self.containers.runtime(container.runtime_handler)
+        runtime = self.containers.runtime(container.runtime_handler, container.id)
         return stdio.start_exec(
             runtime, container.id, process, bundle, tty=tty, stdin=stdin, size=size or (80, 24)
         )

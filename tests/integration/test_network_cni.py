@@ -28,8 +28,10 @@ import pytest
 
 from podhost.config import Config
 from podhost.errors import InvalidArgument, RuntimeFailure
+from podhost.runtime import procs
 from podhost.runtime.model import PortMapping
 from podhost.runtime.network import PodNetwork
+from tests.instance import OrphanReaper
 from tests.leaks import remove_idle_portmap_chains
 
 pytestmark = pytest.mark.root
@@ -49,9 +51,15 @@ class NetEnv:
     """One isolated podhost network: root dir, bridge, subnet, and the namespaces/processes a test made."""
 
     def __init__(
-        self, n: int, prefix: int = 24, bridge: str = "", subnet: str = "", **overrides: Any
+        self,
+        n: int,
+        prefix: int = 24,
+        bridge: str = "",
+        subnet: str = "",
+        root_prefix: str = "ph-net-",
+        **overrides: Any,
     ) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="ph-net-", dir="/tmp"))
+        self.root = Path(tempfile.mkdtemp(prefix=root_prefix, dir="/tmp"))
         self.bridge = bridge or f"phnet{n}"
         self.subnet = subnet or f"10.231.{n}.0/{prefix}"
         self.config = Config.load(root=self.root, bridge=self.bridge, subnet=self.subnet, **overrides)
@@ -576,3 +584,52 @@ def test_failing_del_of_a_complete_attachment_is_raised_and_kept(make_env: Any) 
         assert env.net.attachments() == []
     finally:
         flag.unlink(missing_ok=True)
+
+
+# --- a plugin that hangs, with children holding its pipes ------------------------------------------------
+
+HANGING = """\
+#!/bin/sh
+# ADD: fork a child that holds stdout (in the plugin's group), one that leaves its session and tree
+# (found only by its mark), then hang. DEL: succeed at once (there is nothing to release).
+if [ "$CNI_COMMAND" = ADD ]; then
+    sleep 1000 &
+    echo $! >> {pids}
+    sh -c 'setsid sleep 1000 & echo $! >> {pids}'
+    echo $$ >> {pids}
+    exec sleep 1000
+fi
+"""
+
+
+def test_hung_plugin_fails_add_promptly_and_leaves_nothing(
+    make_env: Any, orphan_reaper: OrphanReaper
+) -> None:
+    """Finding 7 for CNI: at the plugin timeout ADD fails with the plugin named, without waiting for the
+    EOF its children withhold; the plugin and everything it started are gone (reaped, too: the test is
+    a child subreaper, as the daemon is), and the DEL after the failure removed the attachment."""
+    env = make_env(0, bridge="ph5n0", subnet="10.231.5.64/27", root_prefix="ph5-net-")
+    env.net.plugin_timeout = 1.0
+    bindir = env.root / "bin"
+    bindir.mkdir()
+    pids = env.root / "pids"
+    hang = bindir / "ph5-hang"
+    hang.write_text(HANGING.format(pids=pids))
+    hang.chmod(0o755)
+    env.config.cni_bin_dirs = [bindir, *env.config.cni_bin_dirs]
+    write_conflist(
+        env, "10-hang.conflist", {"cniVersion": "1.0.0", "name": "ph5", "plugins": [{"type": "ph5-hang"}]}
+    )
+    netns = env.add_netns("ph5-hang")
+
+    started = time.monotonic()
+    with pytest.raises(
+        RuntimeFailure, match=r"pod network setup failed: CNI plugin ph5-hang ADD timed out after 1s"
+    ):
+        env.setup(netns)
+    assert time.monotonic() - started < 4
+    started_pids = [int(p) for p in pids.read_text().split()]
+    assert len(started_pids) == 3
+    assert [procs.state(pid) for pid in started_pids] == ["", "", ""]
+    assert procs.marked(env.config.instance_id) == {}
+    assert env.net.attachments() == []

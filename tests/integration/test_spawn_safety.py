@@ -296,3 +296,61 @@ def test_runtime_call_timeout_kills_its_process_group(tmp_path: Path) -> None:
     for pid in map(int, pids.read_text().split()):
         assert procs.state(pid) in ("", "Z"), f"pid {pid} survived"
     assert list((tmp_path / "root").iterdir()) == []  # the call's log file is gone too
+
+
+def test_bound_runtime_call_timeout_kills_what_it_started_and_spares_the_conmon(
+    tmp_path: Path, instance: str, orphan_reaper: OrphanReaper
+) -> None:
+    """An OciRuntime bound to a container marks its calls (container and call); on a timeout the call's
+    escapee (its own session, its parent gone: found only by the call mark) dies, and the container's
+    other marked process (its conmon) is left alone."""
+    pids = tmp_path / "pids"
+    fake = script(
+        tmp_path / "slow-runc",
+        f"env > {tmp_path / 'env'}\n"
+        f"sh -c '/usr/bin/setsid /bin/sleep 1000 & echo $! > {pids}'\n"
+        "exec /bin/sleep 1000\n",
+    )
+    conmon_standin = subprocess.Popen(
+        ["/bin/sleep", "1000"], env=procs.mark_env(instance, "c1"), start_new_session=True
+    )
+    try:
+        runtime = ocirt.OciRuntime("slow", str(fake), tmp_path / "root").for_owner(instance, "c1")
+        started = time.monotonic()
+        with pytest.raises(RuntimeFailure, match=r"slow state c1: timed out after 0.5s"):
+            runtime.run(ocirt.state_args("c1"), timeout=0.5)
+        assert time.monotonic() - started < 3
+        env = (tmp_path / "env").read_text().splitlines()
+        assert f"PODHOST_OWNER={instance}/c1" in env
+        assert any(line.startswith("PODHOST_CALL=") for line in env)
+        assert procs.state(int(pids.read_text())) == "", "killed and reaped"
+        assert [p.pid for p in procs.marked(instance)["c1"]] == [conmon_standin.pid]
+        assert list((tmp_path / "root").iterdir()) == []
+    finally:
+        conmon_standin.kill()
+        conmon_standin.wait()
+
+
+def test_bound_runtime_marks_never_reach_the_containers_processes(bundle: Bundle, tmp_path: Path) -> None:
+    """runc gives its init and the exec'd process environments of their own: the marks (which a sweep of
+    unlisted owners kills by) stay on podhost's processes, never on the container's."""
+    conmon.create(CONMON, bundle.spec(), timeout=10)
+    runtime = bundle.runtime.for_owner(bundle.instance, bundle.id)
+    runtime.start(bundle.id)
+    state = runtime.state(bundle.id)
+    assert state is not None and state["status"] == "running"
+    process = {**bundle.config["process"], "args": ["sleep", "1000"]}
+    ep = runtime.exec(bundle.id, process, tmp_path)
+    try:
+        deadline = time.monotonic() + 10
+        while not ep.exec_pid():
+            assert time.monotonic() < deadline, ep.error()
+            time.sleep(0.02)
+        assert ep.call and procs._marks_of(ep.popen.pid) == (f"{bundle.instance}/{bundle.id}", ep.call)
+        assert procs._marks_of(ep.exec_pid()) == ("", "")
+        assert procs._marks_of(state["pid"]) == ("", "")
+    finally:
+        ep.kill()
+        ep.popen.communicate(timeout=10)
+        ep.cleanup()
+    runtime.kill(bundle.id, signal.SIGKILL)

@@ -17,19 +17,17 @@ it over PATH, which would replace the host's /dev/null with a regular file. With
 creates and renames no log file, at create or at reopen (checked by strace against conmon 2.1.6).
 
 Failure is cleanup: a create that fails, times out or is interrupted kills conmon, the runtime and
-everything they started (their process tree, frozen first so it cannot grow, and every process marked for
-the container) before the error leaves. The runtime's half-made state (`runc delete --force`) is the
+everything they started (`procs.kill_owner`: their process tree, frozen first so it cannot grow, and every
+process marked for the container) before the error leaves. The runtime's half-made state (`runc delete --force`) is the
 caller's undo.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import select
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -46,11 +44,6 @@ CTL_RESIZE = 1
 CTL_REOPEN_LOG = 2
 #: conmon's log driver that writes nothing (conmon 2.1's ctr_logging.c accepts "none", "off", "null").
 NO_LOG = "none:"
-#: Rounds of "freeze, kill, wait" in `kill_started`: a process forking while it is killed leaves a child
-#: that the next round finds. Each round waits (on pidfds) at most KILL_WAIT_S for its kills to land.
-KILL_ROUNDS = 10
-KILL_WAIT_S = 2.0
-STOP_WAIT_ROUNDS = 50  # of 1 ms
 
 
 @dataclass
@@ -140,10 +133,10 @@ def create(conmon: str, spec: ConmonSpec, timeout: float = CREATE_TIMEOUT_S) -> 
             raise RuntimeFailure(f"conmon ({conmon}): {e.strerror}") from e
         os.close(write_fd)
         write_fd = -1
-        assert proc.stderr is not None
-        stderr = _wait_reading(proc, proc.stderr.fileno(), deadline)
-        if stderr is None:
+        report = procs.communicate(proc, None, deadline)
+        if report is None:
             raise RuntimeFailure(f"conmon for {spec.container_id} did not detach within {timeout:g}s")
+        stderr = report[1]
         if proc.returncode != 0:
             raise RuntimeFailure(
                 f"conmon exited with {proc.returncode}: {stderr.decode(errors='replace').strip() or 'no message'}"
@@ -159,46 +152,18 @@ def create(conmon: str, spec: ConmonSpec, timeout: float = CREATE_TIMEOUT_S) -> 
         return pid
     except BaseException:
         # The first conmon process counts only while unreaped: once reaped, its PID may be anyone's.
-        kill_started(spec, proc.pid if proc is not None and proc.poll() is None else 0)
+        kill_started(spec, proc.pid if proc is not None and proc.returncode is None else 0)
         raise
     finally:
         os.close(read_fd)
         if write_fd >= 0:
             os.close(write_fd)
         if proc is not None:
-            if proc.poll() is None:  # only after an error; kill_started has signalled it
+            if proc.returncode is None:  # only after an error; kill_started has signalled it
                 proc.kill()
                 proc.wait()
             if proc.stderr is not None:
                 proc.stderr.close()
-
-
-def _wait_reading(proc: subprocess.Popen[bytes], fd: int, deadline: float) -> bytes | None:
-    """Wait for `proc` to exit (its pidfd), reading `fd` meanwhile so a chatty process never blocks on a
-    full pipe; never waits for EOF, which a detached child could withhold. None if the deadline passed."""
-    pidfd = os.pidfd_open(proc.pid)
-    poller = select.poll()
-    poller.register(pidfd, select.POLLIN)
-    poller.register(fd, select.POLLIN)
-    data = b""
-    try:
-        while (left := deadline - time.monotonic()) > 0:
-            ready = dict(poller.poll(left * 1000))
-            if fd in ready:
-                chunk = os.read(fd, 65536)
-                data += chunk
-                if not chunk:
-                    poller.unregister(fd)
-            if pidfd in ready:
-                proc.wait()
-                os.set_blocking(fd, False)
-                with contextlib.suppress(BlockingIOError):
-                    while chunk := os.read(fd, 65536):
-                        data += chunk
-                return data
-        return None
-    finally:
-        os.close(pidfd)
 
 
 def _read_all(fd: int, deadline: float) -> bytes | None:
@@ -221,81 +186,27 @@ def _read_all(fd: int, deadline: float) -> bytes | None:
 
 
 def kill_started(spec: ConmonSpec, conmon_pid: int = 0) -> list[procs.Proc]:
-    """SIGKILL what a create started and wait until it is gone: conmon (`conmon_pid`, the first process
-    while it runs, and without marks the one in its pid file), every process marked for (spec.instance,
-    spec.owner), and all their descendants (the runtime's init and hooks: runc's children do not inherit
-    the mark). Each tree is frozen (SIGSTOP) before it is read, so nothing forks between looking and
-    killing; a further round catches what forked while the signal was on its way."""
-    pids = [conmon_pid] + ([] if spec.instance else [read_pid_file(spec.conmon_pid_file)])
-    roots = [procs.Proc.of(pid) for pid in pids if pid > 0]
-    killed: list[procs.Proc] = []
-    for _ in range(KILL_ROUNDS):
-        if spec.instance:
-            roots += procs.marked(spec.instance).get(spec.owner, [])
-        found = _frozen_tree(roots)
-        if not found:
-            break
-        for proc in found:
-            procs.kill(proc)
-        _await_gone(found, KILL_WAIT_S)
-        killed += found
-        roots = []
-    else:
-        log.error("container %s: processes survive %d rounds of SIGKILL", spec.container_id, KILL_ROUNDS)
-    return killed
+    """SIGKILL what a create started and wait until it is gone (`procs.kill_owner`): conmon (`conmon_pid`,
+    the first process while it is unreaped, and, without marks, the one its pid file names), every process
+    marked for (spec.instance, spec.owner), and all their descendants (the runtime's init and hooks:
+    runc's children do not inherit the mark)."""
+    roots = [procs.Proc.of(conmon_pid)] if conmon_pid > 0 else []
+    if not spec.instance and (monitor := _conmon_of(spec)) is not None:
+        roots.append(monitor)
+    return procs.kill_owner(spec.instance, spec.owner, roots)
 
 
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as f:
-                found += [int(c) for c in f.read().split()]
-    return found
-
-
-def _stop(proc: procs.Proc) -> None:
-    """SIGSTOP `proc` and wait (briefly: a process in uninterruptible sleep stops when it leaves it)
-    until it is stopped, so that the children read next are all it will ever have."""
-    procs.kill(proc, signal.SIGSTOP)
-    for _ in range(STOP_WAIT_ROUNDS):
-        if procs.state(proc.pid) in ("", "T", "t", "Z", "X"):
-            return
-        time.sleep(0.001)
-
-
-def _frozen_tree(roots: list[procs.Proc]) -> list[procs.Proc]:
-    """The live processes among `roots` and all their descendants, each stopped before its children
-    are read."""
-    seen: dict[int, procs.Proc] = {}
-    queue = list(roots)
-    while queue:
-        proc = queue.pop()
-        if proc.pid in seen or not proc.alive():
-            continue
-        _stop(proc)
-        seen[proc.pid] = proc
-        queue += [procs.Proc.of(child) for child in _children(proc.pid)]
-    return list(seen.values())
-
-
-def _await_gone(found: list[procs.Proc], timeout: float) -> None:
-    """Wait on pidfds (readable once a process has exited) until every one in `found` is gone."""
-    poller = select.poll()
-    pidfds: list[int] = []
+def _conmon_of(spec: ConmonSpec) -> procs.Proc | None:
+    """The detached conmon its pid file names, if that PID still is a conmon for this container (a
+    stale pid file may name a reused PID)."""
+    pid = read_pid_file(spec.conmon_pid_file)
     try:
-        for proc in found:
-            with contextlib.suppress(OSError):  # already gone
-                pidfds.append(os.pidfd_open(proc.pid))
-                poller.register(pidfds[-1], select.POLLIN)
-        pending, deadline = set(pidfds), time.monotonic() + timeout
-        while pending and (left := deadline - time.monotonic()) > 0:
-            for fd, _ in poller.poll(left * 1000):
-                pending.discard(fd)
-                poller.unregister(fd)
-    finally:
-        for fd in pidfds:
-            os.close(fd)
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if pid > 0 else []
+    except OSError:
+        return None
+    if argv and argv[0].endswith(b"conmon") and spec.container_id.encode() in argv:
+        return procs.Proc.of(pid)
+    return None
 
 
 def read_pid_file(path: Path) -> int:

@@ -5,26 +5,36 @@ instances and handlers never share state; `--log FILE --log-format json`, so err
 runtime's own words), and turning a failure into RuntimeFailure carrying the runtime's message. `create`
 is not here: conmon runs it (podhost.runtime.container.conmon). Never decides *when* to call what; that
 is the service's job.
+
+Marks: an `OciRuntime` bound to a container (`for_owner(instance, container_id)`) runs every command
+marked for that container and for that one call (podhost.runtime.procs), so a crashed daemon's successor
+finds a runtime command still running, and a failed call kills what it started and nothing else of the
+container's (not its conmon). Unbound (the default), commands run unmarked.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import signal
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from podhost.errors import RuntimeFailure
+from podhost.runtime import procs
 
 log = logging.getLogger(__name__)
 
 CALL_TIMEOUT_S = 30.0
+#: The per-call runtime logs in a runtime root (a killed daemon's are swept at start).
+CALL_LOG_GLOB = ".call-*.log"
 NOT_FOUND_MARKERS = ("does not exist", "No such file or directory", "not found")
 
 
@@ -79,15 +89,29 @@ def parse_log(text: str) -> str:
 
 @dataclass(frozen=True)
 class OciRuntime:
-    """One runtime handler: its binary and its state root."""
+    """One runtime handler: its binary and its state root; bound to a container's mark when `instance`
+    is set (`for_owner`)."""
 
     handler: str
     binary: str
     root: Path
+    #: the podhost instance and the container id that mark every command (procs.mark_env); "" = unmarked.
+    instance: str = ""
+    owner: str = ""
+
+    def for_owner(self, instance: str, owner: str) -> OciRuntime:
+        """This runtime, running its commands marked for container `owner` of podhost `instance`."""
+        return dataclasses.replace(self, instance=instance, owner=owner)
+
+    def call_env(self, call: str) -> dict[str, str] | None:
+        """The environment of one command: ours, plus the marks of the bound container and of `call`."""
+        if not self.instance:
+            return None  # inherit
+        return {**os.environ, **procs.mark_env(self.instance, self.owner, call)}
 
     def _log_file(self) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
-        return self.root / f".call-{uuid.uuid4().hex[:12]}.log"
+        return self.root / f".call-{uuid.uuid4().hex[:12]}.log"  # matches CALL_LOG_GLOB
 
     def command(self, args: list[str], log_file: Path) -> list[str]:
         return global_args(self.binary, self.root, log_file) + args
@@ -95,24 +119,33 @@ class OciRuntime:
     def run(self, args: list[str], timeout: float = CALL_TIMEOUT_S) -> str:
         """Run one runtime command; its stdout, or RuntimeFailure with the runtime's own message.
 
-        The runtime runs in a session (and process group) of its own, and on a timeout or an interrupt
-        the whole group is killed, not only the runtime: what it started must not outlive the call."""
+        The runtime runs in a session (and process group) of its own; the call ends when the runtime
+        exits, not when its pipes close. On a timeout or an interrupt the runtime, its process tree and
+        group and whatever carries this call's mark are killed (`procs.kill_session`): what it started
+        must not outlive the call."""
         log_file = self._log_file()
+        call = uuid.uuid4().hex[:12]
         try:
             try:
                 popen = subprocess.Popen(
                     self.command(args, log_file), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE, start_new_session=True,
+                    stderr=subprocess.PIPE, start_new_session=True, env=self.call_env(call),
                 )  # fmt: skip
             except OSError as e:
                 raise RuntimeFailure(f"{self.handler} ({self.binary}): {e.strerror}") from e
+            report = None
             try:
-                stdout, stderr = popen.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired as e:
-                raise RuntimeFailure(f"{self.handler} {' '.join(args)}: timed out after {timeout:g}s") from e
+                report = procs.communicate(popen, None, time.monotonic() + timeout)
+                if report is None:
+                    raise RuntimeFailure(f"{self.handler} {' '.join(args)}: timed out after {timeout:g}s")
             finally:
-                if popen.returncode is None:  # timed out or interrupted
-                    kill_group(popen)
+                if report is None:  # timed out or interrupted
+                    procs.kill_session(popen, self.instance, self.owner, call)
+                else:
+                    for stream in (popen.stdout, popen.stderr):
+                        if stream is not None:
+                            stream.close()
+            stdout, stderr = report
             if popen.returncode != 0:
                 message = self.read_log(log_file) or stderr.decode(errors="replace").strip()
                 raise RuntimeFailure(
@@ -185,25 +218,13 @@ class OciRuntime:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
+                env=self.call_env(token),
             )
         except OSError as e:
             for f in (process_file, log_file):
                 f.unlink(missing_ok=True)
             raise RuntimeFailure(f"{self.handler} exec: {e.strerror}") from e
-        return ExecProcess(popen, process_file, pid_file, log_file)
-
-
-def kill_group(popen: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the process group `popen` leads (it was started with start_new_session) and reap `popen`.
-
-    The group is signalled while its leader is unreaped, so its ID cannot have been reused. Its pipes are
-    closed, not drained: a member that left the group could hold them open for ever."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(popen.pid, signal.SIGKILL)
-    popen.wait()
-    for stream in (popen.stdin, popen.stdout, popen.stderr):
-        if stream is not None:
-            stream.close()
+        return ExecProcess(popen, process_file, pid_file, log_file, token)
 
 
 @dataclass
@@ -214,6 +235,9 @@ class ExecProcess:
     process_file: Path
     pid_file: Path
     log_file: Path
+    #: the call mark `runc exec` and what it started carry (procs.kill_session(popen, instance, owner,
+    #: call) ends them all), when its OciRuntime is bound to the container.
+    call: str = ""
 
     def exec_pid(self) -> int:
         """The exec'd process in the host PID namespace (runc writes it once the process runs); 0 if not yet."""

@@ -142,14 +142,17 @@ class ContainerService:
     def lock(self, container_id: str) -> contextlib.AbstractContextManager[None]:
         return self.lifecycle.locks.hold(container_id)
 
-    def runtime(self, handler: str) -> ocirt.OciRuntime:
+    def runtime(self, handler: str, container_id: str = "") -> ocirt.OciRuntime:
+        """The OCI runtime of `handler`; bound to `container_id`, its commands carry that container's mark
+        (procs), so a daemon killed mid-call leaves nothing its successor cannot find."""
         handler = handler or self.config.default_runtime
         binary = self.config.runtimes.get(handler)
         if binary is None:
             raise InvalidArgument(
                 f"unknown runtime handler {handler!r} (have: {', '.join(self.config.runtimes)})"
             )
-        return ocirt.OciRuntime(handler, binary, ocirt.runtime_root(self.config.run_dir, handler))
+        runtime = ocirt.OciRuntime(handler, binary, ocirt.runtime_root(self.config.run_dir, handler))
+        return runtime.for_owner(self.config.instance_id, container_id) if container_id else runtime
 
     def get(self, container_id: str) -> Container:
         container = self.records.get(container_id)
@@ -338,7 +341,7 @@ class ContainerService:
             runtime.delete(container.id, force=True)
         except RuntimeFailure:
             log.exception("container %s: runtime delete during rollback failed", container.id[:13])
-        procs.kill_marked(self.config.instance_id, container.id)
+        procs.kill_owner(self.config.instance_id, container.id)
         self._remove_cgroup(container)
         (self.exit_dir / container.id).unlink(missing_ok=True)
         (self.socket_dir / container.id).unlink(missing_ok=True)
@@ -361,7 +364,7 @@ class ContainerService:
                 raise FailedPrecondition(
                     f"container {container_id[:13]} is {container.state.value}, not created"
                 )
-            runtime = self.runtime(container.runtime_handler)
+            runtime = self.runtime(container.runtime_handler, container.id)
             started_at = time.time_ns()  # before: the process may run (and exit) before start returns
             stages.enter("runtime start")
             try:
@@ -468,7 +471,7 @@ class ContainerService:
         container = self.records.get(container_id)
         if container is None or container.stage == ContainerStage.EXITED:
             return
-        runtime = self.runtime(container.runtime_handler)
+        runtime = self.runtime(container.runtime_handler, container.id)
         if timeout > 0 and container.state == ContainerState.CONTAINER_RUNNING:
             sig = parse_signal(container.stop_signal)
             self._signal(runtime, container, sig, all_processes=False)
@@ -505,7 +508,7 @@ class ContainerService:
             container = self.records.get(container_id)
             if container is None or container.stage == ContainerStage.CREATING:
                 return
-            runtime = self.runtime(container.runtime_handler)
+            runtime = self.runtime(container.runtime_handler, container.id)
             runtime.delete(container_id, force=True)
             self._remove_files(container)
             self.records.delete(container_id)
@@ -551,7 +554,7 @@ class ContainerService:
         except (OSError, ValueError) as e:
             raise RuntimeFailure(f"container {container_id[:13]}: reading its spec: {e}") from e
         process = spec.exec_process(oci, cmd)
-        runtime = self.runtime(container.runtime_handler)
+        runtime = self.runtime(container.runtime_handler, container.id)
         ep = runtime.exec(container_id, process, bundle)
         try:
             try:
@@ -587,7 +590,7 @@ class ContainerService:
             container = self.status(container_id)
             if container.state == ContainerState.CONTAINER_EXITED:
                 raise FailedPrecondition(f"container {container_id[:13]} has exited")
-            runtime = self.runtime(container.runtime_handler)
+            runtime = self.runtime(container.runtime_handler, container.id)
             runtime.update(container_id, spec.oci_resources(resources), self._bundle(container_id))
             old = container.config.resources
             if old is not None:
@@ -654,10 +657,13 @@ class ContainerService:
             self._apply_exit(container.id, lost_message="exited while podhost was down; exit status lost")
         procs.reap_zombie_children()  # conmons of ours that exited before we could adopt them
         self._sweep_orphans(marked)
+        for handler in self.config.runtimes:  # the logs of runtime calls a killed daemon never finished
+            for stale in ocirt.runtime_root(self.config.run_dir, handler).glob(ocirt.CALL_LOG_GLOB):
+                stale.unlink(missing_ok=True)
 
     def _runtime_state(self, container: Container) -> dict[str, Any] | None:
         try:
-            return self.runtime(container.runtime_handler).state(container.id)
+            return self.runtime(container.runtime_handler, container.id).state(container.id)
         except (RuntimeFailure, InvalidArgument):
             return None
 
@@ -697,7 +703,7 @@ class ContainerService:
             id=container_id, sandbox_id="", config=ContainerConfig(), runtime_handler=handler, cgroup=cgroup
         )
         with contextlib.suppress(RuntimeFailure):
-            self.runtime(handler).delete(container_id, force=True)
+            self.runtime(handler, container_id).delete(container_id, force=True)
         self._remove_files(ghost)
         self.records.delete(container_id)
 

@@ -223,7 +223,13 @@ def start_exec(
             try:
                 set_winsize(slave, *size)
                 popen = subprocess.Popen(
-                    argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True, close_fds=True
+                    argv,
+                    stdin=slave,
+                    stdout=slave,
+                    stderr=slave,
+                    start_new_session=True,
+                    close_fds=True,
+                    env=runtime.call_env(token),
                 )
             finally:
                 os.close(slave)  # only runc holds it now: its exit is our EIO
@@ -234,6 +240,7 @@ def start_exec(
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
+                env=runtime.call_env(token),
             )
     except OSError as e:
         if master is not None:
@@ -243,7 +250,7 @@ def start_exec(
         raise RuntimeFailure(f"{runtime.handler} exec: {e.strerror}") from e
     label = f"{container_id[:13]}/{token}"
     log.info("exec %s: %s started (tty=%s, stdin=%s)", label, process.get("args"), tty, stdin)
-    return ExecIO(ocirt.ExecProcess(popen, process_file, pid_file, log_file), tty, master, label)
+    return ExecIO(ocirt.ExecProcess(popen, process_file, pid_file, log_file, call=token), tty, master, label)
 
 
 class AttachIO:

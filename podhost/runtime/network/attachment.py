@@ -62,6 +62,13 @@ class AttachmentStore:
         self.directory = directory
         self._lock = threading.Lock()
 
+    def sweep_partial_writes(self) -> None:
+        """Drop the temp files of writes a killed daemon never finished (state.write_atomic's). Only at
+        daemon start, when nothing writes here."""
+        if self.directory.is_dir():
+            for stale in self.directory.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+
     def path(self, sandbox_id: str) -> Path:
         if not sandbox_id or "/" in sandbox_id or sandbox_id.startswith("."):
             raise ValueError(f"invalid sandbox id {sandbox_id!r}")

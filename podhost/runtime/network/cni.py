@@ -249,6 +249,8 @@ class PodNetwork:
                 conf,
                 timeout=self.plugin_timeout,
                 log_id=target.sandbox_id,
+                instance=self.config.instance_id,
+                owner=target.sandbox_id,
             )
             timings[ptype] = (time.monotonic() - t0) * 1000
             if out is None:
@@ -385,6 +387,8 @@ class PodNetwork:
                     conf,
                     timeout=self.plugin_timeout,
                     log_id=target.sandbox_id,
+                    instance=self.config.instance_id,
+                    owner=target.sandbox_id,
                 )
             except PodhostError as e:
                 log.warning("%s: CNI DEL %s (%s): %s", target.sandbox_id, ptype, target.ifname, e)
@@ -437,6 +441,8 @@ class PodNetwork:
                         conf,
                         timeout=self.plugin_timeout,
                         log_id=sandbox_id,
+                        instance=self.config.instance_id,
+                        owner=sandbox_id,
                     )
                 except plugin.PluginError as e:
                     if known_false_check_failure(ptype, e, prev):
@@ -447,6 +453,10 @@ class PodNetwork:
                     raise RuntimeFailure(f"{sandbox_id}: pod network check failed: {e}") from e
 
     # --- recovery and policy ------------------------------------------------------------------------
+
+    def sweep_partial_writes(self) -> None:
+        """At daemon start: drop the temp files of attachment writes a killed daemon never finished."""
+        self._store.sweep_partial_writes()
 
     def attachments(self) -> list[str]:
         """Sandbox ids with a recorded attachment (complete or interrupted), for start-up cleanup."""

@@ -7,6 +7,13 @@ failure it exits non-zero and prints an error object `{"cniVersion", "code", "ms
 stdout. The environment and CNI_ARGS are built by pure functions; running goes through `subprocess` with
 a timeout, never a shell.
 
+Nothing a plugin starts outlives a failed call. Each exec carries the mark of its sandbox and of this one
+call (`PODHOST_OWNER=<instance>/<sandbox id>`, `PODHOST_CALL=<token>`, podhost.runtime.procs), and runs
+in a session of its own. The call ends when the plugin exits, never waiting for EOF on its pipes (a child
+it left could hold them for ever, and the daemon with them). On a timeout or an interrupt the plugin,
+its process tree and group, and whatever carries the call's mark are killed (`procs.kill_session`); the
+sandbox's other processes (its pause, a plugin running beside this one) carry other call marks or none.
+
 Must never: decide which plugins run or in what order (that is `podhost.runtime.network.cni`), or keep
 any state.
 """
@@ -18,12 +25,14 @@ import logging
 import os
 import subprocess
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from podhost.errors import InvalidArgument, RuntimeFailure
+from podhost.runtime import procs
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +87,13 @@ def build_cni_args(pod_namespace: str, pod_name: str, sandbox_id: str, pod_uid: 
     return ";".join(f"{k}={v}" for k, v in pairs)
 
 
-def build_env(inv: Invocation, base_env: Mapping[str, str]) -> dict[str, str]:
-    """The plugin's whole environment: the CNI_* protocol variables and the few host ones it needs."""
+def build_env(
+    inv: Invocation, base_env: Mapping[str, str], marks: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The plugin's whole environment: the CNI_* protocol variables, the few host ones it needs, and
+    `marks` (procs.mark_env: which podhost instance, sandbox and call the exec belongs to)."""
     env = {k: base_env[k] for k in _INHERITED if k in base_env}
+    env.update(marks or {})
     env.setdefault("PATH", _DEFAULT_PATH)
     env.update(
         {
@@ -146,23 +159,44 @@ def run(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     log_id: str = "",
+    instance: str = "",
+    owner: str = "",
 ) -> dict[str, Any] | None:
-    """Execute one plugin with `conf` on stdin; return its result, or raise PluginError/RuntimeFailure."""
-    env = build_env(inv, os.environ)
+    """Execute one plugin with `conf` on stdin; return its result, or raise PluginError/RuntimeFailure.
+
+    `instance` and `owner` (Config.instance_id, the sandbox id) mark the exec and all it starts; with no
+    `instance` it runs unmarked (its own process tree and group are still killed on failure)."""
+    call = uuid.uuid4().hex[:12]
+    env = build_env(inv, os.environ, procs.mark_env(instance, owner, call) if instance else None)
     started = time.monotonic()
     try:
-        proc = subprocess.run(
-            [str(path)],
-            input=json.dumps(conf).encode(),
-            env=env,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as e:
-        raise RuntimeFailure(f"CNI plugin {plugin_type} {inv.command} timed out after {timeout:g}s") from e
+        popen = subprocess.Popen(
+            [str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, start_new_session=True, close_fds=True,
+        )  # fmt: skip
     except OSError as e:
         raise RuntimeFailure(f"CNI plugin {plugin_type} {inv.command}: cannot execute {path}: {e}") from e
+    report = None
+    try:
+        report = procs.communicate(popen, json.dumps(conf).encode(), started + timeout)
+        if report is None:
+            raise RuntimeFailure(f"CNI plugin {plugin_type} {inv.command} timed out after {timeout:g}s")
+    finally:
+        if report is None:  # timed out or interrupted: the plugin and all it started die, not only it
+            killed = procs.kill_session(popen, instance, owner, call)
+            log.warning(
+                "%s: CNI %s %s (%s) failed to finish: %d process(es) killed",
+                log_id or inv.container_id,
+                inv.command,
+                plugin_type,
+                inv.ifname,
+                len(killed),
+            )
+        else:
+            for stream in (popen.stdin, popen.stdout, popen.stderr):
+                if stream is not None:
+                    stream.close()
+    stdout, stderr = report
     elapsed = (time.monotonic() - started) * 1000
     log.debug(
         "%s: CNI %s %s (%s) took %.1f ms, exit %d",
@@ -171,13 +205,13 @@ def run(
         plugin_type,
         inv.ifname,
         elapsed,
-        proc.returncode,
+        popen.returncode,
     )
-    if proc.stderr.strip():
+    if stderr.strip():
         log.debug(
             "%s: CNI %s stderr: %s",
             log_id or inv.container_id,
             plugin_type,
-            proc.stderr[-2000:].decode(errors="replace"),
+            stderr[-2000:].decode(errors="replace"),
         )
-    return parse_output(plugin_type, inv.command, proc.returncode, proc.stdout, proc.stderr)
+    return parse_output(plugin_type, inv.command, popen.returncode, stdout, stderr)

@@ -339,14 +339,14 @@ class SandboxService:
         recorded = procs.Proc(sandbox.pid, sandbox.pid_start_time) if sandbox is not None else None
         victims = [recorded] if recorded is not None and recorded.pid > 0 else []
         victims += marked
-        if scan:
-            victims += procs.marked(self.config.instance_id).get(sandbox_id, [])
+        if scan:  # with whatever they started, until nothing under the mark is left
+            victims = procs.kill_owner(self.config.instance_id, sandbox_id, victims)
         for proc in victims:
             procs.kill(proc)
         if recorded in victims and exited is not None:
-            exited.wait(PAUSE_EXIT_WAIT_S)
-        for proc in victims:
-            _wait_gone(proc)
+            exited.wait(PAUSE_EXIT_WAIT_S)  # the watcher has reaped it: its exit is no news to handle
+        if procs.await_gone(victims, PAUSE_EXIT_WAIT_S):
+            log.error("sandbox %s: pause survives SIGKILL: %s", sandbox_id[:13], victims)
         if victims:
             procs.reap_zombie_children()  # a pause killed before its pidfd was watched
 
@@ -498,6 +498,7 @@ class SandboxService:
         finished; a Ready one whose pause died while we were away turns LOST; a sandbox whose record is
         unreadable or missing is found through its run dir and its processes' marks, killed and cleaned."""
         procs.reap_zombie_children()
+        self.network.sweep_partial_writes()
         marked = procs.marked(self.config.instance_id)
         runs = self.config.run_dir / "sandboxes"
         for sandbox in list(self.records):
@@ -555,12 +556,6 @@ class SandboxService:
         self.records.delete(sandbox_id)
         with self._lock:
             self._exited.pop(sandbox_id, None)
-
-
-def _wait_gone(proc: procs.Proc, timeout: float = PAUSE_EXIT_WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while proc.alive() and time.monotonic() < deadline:
-        time.sleep(0.005)
 
 
 def _dir_names(path: Path) -> Iterator[str]:
