@@ -24,6 +24,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from bench import metrics
+from podhost.runtime import procs
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -81,16 +82,7 @@ def strays(exclude: set[int]) -> list[int]:
     keep = set(exclude)
     for pid in exclude:
         keep |= metrics.descendants(pid)
-    return sorted(p for p in metrics.descendants(os.getpid()) - keep if _state(p) not in ("", "Z", "X"))
-
-
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return ""
-    return data[data.rindex(b")") + 2 :].split()[0].decode()
+    return sorted(p for p in metrics.descendants(os.getpid()) - keep if procs.state(p) not in ("", "Z", "X"))
 
 
 def describe(pids: list[int]) -> str:

@@ -99,7 +99,8 @@ def checkpoint(verb: str, stage: str) -> None:
 
 
 class StageTimer:
-    """Names the stage a request is in (for errors) and how long each took (for the log line)."""
+    """Names the stage a request is in (for errors) and how long each took (for the log line). With an
+    empty `verb` (a step inside another request) it only times: no trace, no crash hook, no cancel."""
 
     def __init__(self, verb: str) -> None:
         self.verb = verb
@@ -112,7 +113,7 @@ class StageTimer:
         if self.current:
             self._times.append((self.current, (now - self._mark) * 1e3))
         self.current, self._mark = stage, now
-        if stage:
+        if stage and self.verb:
             checkpoint(self.verb, stage)
             is_active = getattr(_call, "is_active", None)
             if is_active is not None and not is_active():

@@ -20,7 +20,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from podhost.cri import api_pb2 as pb
 from podhost.errors import AlreadyExists, PodhostError
 from podhost.runtime.procs import mark_env
 from podhost.runtime.stages import KILL_AT_ENV, STAGES
-from tests.instance import Instance, OrphanReaper
+from tests.instance import Instance, OrphanReaper, wait_for
 from tests.leaks import find_leaks
 from tests.reality import reality_problems, settled_reality_problems
 
@@ -45,16 +44,6 @@ EXIT_CODE = 3
 CASES = [(verb, stage) for verb, stages in STAGES.items() for stage in stages]
 #: How the client sees a server that died mid-call.
 DEAD_SERVER_CODES = ("UNAVAILABLE", "CANCELLED")
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 @pytest.fixture(scope="module")

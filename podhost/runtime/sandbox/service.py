@@ -413,12 +413,12 @@ class SandboxService:
     def stop(self, sandbox_id: str, stages: StageTimer | None = None) -> None:
         """Kill pause, tear down the network, drop pins. Idempotent; an unknown id is fine (CRI).
         Containers are stopped by the caller. `stages` is the StopPodSandbox request's own timer."""
+        stages = stages or StageTimer("")
         with self.lock(sandbox_id):
             sandbox = self.records.get(sandbox_id)
             if sandbox is None or sandbox.stage in (SandboxStage.STOPPED, SandboxStage.CREATING):
                 return
-            if stages:
-                stages.enter("kill pause")
+            stages.enter("kill pause")
             if sandbox.stage == SandboxStage.READY:
                 self._kill_pause(sandbox_id)
 
@@ -427,11 +427,9 @@ class SandboxService:
 
                 # NotReady before the network goes; not fsynced: recovery finds pause dead anyway.
                 sandbox = self.lifecycle.update(sandbox_id, SandboxStage.LOST, stopping, durable=False)
-            if stages:
-                stages.enter("network teardown")
+            stages.enter("network teardown")
             sandbox = self._release_network(sandbox)
-            if stages:
-                stages.enter("record")
+            stages.enter("record")
             self.lifecycle.update(
                 sandbox_id, SandboxStage.STOPPED, None, ContainerEventType.CONTAINER_STOPPED_EVENT
             )
@@ -439,21 +437,18 @@ class SandboxService:
     def remove(self, sandbox_id: str, stages: StageTimer | None = None) -> None:
         """Stop, then delete every trace: run dir, cgroup, record. Unknown ids are fine (CRI: idempotent).
         Containers are removed by the caller first. `stages` is the RemovePodSandbox request's timer."""
+        stages = stages or StageTimer("")
         with self.lock(sandbox_id):
             sandbox = self.records.get(sandbox_id)
             if sandbox is None or sandbox.stage == SandboxStage.CREATING:
                 return
-            if stages:
-                stages.enter("stop")
+            stages.enter("stop")
             self.stop(sandbox_id)
-            if stages:
-                stages.enter("cgroup")
+            stages.enter("cgroup")
             self.cgroups.remove(sandbox.cgroup)
-            if stages:
-                stages.enter("files")
+            stages.enter("files")
             shutil.rmtree(self.config.sandbox_run_dir(sandbox_id), ignore_errors=True)
-            if stages:
-                stages.enter("record")
+            stages.enter("record")
             self.records.delete(sandbox_id)
             self.names.release(sandbox_name_key(sandbox.config), sandbox_id)
             with self._lock:
