@@ -38,7 +38,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -141,39 +141,37 @@ def marked(instance: str, call: str = "") -> dict[str, list[Proc]]:
     return found
 
 
-def kill(proc: Proc, sig: int = signal.SIGKILL) -> None:
-    """Signal `proc` if it is still the process recorded (never a reused PID)."""
+@contextlib.contextmanager
+def _pidfd_of(proc: Proc) -> Iterator[int | None]:
+    """A pidfd of `proc` while its PID still names it (a zombie included), else None: what makes a
+    signal or a wait safe against PID reuse."""
     if proc.pid <= 0:
+        yield None
         return
     try:
         pidfd = os.pidfd_open(proc.pid)
     except OSError:
+        yield None
         return
     try:
-        if start_time(proc.pid) == proc.start_time:
-            signal.pidfd_send_signal(pidfd, sig)
-    except OSError:
-        pass
+        yield pidfd if start_time(proc.pid) == proc.start_time else None
     finally:
         os.close(pidfd)
+
+
+def kill(proc: Proc, sig: int = signal.SIGKILL) -> None:
+    """Signal `proc` if it is still the process recorded (never a reused PID)."""
+    with _pidfd_of(proc) as pidfd, contextlib.suppress(OSError):
+        if pidfd is not None:
+            signal.pidfd_send_signal(pidfd, sig)
 
 
 def reap(proc: Proc) -> None:
     """Reap `proc` if it is a zombie child of ours: a container whose conmon died is re-parented to the
     daemon (a child subreaper) and would otherwise stay a zombie. Never waits, never reaps another PID."""
-    if proc.pid <= 0:
-        return
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except OSError:
-        return
-    try:
-        if start_time(proc.pid) == proc.start_time and state(proc.pid) == "Z":
+    with _pidfd_of(proc) as pidfd, contextlib.suppress(ChildProcessError):  # not ours: its parent reaps it
+        if pidfd is not None and state(proc.pid) == "Z":
             os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
-    except ChildProcessError:
-        pass  # not our child: its parent reaps it
-    finally:
-        os.close(pidfd)
 
 
 def kill_marked(instance: str, owner: str | None = None) -> list[Proc]:
