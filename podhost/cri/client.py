@@ -166,6 +166,14 @@ class CRIClient:
         request = pb.ListPodSandboxStatsRequest(filter=filter)
         return list(self._call(self.runtime.ListPodSandboxStats, request).stats)
 
+    def list_metric_descriptors(self) -> list[pb.MetricDescriptor]:
+        request = pb.ListMetricDescriptorsRequest()
+        return list(self._call(self.runtime.ListMetricDescriptors, request).descriptors)
+
+    def list_pod_sandbox_metrics(self) -> list[pb.PodSandboxMetrics]:
+        request = pb.ListPodSandboxMetricsRequest()
+        return list(self._call(self.runtime.ListPodSandboxMetrics, request).pod_metrics)
+
     def get_container_events(self) -> Iterator[pb.ContainerEventResponse]:
         """Events until the caller stops iterating (then the stream is cancelled) or the server ends it."""
         stream = self.runtime.GetContainerEvents(pb.GetEventsRequest())

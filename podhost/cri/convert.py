@@ -22,7 +22,7 @@ from typing import Any
 from podhost.cri import api_pb2 as pb
 from podhost.cri.streaming import requests as streaming
 from podhost.errors import InvalidArgument
-from podhost.runtime import model
+from podhost.runtime import metrics, model
 from podhost.runtime.image.registry.auth import AuthConfig
 from podhost.runtime.runtime import (
     ContainerFilter,
@@ -53,6 +53,15 @@ def required_id(value: str, field: str) -> str:
     """CRI ids are required wherever a verb names one object; an empty one is the caller's mistake."""
     _require(value != "", f"{field} must not be empty")
     return value
+
+
+def supplemental_groups_policy(value: int, field: str) -> model.SupplementalGroupsPolicy:
+    """CRI enums are open: a value this runtime does not know is refused, as containerd and CRI-O do."""
+    _require(
+        value in model.SupplementalGroupsPolicy.__members__.values(),
+        f"{field}: SupplementalGroupsPolicy {value} is not implemented (Merge or Strict)",
+    )
+    return model.SupplementalGroupsPolicy(value)
 
 
 def namespace_option(m: pb.NamespaceOption) -> model.NamespaceOption:
@@ -146,6 +155,9 @@ def pod_sandbox_config(m: pb.PodSandboxConfig, *, validate: bool = True) -> mode
         run_as_user=_opt_int64(sc, "run_as_user"),
         run_as_group=_opt_int64(sc, "run_as_group"),
         supplemental_groups=list(sc.supplemental_groups),
+        supplemental_groups_policy=supplemental_groups_policy(
+            sc.supplemental_groups_policy, "LinuxSandboxSecurityContext.supplemental_groups_policy"
+        ),
         readonly_rootfs=sc.readonly_rootfs,
         seccomp_profile_type=seccomp_type,
         seccomp_localhost_ref=seccomp_ref,
@@ -160,6 +172,9 @@ def mount(m: pb.Mount) -> model.Mount:
         readonly=m.readonly,
         selinux_relabel=m.selinux_relabel,
         propagation=model.MountPropagation(m.propagation),
+        image=m.image.image if m.HasField("image") else "",
+        image_sub_path=m.image_sub_path,
+        recursive_read_only=m.recursive_read_only,
     )
 
 
@@ -188,6 +203,9 @@ def container_security_context(m: pb.LinuxContainerSecurityContext) -> model.Con
         run_as_username=m.run_as_username,
         readonly_rootfs=m.readonly_rootfs,
         supplemental_groups=list(m.supplemental_groups),
+        supplemental_groups_policy=supplemental_groups_policy(
+            m.supplemental_groups_policy, "LinuxContainerSecurityContext.supplemental_groups_policy"
+        ),
         no_new_privs=m.no_new_privs,
         masked_paths=list(m.masked_paths) or None,
         readonly_paths=list(m.readonly_paths) or None,
@@ -400,6 +418,9 @@ def pb_mount(m: model.Mount) -> pb.Mount:
         readonly=m.readonly,
         selinux_relabel=m.selinux_relabel,
         propagation=m.propagation.name,
+        image=pb.ImageSpec(image=m.image, image_ref=m.image_ref) if m.image else None,
+        image_sub_path=m.image_sub_path,
+        recursive_read_only=m.recursive_read_only,
     )
 
 
@@ -433,7 +454,6 @@ def container(c: model.Container) -> pb.Container:
 
 
 def container_status(c: model.Container) -> pb.ContainerStatus:
-    sc = c.config.security_context
     status = pb.ContainerStatus(
         id=c.id,
         metadata=container_metadata(c.config.metadata),
@@ -454,11 +474,13 @@ def container_status(c: model.Container) -> pb.ContainerStatus:
     )
     if c.config.resources is not None:
         status.resources.linux.CopyFrom(pb_linux_container_resources(c.config.resources))
-    if sc.run_as_user is not None:
+    if c.user is not None:
+        # The ids of the container's process as podhost resolved them into the OCI process.user (image
+        # /etc/passwd and /etc/group per SupplementalGroupsPolicy), as containerd reports them.
         user = status.user.linux
-        user.uid = sc.run_as_user
-        user.gid = sc.run_as_group or 0
-        user.supplemental_groups.extend(sc.supplemental_groups)
+        user.uid = c.user.uid
+        user.gid = c.user.gid
+        user.supplemental_groups.extend(c.user.supplemental_groups)
     return status
 
 
@@ -538,14 +560,22 @@ def runtime_status(conditions: Iterable[RuntimeCondition]) -> pb.RuntimeStatus:
 
 
 def status_response(
-    conditions: Iterable[RuntimeCondition], handlers: Iterable[str], info: Mapping[str, Any] | None = None
+    conditions: Iterable[RuntimeCondition],
+    handlers: Iterable[str],
+    info: Mapping[str, Any] | None = None,
+    *,
+    recursive_read_only_mounts: bool = False,
 ) -> pb.StatusResponse:
-    """`info` (verbose only) maps keys to JSON-able documents, e.g. {"config": ...} as containerd sends."""
+    """`info` (verbose only) maps keys to JSON-able documents, e.g. {"config": ...} as containerd sends.
+    `recursive_read_only_mounts`: podhost prepares them itself (mount_setattr), so every handler has them
+    or none does."""
+    handler_features = pb.RuntimeHandlerFeatures(recursive_read_only_mounts=recursive_read_only_mounts)
     return pb.StatusResponse(
         status=runtime_status(conditions),
         info={k: json.dumps(v, default=str, sort_keys=True) for k, v in (info or {}).items()},
-        runtime_handlers=[pb.RuntimeHandler(name=h, features=pb.RuntimeHandlerFeatures()) for h in handlers],
-        features=pb.RuntimeFeatures(),
+        runtime_handlers=[pb.RuntimeHandler(name=h, features=handler_features) for h in handlers],
+        # SupplementalGroupsPolicy: podhost resolves the groups itself, so Strict holds for every handler.
+        features=pb.RuntimeFeatures(supplemental_groups_policy=True),
     )
 
 
@@ -629,3 +659,25 @@ def pod_sandbox_stats(s: model.PodSandboxStats, containers: dict[str, model.Cont
 
 def pod_sandbox_stats_filter(m: pb.PodSandboxStatsFilter) -> PodSandboxFilter:
     return PodSandboxFilter(id=m.id, label_selector=dict(m.label_selector))
+
+
+def metric_descriptor(d: metrics.MetricDescriptor) -> pb.MetricDescriptor:
+    return pb.MetricDescriptor(name=d.name, help=d.help, label_keys=list(d.label_keys))
+
+
+def _metric(m: metrics.Metric) -> pb.Metric:
+    return pb.Metric(
+        name=m.name, timestamp=m.timestamp, metric_type=pb.MetricType.Name(int(m.type)), label_values=m.label_values,
+        value=_u64(m.value),
+    )  # fmt: skip
+
+
+def pod_sandbox_metrics(p: metrics.PodSandboxMetrics) -> pb.PodSandboxMetrics:
+    return pb.PodSandboxMetrics(
+        pod_sandbox_id=p.pod_sandbox_id,
+        metrics=[_metric(m) for m in p.metrics],
+        container_metrics=[
+            pb.ContainerMetrics(container_id=c.container_id, metrics=[_metric(m) for m in c.metrics])
+            for c in p.container_metrics
+        ],
+    )

@@ -6,7 +6,7 @@ a message) and in the runtime (everything else); error codes come from `status.r
 
 Exec/Attach/PortForward answer a URL of the streaming server (podhost.cri.streaming.server), given to
 the servicer by whoever serves it (the daemon); without one they answer UNIMPLEMENTED. Verbs podhost does
-not serve yet (checkpoint/restore, pod stats and metrics, the Stream* listings) answer UNIMPLEMENTED with
+not serve yet (checkpoint/restore, the Stream* listings) answer UNIMPLEMENTED with
 the reason.
 """
 
@@ -25,6 +25,7 @@ from podhost.cri import api_pb2_grpc, convert
 from podhost.cri.status import rpc, unimplemented
 from podhost.errors import NotFound, Unimplemented
 from podhost.runtime import model
+from podhost.runtime.container import recursive_read_only
 from podhost.runtime.model import Container, ContainerEvent, PodSandbox
 from podhost.runtime.runtime import ContainerFilter
 
@@ -55,7 +56,12 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
     @rpc
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusResponse:
         info = {"config": model.to_dict(self.runtime.config)} if request.verbose else None
-        return convert.status_response(self.runtime.status(), self.runtime.runtime_handlers(), info)
+        return convert.status_response(
+            self.runtime.status(),
+            self.runtime.runtime_handlers(),
+            info,
+            recursive_read_only_mounts=recursive_read_only.supported(),
+        )
 
     @rpc
     def UpdateRuntimeConfig(
@@ -264,6 +270,24 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
         containers = {c.id: c for c in self.runtime.list_containers(ContainerFilter())}
         return pb.ListPodSandboxStatsResponse(stats=[convert.pod_sandbox_stats(s, containers) for s in stats])
 
+    # --- metrics ----------------------------------------------------------------------------------
+
+    @rpc
+    def ListMetricDescriptors(
+        self, request: pb.ListMetricDescriptorsRequest, context: grpc.ServicerContext
+    ) -> pb.ListMetricDescriptorsResponse:
+        descriptors = self.runtime.list_metric_descriptors()
+        return pb.ListMetricDescriptorsResponse(
+            descriptors=[convert.metric_descriptor(d) for d in descriptors]
+        )
+
+    @rpc
+    def ListPodSandboxMetrics(
+        self, request: pb.ListPodSandboxMetricsRequest, context: grpc.ServicerContext
+    ) -> pb.ListPodSandboxMetricsResponse:
+        pods = self.runtime.list_pod_sandbox_metrics()
+        return pb.ListPodSandboxMetricsResponse(pod_metrics=[convert.pod_sandbox_metrics(p) for p in pods])
+
     # --- events -----------------------------------------------------------------------------------
 
     @rpc
@@ -296,8 +320,6 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
     CheckpointContainer = unimplemented("CheckpointContainer", "checkpoint/restore is " + _NOT_YET)
     CheckpointPod = unimplemented("CheckpointPod", "checkpoint/restore is " + _NOT_YET)
     RestorePod = unimplemented("RestorePod", "checkpoint/restore is " + _NOT_YET)
-    ListMetricDescriptors = unimplemented("ListMetricDescriptors", "metrics are " + _NOT_YET)
-    ListPodSandboxMetrics = unimplemented("ListPodSandboxMetrics", "metrics are " + _NOT_YET)
     UpdatePodSandboxResources = unimplemented("UpdatePodSandboxResources", "pod-level resize is " + _NOT_YET)
     StreamPodSandboxes = unimplemented(
         "StreamPodSandboxes", "use ListPodSandbox; streaming lists are " + _NOT_YET

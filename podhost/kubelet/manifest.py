@@ -79,16 +79,20 @@ class VolumeMount:
     name: str
     mount_path: str
     read_only: bool = False
+    sub_path: str = ""  # image volumes only: the directory of the image to mount (CRI image_sub_path)
 
 
 @dataclass
 class Volume:
-    """A pod volume: `emptyDir` (a directory that lives as long as the pod) or `hostPath`."""
+    """A pod volume: `emptyDir` (a directory that lives as long as the pod), `hostPath`, or `image` (an
+    image's files, read-only: KEP-4639, CRI `Mount.image`)."""
 
     name: str
-    kind: str  # "emptyDir" or "hostPath"
+    kind: str  # "emptyDir", "hostPath" or "image"
     path: str = ""  # hostPath
     host_path_type: str = ""  # hostPath: "", Directory, DirectoryOrCreate, File, FileOrCreate, Socket...
+    reference: str = ""  # image: the image reference
+    pull_policy: str = ""  # image: Always, IfNotPresent, Never ("": IfNotPresent, as for :latest-less tags)
 
 
 @dataclass
@@ -275,7 +279,10 @@ def _container(data: Any, path: str, names: set[str]) -> ContainerSpec:
             name=vr.get("name", str, required=True),
             mount_path=vr.get("mountPath", str, required=True),
             read_only=vr.get("readOnly", bool, False),
+            sub_path=vr.get("subPath", str, ""),
         )
+        if mount.sub_path.startswith("/") or ".." in mount.sub_path.split("/"):
+            raise ManifestError(f"{path}.volumeMounts[{i}].subPath: must be a relative path without '..'")
         if not mount.mount_path.startswith("/"):
             raise ManifestError(f"{path}.volumeMounts[{i}].mountPath: must be an absolute path")
         vr.done()
@@ -355,6 +362,7 @@ def _probe(r: _Reader, single_success: bool) -> Probe:
     return probe
 
 
+_PULL_POLICIES = ("", "Always", "IfNotPresent", "Never")
 _HOST_PATH_TYPES = ("", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket")
 
 
@@ -363,12 +371,13 @@ def _volume(data: Any, path: str) -> Volume:
     name = r.get("name", str, required=True)
     if not _DNS1123_LABEL.match(name):
         raise ManifestError(f"{path}.name: {name!r} must be a DNS-1123 label")
-    kinds = [k for k in ("emptyDir", "hostPath") if k in r.data]
+    kinds = [k for k in ("emptyDir", "hostPath", "image") if k in r.data]
     if len(kinds) != 1:
         r.get("emptyDir", dict)
         r.get("hostPath", dict)
+        r.get("image", dict)
         r.done()  # names an unsupported volume type (configMap, secret, ...) first
-        raise ManifestError(f"{path}: exactly one of emptyDir, hostPath is required")
+        raise ManifestError(f"{path}: exactly one of emptyDir, hostPath, image is required")
     volume = Volume(name=name, kind=kinds[0])
     v = r.child(volume.kind)
     if volume.kind == "hostPath":
@@ -378,6 +387,11 @@ def _volume(data: Any, path: str) -> Volume:
         volume.host_path_type = v.get("type", str, "")
         if volume.host_path_type not in _HOST_PATH_TYPES:
             raise ManifestError(f"{path}.hostPath.type: unsupported value {volume.host_path_type!r}")
+    if volume.kind == "image":
+        volume.reference = v.get("reference", str, required=True)
+        volume.pull_policy = v.get("pullPolicy", str, "")
+        if volume.pull_policy not in _PULL_POLICIES:
+            raise ManifestError(f"{path}.image.pullPolicy: unsupported value {volume.pull_policy!r}")
     v.done()  # emptyDir.medium and sizeLimit are refused: podhost backs emptyDir with plain disk only
     r.done()
     return volume
@@ -428,17 +442,22 @@ def parse_pod(doc: dict[str, Any]) -> Pod:
     if pod.dns_policy == "None" and not pod.dns_config.get("nameservers"):
         raise ManifestError("spec.dnsConfig.nameservers: required when dnsPolicy is None")
     pod.volumes = [_volume(v, f"spec.volumes[{i}]") for i, v in enumerate(spec.get("volumes", list, []))]
-    volume_names: set[str] = set()
+    volume_kinds: dict[str, str] = {}
     for i, v in enumerate(pod.volumes):
-        if v.name in volume_names:
+        if v.name in volume_kinds:
             raise ManifestError(f"spec.volumes[{i}].name: duplicate volume name {v.name!r}")
-        volume_names.add(v.name)
+        volume_kinds[v.name] = v.kind
     for kind, group in (("initContainers", pod.init_containers), ("containers", pod.containers)):
         for ci, c in enumerate(group):
             for mi, m in enumerate(c.volume_mounts):
-                if m.name not in volume_names:
+                if m.name not in volume_kinds:
                     raise ManifestError(
                         f"spec.{kind}[{ci}].volumeMounts[{mi}].name: no volume named {m.name!r}"
+                    )
+                if m.sub_path and volume_kinds[m.name] != "image":
+                    raise ManifestError(
+                        f"spec.{kind}[{ci}].volumeMounts[{mi}].subPath: podhost supports it for image "
+                        "volumes only"
                     )
     pod.termination_grace_period_seconds = spec.get("terminationGracePeriodSeconds", int, 30)
     psc = spec.child("securityContext")

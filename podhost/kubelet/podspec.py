@@ -85,10 +85,23 @@ def cpu_shares(milli: int) -> int:
     return max(MIN_SHARES, milli * 1024 // 1000) if milli else MIN_SHARES
 
 
-def container_mounts(c: ContainerSpec, volume_paths: Mapping[str, str]) -> list[cri.Mount]:
-    """CRI mounts for `c`'s volumeMounts; `volume_paths` maps a pod volume's name to its host path."""
+def container_mounts(
+    c: ContainerSpec, volume_paths: Mapping[str, str], image_volumes: Mapping[str, str] | None = None
+) -> list[cri.Mount]:
+    """CRI mounts for `c`'s volumeMounts; `volume_paths` maps a pod volume's name to its host path,
+    `image_volumes` an image volume's name to its image reference. An image volume is a CRI mount with
+    `image` set, no host path, always read-only and its subPath as `image_sub_path` (as the kubelet sends
+    it: KEP-4639)."""
+    images = image_volumes or {}
     return [
-        cri.Mount(container_path=m.mount_path, host_path=volume_paths[m.name], readonly=m.read_only)
+        cri.Mount(
+            container_path=m.mount_path,
+            readonly=True,
+            image=cri.ImageSpec(image=images[m.name]),
+            image_sub_path=m.sub_path,
+        )
+        if m.name in images
+        else cri.Mount(container_path=m.mount_path, host_path=volume_paths[m.name], readonly=m.read_only)
         for m in c.volume_mounts
     ]
 

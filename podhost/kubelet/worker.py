@@ -427,7 +427,12 @@ class PodWorker:
         return {
             v.name: str(self.volume_directory / v.name) if v.kind == "emptyDir" else v.path
             for v in self.pod.volumes
+            if v.kind != "image"
         }
+
+    def _image_volumes(self) -> dict[str, str]:
+        """Image volumes by name: their image references (the runtime mounts them: CRI `Mount.image`)."""
+        return {v.name: v.reference for v in self.pod.volumes if v.kind == "image"}
 
     def _stop_finished_pod(self, obs: Observation) -> None:
         """A pod that Succeeded or Failed gives its sandbox (and IP) back, as the kubelet does."""
@@ -538,7 +543,8 @@ class PodWorker:
         if not self._ensure_image(spec, mem, now):
             return
         cri = self.ctx.cri
-        config = container_config(self.pod, spec, attempt, container_mounts(spec, self._volume_paths()))
+        mounts = container_mounts(spec, self._volume_paths(), self._image_volumes())
+        config = container_config(self.pod, spec, attempt, mounts)
         try:
             container_id = cri.create_container(
                 sandbox.id, config, self._sandbox_config(sandbox.metadata.attempt)
@@ -569,25 +575,31 @@ class PodWorker:
         self._event(NORMAL, "Started", f"Started container {spec.name}", spec.name)
 
     def _ensure_image(self, spec: ContainerSpec, mem: _ContainerMemory, now: float) -> bool:
-        """The kubelet's IfNotPresent: ImageStatus, and PullImage only when the runtime lacks it."""
+        """The kubelet's IfNotPresent: ImageStatus, and PullImage only when the runtime lacks it; for the
+        container's image, then for the image volumes it mounts (the runtime never pulls those)."""
+        images = self._image_volumes()
+        wanted = [spec.image] + [images[m.name] for m in spec.volume_mounts if m.name in images]
+        return all(self._ensure_one_image(image, spec, mem, now) for image in dict.fromkeys(wanted))
+
+    def _ensure_one_image(self, image: str, spec: ContainerSpec, mem: _ContainerMemory, now: float) -> bool:
         cri = self.ctx.cri
         try:
-            present = cri.image_status(spec.image).HasField("image")
+            present = cri.image_status(image).HasField("image")
             if present:
                 if mem.attempt < 0:
                     self._event(
                         NORMAL,
                         "Pulled",
-                        f'Container image "{spec.image}" already present on machine',
+                        f'Container image "{image}" already present on machine',
                         spec.name,
                     )
                 return True
-            self._event(NORMAL, "Pulling", f'Pulling image "{spec.image}"', spec.name)
-            cri.pull_image(spec.image)
-            self._event(NORMAL, "Pulled", f'Successfully pulled image "{spec.image}"', spec.name)
+            self._event(NORMAL, "Pulling", f'Pulling image "{image}"', spec.name)
+            cri.pull_image(image)
+            self._event(NORMAL, "Pulled", f'Successfully pulled image "{image}"', spec.name)
             return True
         except PodhostError as e:
-            self._failed(spec, mem, "ErrImagePull", f'Failed to pull image "{spec.image}": {e}', now)
+            self._failed(spec, mem, "ErrImagePull", f'Failed to pull image "{image}": {e}', now)
             return False
 
     def _failed(

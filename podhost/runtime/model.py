@@ -62,6 +62,14 @@ class MountPropagation(enum.IntEnum):
     PROPAGATION_BIDIRECTIONAL = 2
 
 
+class SupplementalGroupsPolicy(enum.IntEnum):
+    """CRI `SupplementalGroupsPolicy` (KEP-3619): Merge adds the groups the image's /etc/group gives the
+    user; Strict uses only the ids the spec names."""
+
+    Merge = 0
+    Strict = 1
+
+
 # --- sandbox spec --------------------------------------------------------------------------------------
 
 
@@ -113,6 +121,7 @@ class PodSandboxConfig:
     run_as_user: int | None = None
     run_as_group: int | None = None
     supplemental_groups: list[int] = field(default_factory=list)
+    supplemental_groups_policy: SupplementalGroupsPolicy = SupplementalGroupsPolicy.Merge
     readonly_rootfs: bool = False
     seccomp_profile_type: str = ""  # "", RuntimeDefault, Unconfined, Localhost
     seccomp_localhost_ref: str = ""
@@ -145,6 +154,14 @@ class Mount:
     readonly: bool = False
     selinux_relabel: bool = False
     propagation: MountPropagation = MountPropagation.PROPAGATION_PRIVATE
+    #: CRI `Mount.image.image`: an image volume (KEP-4639), the image's root mounted read-only. The
+    #: caller leaves `host_path` empty; CreateContainer sets it to the image volume's mount in the bundle
+    #: (as containerd does) and `image_ref` to the image's id (CRI `ImageSpec.image_ref`, KEP-5365).
+    image: str = ""
+    image_ref: str = ""
+    image_sub_path: str = ""  # CRI `Mount.image_sub_path`: only this directory of the image
+    #: CRI `Mount.recursive_read_only`: every submount read-only too (needs readonly, PROPAGATION_PRIVATE).
+    recursive_read_only: bool = False
 
 
 @dataclass
@@ -184,6 +201,7 @@ class ContainerSecurityContext:
     run_as_username: str = ""
     readonly_rootfs: bool = False
     supplemental_groups: list[int] = field(default_factory=list)
+    supplemental_groups_policy: SupplementalGroupsPolicy = SupplementalGroupsPolicy.Merge
     no_new_privs: bool = False
     masked_paths: list[str] | None = None  # None: the runtime's defaults
     readonly_paths: list[str] | None = None
@@ -212,6 +230,16 @@ class ContainerConfig:
 
 
 # --- records -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LinuxContainerUser:
+    """The ids a container's process runs with (CRI ContainerStatus.user.linux): the OCI process.user
+    podhost built, as containerd reports it."""
+
+    uid: int = 0
+    gid: int = 0
+    supplemental_groups: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -263,6 +291,7 @@ class Container:
     log_path: str = ""  # absolute; empty when the caller asked for no log
     cgroup: str = ""  # cgroup path relative to each hierarchy's root: <pod cgroup>/<container id>
     stop_signal: str = ""  # the image's StopSignal (e.g. "SIGQUIT"); empty means SIGTERM
+    user: LinuxContainerUser | None = None  # set at create, from the spec's process.user
 
 
 # --- dict round trip for records -----------------------------------------------------------------------

@@ -6,6 +6,7 @@ Methods take and return `podhost.runtime.model` types; errors are `podhost.error
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import socket
@@ -16,9 +17,9 @@ from pathlib import Path
 import podhost
 from podhost.config import Config
 from podhost.errors import FailedPrecondition, InvalidArgument, NotFound, RuntimeFailure
-from podhost.runtime import procs
+from podhost.runtime import metrics, procs
 from podhost.runtime.cgroups import Cgroups
-from podhost.runtime.container.service import ContainerService
+from podhost.runtime.container.service import ContainerService, ImageVolume
 from podhost.runtime.container.stdio import AttachIO, ExecIO
 from podhost.runtime.events import EventBus, Subscription
 from podhost.runtime.image.build import ensure_pause_image
@@ -264,12 +265,36 @@ class Runtime:
         # side effect: bad input leaves nothing behind.
         validate_container_config(config, sandbox.config)
         image = self.images.get(config.image)
+        config, image_volumes = self._image_volumes(config)
         # Under the sandbox's lock: a RemovePodSandbox cannot list the pod's containers while one is
         # being made, and the sandbox cannot stop half-way through.
         with self.sandboxes.lock(sandbox.id):
             sandbox = self.sandboxes.require_ready(sandbox.id)
-            container = self.containers.create(sandbox, config, image, self.images.layer_dirs(image))
+            container = self.containers.create(
+                sandbox, config, image, self.images.layer_dirs(image), image_volumes
+            )
         return container.id
+
+    def _image_volumes(self, config: ContainerConfig) -> tuple[ContainerConfig, list[ImageVolume]]:
+        """The image volumes of `config` (CRI `Mount.image`), each image resolved in the store (never
+        pulled: the kubelet pulls first), and a copy of `config` whose image mounts carry the image's id
+        in `image_ref`. An image the store lacks is INVALID_ARGUMENT naming the mount; containerd 2
+        answers NOT_FOUND there, but the mount, not the image, is what the caller got wrong."""
+        if not any(m.image for m in config.mounts):
+            return config, []
+        config = copy.deepcopy(config)
+        volumes = []
+        for i, mount in enumerate(config.mounts):
+            if not mount.image:
+                continue
+            image = self.images.find(mount.image)
+            if image is None:
+                raise InvalidArgument(
+                    f"ContainerConfig.mounts[{i}].image: image {mount.image!r} is not present; pull it first"
+                )
+            mount.image_ref = image.id
+            volumes.append(ImageVolume(index=i, layer_dirs=self.images.layer_dirs(image)))
+        return config, volumes
 
     def start_container(self, container_id: str) -> None:
         container = self.containers.resolve(container_id)
@@ -343,6 +368,24 @@ class Runtime:
         ready = [s for s in self.list_pod_sandbox(f) if s.state == PodSandboxState.SANDBOX_READY]
         return [self.pod_sandbox_stats(s.id) for s in ready]
 
+    def list_metric_descriptors(self) -> list[metrics.MetricDescriptor]:
+        """Every metric ListPodSandboxMetrics can answer (podhost.runtime.metrics)."""
+        return list(metrics.DESCRIPTORS)
+
+    def list_pod_sandbox_metrics(self) -> list[metrics.PodSandboxMetrics]:
+        """Metrics of every Ready sandbox and its running containers (containerd serves Ready ones only)."""
+        out = []
+        for sandbox in self.list_pod_sandbox(PodSandboxFilter(state=PodSandboxState.SANDBOX_READY)):
+            running = [
+                c for c in self._containers_of(sandbox.id) if c.state == ContainerState.CONTAINER_RUNNING
+            ]
+            out.append(
+                metrics.measure_pod_sandbox(
+                    self.cgroups, sandbox, running, lambda cid: self.config.container_state_dir(cid) / "upper"
+                )
+            )
+        return out
+
     def subscribe_events(self) -> Subscription:
         return self.events.subscribe()
 
@@ -364,14 +407,21 @@ class Runtime:
         return image.id
 
     def images_in_use(self) -> set[str]:
-        """Ids of the images any container (running or not) was created from: GC and rmi keep them."""
-        return {c.image_id for c in self.containers.records}  # one being created included
+        """Ids of the images any container (running or not) was created from or mounts as an image
+        volume: GC and rmi keep them."""
+        records = list(self.containers.records)  # one being created included
+        volumes = {m.image_ref for c in records for m in c.config.mounts if m.image_ref}
+        return {c.image_id for c in records} | volumes
 
     def remove_image(self, ref: str) -> None:
         image = self.images.find(ref)
         if image is None:
             return  # CRI: RemoveImage is idempotent
-        users = [c.id[:13] for c in self.containers.list() if c.image_id == image.id]
+        users = [
+            c.id[:13]
+            for c in self.containers.list()
+            if c.image_id == image.id or any(m.image_ref == image.id for m in c.config.mounts)
+        ]
         if users:
             raise FailedPrecondition(f"image {ref} is in use by container(s) {', '.join(users)}")
         self.images.remove(ref)

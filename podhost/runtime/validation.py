@@ -31,6 +31,8 @@ The rules and where each bound comes from:
 - What the OCI runtime spec requires of paths it is given: `cwd`, mount destinations and sources are
   absolute. cgroup v2 `unified` keys are file names in the container's cgroup, never paths.
 - User and group ids are 0..2147483647 (the API server's IsValidUserID/IsValidGroupID).
+- An image volume (`Mount.image`) has no host_path, is read-only, and its `image_sub_path` is relative
+  with no `..` (containerd 2's rules); whether the image and the sub path exist is decided at create.
 - What `podhost.runtime.sandbox.service.validate` checked (metadata present, attempt, port mappings),
   the namespaced-sysctl rules (`podhost.runtime.sandbox.sysctls`) and the resource rules
   (`podhost.runtime.container.spec.validate_resources`) are applied here too, so one call says all.
@@ -54,6 +56,8 @@ from podhost.runtime.model import (
     ContainerConfig,
     ContainerSecurityContext,
     LinuxContainerResources,
+    Mount,
+    MountPropagation,
     NamespaceMode,
     PodSandboxConfig,
 )
@@ -347,6 +351,36 @@ def _security_context(sc: ContainerSecurityContext) -> None:
             _path(f"{field}.{name}[{i}]", path, absolute=True)
 
 
+def _image_volume(field: str, mount: Mount) -> None:
+    """An image volume (CRI `Mount.image`, KEP-4639), refused as containerd 2 refuses it: no host_path
+    (the runtime chooses the source), read-only, and `image_sub_path` a relative path that stays in the
+    image (no `..`). Whether the image and the sub path exist is checked at create, against the store."""
+    if not mount.image:
+        raise InvalidArgument(f"{field}.image_sub_path: {_show(mount.image_sub_path)} needs {field}.image")
+    _bounded(f"{field}.image.image", mount.image, MAX_IMAGE_REF)
+    if any(c.isspace() for c in mount.image) or _CONTROL.search(mount.image):
+        raise InvalidArgument(f"{field}.image.image: {_show(mount.image)} is not an image reference")
+    if mount.host_path:
+        raise InvalidArgument(f"{field}.host_path: must be empty for an image volume ({field}.image is set)")
+    if not mount.readonly:
+        raise InvalidArgument(f"{field}.readonly: an image volume must be read-only")
+    if mount.image_sub_path:
+        _path(f"{field}.image_sub_path", mount.image_sub_path, absolute=False, control=False)
+        _no_backsteps(f"{field}.image_sub_path", mount.image_sub_path)
+
+
+def _recursive_read_only(field: str, mount: Mount) -> None:
+    """CRI `Mount.recursive_read_only`: "readonly MUST be true and propagation MUST be PRIVATE", else the
+    runtime errors (containerd 2 and CRI-O refuse it the same way, as critest checks)."""
+    if not mount.readonly:
+        raise InvalidArgument(f"{field}.recursive_read_only: needs {field}.readonly to be true")
+    if mount.propagation != MountPropagation.PROPAGATION_PRIVATE:
+        raise InvalidArgument(
+            f"{field}.recursive_read_only: needs {field}.propagation PROPAGATION_PRIVATE, not "
+            f"{MountPropagation(mount.propagation).name}"
+        )
+
+
 def validate_container_config(config: ContainerConfig, sandbox_config: PodSandboxConfig) -> None:
     """Raise InvalidArgument naming the first field of a CreateContainer config podhost cannot use safely.
     `sandbox_config` is the sandbox's own (stored) config: the log path is checked against its
@@ -374,7 +408,12 @@ def validate_container_config(config: ContainerConfig, sandbox_config: PodSandbo
         _bounded(field, f"{key}={value}", MAX_ARG_BYTES)
     for i, mount in enumerate(config.mounts):
         _path(f"ContainerConfig.mounts[{i}].container_path", mount.container_path, absolute=True)
-        _path(f"ContainerConfig.mounts[{i}].host_path", mount.host_path, absolute=True)
+        if mount.image or mount.image_sub_path:
+            _image_volume(f"ContainerConfig.mounts[{i}]", mount)
+        else:
+            _path(f"ContainerConfig.mounts[{i}].host_path", mount.host_path, absolute=True)
+        if mount.recursive_read_only:
+            _recursive_read_only(f"ContainerConfig.mounts[{i}]", mount)
     for i, device in enumerate(config.devices):
         _path(f"ContainerConfig.devices[{i}].container_path", device.container_path, absolute=True)
         _path(f"ContainerConfig.devices[{i}].host_path", device.host_path, absolute=True)

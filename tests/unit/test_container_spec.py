@@ -26,6 +26,7 @@ from podhost.runtime.model import (
     PodSandbox,
     PodSandboxConfig,
     PodSandboxMetadata,
+    SupplementalGroupsPolicy,
 )
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n"
@@ -135,6 +136,35 @@ def test_user_in_spec() -> None:
     sc = ContainerSecurityContext(run_as_user=1000, supplemental_groups=[5])
     user = build(container(security_context=sc))["process"]["user"]
     assert user == {"uid": 1000, "gid": 1001, "additionalGids": [1001, 10, 5]}
+
+
+def test_supplemental_groups_policy() -> None:
+    """KEP-3619 as critest checks it: an image whose /etc/group puts the user in 50000."""
+    passwd = "root:x:0:0:root:/root:/bin/sh\ndefault-user:x:1000:1000::/home:/bin/sh\n"
+    group = "default-user:x:1000:\ngroup-defined-in-image:x:50000:default-user\nother:x:7:someone\n"
+
+    def gids(policy: SupplementalGroupsPolicy, **kw: Any) -> tuple[int, int, list[int]]:
+        args: dict[str, Any] = {"image_user": "", "run_as_user": 1000, "run_as_group": None,
+                                "run_as_username": "", "supplemental_groups": [1234]} | kw  # fmt: skip
+        u = resolve_user(**args, passwd=passwd, group=group, policy=policy)
+        return u.uid, u.gid, u.additional_gids
+
+    merge, strict = SupplementalGroupsPolicy.Merge, SupplementalGroupsPolicy.Strict
+    # Merge (the default): primary gid, the image's /etc/group memberships, then the spec's groups.
+    assert gids(merge) == (1000, 1000, [1000, 50000, 1234])
+    # Strict: the image's /etc/group adds nothing; the primary gid (from /etc/passwd) stays.
+    assert gids(strict) == (1000, 1000, [1000, 1234])
+    assert gids(strict, run_as_group=3000, supplemental_groups=[4000, 3000]) == (1000, 3000, [3000, 4000])
+    assert gids(merge, run_as_group=3000, supplemental_groups=[4000]) == (1000, 3000, [3000, 50000, 4000])
+    # The same by the image's User, by name.
+    assert gids(strict, run_as_user=None, image_user="default-user") == (1000, 1000, [1000, 1234])
+    assert gids(merge, run_as_user=None, image_user="default-user")[2] == [1000, 50000, 1234]
+    # The default policy is Merge.
+    assert resolve_user("", 1000, None, "", [], passwd, group).additional_gids == [1000, 50000]
+    sc = ContainerSecurityContext(run_as_user=1000, supplemental_groups=[5],
+                                  supplemental_groups_policy=strict)  # fmt: skip
+    user = build(container(security_context=sc))["process"]["user"]
+    assert user == {"uid": 1000, "gid": 1001, "additionalGids": [1001, 5]}  # no wheel (10) from GROUP
 
 
 # --- capabilities, privileges, limits ------------------------------------------------------------------------
@@ -256,6 +286,18 @@ def test_cri_mounts_override_and_propagation() -> None:
     assert cri[0]["options"] == ["rbind", "rw", "rslave"] and cri[1]["options"] == ["rbind", "ro", "rprivate"]
     assert [m["destination"] for m in s["mounts"]].count("/etc/hosts") == 1
     assert s["linux"]["rootfsPropagation"] == "rslave"
+
+
+def test_recursive_read_only_mount_binds_its_prepared_copy() -> None:
+    mounts = [
+        Mount(container_path="/a/b", host_path="/h/b", readonly=True),
+        Mount(container_path="/a", host_path="/h/a", readonly=True, recursive_read_only=True),
+    ]
+    cri = spec.cri_mounts(ContainerConfig(mounts=mounts), {1: "/b/rro/1"})
+    assert [(m["destination"], m["source"]) for m in cri] == [("/a", "/b/rro/1"), ("/a/b", "/h/b")]
+    assert cri[0]["options"] == ["rbind", "ro", "rprivate"]
+    with pytest.raises(InvalidArgument, match=r"mounts\[1\].recursive_read_only: not prepared"):
+        build(container(mounts=mounts))  # never the host path itself, whose submounts stay writable
 
 
 def test_namespaces_unshared_pid() -> None:

@@ -187,6 +187,31 @@ def test_container_config_copies_every_field() -> None:
     assert sc.masked_paths == ["/proc/kcore"] and sc.readonly_paths is None
     assert (sc.seccomp_profile_type, sc.seccomp_localhost_ref) == ("Localhost", "/p.json")
     assert sc.namespace_options.pid == NamespaceMode.POD  # left out: shares the pod's
+    assert sc.supplemental_groups_policy == model.SupplementalGroupsPolicy.Merge  # the CRI default
+
+
+def test_recursive_read_only_mount_round_trip() -> None:
+    m = convert.mount(pb.Mount(container_path="/d", host_path="/h", readonly=True, recursive_read_only=True))
+    assert m.recursive_read_only and m.readonly
+    assert convert.pb_mount(m).recursive_read_only
+    assert not convert.mount(pb.Mount(container_path="/d", host_path="/h")).recursive_read_only
+
+
+def test_supplemental_groups_policy_conversion() -> None:
+    req = container_request()
+    req.linux.security_context.supplemental_groups_policy = pb.Strict
+    sc = convert.container_config(req).security_context
+    assert sc.supplemental_groups_policy == model.SupplementalGroupsPolicy.Strict
+    req.linux.security_context.supplemental_groups_policy = 7  # CRI enums are open; 7 is unknown
+    with pytest.raises(InvalidArgument, match="LinuxContainerSecurityContext.supplemental_groups_policy"):
+        convert.container_config(req)
+    pod = pb.PodSandboxConfig(metadata=pb.PodSandboxMetadata(name="p"))
+    pod.linux.security_context.supplemental_groups_policy = pb.Strict
+    policy = convert.pod_sandbox_config(pod).supplemental_groups_policy
+    assert policy == model.SupplementalGroupsPolicy.Strict
+    pod.linux.security_context.supplemental_groups_policy = 2
+    with pytest.raises(InvalidArgument, match="LinuxSandboxSecurityContext.supplemental_groups_policy"):
+        convert.pod_sandbox_config(pod)
 
 
 @pytest.mark.parametrize(
@@ -297,6 +322,7 @@ def container_record() -> model.Container:
         message="killed",
         pid=99,
         log_path="/var/log/pods/default_web_uid-1/app/3.log",
+        user=model.LinuxContainerUser(uid=1000, gid=1001, supplemental_groups=[1001, 50000, 5]),
     )
 
 
@@ -314,7 +340,16 @@ def test_container_status_response() -> None:
         ("/data", "/srv/data", True, pb.PROPAGATION_HOST_TO_CONTAINER)
     ]
     assert st.metadata.name == "app" and st.metadata.attempt == 3
-    assert st.resources.linux.cpu_quota == 50000 and st.user.linux.uid == 1000
+    assert st.resources.linux.cpu_quota == 50000
+    # ContainerStatus.user: the resolved process ids (image /etc/group included), not the request's.
+    assert (st.user.linux.uid, st.user.linux.gid, list(st.user.linux.supplemental_groups)) == (
+        1000,
+        1001,
+        [1001, 50000, 5],
+    )
+    no_user = container_record()
+    no_user.user = None  # a record from before podhost recorded the user
+    assert not convert.container_status(no_user).HasField("user")
     info = json.loads(resp.info["info"])
     assert info["pid"] == 99 and info["sandboxID"] == "a" * 64
     c = convert.container(container_record())
@@ -394,6 +429,10 @@ def test_events_stats_status_version() -> None:
         ("NetworkReady", False, "NoCNI"),
     ]
     assert [h.name for h in status.runtime_handlers] == ["runc", "crun"]
+    assert status.features.supplemental_groups_policy
+    assert not any(h.features.recursive_read_only_mounts for h in status.runtime_handlers)
+    rro = convert.status_response([], ["runc", "crun"], recursive_read_only_mounts=True)
+    assert all(h.features.recursive_read_only_mounts for h in rro.runtime_handlers)
     assert json.loads(status.info["config"]) == {"socket": "/run/podhost/podhost.sock"}
     v = convert.version_response("podhost", "0.1.0")
     assert (v.runtime_name, v.runtime_version, v.runtime_api_version) == ("podhost", "0.1.0", "v1")

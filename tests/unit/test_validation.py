@@ -15,6 +15,7 @@ from podhost.runtime.model import (
     DNSConfig,
     LinuxContainerResources,
     Mount,
+    MountPropagation,
     NamespaceMode,
     NamespaceOption,
     PodSandboxConfig,
@@ -29,6 +30,8 @@ from podhost.runtime.validation import (
 )
 
 MB = "x" * (1 << 20)
+HOST_TO_CONTAINER = MountPropagation.PROPAGATION_HOST_TO_CONTAINER
+BIDIRECTIONAL = MountPropagation.PROPAGATION_BIDIRECTIONAL
 
 
 def pod() -> PodSandboxConfig:
@@ -214,6 +217,25 @@ CTR_ROWS: list[tuple[str, CtrEdit, str]] = [
         lambda c: setattr(c.security_context, "masked_paths", ["proc/kcore"]),
         "masked_paths",
     ),
+    (
+        "recursive read-only, not read-only",
+        lambda c: c.mounts.__setitem__(0, Mount("/d", "/h", readonly=False, recursive_read_only=True)),
+        "mounts[0].recursive_read_only: needs ContainerConfig.mounts[0].readonly",
+    ),
+    (
+        "recursive read-only, HOST_TO_CONTAINER",
+        lambda c: c.mounts.__setitem__(
+            0, Mount("/d", "/h", readonly=True, recursive_read_only=True, propagation=HOST_TO_CONTAINER)
+        ),
+        "mounts[0].recursive_read_only: needs ContainerConfig.mounts[0].propagation PROPAGATION_PRIVATE",
+    ),
+    (
+        "recursive read-only, BIDIRECTIONAL",
+        lambda c: c.mounts.__setitem__(
+            0, Mount("/d", "/h", readonly=True, recursive_read_only=True, propagation=BIDIRECTIONAL)
+        ),
+        "not PROPAGATION_BIDIRECTIONAL",
+    ),
 ]
 
 
@@ -225,6 +247,12 @@ def test_container_rules(rule: str, edit: CtrEdit, field: str) -> None:
         validate_container_config(config, pod())
     assert field in str(err.value), str(err.value)[:300]
     assert len(str(err.value)) < 400
+
+
+def test_recursive_read_only_mount_passes_when_read_only_and_private() -> None:
+    config = ctr()
+    config.mounts.append(Mount("/rro", "/h", readonly=True, recursive_read_only=True))
+    validate_container_config(config, pod())
 
 
 def test_log_path_is_checked_against_the_sandbox_log_directory() -> None:

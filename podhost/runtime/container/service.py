@@ -20,7 +20,11 @@ never from what the record hoped (a container killed mid-StartContainer is RUNNI
 Exits arrive from the exit dir's inotify watch (podhost.runtime.container.exits) within milliseconds;
 the record is updated, CONTAINER_STOPPED_EVENT is published and `on_exit` called.
 
-Owns container records, bundles, rootfs mounts and conmon; the pod's namespaces, cgroup and files belong
+Image volumes (CRI `Mount.image`) are mounted read-only under the bundle's `image-volumes/<mount index>`
+after the rootfs, each unmount on the create's undo stack, and unmounted with the rootfs on removal and
+recovery, before anything under the bundle is deleted.
+
+Owns container records, bundles, rootfs and image volume mounts and conmon; the pod's namespaces, cgroup and files belong
 to the sandbox service, images to the image store.
 """
 
@@ -37,7 +41,8 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +56,15 @@ from podhost.errors import (
 )
 from podhost.runtime import procs
 from podhost.runtime.cgroups import Cgroups, child
-from podhost.runtime.container import conmon, ocirt, spec
+from podhost.runtime.container import conmon, ocirt, recursive_read_only, spec
 from podhost.runtime.container.exits import ExitWatcher
 from podhost.runtime.events import EventBus
-from podhost.runtime.image.rootfs import mount_rootfs, unmount_rootfs
+from podhost.runtime.image.rootfs import (
+    mount_image_volume,
+    mount_rootfs,
+    resolve_in_root,
+    unmount_rootfs,
+)
 from podhost.runtime.lifecycle import (
     CONTAINER_TRANSITIONS,
     HIDDEN_STAGES,
@@ -72,6 +82,7 @@ from podhost.runtime.model import (
     ExecResult,
     Image,
     LinuxContainerResources,
+    LinuxContainerUser,
     PodSandbox,
 )
 from podhost.runtime.stages import StageTimer, UndoStack
@@ -106,6 +117,19 @@ def parse_signal(name: str) -> int:
         return int(signal.Signals[upper if upper.startswith("SIG") else "SIG" + upper])
     except KeyError as e:
         raise InvalidArgument(f"unknown stop signal {name!r}") from e
+
+
+IMAGE_VOLUMES_DIR = "image-volumes"  # in the bundle: one mount point per image volume, by mount index
+
+
+@dataclass
+class ImageVolume:
+    """`ContainerConfig.mounts[index]` is an image volume (CRI `Mount.image`) of an image the store has,
+    whose unpacked layers are `layer_dirs` (top first). The caller resolved the image and set the mount's
+    `image_ref` to its id before create, so the write-ahead record keeps the image from GC."""
+
+    index: int
+    layer_dirs: builtins.list[Path]
 
 
 class ContainerService:
@@ -189,7 +213,12 @@ class ContainerService:
     # --- CreateContainer ---------------------------------------------------------------------------
 
     def create(
-        self, sandbox: PodSandbox, config: ContainerConfig, image: Image, layer_dirs: builtins.list[Path]
+        self,
+        sandbox: PodSandbox,
+        config: ContainerConfig,
+        image: Image,
+        layer_dirs: builtins.list[Path],
+        image_volumes: Sequence[ImageVolume] = (),
     ) -> Container:
         """Make the bundle, mount the rootfs and have conmon run `<runtime> create`. Nothing is left behind
         on failure; the error names the stage and carries the runtime's own message."""
@@ -204,7 +233,7 @@ class ContainerService:
         key = container_name_key(sandbox.id, config)
         self.names.reserve(key, container_id)  # AlreadyExists for every racing caller but one
         try:
-            return self._create(sandbox, config, image, layer_dirs, runtime, container_id)
+            return self._create(sandbox, config, image, layer_dirs, runtime, container_id, image_volumes)
         except BaseException:
             self.names.release(key, container_id)
             raise
@@ -217,6 +246,7 @@ class ContainerService:
         layer_dirs: builtins.list[Path],
         runtime: ocirt.OciRuntime,
         container_id: str,
+        image_volumes: Sequence[ImageVolume] = (),
     ) -> Container:
         stop_signal = image.config.stop_signal
         key = container_name_key(sandbox.id, config)
@@ -251,13 +281,24 @@ class ContainerService:
                 mount_rootfs(layer_dirs, state_dir / "upper", state_dir / "work", target)
                 undo.callback(unmount_rootfs, target)
 
+                if image_volumes:
+                    stages.enter("image volumes")
+                    container = self._mount_image_volumes(container, image_volumes, undo)
+
+                rro_sources: dict[int, str] = {}
+                if any(m.recursive_read_only for m in config.mounts):
+                    stages.enter("recursive read-only mounts")  # after image volumes: their host_path is set
+                    undo.callback(recursive_read_only.unstage_all, bundle)
+                    rro_sources = self._stage_recursive_read_only(container, bundle)
+
                 stages.enter("spec")
                 passwd, group = _read_etc(target)
                 oci = spec.build_oci_spec(
                     container, sandbox, image, target, self.config.sandbox_run_dir(sandbox.id), self.limits,
-                    passwd=passwd, group=group,
+                    passwd=passwd, group=group, rro_sources=rro_sources,
                 )  # fmt: skip
                 (bundle / "config.json").write_text(json.dumps(oci, indent=1))
+                user = oci["process"]["user"]
                 if log_path:
                     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
 
@@ -276,6 +317,9 @@ class ContainerService:
 
                 def created(c: Container) -> None:
                     c.pid, c.pid_start_time, c.conmon_pid = pid, pid_start, conmon_pid
+                    c.user = LinuxContainerUser(
+                        uid=user["uid"], gid=user["gid"], supplemental_groups=list(user["additionalGids"])
+                    )
 
                 stages.enter("record")
                 container = self.lifecycle.update(
@@ -309,6 +353,42 @@ class ContainerService:
             container.pid,
         )
         return container
+
+    def _mount_image_volumes(
+        self, container: Container, image_volumes: Sequence[ImageVolume], undo: UndoStack
+    ) -> Container:
+        """Mount each image volume read-only under the bundle (its unmount on `undo` before the next) and
+        point its mount's host_path at the image's root or `image_sub_path` in it, as containerd does;
+        the OCI spec then binds it like any other mount."""
+        sources: dict[int, str] = {}
+        for volume in image_volumes:
+            mount = container.config.mounts[volume.index]
+            where = self._bundle(container.id) / IMAGE_VOLUMES_DIR / str(volume.index)
+            mount_image_volume(volume.layer_dirs, where)
+            undo.callback(unmount_rootfs, where)
+            field = f"ContainerConfig.mounts[{volume.index}].image_sub_path"
+            sources[volume.index] = str(resolve_in_root(where, mount.image_sub_path, field))
+
+        def sourced(c: Container) -> None:
+            for index, source in sources.items():
+                c.config.mounts[index].host_path = source
+
+        return self.lifecycle.update(container.id, None, sourced, durable=False)
+
+    def _stage_recursive_read_only(self, container: Container, bundle: Path) -> dict[int, str]:
+        """A read-only copy of each recursive read-only mount's tree, by mount index (the caller has put
+        `unstage_all` on its undo stack first, so a failure half way leaves nothing mounted)."""
+        if not recursive_read_only.supported():
+            raise InvalidArgument(
+                "ContainerConfig.mounts: recursive_read_only is not supported on this kernel (no mount_setattr)"
+            )
+        sources: dict[int, str] = {}
+        for index, mount in enumerate(container.config.mounts):
+            if mount.recursive_read_only:
+                where = recursive_read_only.staging_point(bundle, index)
+                recursive_read_only.stage(mount.host_path, where)
+                sources[index] = str(where)
+        return sources
 
     def _conmon_spec(
         self, container: Container, runtime: ocirt.OciRuntime, bundle: Path
@@ -519,6 +599,10 @@ class ContainerService:
     def _remove_files(self, container: Container) -> None:
         bundle = self._bundle(container.id)
         unmount_rootfs(bundle / "rootfs")
+        recursive_read_only.unstage_all(bundle)  # before the rmtree below, which must not walk host trees
+        volumes = bundle / IMAGE_VOLUMES_DIR
+        for where in sorted(volumes.iterdir()) if volumes.is_dir() else []:
+            unmount_rootfs(where)  # before the rmtree below, which must never walk into an image
         self._remove_cgroup(container)
         shutil.rmtree(bundle, ignore_errors=True)
         shutil.rmtree(self.config.container_state_dir(container.id), ignore_errors=True)

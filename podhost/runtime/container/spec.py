@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,24 +209,36 @@ def default_mounts(sandbox: PodSandbox, sandbox_dir: Path) -> list[dict[str, Any
     ]  # fmt: skip
 
 
-def cri_mounts(config: ContainerConfig) -> list[dict[str, Any]]:
-    """CRI mounts as binds, parents before children (containerd sorts by path depth)."""
+def cri_mounts(config: ContainerConfig, rro_sources: Mapping[int, str] | None = None) -> list[dict[str, Any]]:
+    """CRI mounts as binds, parents before children (containerd sorts by path depth). A recursive
+    read-only mount `mounts[i]` binds `rro_sources[i]` instead of its host path: the read-only copy of
+    the tree the service prepared (podhost.runtime.container.recursive_read_only)."""
     out = []
-    for m in sorted(config.mounts, key=lambda m: len(Path(m.container_path).parts)):
+    depth = {i: len(Path(m.container_path).parts) for i, m in enumerate(config.mounts)}
+    for i in sorted(depth, key=depth.__getitem__):
+        m = config.mounts[i]
         if not m.container_path.startswith("/"):
             raise InvalidArgument(f"mount destination {m.container_path!r} must be an absolute path")
         if not m.host_path:
             raise InvalidArgument(f"mount {m.container_path!r}: host_path is required")
+        source = m.host_path
+        if m.recursive_read_only:
+            source = (rro_sources or {}).get(i, "")
+            if not source:
+                raise InvalidArgument(f"ContainerConfig.mounts[{i}].recursive_read_only: not prepared")
         options = ["rbind", "ro" if m.readonly else "rw", _PROPAGATION[MountPropagation(m.propagation)]]
-        out.append(
-            {"destination": m.container_path, "type": "bind", "source": m.host_path, "options": options}
-        )
+        out.append({"destination": m.container_path, "type": "bind", "source": source, "options": options})
     return out
 
 
-def mounts(config: ContainerConfig, sandbox: PodSandbox, sandbox_dir: Path) -> list[dict[str, Any]]:
+def mounts(
+    config: ContainerConfig,
+    sandbox: PodSandbox,
+    sandbox_dir: Path,
+    rro_sources: Mapping[int, str] | None = None,
+) -> list[dict[str, Any]]:
     """Default mounts, except those a CRI mount replaces (the kubelet passes its own /etc/hosts), then CRI."""
-    extra = cri_mounts(config)
+    extra = cri_mounts(config, rro_sources)
     taken = {os.path.normpath(m["destination"]) for m in extra}
     return [m for m in default_mounts(sandbox, sandbox_dir) if m["destination"] not in taken] + extra
 
@@ -324,16 +337,18 @@ def build_oci_spec(
     *,
     passwd: str = "",
     group: str = "",
+    rro_sources: Mapping[int, str] | None = None,
 ) -> dict[str, Any]:
     """config.json for `container` in `sandbox`. `passwd`/`group` are the image rootfs's /etc files
-    (needed only when a user or group is given by name)."""
+    (needed only when a user or group is given by name); `rro_sources` the prepared recursive read-only
+    copies, by mount index (`cri_mounts`)."""
     config = container.config
     sc = config.security_context
     validate_resources(config.resources)
     args = process_args(config, image.config)
     user = resolve_user(
         image.config.user, sc.run_as_user, sc.run_as_group, sc.run_as_username, sc.supplemental_groups,
-        passwd, group,
+        passwd, group, sc.supplemental_groups_policy,
     )  # fmt: skip
     caps = capabilities(config, runtime_info.capabilities)
     requested_oom = config.resources.oom_score_adj if config.resources else 0
@@ -387,7 +402,7 @@ def build_oci_spec(
         "ociVersion": OCI_VERSION,
         "process": process,
         "root": {"path": str(rootfs), "readonly": sc.readonly_rootfs},
-        "mounts": mounts(config, sandbox, sandbox_dir),
+        "mounts": mounts(config, sandbox, sandbox_dir, rro_sources),
         "annotations": annotations,
         "linux": linux,
     }

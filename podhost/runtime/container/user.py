@@ -5,6 +5,11 @@ caller decides where the files come from. Rules follow containerd's CRI plugin: 
 run_as_username) wins over the image's `User`; a user given without a group gets its passwd gid (0 when it
 has no passwd entry); run_as_group overrides the gid; the supplementary groups are the primary gid, the
 groups that list the user's name in /etc/group, then CRI supplemental_groups.
+
+SupplementalGroupsPolicy (KEP-3619; containerd 2 `containerSpecOpts`, CRI-O `setupContainerUser`): Merge
+(the default) is the rule above; Strict leaves out the image's /etc/group memberships, so the process
+gets only its primary gid and the spec's supplemental_groups (where the kubelet also puts fsGroup). The
+primary gid itself may still come from the image's /etc/passwd in both, as both runtimes do.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from podhost.errors import InvalidArgument
+from podhost.runtime.model import SupplementalGroupsPolicy
 
 
 @dataclass
@@ -90,6 +96,7 @@ def resolve_user(
     supplemental_groups: list[int],
     passwd: str,
     group: str,
+    policy: SupplementalGroupsPolicy = SupplementalGroupsPolicy.Merge,
 ) -> ProcessUser:
     """The process user of a container (OCI `process.user`). Raises InvalidArgument for unknown names."""
     users, groups = parse_passwd(passwd), parse_group(group)
@@ -109,7 +116,7 @@ def resolve_user(
     else:
         gid = entry.gid if entry is not None else 0
     gids = [gid]
-    if entry is not None:
+    if entry is not None and policy == SupplementalGroupsPolicy.Merge:
         gids += [g.gid for g in groups if entry.name in g.members]
     gids += list(supplemental_groups)
     return ProcessUser(uid, gid, list(dict.fromkeys(gids)))

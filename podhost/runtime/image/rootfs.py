@@ -12,6 +12,12 @@ that dir, and the mount is made by a forked child that chdir's there first: the 
 process-wide and the daemon is threaded, so the parent never changes its own. With the store's 64-hex
 layer names that allows about 60 layers.
 
+An image volume (CRI `Mount.image`, KEP-4639) is the same layers with no upper dir, read-only:
+`mount_image_volume` makes an overlay of lower dirs only (it needs two or more) or, for a one-layer
+image, a read-only bind of the layer, as containerd's overlay snapshotter does for a one-parent view.
+`resolve_in_root` finds an `image_sub_path` in it with every symlink resolved as if the volume were `/`
+(what filepath-securejoin does for runc and CRI-O), so no path leads out of the image.
+
 This module never decides which layers an image has, nor where a container's dirs live.
 """
 
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from pathlib import Path
 
 from podhost.errors import InvalidArgument, RuntimeFailure
@@ -77,6 +84,86 @@ def mount_rootfs(
         raise InvalidArgument(f"too many layers for one overlay mount ({len(lowers)}: {len(short)} bytes)")
     log.debug("overlay on %s: %d layers, options relative to %s", target_s, len(lowers), parent)
     _mount_in_child(parent, target_s, flags, short)
+
+
+def lower_only_options(lower: list[str], *, index_off: bool) -> str:
+    """The mount data of a read-only overlay of `lower` (top first, at least two) (pure)."""
+    if len(lower) < 2:
+        raise InvalidArgument("an overlay without an upper dir needs at least two layers")
+    for p in lower:
+        if not p or any(c in p for c in _FORBIDDEN):
+            raise InvalidArgument(f"overlay path {p!r} is empty or contains ',', ':' or '\\\\'")
+    opts = f"lowerdir={':'.join(lower)}"
+    return opts + ",index=off" if index_off else opts
+
+
+def mount_image_volume(lower_dirs: list[Path], target: Path) -> None:
+    """Mount an image's layers (TOP layer first) read-only on `target` (made if missing): an overlay of
+    the lower dirs only, or a read-only bind of the one layer of a one-layer image."""
+    if not lower_dirs:
+        raise InvalidArgument("an image volume needs at least one layer")
+    lowers = [os.path.abspath(p) for p in lower_dirs]
+    for p in lowers:
+        if not os.path.isdir(p):
+            raise InvalidArgument(f"layer dir {p} does not exist")
+    target.mkdir(parents=True, exist_ok=True)
+    target_s = os.path.abspath(target)
+    if len(lowers) == 1:
+        mnt.mount(lowers[0], target_s, None, mnt.MS_BIND)
+        try:  # a bind takes MS_RDONLY only on a remount
+            mnt.mount("none", target_s, None, mnt.MS_REMOUNT | mnt.MS_BIND | mnt.MS_RDONLY)
+        except BaseException:
+            mnt.umount(target_s, mnt.MNT_DETACH)
+            raise
+        return
+    index_off = _index_option_known()
+    data = lower_only_options(lowers, index_off=index_off)
+    if len(data) < MOUNT_DATA_MAX:
+        mnt.mount("overlay", target_s, "overlay", mnt.MS_RDONLY, data)
+        return
+    parent = os.path.dirname(lowers[0])
+    short = lower_only_options([os.path.basename(p) for p in lowers], index_off=index_off)
+    if any(os.path.dirname(p) != parent for p in lowers) or len(short) >= MOUNT_DATA_MAX:
+        raise InvalidArgument(f"too many layers for one overlay mount ({len(lowers)}: {len(data)} bytes)")
+    _mount_in_child(parent, target_s, mnt.MS_RDONLY, short)
+
+
+MAX_SYMLINKS = 40  # the kernel's limit on symlinks in one path walk (MAXSYMLINKS)
+
+
+def resolve_in_root(root: Path, sub_path: str, field: str) -> Path:
+    """The directory `sub_path` names inside `root`, every symlink on the way resolved as if `root`
+    were `/` and `..` stopping at `root`, so the answer never leaves it. Safe against races only where
+    nothing else can change the tree under `root` (a read-only image volume).
+
+    Raises InvalidArgument naming `field` when the path is missing or is not a directory."""
+    pending = [p for p in sub_path.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    links = 0
+    try:
+        while pending:
+            name = pending.pop(0)
+            if name == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            path = os.path.join(root, *resolved, name)
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                links += 1
+                if links > MAX_SYMLINKS:
+                    raise InvalidArgument(f"{field}: {sub_path!r}: too many levels of symbolic links")
+                link = os.readlink(path)
+                if link.startswith("/"):
+                    resolved = []
+                pending = [p for p in link.split("/") if p not in ("", ".")] + pending
+                continue
+            resolved.append(name)
+        final = os.path.join(root, *resolved)
+        if not stat.S_ISDIR(os.lstat(final).st_mode):
+            raise InvalidArgument(f"{field}: {sub_path!r} is not a directory in the image")
+    except (FileNotFoundError, NotADirectoryError) as e:
+        raise InvalidArgument(f"{field}: {sub_path!r} does not exist in the image") from e
+    return Path(final)
 
 
 def _mount_in_child(cwd: str, target: str, flags: int, data: str) -> None:
