@@ -37,7 +37,7 @@ from typing import Any
 
 from podhost.config import Config
 from podhost.errors import FailedPrecondition, InvalidArgument, NotFound, RuntimeFailure
-from podhost.runtime import mount, namespaces, procs
+from podhost.runtime import metrics, mount, namespaces, procs
 from podhost.runtime.cgroups import Cgroups
 from podhost.runtime.events import EventBus
 from podhost.runtime.lifecycle import (
@@ -460,13 +460,11 @@ class SandboxService:
         """CPU, memory and processes of the pod cgroup; interface counters of the pod's netns (read through
         pause's /proc/<pid>/net/dev, which shows the namespace the process is in)."""
         sandbox = self.get(sandbox_id)
-        interfaces: list[NetworkInterfaceStats] = []
-        if not sandbox.config.host_network and procs.alive(sandbox.pid, sandbox.pid_start_time):
-            try:
-                with open(f"/proc/{sandbox.pid}/net/dev") as f:
-                    interfaces = [i for i in parse_net_dev(f.read()) if i.name != "lo"]
-            except OSError:
-                pass
+        interfaces = [
+            NetworkInterfaceStats(i.name, i.rx_bytes, i.rx_errors, i.tx_bytes, i.tx_errors)
+            for i in metrics.read_interfaces(sandbox)
+            if i.name != "lo"
+        ]
         cgroups = self.cgroups
         return PodSandboxStats(
             sandbox=sandbox,
@@ -565,22 +563,6 @@ def _read_text(path: Path) -> str:
         return path.read_text().strip()
     except OSError:
         return ""
-
-
-def parse_net_dev(text: str) -> list[NetworkInterfaceStats]:
-    """/proc/net/dev: two header lines, then `name: rx_bytes rx_packets rx_errs ... tx_bytes tx_packets
-    tx_errs ...` (8 receive columns, then 8 transmit columns)."""
-    found = []
-    for line in text.splitlines()[2:]:
-        name, _, counters = line.partition(":")
-        fields = counters.split()
-        if len(fields) >= 11:
-            found.append(
-                NetworkInterfaceStats(
-                    name.strip(), int(fields[0]), int(fields[2]), int(fields[8]), int(fields[10])
-                )
-            )
-    return found
 
 
 def _run_into(future: Future[None], fn: Callable[..., None], *args: Any) -> None:
