@@ -120,7 +120,8 @@ def host_tree(tmp_path: Path) -> Iterator[Path]:
     try:
         yield tmp_path
     finally:
-        mount.umount(str(tmp_path / "tmpfs"), mount.MNT_DETACH)
+        if (tmp_path / "tmpfs").exists():
+            mount.umount(str(tmp_path / "tmpfs"), mount.MNT_DETACH)
 
 
 def mount_container(ph: Instance, name: str, mounts: list[pb.Mount]) -> str:
@@ -149,6 +150,10 @@ def test_recursive_read_only_mount(ph: Instance, host_tree: Path, rro: bool) -> 
     assert ph.client.container_status(cid).status.mounts[0].recursive_read_only == rro
     assert ph.client.container_status(cid).status.mounts[0].host_path == str(host_tree)
     (host_tree / "tmpfs" / "host-side").write_text("x")  # the host's own tree stays writable
+    # As critest does while the container still runs: the host unmounts its tmpfs and removes the
+    # directory. No copy podhost made may keep it busy (EBUSY) in the host's mount namespace.
+    mount.umount(str(host_tree / "tmpfs"), mount.MNT_DETACH)
+    (host_tree / "tmpfs").rmdir()
 
 
 @pytest.mark.parametrize(
@@ -181,3 +186,5 @@ def test_recursive_read_only_mount_failure_leaves_nothing(ph: Instance, host_tre
 def test_runtime_advertises_recursive_read_only_mounts(ph: Instance) -> None:
     handlers = ph.client.status().runtime_handlers
     assert handlers and all(h.features.recursive_read_only_mounts for h in handlers)
+    # The default handler is listed by the empty name too, as the CRI names it (critest looks it up so).
+    assert [h.name for h in handlers] == ["", *ph.config.runtimes]

@@ -313,6 +313,9 @@ class ContainerService:
                         self._watcher.watch_process(conmon_pid, procs.start_time(conmon_pid))
 
                 stages.enter("created")
+                # runc has bound the staged recursive read-only copies into the container's own mount
+                # namespace: the host's copies go now, so they never keep a host path busy.
+                recursive_read_only.unstage_all(bundle)
                 pid_start = procs.start_time(pid)
 
                 def created(c: Container) -> None:
