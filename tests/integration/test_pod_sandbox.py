@@ -15,22 +15,12 @@ import pytest
 from podhost.cri import api_pb2 as pb
 from podhost.errors import InvalidArgument, NotFound, PodhostError
 from podhost.runtime import procs
-from tests.instance import Instance
+from tests.instance import Instance, wait_for
 
 pytestmark = pytest.mark.root
 
 HTTPD = ["httpd", "-f", "-p", "80", "-h", "/var/www"]
 SLEEP = ["sleep", "3600"]
-
-
-def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def serving(podhost: Instance, cid: str) -> bool:

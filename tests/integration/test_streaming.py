@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,7 @@ import pytest
 from podhost.cri import api_pb2 as pb
 from podhost.cri.streaming import client as streaming_client
 from podhost.errors import FailedPrecondition, InvalidArgument, RuntimeFailure
-from tests.instance import Instance, OrphanReaper, isolated_instance, leak_checked
+from tests.instance import Instance, OrphanReaper, isolated_instance, leak_checked, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -34,16 +34,6 @@ SUBNET = "10.236.0.0/24"
 HTTPD = ["httpd", "-f", "-p", "80", "-h", "/var/www"]
 SLEEP = ["sleep", "3600"]
 PROMPT = r"^/ #"  # busybox sh as root (capture-pane drops the trailing space)
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 @pytest.fixture(scope="module")
