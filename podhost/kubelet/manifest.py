@@ -140,6 +140,12 @@ class Pod:
     volumes: list[Volume] = field(default_factory=list)
     termination_grace_period_seconds: int = 30
     sysctls: dict[str, str] = field(default_factory=dict)
+    #: spec.securityContext: the defaults every container inherits, and the pod's extra groups.
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    supplemental_groups: list[int] = field(default_factory=list)
+    fs_group: int | None = None
+    supplemental_groups_policy: str = ""  # "", Merge or Strict
 
 
 def parse_quantity(value: Any, path: str) -> int:
@@ -461,6 +467,18 @@ def parse_pod(doc: dict[str, Any]) -> Pod:
                     )
     pod.termination_grace_period_seconds = spec.get("terminationGracePeriodSeconds", int, 30)
     psc = spec.child("securityContext")
+    pod.run_as_user, pod.run_as_group = psc.get("runAsUser", int), psc.get("runAsGroup", int)
+    pod.fs_group = psc.get("fsGroup", int)
+    groups = psc.get("supplementalGroups", list, [])
+    if not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in groups):
+        raise ManifestError("spec.securityContext.supplementalGroups: must be a list of group ids")
+    pod.supplemental_groups = list(groups)
+    pod.supplemental_groups_policy = psc.get("supplementalGroupsPolicy", str, "")
+    if pod.supplemental_groups_policy not in ("", "Merge", "Strict"):
+        raise ManifestError(
+            "spec.securityContext.supplementalGroupsPolicy: Unsupported value: "
+            f'"{pod.supplemental_groups_policy}": supported values: "Merge", "Strict"'
+        )
     for i, s in enumerate(psc.get("sysctls", list, [])):
         sr = _Reader(s, f"spec.securityContext.sysctls[{i}]")
         pod.sysctls[sr.get("name", str, required=True)] = str(sr.get("value", (str, int), required=True))

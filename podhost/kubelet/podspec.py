@@ -72,13 +72,35 @@ def sandbox_config(
         annotations=pod.annotations,
         linux=cri.LinuxPodSandboxConfig(
             cgroup_parent=cgroup_parent,
-            security_context=cri.LinuxSandboxSecurityContext(
-                namespace_options=cri.NamespaceOption(network=net_mode, pid=pid_mode, ipc=cri.POD),
-                seccomp=cri.SecurityProfile(profile_type=cri.SecurityProfile.RuntimeDefault),
-            ),
+            security_context=sandbox_security(pod, net_mode, pid_mode),
             sysctls=pod.sysctls,
         ),
     )
+
+
+def pod_groups(pod: Pod) -> list[int]:
+    """The pod's supplemental groups, fsGroup included, as the kubelet passes them to every container."""
+    return pod.supplemental_groups + ([pod.fs_group] if pod.fs_group is not None else [])
+
+
+def groups_policy(pod: Pod) -> cri.SupplementalGroupsPolicy:
+    return cri.Strict if pod.supplemental_groups_policy == "Strict" else cri.Merge
+
+
+def sandbox_security(
+    pod: Pod, net_mode: cri.NamespaceMode, pid_mode: cri.NamespaceMode
+) -> cri.LinuxSandboxSecurityContext:
+    security = cri.LinuxSandboxSecurityContext(
+        namespace_options=cri.NamespaceOption(network=net_mode, pid=pid_mode, ipc=cri.POD),
+        seccomp=cri.SecurityProfile(profile_type=cri.SecurityProfile.RuntimeDefault),
+        supplemental_groups=pod_groups(pod),
+        supplemental_groups_policy=groups_policy(pod),
+    )
+    if pod.run_as_user is not None:
+        security.run_as_user.value = pod.run_as_user
+    if pod.run_as_group is not None:
+        security.run_as_group.value = pod.run_as_group
+    return security
 
 
 def cpu_shares(milli: int) -> int:
@@ -135,10 +157,15 @@ def container_config(
             else cri.SecurityProfile.RuntimeDefault
         ),
     )
-    if c.run_as_user is not None:
-        security.run_as_user.value = c.run_as_user
-    if c.run_as_group is not None:
-        security.run_as_group.value = c.run_as_group
+    # A container's own runAsUser/runAsGroup win over the pod's (the kubelet's determineEffectiveSecurityContext).
+    run_as_user = c.run_as_user if c.run_as_user is not None else pod.run_as_user
+    run_as_group = c.run_as_group if c.run_as_group is not None else pod.run_as_group
+    if run_as_user is not None:
+        security.run_as_user.value = run_as_user
+    if run_as_group is not None:
+        security.run_as_group.value = run_as_group
+    security.supplemental_groups.extend(pod_groups(pod))
+    security.supplemental_groups_policy = groups_policy(pod)
     return cri.ContainerConfig(
         metadata=cri.ContainerMetadata(name=c.name, attempt=attempt),
         image=cri.ImageSpec(image=c.image),

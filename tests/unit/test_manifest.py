@@ -98,3 +98,45 @@ def test_cri_configs_follow_the_kubelet() -> None:
     assert cc.linux.resources.cpu_shares == 512 and cc.linux.resources.memory_limit_in_bytes == 64 * 2**20
     assert cc.linux.security_context.no_new_privs and cc.linux.security_context.run_as_user.value == 1000
     assert cc.log_path == "a/3.log"
+
+
+def test_pod_security_context_reaches_every_container_as_the_kubelet_passes_it() -> None:
+    doc = pod_doc(
+        securityContext={
+            "runAsUser": 1000,
+            "runAsGroup": 3000,
+            "supplementalGroups": [4000],
+            "fsGroup": 2000,
+            "supplementalGroupsPolicy": "Strict",
+        },
+        containers=[
+            {"name": "a", "image": "busybox"},
+            {"name": "b", "image": "busybox", "securityContext": {"runAsUser": 1001}},
+        ],
+    )
+    pod = parse_pod(doc)
+    sb = sandbox_config(pod, attempt=0, log_directory="/logs/x").linux.security_context
+    assert (sb.run_as_user.value, sb.run_as_group.value) == (1000, 3000)
+    assert list(sb.supplemental_groups) == [4000, 2000]  # fsGroup joins the supplemental groups
+    assert sb.supplemental_groups_policy == cri.Strict
+    a, b = (container_config(pod, c, attempt=0).linux.security_context for c in pod.containers)
+    assert (a.run_as_user.value, a.run_as_group.value) == (1000, 3000)
+    assert b.run_as_user.value == 1001  # the container's own wins
+    assert list(a.supplemental_groups) == list(b.supplemental_groups) == [4000, 2000]
+    assert a.supplemental_groups_policy == b.supplemental_groups_policy == cri.Strict
+    default = container_config(parse_pod(pod_doc()), parse_pod(pod_doc()).containers[0], attempt=0)
+    assert default.linux.security_context.supplemental_groups_policy == cri.Merge
+    assert not default.linux.security_context.HasField("run_as_user")
+
+
+@pytest.mark.parametrize(
+    ("security", "message"),
+    [
+        ({"supplementalGroupsPolicy": "Loose"}, r"supplementalGroupsPolicy: Unsupported value: \"Loose\""),
+        ({"supplementalGroups": ["wheel"]}, "supplementalGroups: must be a list of group ids"),
+        ({"runAsNonRootish": True}, "spec.securityContext.runAsNonRootish: field is not supported"),
+    ],
+)
+def test_broken_pod_security_contexts_name_the_field(security: dict, message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
+        parse_pod(pod_doc(securityContext=security))
