@@ -70,7 +70,17 @@ def namespace_option(m: pb.NamespaceOption) -> model.NamespaceOption:
         pid=model.NamespaceMode(m.pid),
         ipc=model.NamespaceMode(m.ipc),
         target_id=m.target_id,
+        userns=user_namespace(m.userns_options) if m.HasField("userns_options") else model.UserNamespace(),
     )
+
+
+def user_namespace(m: pb.UserNamespace) -> model.UserNamespace:
+    """CRI `userns_options`; the modes and mappings are checked by podhost.runtime.validation."""
+
+    def mappings(ms: Iterable[pb.IDMapping]) -> list[model.IDMapping]:
+        return [model.IDMapping(host_id=i.host_id, container_id=i.container_id, length=i.length) for i in ms]
+
+    return model.UserNamespace(mode=model.NamespaceMode(m.mode), uids=mappings(m.uids), gids=mappings(m.gids))
 
 
 def _seccomp(profile: pb.SecurityProfile | None, legacy_path: str) -> tuple[str, str]:
@@ -565,11 +575,15 @@ def status_response(
     info: Mapping[str, Any] | None = None,
     *,
     recursive_read_only_mounts: bool = False,
+    user_namespaces: bool = False,
 ) -> pb.StatusResponse:
     """`info` (verbose only) maps keys to JSON-able documents, e.g. {"config": ...} as containerd sends.
     `recursive_read_only_mounts`: podhost prepares them itself (mount_setattr), so every handler has them
-    or none does."""
-    handler_features = pb.RuntimeHandlerFeatures(recursive_read_only_mounts=recursive_read_only_mounts)
+    or none does. `user_namespaces` likewise (podhost founds the pod's user namespace and idmaps the rootfs
+    itself), for pods in mode POD."""
+    handler_features = pb.RuntimeHandlerFeatures(
+        recursive_read_only_mounts=recursive_read_only_mounts, user_namespaces=user_namespaces
+    )
     return pb.StatusResponse(
         status=runtime_status(conditions),
         info={k: json.dumps(v, default=str, sort_keys=True) for k, v in (info or {}).items()},

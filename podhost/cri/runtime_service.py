@@ -24,7 +24,7 @@ from podhost.cri import api_pb2 as pb
 from podhost.cri import api_pb2_grpc, convert
 from podhost.cri.status import rpc, unimplemented
 from podhost.errors import NotFound, Unimplemented
-from podhost.runtime import model
+from podhost.runtime import model, mount
 from podhost.runtime.container import recursive_read_only
 from podhost.runtime.model import Container, ContainerEvent, PodSandbox
 from podhost.runtime.runtime import ContainerFilter
@@ -61,6 +61,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
             self.runtime.runtime_handlers(),
             info,
             recursive_read_only_mounts=recursive_read_only.supported(),
+            user_namespaces=mount.idmapped_overlay_supported(),
         )
 
     @rpc

@@ -4,6 +4,7 @@ pause.c (read that file's header); it costs megabytes per pod instead of kilobyt
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import signal
 import sys
@@ -72,6 +73,14 @@ def _launch(ns: str) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     for procs in filter(None, os.environ.get("PODHOST_PAUSE_CGROUPS", "").split(":")):
         _step("join cgroup", _write_file, procs, "0")
+    in_userns = os.environ.get("PODHOST_PAUSE_USERNS") == "1"
+    if in_userns:  # pause.c's protocol: the daemon writes the maps, then one byte on stdin
+        _step("unshare user", _libc(libc, "unshare"), 0x10000000)
+        os.write(1, b"userns\n")
+        if len(os.read(0, 1)) != 1:
+            raise StepFailed("pause: userns maps: errno 5\n")
+        _step("setgid 0 in userns", os.setgid, 0)
+        _step("setuid 0 in userns", os.setuid, 0)
     flags = 0
     for word in filter(None, ns.split(",")):
         flags |= CLONE[word]
@@ -100,7 +109,7 @@ def _launch(ns: str) -> None:
         os._exit(1)
     os.close(ready_r)
     try:
-        _become_pause(libc, ready_w)
+        _become_pause(libc, ready_w, in_userns)
     except StepFailed as e:
         os.write(ready_w, str(e).encode())
         os._exit(1)
@@ -110,14 +119,21 @@ def _launch(ns: str) -> None:
     wait_for_signals()
 
 
-def _become_pause(libc: ctypes.CDLL, ready_w: int) -> None:
+def _become_pause(libc: ctypes.CDLL, ready_w: int, in_userns: bool) -> None:
     """The forked pause, in pause.c's order: every step that can fail before "k" goes out on `ready_w`;
     errors go there too, since stderr is /dev/null once it is opened (as uid 65535: see pause.c)."""
     _step("setsid", os.setsid)
     _step("chdir /", os.chdir, "/")
     _step("setgroups", os.setgroups, [])
-    _step("setgid", os.setgid, PAUSE_UID)
-    _step("setuid", os.setuid, PAUSE_UID)
+    # In a user namespace an unmapped id answers EINVAL: the pause stays the mapped root then (pause.c).
+    for name, call in (("setgid", os.setgid), ("setuid", os.setuid)):
+        try:
+            call(PAUSE_UID)
+        except OSError as e:
+            if not (in_userns and e.errno == errno.EINVAL):
+                raise StepFailed(f"pause: {name}: errno {e.errno or 0}\n") from e
+            if name == "setgid":
+                break
     devnull = -1
 
     def open_devnull() -> None:

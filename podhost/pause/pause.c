@@ -13,6 +13,14 @@
  * on its stdin/stdout/stderr and becomes the pause. argv stays "/pause", so `ps ax` in a shared-PID pod
  * shows /pause as PID 1.
  *
+ * The pod's user namespace (PODHOST_PAUSE_USERNS=1) comes first, so that the namespaces unshared after it
+ * are owned by it. Only a process of the parent namespace with CAP_SETUID may write a multi-range
+ * uid_map, so the daemon writes the maps: the launcher unshares CLONE_NEWUSER, prints "userns\n" and
+ * reads one byte from stdin, which the daemon writes once /proc/<launcher>/{uid,gid}_map are set (EOF
+ * instead means "give up"). The launcher then becomes the namespace's root and carries on. In a user
+ * namespace the pause drops to uid/gid 65535 only when that id is mapped; else it stays the mapped root,
+ * with no_new_privs, holding capabilities only over the pod's own namespaces.
+ *
  * The report. Every step that can fail happens before the child says it is ready; the child speaks only
  * through the `ready` pipe ("k", or its error), never through the launcher's stdout/stderr, which it
  * has replaced with /dev/null by then. So the launcher's caller sees exactly one of: the launcher prints
@@ -25,6 +33,7 @@
 
 #define PAUSE_VERSION "podhost-pause 1.0"
 
+#define CLONE_NEWUSER 0x10000000
 #define CLONE_NEWUTS 0x04000000
 #define CLONE_NEWIPC 0x08000000
 #define CLONE_NEWPID 0x20000000
@@ -35,6 +44,7 @@
 #define WNOHANG 1
 #define O_WRONLY 1
 #define O_RDWR 2
+#define EINVAL 22
 #define PAUSE_UID 65535
 
 typedef unsigned long ulong;
@@ -351,6 +361,19 @@ static __attribute__((noreturn)) void launch(const char *ns, char **envp) {
     if (has_word(ns, "pid")) flags |= CLONE_NEWPID;
 
     join_cgroups(getenv_(envp, "PODHOST_PAUSE_CGROUPS"));
+    const char *userns = getenv_(envp, "PODHOST_PAUSE_USERNS");
+    int in_userns = userns && userns[0] == '1';
+    if (in_userns) {
+        long r = sys_unshare(CLONE_NEWUSER);
+        if (r < 0) die("unshare user", -r);
+        put(1, "userns\n");
+        char go;
+        do r = sys_read(0, &go, 1);
+        while (r == -4); /* EINTR */
+        if (r != 1) die("userns maps", r < 0 ? -r : 5 /* EIO */);
+        if ((r = sys_setgid(0)) < 0) die("setgid 0 in userns", -r);
+        if ((r = sys_setuid(0)) < 0) die("setuid 0 in userns", -r);
+    }
     if (flags) {
         long r = sys_unshare(flags);
         if (r < 0) die("unshare", -r);
@@ -403,8 +426,10 @@ static __attribute__((noreturn)) void launch(const char *ns, char **envp) {
     if ((r = sys_setsid()) < 0) die("setsid", -r);
     if ((r = sys_chdir("/")) < 0) die("chdir /", -r);
     if ((r = sys_setgroups0()) < 0) die("setgroups", -r);
-    if ((r = sys_setgid(PAUSE_UID)) < 0) die("setgid", -r);
-    if ((r = sys_setuid(PAUSE_UID)) < 0) die("setuid", -r);
+    /* In a user namespace an unmapped id answers EINVAL: the pause stays the mapped root then. */
+    r = sys_setgid(PAUSE_UID);
+    if (r < 0 && !(in_userns && r == -EINVAL)) die("setgid", -r);
+    if (r == 0 && (r = sys_setuid(PAUSE_UID)) < 0 && !(in_userns && r == -EINVAL)) die("setuid", -r);
     long devnull = sys_open("/dev/null", O_RDWR);
     if (devnull < 0) die("open /dev/null", -devnull);
     for (int fd = 0; fd < 3; fd++) {

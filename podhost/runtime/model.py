@@ -102,6 +102,38 @@ class NamespaceOption:
     pid: NamespaceMode = NamespaceMode.CONTAINER
     ipc: NamespaceMode = NamespaceMode.POD
     target_id: str = ""
+    userns: UserNamespace = field(default_factory=lambda: UserNamespace())
+
+    @property
+    def pod_userns(self) -> bool:
+        """Whether the pod has its own user namespace (CRI userns_options mode POD)."""
+        return self.userns.mode == NamespaceMode.POD
+
+
+@dataclass
+class IDMapping:
+    """CRI `IDMapping` (and OCI `linux.uidMappings[]`): `length` ids from `container_id` on map to
+    `host_id` on."""
+
+    host_id: int = 0
+    container_id: int = 0
+    length: int = 0
+
+
+@dataclass
+class UserNamespace:
+    """CRI `userns_options`. NODE (the host's user namespace) when the field is absent."""
+
+    mode: NamespaceMode = NamespaceMode.NODE
+    uids: list[IDMapping] = field(default_factory=list)
+    gids: list[IDMapping] = field(default_factory=list)
+
+    def host_id(self, container_id: int, gids: bool = False) -> int | None:
+        """The host id that `container_id` maps to, None when unmapped."""
+        for m in self.gids if gids else self.uids:
+            if m.container_id <= container_id < m.container_id + m.length:
+                return m.host_id + container_id - m.container_id
+        return None
 
 
 @dataclass
@@ -256,7 +288,7 @@ class PodSandbox:
     pid: int = 0  # pause, in the host PID namespace
     pid_start_time: int = 0  # /proc/<pid>/stat field 22, guards `pid` against reuse
     cgroup: str = ""  # cgroup path relative to each hierarchy's root, e.g. /podhost/pod-<id>
-    ns_paths: dict[str, str] = field(default_factory=dict)  # "net"/"ipc"/"uts"/"pid" -> pinned file
+    ns_paths: dict[str, str] = field(default_factory=dict)  # "net"/"ipc"/"uts"/"pid"/"user" -> pinned file
     ip: str = ""
     additional_ips: list[str] = field(default_factory=list)
     network: dict[str, Any] = field(default_factory=dict)  # the CNI result, as the plugins returned it

@@ -426,7 +426,10 @@ class Runtime:
         ]
         if users:
             raise FailedPrecondition(f"image {ref} is in use by container(s) {', '.join(users)}")
-        self.images.remove(ref)
+        try:
+            self.images.remove(ref)
+        except NotFound:
+            return  # a concurrent RemoveImage got there first: still OK (CRI: idempotent)
 
     def image_fs_info(self) -> tuple[int, int, str]:
         used, inodes = self.images.fs_info()

@@ -296,6 +296,7 @@ def validate_pod_sandbox_config(config: PodSandboxConfig) -> None:
                 raise InvalidArgument(f"{field}.host_ip: {_show(pm.host_ip)} is not an IP address") from None
     _labels("PodSandboxConfig.labels", config.labels)
     _annotations("PodSandboxConfig.annotations", config.annotations)
+    _user_namespace("PodSandboxConfig.linux.security_context.namespace_options.userns_options", config)
     if config.cgroup_parent:
         field = "PodSandboxConfig.linux.cgroup_parent"
         _path(field, config.cgroup_parent, control=False)
@@ -319,6 +320,43 @@ def validate_pod_sandbox_config(config: PodSandboxConfig) -> None:
         config.seccomp_localhost_ref,
     )
     _resources("PodSandboxConfig.linux.resources", config.resources)
+
+
+MAX_MAPPED_ID = 2**32 - 2  # kernel ids are u32 and (uid_t)-1 is never a valid id
+
+
+def _user_namespace(field: str, config: PodSandboxConfig) -> None:
+    """CRI userns_options: NODE (the host's, today's behaviour) or POD with exactly one uid and one gid
+    mapping that maps the container's root, as containerd and runc's userns support require. CONTAINER and
+    TARGET are refused, like containerd does."""
+    userns = config.namespace_options.userns
+    if userns.mode == NamespaceMode.NODE:
+        if userns.uids or userns.gids:
+            raise InvalidArgument(f"{field}: mappings are only allowed in mode POD (mode is NODE)")
+        return
+    if userns.mode != NamespaceMode.POD:
+        raise InvalidArgument(f"{field}.mode: {userns.mode.name} is not supported (POD or NODE)")
+    if config.host_network or config.namespace_options.network == NamespaceMode.NODE:
+        raise InvalidArgument(f"{field}: a user namespace is not supported with the host network")
+    if (
+        config.namespace_options.pid == NamespaceMode.NODE
+        or config.namespace_options.ipc == NamespaceMode.NODE
+    ):
+        raise InvalidArgument(
+            f"{field}: a user namespace is not supported with the host PID or IPC namespace"
+        )
+    for kind, maps in (("uids", userns.uids), ("gids", userns.gids)):
+        if len(maps) != 1:
+            raise InvalidArgument(f"{field}.{kind}: exactly one mapping is supported, got {len(maps)}")
+        m = maps[0]
+        if m.container_id != 0:
+            raise InvalidArgument(
+                f"{field}.{kind}: container id 0 must be mapped (mapping starts at {m.container_id})"
+            )
+        if m.length <= 0:
+            raise InvalidArgument(f"{field}.{kind}: length must be greater than 0")
+        if max(m.host_id, m.container_id) + m.length - 1 > MAX_MAPPED_ID:
+            raise InvalidArgument(f"{field}.{kind}: mapping {m.host_id}+{m.length} overflows the 32-bit ids")
 
 
 # --- a container -----------------------------------------------------------------------------------------

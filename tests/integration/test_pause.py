@@ -3,6 +3,7 @@ is reported with its step and errno, promptly, and leaves no process behind."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.root
 PAUSE = binary_path()
 FALLBACK = [sys.executable, "-m", "podhost.pause.fallback"]
 REPO = Path(__file__).resolve().parents[2]
+NS_GET_USERNS = 0xB701  # _IO(0xb7, 0x1), linux/nsfs.h
 
 
 @pytest.fixture
@@ -229,6 +231,45 @@ def test_the_portable_libc_build_behaves_the_same(
         assert status_field(pid, "NSpid").split() == [str(pid), "1"]
         assert status_field(pid, "Uid").split() == ["65535"] * 4
         assert {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")} == {"/dev/null"}
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    status = wait_exit(pid)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+@pytest.mark.parametrize("kind", ["c", "libc", "python-fallback"])
+@pytest.mark.parametrize(
+    ("length", "pause_uid"), [(65536, 65535), (1000, 0)], ids=["65535-mapped", "unmapped"]
+)
+def test_pause_founds_the_user_namespace_first(
+    kind: str, length: int, pause_uid: int, libc_pause: Path, tmp_path: Path, orphan_reaper: OrphanReaper,
+    instance: str,
+) -> None:  # fmt: skip
+    """The user namespace comes first and owns the others; the daemon writes its maps; the pause is the
+    mapped 65535 when that id is mapped, else the mapped root."""
+    maps = f"0 165536 {length}\n"
+    spec = PauseSpec(["net", "ipc", "uts", "pid"], "userns", [], "", (maps, maps))
+    pid = start_pause(pause_binary(kind, libc_pause, tmp_path), spec, instance, "pod-1").pid
+    try:
+        assert os.readlink(f"/proc/{pid}/ns/user") != os.readlink("/proc/self/ns/user")
+        assert Path(f"/proc/{pid}/uid_map").read_text().split() == ["0", "165536", str(length)]
+        assert Path(f"/proc/{pid}/gid_map").read_text().split() == ["0", "165536", str(length)]
+        assert status_field(pid, "Uid").split() == [str(165536 + pause_uid)] * 4
+        assert status_field(pid, "NoNewPrivs") == "1"
+        assert Path(f"/proc/{pid}/setgroups").read_text().strip() == "allow"  # runc sets groups
+        # Every namespace it founded is owned by its user namespace (ioctl NS_GET_USERNS).
+        for kind in ("net", "ipc", "uts", "pid"):
+            ns = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY)
+            try:
+                owner = fcntl.ioctl(ns, NS_GET_USERNS)
+                try:
+                    assert os.fstat(owner).st_ino == os.stat(f"/proc/{pid}/ns/user").st_ino, kind
+                finally:
+                    os.close(owner)
+            finally:
+                os.close(ns)
+        uts = subprocess.run(["nsenter", "-t", str(pid), "-u", "hostname"], capture_output=True, text=True)
+        assert uts.stdout == "userns\n"
     finally:
         os.kill(pid, signal.SIGTERM)
     status = wait_exit(pid)

@@ -16,6 +16,7 @@ from podhost.runtime.model import (
     ContainerConfig,
     ContainerMetadata,
     ContainerSecurityContext,
+    IDMapping,
     Image,
     ImageConfig,
     LinuxContainerResources,
@@ -27,6 +28,7 @@ from podhost.runtime.model import (
     PodSandboxConfig,
     PodSandboxMetadata,
     SupplementalGroupsPolicy,
+    UserNamespace,
 )
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n"
@@ -310,6 +312,24 @@ def test_namespaces_unshared_pid() -> None:
 def test_namespaces_shared_pid() -> None:
     ns = build(container(), sb=sandbox(shares_pid=True))["linux"]["namespaces"]
     assert ns[0] == {"type": "pid", "path": "/run/p/ns/pid"}
+
+
+def test_pod_user_namespace_joined_with_its_mappings() -> None:
+    sb = sandbox()
+    sb.ns_paths["user"] = "/run/p/ns/user"
+    one = [IDMapping(host_id=165536, container_id=0, length=65536)]
+    sb.config.namespace_options.userns = UserNamespace(mode=NamespaceMode.POD, uids=one, gids=one)
+    linux = build(container(), sb=sb)["linux"]
+    assert linux["namespaces"][0] == {"type": "user", "path": "/run/p/ns/user"}  # first: it owns the rest
+    assert (
+        linux["uidMappings"] == linux["gidMappings"] == [{"containerID": 0, "hostID": 165536, "size": 65536}]
+    )
+
+
+def test_no_user_namespace_by_default() -> None:
+    linux = build(container())["linux"]
+    assert "user" not in [n["type"] for n in linux["namespaces"]]
+    assert "uidMappings" not in linux and "gidMappings" not in linux
 
 
 def test_namespaces_host_network() -> None:

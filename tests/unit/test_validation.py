@@ -13,6 +13,7 @@ from podhost.runtime.model import (
     ContainerSecurityContext,
     Device,
     DNSConfig,
+    IDMapping,
     LinuxContainerResources,
     Mount,
     MountPropagation,
@@ -21,6 +22,7 @@ from podhost.runtime.model import (
     PodSandboxConfig,
     PodSandboxMetadata,
     PortMapping,
+    UserNamespace,
 )
 from podhost.runtime.validation import (
     MAX_ARG_BYTES,
@@ -144,7 +146,49 @@ POD_ROWS: list[tuple[str, PodEdit, str]] = [
     ("gid too large", lambda p: setattr(p, "supplemental_groups", [1 << 32]), "supplemental_groups"),
     ("relative seccomp profile", lambda p: seccomp(p, "Localhost", "profile.json"), "localhost_ref"),
     ("whole config too big", lambda p: p.annotations.update(big_annotations()), "PodSandboxConfig"),
+    ("userns mode CONTAINER", lambda p: userns(p, NamespaceMode.CONTAINER), "userns_options.mode"),
+    ("userns mode TARGET", lambda p: userns(p, NamespaceMode.TARGET), "userns_options.mode"),
+    (
+        "userns two uid mappings",
+        lambda p: userns(p, uids=[(0, 1000, 10), (10, 2000, 10)]),
+        "userns_options.uids",
+    ),
+    ("userns no gid mapping", lambda p: userns(p, gids=[]), "userns_options.gids"),
+    ("userns root unmapped", lambda p: userns(p, uids=[(1, 1000, 10)]), "userns_options.uids"),
+    ("userns zero length", lambda p: userns(p, gids=[(0, 1000, 0)]), "userns_options.gids"),
+    ("userns overflow", lambda p: userns(p, uids=[(0, (1 << 32) - 10, 100)]), "userns_options.uids"),
+    ("userns NODE with mappings", lambda p: userns(p, NamespaceMode.NODE), "userns_options"),
+    (
+        "userns with host network",
+        lambda p: (userns(p), setattr(p.namespace_options, "network", NamespaceMode.NODE)),
+        "userns_options",
+    ),
 ]
+
+
+def userns(
+    p: PodSandboxConfig,
+    mode: NamespaceMode = NamespaceMode.POD,
+    uids: list[tuple[int, int, int]] | None = None,
+    gids: list[tuple[int, int, int]] | None = None,
+) -> None:
+    """Give `p` a user namespace; mappings as (container_id, host_id, length), one 0->165536 by default."""
+    one = [(0, 165536, 65536)]
+
+    def mappings(given: list[tuple[int, int, int]] | None) -> list[IDMapping]:
+        return [
+            IDMapping(container_id=c, host_id=h, length=n) for c, h, n in (one if given is None else given)
+        ]
+
+    p.namespace_options.userns = UserNamespace(mode=mode, uids=mappings(uids), gids=mappings(gids))
+
+
+def test_pod_user_namespace_passes() -> None:
+    p = pod()
+    userns(p)
+    validate_pod_sandbox_config(p)
+    assert p.namespace_options.userns.host_id(0) == 165536
+    assert p.namespace_options.userns.host_id(65536) is None
 
 
 def dns(p: PodSandboxConfig) -> DNSConfig:

@@ -60,6 +60,7 @@ from podhost.runtime.container import conmon, ocirt, recursive_read_only, spec
 from podhost.runtime.container.exits import ExitWatcher
 from podhost.runtime.events import EventBus
 from podhost.runtime.image.rootfs import (
+    Idmap,
     mount_image_volume,
     mount_rootfs,
     resolve_in_root,
@@ -278,7 +279,9 @@ class ContainerService:
 
                 stages.enter("rootfs")  # layer_dirs: top layer first, as the image store gives them
                 target.mkdir()
-                mount_rootfs(layer_dirs, state_dir / "upper", state_dir / "work", target)
+                mount_rootfs(
+                    layer_dirs, state_dir / "upper", state_dir / "work", target, idmap=rootfs_idmap(sandbox)
+                )
                 undo.callback(unmount_rootfs, target)
 
                 if image_volumes:
@@ -806,6 +809,15 @@ def _comm(pid: int) -> str:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return ""
+
+
+def rootfs_idmap(sandbox: PodSandbox) -> Idmap | None:
+    """How the rootfs of a container of `sandbox` maps ids: by the pod's user namespace, if it has one."""
+    userns = sandbox.config.namespace_options.userns
+    uid, gid = userns.host_id(0), userns.host_id(0, gids=True)
+    if "user" not in sandbox.ns_paths or uid is None or gid is None:
+        return None
+    return Idmap(sandbox.ns_paths["user"], uid, gid)
 
 
 def _read_etc(rootfs_dir: Path) -> tuple[str, str]:

@@ -9,7 +9,8 @@ Localhost seccomp profile, read from the file the CRI names.)
 
 Namespaces: the container *joins* the pod's net/IPC/UTS namespaces by the pinned paths in
 `sandbox.ns_paths` (and PID when the pod shares it), and always gets its own mount namespace. A name
-missing from ns_paths means the pod uses the host's (hostNetwork, hostIPC): no entry at all then.
+missing from ns_paths means the pod uses the host's (hostNetwork, hostIPC): no entry at all then. A pod
+with its own user namespace has it in ns_paths too: joined first, with its mappings (id_mappings).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from podhost.runtime.container.user import resolve_user
 from podhost.runtime.model import (
     Container,
     ContainerConfig,
+    IDMapping,
     Image,
     ImageConfig,
     LinuxContainerResources,
@@ -256,6 +258,8 @@ def rootfs_propagation(config: ContainerConfig) -> str:
 def namespaces(config: ContainerConfig, sandbox: PodSandbox) -> list[dict[str, str]]:
     """Join the pod's namespaces by pinned path; own mount namespace; PID per the pod's mode."""
     ns: list[dict[str, str]] = []
+    if "user" in sandbox.ns_paths:  # first: runc joins it before the others, which it owns
+        ns.append({"type": "user", "path": sandbox.ns_paths["user"]})
     pid_mode = config.security_context.namespace_options.pid
     if sandbox.config.shares_pid and "pid" in sandbox.ns_paths:
         ns.append({"type": "pid", "path": sandbox.ns_paths["pid"]})
@@ -266,6 +270,19 @@ def namespaces(config: ContainerConfig, sandbox: PodSandbox) -> list[dict[str, s
             ns.append({"type": oci, "path": sandbox.ns_paths[kind]})
     ns.append({"type": "mount"})
     return ns
+
+
+def id_mappings(sandbox: PodSandbox) -> dict[str, list[dict[str, int]]]:
+    """OCI linux.uidMappings/gidMappings of a pod with its own user namespace: runc 1.1 joins the pinned
+    namespace by path but still wants the mappings it has (it refuses a user namespace without them)."""
+    if "user" not in sandbox.ns_paths:
+        return {}
+    userns = sandbox.config.namespace_options.userns
+
+    def oci(maps: list[IDMapping]) -> list[dict[str, int]]:
+        return [{"containerID": m.container_id, "hostID": m.host_id, "size": m.length} for m in maps]
+
+    return {"uidMappings": oci(userns.uids), "gidMappings": oci(userns.gids)}
 
 
 def validate_resources(resources: LinuxContainerResources | None) -> None:
@@ -383,6 +400,7 @@ def build_oci_spec(
         "readonlyPaths": [] if sc.privileged else
         (DEFAULT_READONLY_PATHS if sc.readonly_paths is None else list(sc.readonly_paths)),
     }  # fmt: skip
+    linux.update(id_mappings(sandbox))
     if propagation := rootfs_propagation(config):
         linux["rootfsPropagation"] = propagation
     if not sc.privileged:

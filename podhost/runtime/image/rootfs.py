@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from podhost.errors import InvalidArgument, RuntimeFailure
@@ -51,15 +53,56 @@ def _index_option_known() -> bool:
     return _INDEX_PARAM.exists()
 
 
+@dataclass
+class Idmap:
+    """A pod's user namespace for its containers' rootfs: the pinned namespace and the host ids of the
+    container's root."""
+
+    userns: str
+    root_uid: int
+    root_gid: int
+
+
 def mount_rootfs(
-    lower_dirs: list[Path], upper: Path, work: Path, target: Path, readonly: bool = False
+    lower_dirs: list[Path],
+    upper: Path,
+    work: Path,
+    target: Path,
+    readonly: bool = False,
+    idmap: Idmap | None = None,
 ) -> None:
     """Mount the overlay of `lower_dirs` (TOP layer first) with `upper`/`work` on `target`.
 
     `upper`, `work` and `target` are made if missing; `upper` and `work` must be on one filesystem.
+
+    With `idmap` (a pod in its own user namespace) the layers are seen through idmapped mounts of them
+    (MOUNT_ATTR_IDMAP), so files the image gives to root show as the namespace's root; this kernel's
+    overlayfs takes idmapped layers but cannot itself be idmapped, and an idmapped upper dir fails (the
+    mounter's host root is unmapped there), so the upper dir instead belongs to the container's root on
+    the host, which is what new files get anyway. The idmapped layer mounts are staged in `work`'s parent
+    and detached once the overlay holds them (it keeps private clones): nothing outlives this call but
+    the overlay itself.
     """
     if not lower_dirs:
         raise InvalidArgument("an overlay rootfs needs at least one layer")
+    if idmap is not None:
+        upper.mkdir(parents=True, exist_ok=True)
+        os.chown(upper, idmap.root_uid, idmap.root_gid)
+        staging = work.parent / "idmapped"
+        staged: list[Path] = []
+        try:
+            for i, layer in enumerate(lower_dirs):
+                where = staging / str(i)
+                where.mkdir(parents=True, exist_ok=True)
+                mnt.mount(os.path.abspath(layer), str(where), None, mnt.MS_BIND)
+                staged.append(where)
+                mnt.idmap_mount(str(where), idmap.userns)
+            mount_rootfs(staged, upper, work, target, readonly)
+        finally:
+            for where in staged:
+                mnt.umount(str(where), mnt.MNT_DETACH)
+            shutil.rmtree(staging, ignore_errors=True)
+        return
     lowers = [os.path.abspath(p) for p in lower_dirs]
     for p in lowers:
         if not os.path.isdir(p):

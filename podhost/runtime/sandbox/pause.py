@@ -3,7 +3,8 @@
 One exec of a ~10 KiB static binary founds the pod's namespaces, sets its hostname and sysctls, joins the
 pod cgroup and drops every privilege; containerd's way (runc create + start of a pause container) costs
 ~40 ms here. The isolation is the same: new net/IPC/UTS(/PID) namespaces, uid 65535, no capabilities,
-no_new_privs, the pod cgroup.
+no_new_privs, the pod cgroup. A pod with its own user namespace (CRI userns_options mode POD) has it
+founded first, owning the others; the launcher waits while this module writes its uid/gid maps.
 
 Never waits for EOF on the launcher's pipes: a pause that failed half-way (or a foreign binary) could hold
 them for ever. It reads what the launcher writes (a few bytes) until the launcher exits
@@ -15,15 +16,19 @@ nothing this call started outlives its failure.
 from __future__ import annotations
 
 import logging
+import os
+import select
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from podhost.errors import RuntimeFailure
 from podhost.pause import PACKAGE_DIR
 from podhost.runtime import procs
+from podhost.runtime.model import IDMapping
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,8 @@ class PauseSpec:
     hostname: str
     cgroup_procs: list[Path]  # cgroup.procs files of the pod cgroup, one per hierarchy
     sysctls: str  # already validated and encoded by sysctls.pause_sysctls
+    #: The pod's user namespace as /proc/<pid>/{uid,gid}_map lines; None keeps the host's.
+    id_maps: tuple[str, str] | None = None
 
 
 def pause_command(binary: Path) -> tuple[str, list[str]]:
@@ -50,7 +57,46 @@ def pause_env(spec: PauseSpec) -> dict[str, str]:
         "PODHOST_PAUSE_HOSTNAME": spec.hostname,
         "PODHOST_PAUSE_CGROUPS": ":".join(str(p) for p in spec.cgroup_procs),
         "PODHOST_PAUSE_SYSCTLS": spec.sysctls,
+        **({"PODHOST_PAUSE_USERNS": "1"} if spec.id_maps is not None else {}),
     }
+
+
+def id_map_lines(mappings: list[IDMapping]) -> str:
+    """/proc/<pid>/uid_map (or gid_map) text: "inside outside length" per line (user_namespaces(7))."""
+    return "".join(f"{m.container_id} {m.host_id} {m.length}\n" for m in mappings)
+
+
+def _await_line(stream: IO[bytes], expected: bytes, deadline: float) -> None:
+    """Read `stream` until it has given exactly `expected` (the launcher's "userns\n"), without ever
+    reading past it. _EarlyExit at EOF or other words (the launcher failed: its stderr says why),
+    RuntimeFailure at the deadline (the caller kills everything marked)."""
+    fd, got = stream.fileno(), b""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while got != expected:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RuntimeFailure("start pause: no user namespace report in time")
+        if not poller.poll(left * 1000):
+            continue
+        chunk = os.read(fd, len(expected) - len(got))
+        if not chunk or not expected.startswith(got + chunk):
+            raise _EarlyExit(got + chunk)
+        got += chunk
+
+
+class _EarlyExit(Exception):
+    """The launcher said something else (or nothing) where it should have asked for the maps."""
+
+
+def _write_id_maps(pid: int, id_maps: tuple[str, str]) -> None:
+    """Write the launcher's maps from the daemon (the parent user namespace, CAP_SETUID/CAP_SETGID):
+    setgroups stays allowed, since runc sets the container's groups."""
+    for name, text in zip(("uid_map", "gid_map"), id_maps, strict=True):
+        try:
+            Path(f"/proc/{pid}/{name}").write_text(text)
+        except OSError as e:
+            raise RuntimeFailure(f"start pause: write {name} {text.strip()!r}: {e.strerror}") from e
 
 
 def start_pause(
@@ -68,10 +114,23 @@ def start_pause(
         try:
             launcher = subprocess.Popen(
                 argv, executable=executable, env=env, close_fds=True,
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL if spec.id_maps is None else subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             )  # fmt: skip
         except OSError as e:
             raise RuntimeFailure(f"start pause ({executable}): {e.strerror}") from e
+        if spec.id_maps is not None:
+            assert launcher.stdin is not None and launcher.stdout is not None
+            try:
+                _await_line(launcher.stdout, b"userns\n", deadline)
+                _write_id_maps(launcher.pid, spec.id_maps)
+                launcher.stdin.write(b"x")
+                launcher.stdin.flush()
+            except (_EarlyExit, BrokenPipeError):
+                pass  # it failed before the maps: its exit status and stderr below say why
+            finally:
+                launcher.stdin.close()  # EOF: a launcher still waiting gives up
+                launcher.stdin = None
         report = procs.communicate(launcher, None, deadline)
         if report is None:
             raise RuntimeFailure(f"start pause: no report within {timeout:g}s")

@@ -59,7 +59,7 @@ from podhost.runtime.model import (
 )
 from podhost.runtime.network.cni import PodNetwork
 from podhost.runtime.sandbox import files, sysctls
-from podhost.runtime.sandbox.pause import PauseSpec, start_pause
+from podhost.runtime.sandbox.pause import PauseSpec, id_map_lines, start_pause
 from podhost.runtime.stages import StageTimer, UndoStack
 from podhost.runtime.state import RecordStore, write_atomic
 
@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 
 SHM_SIZE = 64 * 1024 * 1024  # the kubelet's and containerd's default /dev/shm
 PAUSE_EXIT_WAIT_S = 5.0
-NAMESPACE_KINDS = ("net", "ipc", "uts", "pid")
+NAMESPACE_KINDS = ("net", "ipc", "uts", "pid", "user")
 #: The sandbox's cgroup path, kept in its run dir: what cleans up after a sandbox whose record is lost.
 CGROUP_FILE = "cgroup"
 
@@ -226,7 +226,13 @@ class SandboxService:
 
             stages.enter("pause")
             ns = pod_namespaces(config)
-            spec = PauseSpec(ns, hostname if "uts" in ns else "", [], encoded_sysctls)
+            userns = config.namespace_options.userns
+            id_maps = (
+                (id_map_lines(userns.uids), id_map_lines(userns.gids))
+                if config.namespace_options.pod_userns
+                else None
+            )
+            spec = PauseSpec(ns, hostname if "uts" in ns else "", [], encoded_sysctls, id_maps)
             # Registered before the start: whatever ran under this sandbox's mark dies on any failure.
             undo.callback(self._kill_pause, sandbox_id, True)
             try:
@@ -260,7 +266,7 @@ class SandboxService:
             ).start()
 
             stages.enter("namespace pins")
-            for kind in ns:
+            for kind in ns + (["user"] if id_maps is not None else []):
                 sandbox.ns_paths[kind] = namespaces.pin(pause.pid, kind, run_dir / "ns" / kind)
                 undo.callback(namespaces.unpin, sandbox.ns_paths[kind])
 
