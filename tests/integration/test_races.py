@@ -24,7 +24,7 @@ import pytest
 
 from podhost.cri import api_pb2 as pb
 from podhost.errors import AlreadyExists, PodhostError
-from podhost.runtime.image.build import BUSYBOX_128_IMAGE, test_image_archives
+from podhost.runtime.image import build
 from tests.instance import Instance, OrphanReaper, isolated_instance, leak_checked
 from tests.reality import reality_problems
 
@@ -175,8 +175,8 @@ def test_parallel_run_pod_sandbox_same_metadata_makes_one_sandbox(ph: Instance) 
 def test_parallel_remove_image_all_ok(ph: Instance) -> None:
     """critest's "should not fail on simultaneous RemoveImage calls": RemoveImage is idempotent, so every
     one of many concurrent calls for one image gets OK. The image is loaded back from the same bytes."""
-    image = BUSYBOX_128_IMAGE  # a test image no other test of this module runs
-    archive = test_image_archives(ph.root / "archives", ph.config.pause_path)[image]
+    image = build.BUSYBOX_128_IMAGE  # a test image no other test of this module runs
+    archive = build.test_image_archives(ph.root / "archives", ph.config.pause_path)[image]
     assert ph.client.image_status(image).image.id
     results = in_parallel(10, lambda _: ph.client.remove_image(image))
     assert described(errors_of(results)) == []
