@@ -33,7 +33,15 @@ from podhost.errors import FailedPrecondition, InvalidArgument, NotFound, Podhos
 from podhost.kubelet import status as st
 from podhost.kubelet.endpoints import PodView, endpoints_for
 from podhost.kubelet.events import WARNING, EventRecorder
-from podhost.kubelet.manifest import ManifestError, Pod, Service, load_documents, load_objects
+from podhost.kubelet.manifest import (
+    USERNS_ANNOTATION,
+    USERNS_LENGTH,
+    ManifestError,
+    Pod,
+    Service,
+    load_documents,
+    load_objects,
+)
 from podhost.kubelet.pleg import PLEG
 from podhost.kubelet.podspec import LABEL_POD_UID, MANAGED_BY, MANAGER_NAME
 from podhost.kubelet.store import PODS, SERVICES, DesiredState
@@ -237,10 +245,21 @@ class PodManager:
     def _add_pod(
         self, pod: Pod, manifest: dict[str, Any], created_at: float, source: str, start: bool
     ) -> None:
+        if not pod.host_users and not pod.userns_host_id:
+            pod.userns_host_id = self._free_userns_host_id()
         worker = PodWorker(pod, self.ctx, created_at)
         self._pods[(pod.namespace, pod.name)] = _PodEntry(pod, manifest, created_at, source, worker)
         if start:
             worker.start()
+
+    def _free_userns_host_id(self) -> int:
+        """The lowest multiple of 65536 (from 65536 on) no other pod's user namespace has: pods never
+        share host ids, and the host's own ids below 65536 are never handed out (as the kubelet does)."""
+        taken = {e.pod.userns_host_id for e in self._pods.values()}
+        n = 1
+        while n * USERNS_LENGTH in taken:
+            n += 1
+        return n * USERNS_LENGTH
 
     def apply(self, text: str, source: str = "") -> list[str]:
         """Create or update every Pod and Service in `text`: all are validated first, so a broken
@@ -284,7 +303,9 @@ class PodManager:
             return f"service/{obj.name} {verdict}"
         if verdict == "created":
             obj.uid = obj.uid or str(uuid.uuid4())
-            doc = _with_uid(doc, obj.uid)
+            if not obj.host_users and not obj.userns_host_id:
+                obj.userns_host_id = self._free_userns_host_id()
+            doc = _with_userns_host_id(_with_uid(doc, obj.uid), obj.userns_host_id)
             self.store.put(PODS, obj.namespace, obj.name, doc, now)
             self._add_pod(obj, doc, now, API_SOURCE, start=self._started.is_set())
             return f"pod/{obj.name} created"
@@ -294,7 +315,7 @@ class PodManager:
                 f"pod/{obj.name}: spec: pod updates may not change fields other than metadata.labels "
                 "and metadata.annotations (delete the pod and apply it again)"
             )
-        doc = _with_uid(doc, entry.pod.uid)
+        doc = _with_userns_host_id(_with_uid(doc, entry.pod.uid), entry.pod.userns_host_id)
         if doc == entry.manifest:
             return f"pod/{obj.name} unchanged"
         entry.pod.labels, entry.pod.annotations = obj.labels, obj.annotations
@@ -533,6 +554,16 @@ class PodManager:
         if kind not in getters:
             raise InvalidArgument(f"unknown kind {kind!r}: podhost serves {', '.join(getters)}")
         return getters[kind](namespace, name)
+
+
+def _with_userns_host_id(doc: dict[str, Any], host_id: int) -> dict[str, Any]:
+    """`doc` remembering the host ids the pod manager gave the pod's user namespace (0: none), so the
+    same pod gets the same ids after a restart."""
+    if not host_id:
+        return doc
+    meta = dict(doc.get("metadata") or {})
+    meta["annotations"] = {**(meta.get("annotations") or {}), USERNS_ANNOTATION: str(host_id)}
+    return {**doc, "metadata": meta}
 
 
 def _with_uid(doc: dict[str, Any], uid: str) -> dict[str, Any]:

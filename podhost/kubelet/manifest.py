@@ -121,6 +121,12 @@ class ContainerSpec:
     startup_probe: Probe | None = None
 
 
+#: Where a Pod with `hostUsers: false` keeps the first host id of its user namespace (podhost's own key).
+USERNS_ANNOTATION = "podhost.io/userns-host-id"
+#: The ids a pod's user namespace gets, as the kubelet gives them (KEP-127): 65536, at a multiple of it.
+USERNS_LENGTH = 65536
+
+
 @dataclass
 class Pod:
     name: str
@@ -146,6 +152,9 @@ class Pod:
     supplemental_groups: list[int] = field(default_factory=list)
     fs_group: int | None = None
     supplemental_groups_policy: str = ""  # "", Merge or Strict
+    #: spec.hostUsers (false: the pod gets its own user namespace, its root mapped to `userns_host_id`).
+    host_users: bool = True
+    userns_host_id: int = 0  # the first host id of the pod's 65536 ids; 0 until the pod manager picks
 
 
 def parse_quantity(value: Any, path: str) -> int:
@@ -426,6 +435,14 @@ def parse_pod(doc: dict[str, Any]) -> Pod:
         raise ManifestError(f"spec.restartPolicy: unsupported value {pod.restart_policy!r}")
     pod.share_process_namespace = spec.get("shareProcessNamespace", bool, False)
     pod.host_network = spec.get("hostNetwork", bool, False)
+    pod.host_users = spec.get("hostUsers", bool, True)
+    if not pod.host_users and pod.host_network:
+        raise ManifestError("spec.hostUsers: Forbidden: when `hostUsers` is false, hostNetwork must be false")
+    if not pod.host_users and USERNS_ANNOTATION in pod.annotations:
+        try:
+            pod.userns_host_id = int(pod.annotations[USERNS_ANNOTATION])
+        except ValueError as e:
+            raise ManifestError(f"metadata.annotations[{USERNS_ANNOTATION!r}]: not a host id") from e
     pod.hostname, pod.subdomain = spec.get("hostname", str, ""), spec.get("subdomain", str, "")
     pod.dns_policy = spec.get("dnsPolicy", str, "ClusterFirst")
     if pod.dns_policy not in ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"):

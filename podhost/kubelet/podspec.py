@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from podhost.cri import api_pb2 as cri
-from podhost.kubelet.manifest import ContainerSpec, Pod
+from podhost.kubelet.manifest import USERNS_LENGTH, ContainerSpec, Pod
 
 CPU_PERIOD = 100_000
 MIN_SHARES = 2
@@ -78,6 +78,15 @@ def sandbox_config(
     )
 
 
+def user_namespace(pod: Pod) -> cri.UserNamespace | None:
+    """`hostUsers: false`: the pod's own user namespace, its 0..65535 mapped to the ids the pod manager
+    gave it (the kubelet's mapping, KEP-127); None keeps the node's."""
+    if pod.host_users:
+        return None
+    ids = [cri.IDMapping(container_id=0, host_id=pod.userns_host_id, length=USERNS_LENGTH)]
+    return cri.UserNamespace(mode=cri.POD, uids=ids, gids=ids)
+
+
 def pod_groups(pod: Pod) -> list[int]:
     """The pod's supplemental groups, fsGroup included, as the kubelet passes them to every container."""
     return pod.supplemental_groups + ([pod.fs_group] if pod.fs_group is not None else [])
@@ -91,7 +100,9 @@ def sandbox_security(
     pod: Pod, net_mode: cri.NamespaceMode, pid_mode: cri.NamespaceMode
 ) -> cri.LinuxSandboxSecurityContext:
     security = cri.LinuxSandboxSecurityContext(
-        namespace_options=cri.NamespaceOption(network=net_mode, pid=pid_mode, ipc=cri.POD),
+        namespace_options=cri.NamespaceOption(
+            network=net_mode, pid=pid_mode, ipc=cri.POD, userns_options=user_namespace(pod)
+        ),
         seccomp=cri.SecurityProfile(profile_type=cri.SecurityProfile.RuntimeDefault),
         supplemental_groups=pod_groups(pod),
         supplemental_groups_policy=groups_policy(pod),
@@ -148,6 +159,7 @@ def container_config(
             network=cri.NODE if pod.host_network else cri.POD,
             pid=cri.POD if pod.share_process_namespace else cri.CONTAINER,
             ipc=cri.POD,
+            userns_options=user_namespace(pod),
         ),
         readonly_rootfs=c.read_only_root_filesystem,
         no_new_privs=c.allow_privilege_escalation is False,

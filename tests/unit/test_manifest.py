@@ -140,3 +140,22 @@ def test_pod_security_context_reaches_every_container_as_the_kubelet_passes_it()
 def test_broken_pod_security_contexts_name_the_field(security: dict, message: str) -> None:
     with pytest.raises(ManifestError, match=message):
         parse_pod(pod_doc(securityContext=security))
+
+
+def test_host_users_false_asks_for_the_pods_own_user_namespace() -> None:
+    pod = parse_pod(pod_doc(hostUsers=False))
+    assert not pod.host_users and pod.userns_host_id == 0  # the pod manager picks the ids
+    pod.userns_host_id = 131072
+    ns = sandbox_config(pod, attempt=0, log_directory="/l").linux.security_context.namespace_options
+    assert ns.userns_options.mode == cri.POD
+    assert [(m.container_id, m.host_id, m.length) for m in ns.userns_options.uids] == [(0, 131072, 65536)]
+    assert list(ns.userns_options.gids) == list(ns.userns_options.uids)
+    cc = container_config(pod, pod.containers[0], attempt=0).linux.security_context.namespace_options
+    assert cc.userns_options == ns.userns_options  # containers join the pod's
+    kept = pod_doc(hostUsers=False)
+    kept["metadata"]["annotations"] = {"podhost.io/userns-host-id": "196608"}
+    assert parse_pod(kept).userns_host_id == 196608  # as remembered across a restart
+    plain = sandbox_config(parse_pod(pod_doc()), attempt=0, log_directory="/l")
+    assert not plain.linux.security_context.namespace_options.HasField("userns_options")
+    with pytest.raises(ManifestError, match="spec.hostUsers: Forbidden"):
+        parse_pod(pod_doc(hostUsers=False, hostNetwork=True))
