@@ -34,6 +34,10 @@ spec:
   - name: c
     image: localhost/podhost/busybox:latest
     command: ["sleep", "3600"]
+    volumeMounts:
+    - {{name: data, mountPath: /data}}
+  volumes:
+  - {{name: data, emptyDir: {{}}}}
 """
 
 
@@ -65,6 +69,8 @@ def test_pods_without_host_users_get_their_own_ids(kube: KubeletInstance) -> Non
         host_ids[name] = outside
         assert run("id", "-u").strip() == "0"  # root inside ...
         assert run("stat", "-c", "%u:%g", "/bin/busybox").strip() == "0:0"  # ... owning the image
+        # ... and its volumes: an emptyDir is the pod root's to write in.
+        assert run("sh", "-c", "touch /data/x && stat -c %u:%g /data /data/x").split() == ["0:0", "0:0"]
         stored = json.loads(
             (kube.root / "state" / "kubelet" / "desired" / "pods" / f"default_{name}.json").read_text()
         )

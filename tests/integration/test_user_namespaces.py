@@ -90,6 +90,28 @@ def test_pod_user_namespace(ph: Instance) -> None:
     assert status.status.state == pb.SANDBOX_READY
 
 
+def test_a_volume_is_seen_through_the_pods_user_namespace(ph: Instance, tmp_path: Path) -> None:
+    """A host directory the host's root owns: root's inside the pod (an idmapped mount), and what the
+    pod's root writes there lands as the host's root, not as the mapped id; nothing stays mounted."""
+    volume = tmp_path / "vol"
+    volume.mkdir()
+    (volume / "mine").write_text("x")
+    pod = userns_pod(ph, "userns-vol", userns())
+    pod_id = ph.client.run_pod_sandbox(pod)
+    config = ph.container_config("userns-vol", ["sleep", "3600"])
+    config.linux.security_context.namespace_options.userns_options.CopyFrom(userns())
+    config.mounts.append(pb.Mount(container_path="/vol", host_path=str(volume)))
+    cid = ph.client.create_container(pod_id, config, pod)
+    ph.client.start_container(cid)
+    code, out, err = ph.exec(cid, "sh", "-c", "stat -c %u:%g /vol /vol/mine && echo y > /vol/new")
+    assert (code, out.split()) == (0, ["0:0", "0:0"]), err
+    st = (volume / "new").stat()
+    assert (st.st_uid, st.st_gid) == (0, 0)
+    assert ph.client.container_status(cid).status.mounts[0].host_path == str(volume)
+    with open("/proc/self/mountinfo") as f:
+        assert not [line for line in f if str(ph.root) in line and "/rro/" in line]  # the host's copy went
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

@@ -54,6 +54,20 @@ def stage(host_path: str, where: Path) -> None:
         raise
 
 
+def stage_idmapped(host_path: str, where: Path, userns: str) -> None:
+    """Make `where` a copy of the mount tree's top at `host_path` seen through the pod's user namespace
+    (pinned at `userns`): a volume of a pod with its own user namespace, whose files the host's root owns,
+    shows them owned by the pod's root, and what the pod's root writes lands as the host's root (as
+    runc 1.2 does for CRI mounts with uid/gid mappings). The same staging point and undo as above."""
+    where.parent.mkdir(parents=True, exist_ok=True)
+    if os.path.isdir(host_path):
+        where.mkdir(exist_ok=True)
+    else:
+        where.touch(exist_ok=True)
+    mount.mount(host_path, str(where), None, mount.MS_BIND)
+    mount.idmap_mount(str(where), userns)  # leaves `where` unmounted on failure
+
+
 def unstage_all(bundle: Path) -> None:
     """Unmount and remove every staging point of the bundle (idempotent). Lazy and recursive: the
     submounts go with their top, and a container still holding a copy keeps its own."""

@@ -293,6 +293,11 @@ class ContainerService:
                     stages.enter("recursive read-only mounts")  # after image volumes: their host_path is set
                     undo.callback(recursive_read_only.unstage_all, bundle)
                     rro_sources = self._stage_recursive_read_only(container, bundle)
+                idmap = rootfs_idmap(sandbox)
+                if idmap is not None and any(m.host_path and not m.image for m in config.mounts):
+                    stages.enter("idmapped mounts")
+                    undo.callback(recursive_read_only.unstage_all, bundle)
+                    rro_sources.update(self._stage_idmapped(container, bundle, idmap.userns))
 
                 stages.enter("spec")
                 passwd, group = _read_etc(target)
@@ -380,6 +385,24 @@ class ContainerService:
                 c.config.mounts[index].host_path = source
 
         return self.lifecycle.update(container.id, None, sourced, durable=False)
+
+    def _stage_idmapped(self, container: Container, bundle: Path, userns: str) -> dict[int, str]:
+        """An idmapped copy of each host-path mount of a container in a pod with its own user namespace,
+        by mount index, so the pod's root owns what the host's root owns (the caller has put `unstage_all`
+        on its undo stack first)."""
+        sources: dict[int, str] = {}
+        for index, m in enumerate(container.config.mounts):
+            if not m.host_path or m.image:
+                continue
+            if m.recursive_read_only:
+                raise InvalidArgument(
+                    f"ContainerConfig.mounts[{index}].recursive_read_only: not supported in a pod with its "
+                    "own user namespace yet"
+                )
+            where = recursive_read_only.staging_point(bundle, index)
+            recursive_read_only.stage_idmapped(m.host_path, where, userns)
+            sources[index] = str(where)
+        return sources
 
     def _stage_recursive_read_only(self, container: Container, bundle: Path) -> dict[int, str]:
         """A read-only copy of each recursive read-only mount's tree, by mount index (the caller has put

@@ -223,11 +223,11 @@ def cri_mounts(config: ContainerConfig, rro_sources: Mapping[int, str] | None = 
             raise InvalidArgument(f"mount destination {m.container_path!r} must be an absolute path")
         if not m.host_path:
             raise InvalidArgument(f"mount {m.container_path!r}: host_path is required")
-        source = m.host_path
-        if m.recursive_read_only:
-            source = (rro_sources or {}).get(i, "")
-            if not source:
-                raise InvalidArgument(f"ContainerConfig.mounts[{i}].recursive_read_only: not prepared")
+        # A prepared copy (recursive read-only, or idmapped for a pod's user namespace) wins.
+        source = (rro_sources or {}).get(i, "")
+        if m.recursive_read_only and not source:
+            raise InvalidArgument(f"ContainerConfig.mounts[{i}].recursive_read_only: not prepared")
+        source = source or m.host_path
         options = ["rbind", "ro" if m.readonly else "rw", _PROPAGATION[MountPropagation(m.propagation)]]
         out.append({"destination": m.container_path, "type": "bind", "source": source, "options": options})
     return out
