@@ -4,15 +4,18 @@ through CRI `Mount.image`, read-only, one mount with `subPath`. One daemon with 
 
 from __future__ import annotations
 
-import contextlib
-import secrets
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.instance import OrphanReaper
-from tests.integration.test_kubelet_pods import KubeletInstance, container, is_ready, wait_for
+from tests.integration.test_kubelet_pods import (
+    KubeletInstance,
+    container,
+    is_ready,
+    kubelet_instance,
+    wait_for,
+)
 from tests.leaks import find_leaks
 
 pytestmark = pytest.mark.root
@@ -41,15 +44,7 @@ spec:
 
 @pytest.fixture
 def kube(orphan_reaper: OrphanReaper) -> Iterator[KubeletInstance]:
-    inst = KubeletInstance(Path(f"/tmp/ph7-kiv-{secrets.token_hex(4)}"), BRIDGE, SUBNET, [], [])
-    try:
-        inst.start()
-        yield inst
-    finally:
-        with contextlib.suppress(Exception):
-            inst.delete_everything()
-        inst.pods.close()
-        inst.cleanup()
+    yield from kubelet_instance("ph7-kiv", BRIDGE, SUBNET)
 
 
 def test_a_pod_with_an_image_volume_and_a_sub_path(kube: KubeletInstance) -> None:

@@ -135,11 +135,16 @@ def ps_ax(inst: KubeletInstance, pod: str, c: str) -> dict[str, int]:
     return procs
 
 
-@pytest.fixture(scope="module")
-def kube(orphan_reaper: OrphanReaper) -> Iterator[KubeletInstance]:
-    inst = KubeletInstance(Path(f"/tmp/ph-kub-{secrets.token_hex(4)}"), BRIDGE, SUBNET, [], [])
-    inst.extra = ["--restart-backoff", "1", "--manifests", str(inst.manifests)]
+def kubelet_instance(
+    prefix: str, bridge: str, subnet: str, prepare: Callable[[KubeletInstance], None] | None = None
+) -> Iterator[KubeletInstance]:
+    """A started daemon with the pod manager under /tmp/<prefix>-*, for module fixtures: `prepare` runs
+    before the daemon starts (extra flags, images in its store). Afterwards its pods are deleted through
+    the manager and everything it made is removed."""
+    inst = KubeletInstance(Path(f"/tmp/{prefix}-{secrets.token_hex(4)}"), bridge, subnet, [], [])
     try:
+        if prepare is not None:
+            prepare(inst)
         inst.start()
         yield inst
     finally:
@@ -147,6 +152,14 @@ def kube(orphan_reaper: OrphanReaper) -> Iterator[KubeletInstance]:
             inst.delete_everything()
         inst.pods.close()
         inst.cleanup()
+
+
+@pytest.fixture(scope="module")
+def kube(orphan_reaper: OrphanReaper) -> Iterator[KubeletInstance]:
+    def flags(inst: KubeletInstance) -> None:
+        inst.extra = ["--restart-backoff", "1", "--manifests", str(inst.manifests)]
+
+    yield from kubelet_instance("ph-kub", BRIDGE, SUBNET, flags)
 
 
 @pytest.fixture

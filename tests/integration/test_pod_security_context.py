@@ -8,22 +8,18 @@ with the pod manager (root /tmp/ph-psc-*, bridge phpsc0, subnet 10.231.14.0/26);
 
 from __future__ import annotations
 
-import contextlib
-import secrets
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from podhost.runtime.image.store import ImageStore
 from tests.instance import OrphanReaper
-from tests.integration.test_kubelet_pods import KubeletInstance, is_ready, wait_for
+from tests.integration.test_kubelet_pods import KubeletInstance, is_ready, kubelet_instance, wait_for
 from tests.integration.test_security_context import (
     IMAGE_GID,
     PREDEFINED_GROUP_IMAGE,
     SUPPLEMENTAL,
     UID,
-    add_predefined_group_image,
+    with_predefined_group_image,
 )
 from tests.leaks import find_leaks
 
@@ -53,20 +49,7 @@ spec:
 
 @pytest.fixture(scope="module")
 def kube(orphan_reaper: OrphanReaper) -> Iterator[KubeletInstance]:
-    inst = KubeletInstance(Path(f"/tmp/ph-psc-{secrets.token_hex(4)}"), BRIDGE, SUBNET, [], [])
-    try:
-        store = ImageStore(inst.config.image_dir)  # before the daemon opens the store
-        try:
-            add_predefined_group_image(store)
-        finally:
-            store.close()
-        inst.start()
-        yield inst
-    finally:
-        with contextlib.suppress(Exception):
-            inst.delete_everything()
-        inst.pods.close()
-        inst.cleanup()
+    yield from kubelet_instance("ph-psc", BRIDGE, SUBNET, with_predefined_group_image)
 
 
 @pytest.mark.parametrize(

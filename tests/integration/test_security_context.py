@@ -25,11 +25,11 @@ from podhost.errors import InvalidArgument, RuntimeFailure
 from podhost.runtime import mount
 from podhost.runtime.image.build import Entry, _add_layer_image, busybox_entries, tar_entries
 from podhost.runtime.image.store import ImageStore
-from tests.conftest import TEST_BRIDGE, TEST_SUBNET
 from tests.instance import Instance, OrphanReaper, leak_checked, wait_for
 
 pytestmark = pytest.mark.root
 
+BRIDGE, SUBNET = "phsec0", "10.231.14.128/26"
 PREDEFINED_GROUP_IMAGE = "localhost/podhost/test-predefined-group:latest"
 UID, IMAGE_GID, SUPPLEMENTAL = 1000, 50000, 1234
 PASSWD = "root:x:0:0:root:/root:/bin/sh\ndefault-user:x:1000:1000::/tmp:/bin/sh\n"
@@ -44,15 +44,21 @@ def add_predefined_group_image(store: ImageStore) -> None:
     _add_layer_image(store, tar_entries(entries), PREDEFINED_GROUP_IMAGE, cmd=["sh"], user=str(UID))
 
 
+def with_predefined_group_image(inst: Instance) -> None:
+    """Put the image in `inst`'s store; before its daemon starts (the daemon owns the store then)."""
+    store = ImageStore(inst.config.image_dir)
+    try:
+        add_predefined_group_image(store)
+    finally:
+        store.close()
+
+
 @pytest.fixture(scope="module")
 def instance(orphan_reaper: OrphanReaper) -> Iterator[Instance]:
-    inst = Instance(Path(f"/tmp/ph9-sec-{secrets.token_hex(4)}"), TEST_BRIDGE, TEST_SUBNET)
+    # Its own bridge and subnet: the session's shared instance runs beside it.
+    inst = Instance(Path(f"/tmp/ph-sec-{secrets.token_hex(4)}"), BRIDGE, SUBNET)
     try:
-        store = ImageStore(inst.config.image_dir)  # before the daemon opens the store
-        try:
-            add_predefined_group_image(store)
-        finally:
-            store.close()
+        with_predefined_group_image(inst)
         inst.start()
         yield inst
     finally:

@@ -6,16 +6,13 @@ manager (root /tmp/ph-usp-*, bridge phusp0, subnet 10.231.14.64/26); nothing may
 
 from __future__ import annotations
 
-import contextlib
 import json
-import secrets
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.instance import OrphanReaper
-from tests.integration.test_kubelet_pods import KubeletInstance, is_ready, wait_for
+from tests.integration.test_kubelet_pods import KubeletInstance, is_ready, kubelet_instance, wait_for
 from tests.leaks import find_leaks
 
 pytestmark = pytest.mark.root
@@ -43,15 +40,7 @@ spec:
 
 @pytest.fixture(scope="module")
 def kube(orphan_reaper: OrphanReaper) -> Iterator[KubeletInstance]:
-    inst = KubeletInstance(Path(f"/tmp/ph-usp-{secrets.token_hex(4)}"), BRIDGE, SUBNET, [], [])
-    try:
-        inst.start()
-        yield inst
-    finally:
-        with contextlib.suppress(Exception):
-            inst.delete_everything()
-        inst.pods.close()
-        inst.cleanup()
+    yield from kubelet_instance("ph-usp", BRIDGE, SUBNET)
 
 
 def test_pods_without_host_users_get_their_own_ids(kube: KubeletInstance) -> None:

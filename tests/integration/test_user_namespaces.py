@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from podhost.cri import api_pb2 as pb
 from podhost.errors import InvalidArgument
-from tests.conftest import TEST_BRIDGE, TEST_SUBNET
-from tests.instance import Instance, OrphanReaper, leak_checked
+from tests.instance import Instance
 
 pytestmark = pytest.mark.root
 
@@ -28,19 +25,10 @@ HOST_ID, LENGTH = 165536, 65536
 FIELD = "PodSandboxConfig.linux.security_context.namespace_options.userns_options"
 
 
-@pytest.fixture(scope="module")
-def instance(orphan_reaper: OrphanReaper) -> Iterator[Instance]:
-    inst = Instance(Path(f"/tmp/ph11-userns-{secrets.token_hex(4)}"), TEST_BRIDGE, TEST_SUBNET)
-    try:
-        inst.start()
-        yield inst
-    finally:
-        inst.cleanup()
-
-
 @pytest.fixture
-def ph(instance: Instance) -> Iterator[Instance]:
-    yield from leak_checked(instance)
+def ph(podhost: Instance) -> Instance:
+    """The shared instance (leak-checked after each test)."""
+    return podhost
 
 
 def userns(
