@@ -261,11 +261,19 @@ class OrphanReaper:
     def __init__(self) -> None:
         procs.become_subreaper()
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, daemon=True, name="orphan-reaper")
         self._thread.start()
 
     def reap_once(self) -> None:
-        procs.reap_zombie_children()
+        with self._lock:
+            procs.reap_zombie_children()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """No reaping meanwhile: a test that ends an orphaned pause itself and wants its exit status."""
+        with self._lock:
+            yield
 
     def _run(self) -> None:
         while not self._stop.wait(0.2):

@@ -71,6 +71,14 @@ def status_field(pid: int, name: str) -> str:
     raise KeyError(name)
 
 
+def end_pause(pid: int, sig: int, reaper: OrphanReaper) -> int:
+    """Signal an orphaned pause and collect its exit status, with the session's reaper held off so it
+    cannot take the status first."""
+    with reaper.paused():
+        os.kill(pid, sig)
+        return wait_exit(pid)
+
+
 def wait_exit(pid: int) -> int:
     """Wait status of an orphaned pause, which the session's subreaper (this process) inherited."""
     deadline = time.monotonic() + 5
@@ -123,8 +131,7 @@ def test_pause_founds_namespaces_drops_privileges_and_exits_0_on_sigterm(
         )
         assert port.stdout == "0\n"
     finally:
-        os.kill(pid, signal.SIGTERM)
-    status = wait_exit(pid)
+        status = end_pause(pid, signal.SIGTERM, orphan_reaper)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
@@ -140,8 +147,7 @@ def test_pause_as_pid_1_reaps_orphans(orphan_reaper: OrphanReaper, instance: str
         zombies = [c for c in children if procs.state(int(c)) == "Z"]
         assert zombies == []
     finally:
-        os.kill(pid, signal.SIGKILL)
-    wait_exit(pid)
+        end_pause(pid, signal.SIGKILL, orphan_reaper)
 
 
 @pytest.mark.parametrize("kind", ["c", "libc", "python-fallback"])
@@ -213,8 +219,7 @@ def test_python_fallback_speaks_the_same_protocol(
         uts = subprocess.run(["nsenter", "-t", str(pid), "-u", "hostname"], capture_output=True, text=True)
         assert uts.stdout == "fallback\n"
     finally:
-        os.kill(pid, signal.SIGTERM)
-    status = wait_exit(pid)
+        status = end_pause(pid, signal.SIGTERM, orphan_reaper)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
@@ -232,8 +237,7 @@ def test_the_portable_libc_build_behaves_the_same(
         assert status_field(pid, "Uid").split() == ["65535"] * 4
         assert {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")} == {"/dev/null"}
     finally:
-        os.kill(pid, signal.SIGTERM)
-    status = wait_exit(pid)
+        status = end_pause(pid, signal.SIGTERM, orphan_reaper)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
@@ -271,6 +275,5 @@ def test_pause_founds_the_user_namespace_first(
         uts = subprocess.run(["nsenter", "-t", str(pid), "-u", "hostname"], capture_output=True, text=True)
         assert uts.stdout == "userns\n"
     finally:
-        os.kill(pid, signal.SIGTERM)
-    status = wait_exit(pid)
+        status = end_pause(pid, signal.SIGTERM, orphan_reaper)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
