@@ -178,6 +178,14 @@ class Config:
     #: filesystem: above `high` % used, unused images are removed (oldest first) until below `low` %.
     image_gc_high_threshold_percent: int = 85
     image_gc_low_threshold_percent: int = 80
+    # NRI (the Node Resource Interface, podhost.runtime.nri): off unless a socket is given.
+    #: where plugins connect (containerd's and CRI-O's default is /var/run/nri/nri.sock); empty: no NRI.
+    nri_socket: Path | None = None
+    #: seconds a connected plugin has to register and answer Configure before it is dropped.
+    nri_registration_timeout: float = 5.0
+    #: seconds a plugin has for each call; one that overruns is disconnected and the verb goes on
+    #: without it (as NRI's own runtimes do: a hung plugin must not wedge the node).
+    nri_request_timeout: float = 5.0
 
     @classmethod
     def load(
@@ -225,6 +233,10 @@ class Config:
         self.cni_bin_dirs = [Path(p) for p in self.cni_bin_dirs]
         if self.pause_binary is not None:
             self.pause_binary = Path(self.pause_binary)
+        if self.nri_socket is not None:
+            self.nri_socket = Path(self.nri_socket) if str(self.nri_socket) else None
+        if not (self.nri_registration_timeout > 0 and self.nri_request_timeout > 0):
+            raise InvalidArgument("config: nri_registration_timeout and nri_request_timeout must be positive")
         self.subnet = check_subnet(str(self.subnet))
         check_bridge_name(str(self.bridge))
         if self.pod_egress not in ("node-only", "allow"):

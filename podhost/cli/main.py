@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--bridge", help="CNI bridge name (default podhost0)")
     daemon.add_argument("--subnet", help="pod subnet CIDR (default 10.88.0.0/16)")
     daemon.add_argument("--config", metavar="FILE", help="TOML config file")
+    daemon.add_argument("--nri-socket", metavar="PATH", help="serve NRI plugins on this socket (default: off)")
     kubectl.add_daemon_arguments(daemon)
     daemon.set_defaults(func=None)
 
@@ -65,6 +66,7 @@ def run_daemon(args: argparse.Namespace) -> int:
         config_file=args.config,
         bridge=args.bridge,
         subnet=args.subnet,
+        nri_socket=args.nri_socket,
         log_level="debug" if args.debug else None,
         **kubectl.kubelet_settings(args),
     )

@@ -21,7 +21,9 @@ CRI_DIR = Path(__file__).resolve().parent
 PACKAGE_ROOT = CRI_DIR.parent.parent  # the directory holding the `podhost` package
 PROTOS = ("api", "admin")
 #: Protos of other packages, compiled the same way (paths relative to PACKAGE_ROOT): the pod manager's API.
-OTHER_PROTOS = ("podhost/kubelet/api.proto",)
+OTHER_PROTOS = ("podhost/kubelet/api.proto", "podhost/runtime/nri/api.proto")
+#: Of those, the ones with messages only (NRI travels over ttrpc, not gRPC): no _grpc module.
+MESSAGE_ONLY = ("podhost/runtime/nri/api.proto",)
 
 
 def outputs(name: str) -> list[Path]:
@@ -60,7 +62,8 @@ def generate(name: str) -> None:
 
 def other_outputs(proto: str) -> list[Path]:
     stem = PACKAGE_ROOT / proto.removesuffix(".proto")
-    return [Path(f"{stem}_pb2.py"), Path(f"{stem}_pb2.pyi"), Path(f"{stem}_pb2_grpc.py")]
+    grpc = [] if proto in MESSAGE_ONLY else [Path(f"{stem}_pb2_grpc.py")]
+    return [Path(f"{stem}_pb2.py"), Path(f"{stem}_pb2.pyi"), *grpc]
 
 
 def generate_other(proto: str, if_stale: bool) -> None:
@@ -71,7 +74,8 @@ def generate_other(proto: str, if_stale: bool) -> None:
     outs = other_outputs(proto)
     if if_stale and all(o.exists() and o.stat().st_mtime >= source.stat().st_mtime for o in outs):
         return
-    args = [*protoc_args("api")[:-1], proto]
+    args = [a for a in protoc_args("api")[:-1] if not (proto in MESSAGE_ONLY and a.startswith("--grpc"))]
+    args.append(proto)
     log.info("generating %s: %s", proto, " ".join(args))
     if protoc.main(args) != 0:
         raise SystemExit(f"protoc failed for {proto}")
