@@ -323,7 +323,17 @@ class PodManager:
         self.store.put(PODS, obj.namespace, obj.name, doc, entry.created_at)
         return f"pod/{obj.name} configured"
 
-    def delete(self, kind: str, namespace: str, name: str, wait: bool = True, timeout: float = 300.0) -> str:
+    def delete(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        wait: bool = True,
+        timeout: float = 300.0,
+        grace_period_seconds: int | None = None,
+    ) -> str:
+        """Delete a service, or begin deleting a pod (its containers get `grace_period_seconds`, else the
+        pod's terminationGracePeriodSeconds, as DeleteOptions.gracePeriodSeconds overrides it)."""
         if kind in ("service", "services", "svc"):
             with self._lock:
                 if self._services.pop((namespace, name), None) is None:
@@ -339,6 +349,8 @@ class PodManager:
                 raise NotFound(f'pods "{name}" not found')
             if entry.source != API_SOURCE and not self._stop.is_set():
                 raise FailedPrecondition(f"pod/{name} is a static pod from {entry.source}; remove that file")
+            if grace_period_seconds is not None and not entry.deletion_requested:
+                entry.pod.termination_grace_period_seconds = max(0, grace_period_seconds)
             self._begin_delete(entry)
         if wait and not entry.worker.finished.wait(timeout):
             raise FailedPrecondition(f"pod/{name}: still terminating after {timeout:.0f} s")
