@@ -10,6 +10,7 @@ import copy
 import logging
 import shutil
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,9 @@ from podhost.runtime.model import (
     PodSandboxStats,
 )
 from podhost.runtime.network.cni import PodNetwork
+from podhost.runtime.nri import api_pb2 as nri_api
+from podhost.runtime.nri import objects as nri_objects
+from podhost.runtime.nri.adaptation import Adaptation
 from podhost.runtime.sandbox.service import SandboxService
 from podhost.runtime.stages import StageTimer
 from podhost.runtime.state import RecordStore
@@ -125,6 +129,10 @@ class Runtime:
             config.image_gc_low_threshold_percent,
         )
         self.streams = StreamSessions(config, self.containers, self.sandboxes)
+        self.nri: Adaptation | None = None
+        if config.nri_socket is not None:
+            self.nri = Adaptation(config, podhost.__version__, self._nri_update, self._nri_evict)
+            self.sandboxes.hooks = self.containers.hooks = self.nri
         self._closed = False
 
     @classmethod
@@ -138,6 +146,8 @@ class Runtime:
         if pause.exists():
             ensure_pause_image(runtime.images, pause, config.pause_image)
         runtime.recover()
+        if runtime.nri is not None:  # after recovery: plugins are synchronized with what really runs
+            runtime.nri.start(runtime.sandboxes.list_sandboxes(), runtime.containers.list())
         runtime.image_gc.start()
         return runtime
 
@@ -166,6 +176,8 @@ class Runtime:
         if self._closed:
             return
         self._closed = True
+        if self.nri is not None:
+            self.nri.close()
         self.containers.close()
         self.watcher.close()
         if not self.sandboxes.list_sandboxes():
@@ -201,6 +213,24 @@ class Runtime:
         ]
 
     # --- sandboxes ---------------------------------------------------------------------------------
+
+    # --- NRI plugins' requests ---------------------------------------------------------------------
+
+    def _nri_update(self, container_id: str, resources: nri_api.LinuxResources) -> None:
+        """A plugin's resource update of a container (runc update), without telling plugins again."""
+        container = self.containers.resolve(container_id)
+        current = container.config.resources or LinuxContainerResources()
+        self.containers.update_resources(
+            container.id, nri_objects.resources_to_cri(resources, current), notify=False
+        )
+
+    def _nri_evict(self, container_id: str, reason: str) -> None:
+        """A plugin evicts a container: it is stopped (from a thread of its own: the plugin's call may
+        hold locks the stop needs)."""
+        log.warning("NRI: evicting container %s: %s", container_id[:13], reason)
+        threading.Thread(
+            target=self.stop_container, args=(container_id, 0), name="nri-evict", daemon=True
+        ).start()
 
     def _handler(self, runtime_handler: str) -> str:
         handler = runtime_handler or self.config.default_runtime

@@ -45,11 +45,12 @@ STAGES: dict[str, tuple[str, ...]] = {
         "namespace pins",
         "sandbox network creation",
         "pod cgroup join",
+        "NRI plugins",
         "record",
     ),
-    "CreateContainer": ("bundle", "rootfs", "spec", "runtime create", "created", "record"),
+    "CreateContainer": ("bundle", "rootfs", "spec", "NRI plugins", "runtime create", "created", "record"),
     "StartContainer": ("runtime start", "record"),
-    "StopPodSandbox": ("stop containers", "kill pause", "network teardown", "record"),
+    "StopPodSandbox": ("stop containers", "NRI plugins", "kill pause", "network teardown", "record"),
     "RemovePodSandbox": ("remove containers", "stop", "cgroup", "files", "record"),
 }
 

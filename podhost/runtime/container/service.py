@@ -59,6 +59,7 @@ from podhost.runtime.cgroups import Cgroups, child
 from podhost.runtime.container import conmon, ocirt, recursive_read_only, spec
 from podhost.runtime.container.exits import ExitWatcher
 from podhost.runtime.events import EventBus
+from podhost.runtime.hooks import LifecycleHooks
 from podhost.runtime.image.rootfs import (
     Idmap,
     mount_image_volume,
@@ -156,6 +157,8 @@ class ContainerService:
         self.limits = spec.read_host_limits()
         #: called (container) after a container exited and its record says so; runs on the exit thread.
         self.on_exit: Callable[[Container], None] | None = None
+        #: NRI's part in the lifecycle (podhost.runtime.hooks); does nothing without plugins.
+        self.hooks = LifecycleHooks()
         self._exited = threading.Condition()
         self._watcher = ExitWatcher(self.exit_dir, self._exit_file_written)
 
@@ -305,6 +308,9 @@ class ContainerService:
                     container, sandbox, image, target, self.config.sandbox_run_dir(sandbox.id), self.limits,
                     passwd=passwd, group=group, rro_sources=rro_sources,
                 )  # fmt: skip
+                stages.enter("NRI plugins")  # may adjust the spec (and annotations) before it is written
+                undo.callback(self.hooks.container_undone, container)
+                self.hooks.create_container(sandbox, container, oci)
                 (bundle / "config.json").write_text(json.dumps(oci, indent=1))
                 user = oci["process"]["user"]
                 if log_path:
@@ -326,8 +332,11 @@ class ContainerService:
                 recursive_read_only.unstage_all(bundle)
                 pid_start = procs.start_time(pid)
 
+                annotations = dict(container.config.annotations)  # with NRI's adjustments
+
                 def created(c: Container) -> None:
                     c.pid, c.pid_start_time, c.conmon_pid = pid, pid_start, conmon_pid
+                    c.config.annotations = dict(annotations)
                     c.user = LinuxContainerUser(
                         uid=user["uid"], gid=user["gid"], supplemental_groups=list(user["additionalGids"])
                     )
@@ -354,6 +363,7 @@ class ContainerService:
                     f"create container {config.metadata.name!r}: {stages.current}: {e}"
                 ) from e
             undo.pop_all()
+            self.hooks.post_create_container(container)
         stages.enter("")
         log.info(
             "container %s (%s) created in sandbox %s: %s (pid %d)",
@@ -474,6 +484,7 @@ class ContainerService:
                     f"container {container_id[:13]} is {container.state.value}, not created"
                 )
             runtime = self.runtime(container.runtime_handler, container.id)
+            self.hooks.start_container(container)  # a plugin may refuse: the container stays created
             started_at = time.time_ns()  # before: the process may run (and exit) before start returns
             stages.enter("runtime start")
             try:
@@ -494,9 +505,10 @@ class ContainerService:
             def running(c: Container) -> None:
                 c.started_at = started_at
 
-            self.lifecycle.update(
+            container = self.lifecycle.update(
                 container_id, ContainerStage.RUNNING, running, ContainerEventType.CONTAINER_STARTED_EVENT
             )
+            self.hooks.post_start_container(container)
         log.info("container %s started", container_id[:13])
 
     # --- exits -------------------------------------------------------------------------------------
@@ -537,6 +549,8 @@ class ContainerService:
             container = self.lifecycle.update(
                 container_id, ContainerStage.EXITED, exited, ContainerEventType.CONTAINER_STOPPED_EVENT
             )
+            # Under the lock: a RemoveContainer waits for it, so plugins see Stop before Remove.
+            self.hooks.stop_container(container)
         with self._exited:
             self._exited.notify_all()
         procs.reap(procs.Proc(container.pid, container.pid_start_time))  # ours once its conmon died
@@ -622,6 +636,7 @@ class ContainerService:
             self._remove_files(container)
             self.records.delete(container_id)
             self.names.release(container_name_key(container.sandbox_id, container.config), container_id)
+            self.hooks.remove_container(container)
         log.info("container %s removed", container_id[:13])
         self.events.publish(container_id, ContainerEventType.CONTAINER_DELETED_EVENT, container.sandbox_id)
 
@@ -697,12 +712,17 @@ class ContainerService:
             raise FailedPrecondition(f"container {container_id[:13]} is not running")
         conmon.ctl(self._bundle(container_id), conmon.CTL_REOPEN_LOG)
 
-    def update_resources(self, container_id: str, resources: LinuxContainerResources) -> None:
+    def update_resources(
+        self, container_id: str, resources: LinuxContainerResources, notify: bool = True
+    ) -> None:
+        """runc update; plugins are told (and may refuse) unless `notify` is False (their own updates)."""
         spec.validate_resources(resources)
         with self.lock(container_id):
             container = self.status(container_id)
             if container.state == ContainerState.CONTAINER_EXITED:
                 raise FailedPrecondition(f"container {container_id[:13]} has exited")
+            if notify:
+                self.hooks.update_container(container, resources)
             runtime = self.runtime(container.runtime_handler, container.id)
             runtime.update(container_id, spec.oci_resources(resources), self._bundle(container_id))
             old = container.config.resources
@@ -712,7 +732,9 @@ class ContainerService:
             def resized(c: Container) -> None:
                 c.config.resources = resources
 
-            self.lifecycle.update(container_id, None, resized)
+            container = self.lifecycle.update(container_id, None, resized)
+            if notify:
+                self.hooks.post_update_container(container)
 
     def stats(self, container_id: str) -> ContainerStats:
 

@@ -40,6 +40,7 @@ from podhost.errors import FailedPrecondition, InvalidArgument, NotFound, Runtim
 from podhost.runtime import metrics, mount, namespaces, procs
 from podhost.runtime.cgroups import Cgroups
 from podhost.runtime.events import EventBus
+from podhost.runtime.hooks import LifecycleHooks
 from podhost.runtime.lifecycle import (
     HIDDEN_STAGES,
     SANDBOX_TRANSITIONS,
@@ -116,6 +117,8 @@ class SandboxService:
         self._expected_exit: set[str] = set()
         #: called (sandbox) when pause died unexpectedly, after the sandbox turned NotReady.
         self.on_sandbox_death: Callable[[PodSandbox], None] | None = None
+        #: NRI's part in the lifecycle (podhost.runtime.hooks); does nothing without plugins.
+        self.hooks = LifecycleHooks()
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -293,6 +296,9 @@ class SandboxService:
                 cgroup_join.result(timeout=10)
             except (RuntimeFailure, TimeoutError) as e:
                 raise RuntimeFailure(f"pod cgroup: {e}") from e
+            stages.enter("NRI plugins")  # the sandbox is whole but hidden: plugins may still refuse it
+            undo.callback(self.hooks.pod_sandbox_undone, sandbox)
+            self.hooks.run_pod_sandbox(sandbox)
             stages.enter("record")
             if not pause.alive():
                 raise RuntimeFailure(f"pause (pid {pause.pid}) exited while the sandbox was being created")
@@ -424,6 +430,9 @@ class SandboxService:
             sandbox = self.records.get(sandbox_id)
             if sandbox is None or sandbox.stage in (SandboxStage.STOPPED, SandboxStage.CREATING):
                 return
+            # Once per sandbox (a second stop returns above), its containers stopped, pause still up.
+            stages.enter("NRI plugins")
+            self.hooks.stop_pod_sandbox(sandbox)
             stages.enter("kill pause")
             if sandbox.stage == SandboxStage.READY:
                 self._kill_pause(sandbox_id)
@@ -457,6 +466,7 @@ class SandboxService:
             stages.enter("record")
             self.records.delete(sandbox_id)
             self.names.release(sandbox_name_key(sandbox.config), sandbox_id)
+            self.hooks.remove_pod_sandbox(sandbox)
             with self._lock:
                 self._exited.pop(sandbox_id, None)
                 self._expected_exit.discard(sandbox_id)
