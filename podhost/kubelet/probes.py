@@ -1,21 +1,32 @@
-"""Container probes: running one (exec, httpGet, tcpSocket) and turning results into a verdict.
+"""Container probes: running one (exec, httpGet, tcpSocket), turning results into verdicts, scheduling.
 
 `ProbeTracker` is the pure part: the kubelet's thresholds (a verdict flips after `failureThreshold`
 failures or `successThreshold` successes in a row), its initial verdicts (liveness starts "alive",
 readiness and startup start "not yet"), and when the next run is due. `run_probe` does the I/O: an exec
 probe is CRI ExecSync with the probe's timeout (the runtime kills the command when it runs over, and
 reaps it), httpGet and tcpSocket connect from the node to the pod's IP, as the kubelet does.
+
+`ProberManager` is one pod's prober (the kubelet's prober.Manager, pkg/kubelet/prober/prober_manager.go):
+it keeps a tracker per probe of each running container, runs the due probes on the shared pool, and
+turns finished runs into verdicts. Readiness and liveness wait until the startup probe succeeded. It
+decides nothing about the container: the pod worker asks it which containers are `unhealthy` (for the
+pod actions) and reads its trackers for the status; a finished probe only wakes the worker.
 """
 
 from __future__ import annotations
 
 import http.client
+import logging
 import socket
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from podhost.cri.client import CRIClient
 from podhost.errors import DeadlineExceeded, PodhostError
 from podhost.kubelet.manifest import ContainerSpec, Probe
+
+log = logging.getLogger(__name__)
 
 LIVENESS = "liveness"
 READINESS = "readiness"
@@ -123,3 +134,107 @@ def run_probe(
     if 200 <= resp.status < 400:
         return True, ""
     return False, f"HTTP probe failed with statuscode: {resp.status} {_clip(body)}".rstrip()
+
+
+#: A running container to probe: its spec, its id, when it started (seconds).
+Running = tuple[ContainerSpec, str, float]
+
+
+class ProberManager:
+    """The probes of one pod's running containers: trackers, runs on the shared pool, verdicts."""
+
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        cri: CRIClient,
+        pod_key: str,
+        wake: Callable[[], None],
+        unhealthy_event: Callable[[str, str], None],
+    ) -> None:
+        self.pool, self.cri, self.pod_key = pool, cri, pod_key
+        self._wake = wake  # a finished probe wakes the pod worker
+        self._unhealthy_event = unhealthy_event  # (container name, message): the Unhealthy event
+        self.trackers: dict[str, dict[str, ProbeTracker]] = {}  # container id -> kind -> tracker
+        self._runs: dict[tuple[str, str], Future[tuple[bool, str]]] = {}
+
+    def _trackers_for(
+        self, spec: ContainerSpec, container_id: str, started: float
+    ) -> dict[str, ProbeTracker]:
+        trackers = self.trackers.get(container_id)
+        if trackers is None:
+            trackers = {}
+            for kind, probe in (
+                (STARTUP, spec.startup_probe),
+                (LIVENESS, spec.liveness_probe),
+                (READINESS, spec.readiness_probe),
+            ):
+                if probe is not None:
+                    trackers[kind] = ProbeTracker.start(kind, probe, started)
+            self.trackers[container_id] = trackers
+        return trackers
+
+    def schedule(self, running: list[Running], pod_ip: str, now: float) -> list[float]:
+        """Start the probes that are due; forget the containers no longer running. When to look again."""
+        wakeups = []
+        for spec, cid, started_at in running:
+            trackers = self._trackers_for(spec, cid, started_at)
+            started = STARTUP not in trackers or trackers[STARTUP].verdict
+            for kind, tracker in trackers.items():
+                if kind != STARTUP and not started:
+                    continue
+                if kind == STARTUP and tracker.verdict:
+                    continue
+                if (cid, kind) in self._runs:
+                    continue
+                if tracker.due(now):
+                    future = self.pool.submit(run_probe, tracker.probe, self.cri, cid, spec, pod_ip)
+                    self._runs[(cid, kind)] = future
+                    future.add_done_callback(lambda _f: self._wake())
+                else:
+                    wakeups.append(tracker.next_due)
+        live = {cid for _, cid, _ in running}
+        for cid in [c for c in self.trackers if c not in live]:
+            del self.trackers[cid]
+        return wakeups
+
+    def collect(self, names: dict[str, str], now: float) -> list[float]:
+        """Count the finished runs (`names`: container id -> name, for the events). When to look again."""
+        wakeups = []
+        for (cid, kind), future in list(self._runs.items()):
+            if not future.done():
+                continue
+            del self._runs[(cid, kind)]
+            tracker = self.trackers.get(cid, {}).get(kind)
+            if tracker is None:
+                continue
+            try:
+                ok, message = future.result()
+            except Exception as e:  # a probe runner bug must not stop the worker
+                ok, message = False, f"probe error: {e}"
+            flipped = tracker.record(ok, message, now)
+            name = names.get(cid, "?")
+            if not ok:
+                self._unhealthy_event(name, f"{kind.capitalize()} probe failed: {message}")
+            elif flipped:
+                log.info("pod %s: container %s %s probe succeeded", self.pod_key, name, kind)
+            wakeups.append(tracker.next_due)
+        return wakeups
+
+    def unhealthy(self) -> dict[str, str]:
+        """Running containers to kill, by id: the probe that failed them (liveness, or startup that gave up)."""
+        out = {}
+        for cid, trackers in self.trackers.items():
+            live, startup = trackers.get(LIVENESS), trackers.get(STARTUP)
+            if live is not None and not live.verdict:
+                out[cid] = LIVENESS
+            elif startup is not None and not startup.verdict and startup.failed:
+                out[cid] = STARTUP
+        return out
+
+    def forget(self, container_id: str) -> None:
+        """The container is being killed: its probes start afresh with the next container."""
+        self.trackers.pop(container_id, None)
+
+    def cancel(self) -> None:
+        for future in self._runs.values():
+            future.cancel()

@@ -1,17 +1,27 @@
 """Pod status as the kubelet reports it: phase, conditions and container statuses. Pure, no I/O.
 
-The pod worker fills `ContainerStatus` records from what it observed through CRI and asks this module for
-the phase (`pod_phase`, the kubelet's getPhase) and for the conditions' reasons and messages. Unlike the
-kubelet, every condition that is False says what happened in its message ("pause (pid 4121) killed by
-signal 9 (SIGKILL)", "containers with unready status: [web]: readiness probe failed: ...").
+`build_pod_status` is the kubelet's generateAPIPodStatus: from what the pod worker observed through CRI,
+what it remembers of each container (`ContainerHistory`: restart count, the reason a start is held, the
+last exit) and the probe trackers, it makes the `ContainerStatus` records, the phase (`pod_phase`, the
+kubelet's getPhase) and the conditions with their reasons and messages. Unlike the kubelet, every
+condition that is False says what happened in its message ("pause (pid 4121) killed by signal 9
+(SIGKILL)", "containers with unready status: [web]: readiness probe failed: ...").
 `to_dict` renders the Kubernetes shape (`status.containerStatuses[].state.waiting.reason`, ...).
 """
 
 from __future__ import annotations
 
 import datetime
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from podhost.cri import api_pb2 as pb
+from podhost.kubelet.manifest import ContainerSpec, Pod
+from podhost.kubelet.observation import Observation, seconds
+from podhost.kubelet.pod_actions import should_restart
+from podhost.kubelet.probes import READINESS, STARTUP, ProbeTracker
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
 WAITING, TERMINATED = "waiting", "terminated"
@@ -159,6 +169,58 @@ class PodStatus:
         return d
 
 
+class StatusManager:
+    """One pod's published status (the kubelet's status manager, for one pod): other threads read it with
+    `get`; only the pod worker changes it, through these methods, under one lock; `on_status` hears of
+    every change that matters to the pod's endpoints and watchers."""
+
+    def __init__(self, on_status: Callable[[], None]) -> None:
+        self._lock = threading.Lock()
+        self._status = PodStatus()
+        self._on_status = on_status
+
+    def get(self) -> PodStatus:
+        with self._lock:
+            return self._status
+
+    def set_condition(self, type_: str, status: bool, reason: str, message: str, now: float) -> None:
+        with self._lock:
+            self._status.set_condition(type_, status, reason, message, now)
+
+    def not_ready_to_start(self, reason: str, message: str, now: float) -> None:
+        """PodReadyToStartContainers=False: a sandbox is being made, or making it failed."""
+        self.set_condition(POD_READY_TO_START_CONTAINERS, False, reason, message, now)
+
+    def sandbox_not_ready(self, reason: str, message: str, now: float) -> None:
+        """The pod's sandbox died: no IP, nothing ready (their network namespace is gone with pause). Told
+        at once, so the pod leaves every endpoint list before anything slow happens."""
+        with self._lock:
+            status = self._status
+            status.pod_ip = ""
+            for cs in status.container_statuses:
+                cs.ready = False
+            status.set_condition(POD_READY_TO_START_CONTAINERS, False, reason, message, now)
+            status.set_condition(READY, False, reason, f"the pod sandbox is not ready: {message}", now)
+            status.set_condition(CONTAINERS_READY, False, reason, message, now)
+        self._on_status()
+
+    def sandbox_ready(self, sandbox_id: str, attempt: int, pod_ip: str, now: float) -> None:
+        """A new sandbox is Ready: the pod's IP is its IP."""
+        with self._lock:
+            status = self._status
+            status.sandbox_id, status.sandbox_attempt, status.pod_ip = sandbox_id, attempt, pod_ip
+            status.start_time = status.start_time or now
+
+    def publish(self, build: Callable[[PodStatus], PodStatus]) -> PodStatus:
+        """Replace the status with `build(the current one)`; tell when its Kubernetes shape changed."""
+        with self._lock:
+            old = self._status
+            new = self._status = build(old)
+        if old.to_dict() != new.to_dict():
+            self._on_status()
+        return new
+
+
 def _counts_as_stopped(c: ContainerStatus) -> bool:
     return c.state == TERMINATED or (c.state == WAITING and c.last_state is not None)
 
@@ -209,3 +271,174 @@ def unready_message(containers: list[ContainerStatus]) -> str:
         elif c.state == TERMINATED and c.terminated is not None:
             why.append(f"{c.name}: terminated ({c.terminated.reason}, exit code {c.terminated.exit_code})")
     return f"containers with unready status: [{names}]" + ("; " + "; ".join(why) if why else "")
+
+
+@dataclass
+class ContainerHistory:
+    """What the pod worker remembers of one container name between syncs (the kubelet's reasonCache,
+    plus the restart count and the last exit, which outlive a sandbox the runtime removed)."""
+
+    attempt: int = -1  # the attempt (restart count) of the newest container made for this name
+    waiting_reason: str = ""  # set when a create/start/pull failed or a back-off holds the restart
+    waiting_message: str = ""
+    last_exit: Terminated | None = None  # the newest exit seen (its container may be gone since)
+
+    def wait(self, reason: str, message: str) -> None:
+        self.waiting_reason, self.waiting_message = reason, message
+
+
+def terminated(s: pb.ContainerStatus) -> Terminated:
+    """A CRI status of an exited container as the pod status's `terminated` state."""
+    reason = s.reason or ("Completed" if s.exit_code == 0 else "Error")
+    return Terminated(
+        exit_code=s.exit_code,
+        reason=reason,
+        message=s.message,
+        started_at=seconds(s.started_at),
+        finished_at=seconds(s.finished_at),
+        container_id=s.id,
+    )
+
+
+def remember_attempts(obs: Observation, history: dict[str, ContainerHistory]) -> None:
+    """The attempts already used per name (the restart count), also after a daemon restart."""
+    for c in obs.containers:
+        mem = history.setdefault(c.metadata.name, ContainerHistory())
+        mem.attempt = max(mem.attempt, c.metadata.attempt)
+
+
+def remember_exits(pod: Pod, obs: Observation, history: dict[str, ContainerHistory]) -> None:
+    """Keep each container's last exit (its lastState) before its sandbox, and so its record, goes."""
+    for spec in [*pod.init_containers, *pod.containers]:
+        found = obs.of(spec.name)
+        if found and obs.statuses[found[0].id].state == pb.CONTAINER_EXITED:
+            history.setdefault(spec.name, ContainerHistory()).last_exit = terminated(
+                obs.statuses[found[0].id]
+            )
+
+
+def container_status(
+    pod: Pod,
+    spec: ContainerSpec,
+    obs: Observation,
+    sandbox_id: str | None,
+    history: ContainerHistory,
+    trackers: Mapping[str, Mapping[str, ProbeTracker]],
+    log_directory: str,
+) -> ContainerStatus:
+    """One container's status; the newest exit seen is recorded in `history` (its `last_exit`).
+
+    `trackers`: the probe trackers by container id, then by kind (ProberManager.trackers)."""
+    cs = ContainerStatus(name=spec.name, image=spec.image)
+    cs.restart_count = max(history.attempt, 0)
+    cs.log_path = f"{log_directory}/{spec.name}/{cs.restart_count}.log"
+    if cs.restart_count:
+        cs.previous_log_path = f"{log_directory}/{spec.name}/{cs.restart_count - 1}.log"
+    all_of = obs.of(spec.name)
+    current = [c for c in all_of if sandbox_id is not None and c.pod_sandbox_id == sandbox_id]
+    latest = current[0] if current else (all_of[0] if all_of else None)
+    previous = [c for c in all_of if latest is None or c.id != latest.id]
+    prev_exited = [c for c in previous if obs.statuses[c.id].state == pb.CONTAINER_EXITED]
+    if prev_exited:
+        cs.last_state = terminated(obs.statuses[prev_exited[0].id])
+    elif history.last_exit is not None and (latest is None or history.last_exit.container_id != latest.id):
+        cs.last_state = history.last_exit  # its sandbox was removed after a sandbox change
+    if latest is None:
+        cs.reason = history.waiting_reason or (
+            "PodInitializing" if pod.init_containers else "ContainerCreating"
+        )
+        cs.message = history.waiting_message
+        return cs
+    s = obs.statuses[latest.id]
+    cs.container_id, cs.image_id = latest.id, s.image_ref
+    cs.log_path = s.log_path or cs.log_path
+    if s.state == pb.CONTAINER_RUNNING and latest.pod_sandbox_id == sandbox_id:
+        cs.state, cs.started_at = "running", seconds(s.started_at)
+        probes = trackers.get(latest.id, {})
+        startup, readiness = probes.get(STARTUP), probes.get(READINESS)
+        cs.started = startup is None or startup.verdict
+        cs.ready = cs.started and (readiness is None or readiness.verdict)
+        if not cs.started:
+            cs.unready_reason = "startup probe has not succeeded yet" + (
+                f" ({startup.message})" if startup and startup.message else ""
+            )
+        elif readiness is not None and not readiness.verdict:
+            cs.unready_reason = (
+                f"readiness probe failed: {readiness.message}"
+                if readiness.message
+                else "readiness probe pending"
+            )
+    elif s.state == pb.CONTAINER_EXITED:
+        exit_ = terminated(s)
+        history.last_exit = exit_
+        restarts = should_restart(pod.restart_policy, s.exit_code) or spec in pod.init_containers
+        if history.waiting_reason and restarts:
+            cs.state, cs.reason, cs.message = WAITING, history.waiting_reason, history.waiting_message
+            cs.last_state = exit_
+        else:
+            cs.state, cs.terminated = TERMINATED, exit_
+    else:
+        cs.reason = "ContainerCreating"
+    return cs
+
+
+def build_pod_status(
+    pod: Pod,
+    obs: Observation,
+    old: PodStatus,
+    history: dict[str, ContainerHistory],
+    trackers: Mapping[str, Mapping[str, ProbeTracker]],
+    log_directory: str,
+    now: float,
+) -> PodStatus:
+    """The pod's status from one observation; `old` (the last one published) keeps the conditions'
+    transition times and the start time. Missing `history` entries are added."""
+    sandbox = obs.sandbox
+    sandbox_id = obs.ready_sandbox.id if obs.ready_sandbox is not None else None
+
+    def one(spec: ContainerSpec) -> ContainerStatus:
+        mem = history.setdefault(spec.name, ContainerHistory())
+        return container_status(pod, spec, obs, sandbox_id, mem, trackers, log_directory)
+
+    init = [one(c) for c in pod.init_containers]
+    containers = [one(c) for c in pod.containers]
+    initialized = all(c.state == TERMINATED and c.terminated and c.terminated.exit_code == 0 for c in init)
+    if not initialized and sandbox_id is None and any(c.container_id for c in containers):
+        initialized = True  # init ran in an earlier sandbox; the containers did run
+    phase = pod_phase(pod.restart_policy, init, containers, initialized)
+    new = PodStatus(
+        phase=phase,
+        pod_ip=obs.sandbox_ip if sandbox_id else "",
+        sandbox_id=sandbox.id if sandbox is not None else "",
+        sandbox_attempt=sandbox.metadata.attempt if sandbox is not None else 0,
+        start_time=old.start_time or now,
+        conditions=dict(old.conditions),
+        init_container_statuses=init,
+        container_statuses=containers,
+    )
+    if sandbox_id is None and POD_READY_TO_START_CONTAINERS not in new.conditions:
+        new.set_condition(
+            POD_READY_TO_START_CONTAINERS, False, "SandboxCreating", "creating the pod sandbox", now
+        )
+    if initialized:
+        new.set_condition(INITIALIZED, True, "", "", now)
+    else:
+        pending = [c for c in init if not (c.terminated and c.terminated.exit_code == 0)]
+        message = unready_message(pending).replace("unready", "incomplete")
+        new.set_condition(INITIALIZED, False, "ContainersNotInitialized", message, now)
+    finished = phase in (SUCCEEDED, FAILED)
+    if sandbox_id is not None and all(c.ready for c in containers):
+        new.set_condition(CONTAINERS_READY, True, "", "", now)
+        new.set_condition(READY, True, "", "", now)
+    elif sandbox_id is not None or finished:
+        reason = "PodCompleted" if finished else "ContainersNotReady"
+        message = unready_message(containers)
+        new.set_condition(CONTAINERS_READY, False, reason, message, now)
+        new.set_condition(READY, False, reason, message, now)
+    if finished and sandbox_id is None:
+        c = new.conditions.get(POD_READY_TO_START_CONTAINERS)
+        if c is None or c.status:
+            new.set_condition(
+                POD_READY_TO_START_CONTAINERS, False, "PodCompleted", f"the pod {phase.lower()}", now
+            )
+    return new

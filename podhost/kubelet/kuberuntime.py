@@ -1,0 +1,153 @@
+"""One pod's CRI operations: the kubelet's kubeGenericRuntimeManager (pkg/kubelet/kuberuntime) for a pod.
+
+`PodRuntime` carries out what the pod worker decided (pod_actions) and nothing else: RunPodSandbox with
+its config (kuberuntime_sandbox.go), startContainer's two halves (kuberuntime_container.go: the images and
+CreateContainer, then StartContainer; a container that cannot start is removed, so the retry makes a new
+attempt), killing containers in parallel with a grace period, stopping and removing sandboxes. A failure
+comes back in the words of the container's status ("ErrImagePull", "CreateContainerError", ...); what it
+means for the next try is the worker's retry timer. Every event names the pod (and the container).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from podhost.cri import api_pb2 as pb
+from podhost.cri.client import CRIClient
+from podhost.errors import NotFound, PodhostError
+from podhost.kubelet import images, volumes
+from podhost.kubelet.events import NORMAL
+from podhost.kubelet.images import Event
+from podhost.kubelet.manifest import ContainerSpec, Pod
+from podhost.kubelet.podspec import (
+    MANAGED_BY,
+    MANAGER_NAME,
+    container_config,
+    container_mounts,
+    sandbox_config,
+)
+
+log = logging.getLogger(__name__)
+
+
+class PodRuntime:
+    def __init__(
+        self,
+        cri: CRIClient,
+        pod: Pod,
+        event: Event,
+        log_directory: str,
+        volume_directory: Path,
+        pod_cgroup_parent: str = "",
+    ) -> None:
+        self.cri, self.pod, self.event = cri, pod, event
+        self.log_directory, self.volume_directory = log_directory, volume_directory
+        self.pod_cgroup_parent = pod_cgroup_parent
+        self.key = f"{pod.namespace}/{pod.name}"
+
+    # --- the sandbox -----------------------------------------------------------------------------------
+
+    def sandbox_config(self, attempt: int) -> pb.PodSandboxConfig:
+        """RunPodSandbox's config; with a pod cgroup parent, the pod's cgroup is <it>/pod<uid> (containerd
+        needs it named), and the annotation that marks the sandbox as the pod manager's."""
+        parent = self.pod_cgroup_parent
+        cgroup = f"{parent.rstrip('/')}/pod{self.pod.uid}" if parent else ""
+        config = sandbox_config(self.pod, attempt, self.log_directory, cgroup_parent=cgroup)
+        config.annotations[MANAGED_BY] = MANAGER_NAME
+        return config
+
+    def run_pod_sandbox(self, attempt: int) -> str:
+        """The pod's directories and volumes, then RunPodSandbox; raises what the runtime raised."""
+        volumes.prepare_pod_dirs(self.pod, self.log_directory, self.volume_directory)
+        return self.cri.run_pod_sandbox(self.sandbox_config(attempt))
+
+    def down_reason(self, sandbox: pb.PodSandbox) -> tuple[str, str]:
+        """Why the sandbox is not ready, in the runtime's words when it gives them (podhost's verbose
+        info carries reason PauseExited and "pause (pid N) killed by signal 9 (SIGKILL)")."""
+        reason, message = "", ""
+        try:
+            resp = self.cri.pod_sandbox_status(sandbox.id, verbose=True)
+            info = json.loads(resp.info.get("info", "{}") or "{}")
+            if isinstance(info, dict):
+                reason, message = str(info.get("reason") or ""), str(info.get("message") or "")
+        except (PodhostError, ValueError):
+            pass
+        return (
+            reason or "SandboxNotReady",
+            message or f"pod sandbox {sandbox.id[:13]} (attempt {sandbox.metadata.attempt}) is not ready",
+        )
+
+    def stop_pod_sandboxes(self, sandboxes: Iterable[pb.PodSandbox]) -> None:
+        """StopPodSandbox (the runtime runs CNI DEL and releases the IP); one already gone is stopped."""
+        for sb in sandboxes:
+            with contextlib.suppress(NotFound):
+                self.cri.stop_pod_sandbox(sb.id)
+
+    def remove_pod_sandboxes(self, sandboxes: Iterable[pb.PodSandbox]) -> None:
+        """RemovePodSandbox of dead sandboxes, with their containers (their log files stay)."""
+        for sb in sandboxes:
+            try:
+                self.cri.remove_pod_sandbox(sb.id)
+            except PodhostError as e:
+                log.warning("pod %s: removing old sandbox %s: %s", self.key, sb.id[:13], e)
+
+    # --- containers ------------------------------------------------------------------------------------
+
+    def create_container(
+        self, spec: ContainerSpec, attempt: int, sandbox: pb.PodSandbox
+    ) -> tuple[str, str, str]:
+        """The images, then CreateContainer: (container id, "", "") once created, or ("", waiting
+        reason, message) when a pull or the create failed."""
+        pod = self.pod
+        if failure := images.ensure_images(self.cri, pod, spec, self.event, first=attempt == 0):
+            return "", "ErrImagePull", failure
+        paths = volumes.volume_paths(pod, self.volume_directory)
+        mounts = container_mounts(spec, paths, images.image_volumes(pod))
+        config = container_config(pod, spec, attempt, mounts)
+        try:
+            container_id = self.cri.create_container(
+                sandbox.id, config, self.sandbox_config(sandbox.metadata.attempt)
+            )
+        except PodhostError as e:
+            return "", "CreateContainerError", f"Error: {e}"
+        self.event(NORMAL, "Created", f"Created container {spec.name}", spec.name)
+        return container_id, "", ""
+
+    def start_container(self, spec: ContainerSpec, container_id: str) -> str:
+        """StartContainer; "" once started, else RunContainerError's message (the container is removed)."""
+        try:
+            self.cri.start_container(container_id)
+        except PodhostError as e:
+            with contextlib.suppress(PodhostError):  # a new attempt replaces it at the retry
+                self.cri.remove_container(container_id)
+            return f"Error: failed to start container: {e}"
+        self.event(NORMAL, "Started", f"Started container {spec.name}", spec.name)
+        return ""
+
+    def stop_container(self, container_id: str, grace: int | None = None) -> None:
+        """StopContainer with `grace` seconds (the pod's terminationGracePeriodSeconds unless given)."""
+        grace = self.pod.termination_grace_period_seconds if grace is None else grace
+        try:
+            self.cri.stop_container(container_id, grace)
+        except NotFound:
+            pass
+        except PodhostError as e:
+            log.warning("pod %s: stopping container %s: %s", self.key, container_id[:13], e)
+
+    def kill_containers(self, containers: list[pb.Container], why: str, grace: int | None = None) -> bool:
+        """Stop the containers in parallel, each with `grace` seconds (the pod's
+        terminationGracePeriodSeconds unless given); True when there were any."""
+        grace = self.pod.termination_grace_period_seconds if grace is None else grace
+        threads = []
+        for c in containers:
+            self.event(NORMAL, "Killing", f"Stopping container {c.metadata.name} ({why})", c.metadata.name)
+            threads.append(threading.Thread(target=self.stop_container, args=(c.id, grace), daemon=True))
+            threads[-1].start()
+        for t in threads:
+            t.join()
+        return bool(threads)

@@ -1,0 +1,210 @@
+"""Pod actions: from the pod's spec and what CRI shows of it, what the pod worker must do next. Pure.
+
+The kubelet's computePodActions (pkg/kubelet/kuberuntime/kuberuntime_manager.go): `SyncPod` only carries
+out what this function returns, so every decision of the pod lifecycle is here, testable with tables
+(tests/unit/test_pod_actions.py), and nothing here makes a call, reads a clock or changes state:
+
+    no sandbox, or the newest one not Ready   ->  kill the pod (its containers, at once: their network is
+        (sandbox_changed)                         gone) and create a sandbox with attempt+1; unless the pod
+                                                  is done (it finished, or ran under Never: pod_done), or a
+                                                  failed RunPodSandbox's retry has not waited out (wake_at)
+    init containers, in order                 ->  start the first one not yet succeeded
+                                                  (next_init_container); a running one is waited for; a
+                                                  failed one is restarted after its back-off, or blocks the
+                                                  pod for good under Never
+    containers, once every init succeeded     ->  start the missing ones; restart an exited one per
+                                                  restartPolicy (Always; OnFailure on a non-zero exit)
+                                                  after its CrashLoopBackOff wait (back_off); kill a
+                                                  running one whose liveness or startup probe failed
+    any start                                 ->  held while the retry of a failed create, start or image
+                                                  pull (ErrImagePull) runs (wake_at)
+
+A container that was created but not started (the daemon stopped between the two calls) is started, not
+made again. Containers are looked at only in the newest, Ready sandbox: the ones of dead sandboxes go with
+them. The back-off is only asked (`peek`), never stepped: the worker steps it when it starts the container
+(`ContainerToStart.exited`) or reports the wait (`BackOff.exited`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from podhost.cri import api_pb2 as pb
+from podhost.kubelet.backoff import SANDBOX, Backoff, CrashLoopBackOff
+from podhost.kubelet.manifest import ContainerSpec, Pod
+from podhost.kubelet.observation import Observation, seconds
+
+
+@dataclass(frozen=True)
+class ContainerToStart:
+    spec: ContainerSpec
+    reason: str  # why it starts: "not created yet", "exited with code 1 (restartPolicy Always)", ...
+    container_id: str = ""  # a container created but not started: start it, make no other
+    exited: pb.ContainerStatus | None = None  # the exit this start restarts after
+
+
+@dataclass(frozen=True)
+class ContainerToKill:
+    container_id: str
+    name: str
+    message: str  # the Killing event's words: "Container web failed liveness probe, will be restarted"
+
+
+@dataclass(frozen=True)
+class BackOff:
+    """A restart held by CrashLoopBackOff until `until`."""
+
+    spec: ContainerSpec
+    until: float
+    wait: float
+    exited: pb.ContainerStatus
+    message: str  # the waiting state's: "back-off 20s restarting failed container=web pod=p_ns(uid)"
+
+
+@dataclass
+class PodActions:
+    sandbox_changed: bool = False  # no sandbox, or the newest one is not Ready (podSandboxChanged)
+    pod_done: bool = False  # and no new one is made: the pod finished, or ran once under Never
+    kill_pod: bool = False  # stop every container at once (grace 0) and every sandbox
+    kill_reason: str = ""
+    create_sandbox: bool = False
+    attempt: int = 0  # of the sandbox to create
+    next_init_container: ContainerToStart | None = None
+    containers_to_start: list[ContainerToStart] = field(default_factory=list)
+    containers_to_kill: list[ContainerToKill] = field(default_factory=list)
+    back_off: list[BackOff] = field(default_factory=list)
+    wake_at: list[float] = field(default_factory=list)  # when a held start (back-off, retry) is due
+
+    @property
+    def starts(self) -> list[ContainerToStart]:
+        """Every container to start, in order."""
+        first = [self.next_init_container] if self.next_init_container else []
+        return [*first, *self.containers_to_start]
+
+    @property
+    def exits(self) -> list[tuple[str, float, float]]:
+        """(container name, started, finished) of each exit these actions restart after or hold: what
+        moves the back-off one step when they are carried out."""
+        held = [(b.spec.name, b.exited) for b in self.back_off]
+        restarted = [(s.spec.name, s.exited) for s in self.starts if s.exited is not None]
+        return [(name, seconds(e.started_at), seconds(e.finished_at)) for name, e in [*held, *restarted]]
+
+
+def should_restart(restart_policy: str, exit_code: int) -> bool:
+    """Whether an exited container is restarted (the kubelet's ShouldContainerBeRestarted, for exits)."""
+    return restart_policy == "Always" or (restart_policy == "OnFailure" and exit_code != 0)
+
+
+def pod_done(pod: Pod, obs: Observation, pod_finished: bool) -> bool:
+    """The kubelet makes no new sandbox for a pod that finished, or that ran under Never."""
+    return pod_finished or (pod.restart_policy == "Never" and bool(obs.containers) and bool(obs.sandboxes))
+
+
+def compute_pod_actions(
+    pod: Pod,
+    obs: Observation,
+    now: float,
+    crash_loop: CrashLoopBackOff,
+    retry: Backoff,
+    unhealthy: Mapping[str, str] | None = None,
+    pod_finished: bool = False,
+) -> PodActions:
+    """What to do next for `pod`, seen as `obs` at `now`.
+
+    `crash_loop` and `retry` are the worker's back-off timers (asked, not stepped); `unhealthy` maps a
+    running container's id to the probe kind (probes.LIVENESS, probes.STARTUP) that failed it;
+    `pod_finished` says the phase last published is Succeeded or Failed."""
+    actions = PodActions()
+    sandbox = obs.ready_sandbox
+    if sandbox is None:
+        return _sandbox_changed(pod, obs, now, retry, pod_finished, actions)
+    for spec in pod.init_containers:
+        latest = obs.latest(spec.name, sandbox.id)
+        if latest is not None and latest[1].state == pb.CONTAINER_EXITED and latest[1].exit_code == 0:
+            continue  # done: the next one
+        if latest is None or latest[1].state == pb.CONTAINER_CREATED:
+            actions.next_init_container = _start(spec, latest, "init container", now, retry, actions)
+        elif latest[1].state == pb.CONTAINER_EXITED and pod.restart_policy != "Never":
+            actions.next_init_container = _restart(spec, latest[1], pod, now, crash_loop, retry, actions)
+        # otherwise running (wait for it) or failed under Never (the pod failed; pod_phase says so)
+        return actions
+    for spec in pod.containers:
+        latest = obs.latest(spec.name, sandbox.id)
+        if latest is None or latest[1].state == pb.CONTAINER_CREATED:
+            start = _start(spec, latest, "container", now, retry, actions)
+        elif latest[1].state == pb.CONTAINER_RUNNING:
+            probe = (unhealthy or {}).get(latest[0].id)
+            if probe is not None:
+                message = f"Container {spec.name} failed {probe} probe, will be restarted"
+                actions.containers_to_kill.append(ContainerToKill(latest[0].id, spec.name, message))
+            continue
+        elif latest[1].state == pb.CONTAINER_EXITED and should_restart(
+            pod.restart_policy, latest[1].exit_code
+        ):
+            start = _restart(spec, latest[1], pod, now, crash_loop, retry, actions)
+        else:
+            continue  # exited for good under its restart policy, or in a state CRI does not know
+        if start is not None:
+            actions.containers_to_start.append(start)
+    return actions
+
+
+def _sandbox_changed(
+    pod: Pod, obs: Observation, now: float, retry: Backoff, pod_finished: bool, actions: PodActions
+) -> PodActions:
+    actions.sandbox_changed = True
+    actions.pod_done = pod_done(pod, obs, pod_finished)
+    if actions.pod_done:
+        actions.kill_pod, actions.kill_reason = True, "the pod sandbox is gone"
+        return actions
+    until = retry.until(SANDBOX)
+    if now < until:
+        actions.wake_at.append(until)  # the failed RunPodSandbox's retry; nothing else changes meanwhile
+        return actions
+    dead = obs.sandbox
+    actions.kill_pod, actions.kill_reason = True, "the pod sandbox changed"
+    actions.create_sandbox = True
+    actions.attempt = dead.metadata.attempt + 1 if dead is not None else 0
+    return actions
+
+
+def _start(
+    spec: ContainerSpec,
+    latest: tuple[pb.Container, pb.ContainerStatus] | None,
+    what: str,
+    now: float,
+    retry: Backoff,
+    actions: PodActions,
+    exited: pb.ContainerStatus | None = None,
+    reason: str = "",
+) -> ContainerToStart | None:
+    if latest is not None:  # created, never started: start that one
+        return ContainerToStart(spec, f"{what} created, not started", container_id=latest[0].id)
+    until = retry.until(spec.name)
+    if now < until:  # a failed create, start or pull of this container waits for its retry
+        actions.wake_at.append(until)
+        return None
+    return ContainerToStart(spec, reason or f"{what} not created yet", exited=exited)
+
+
+def _restart(
+    spec: ContainerSpec,
+    exited: pb.ContainerStatus,
+    pod: Pod,
+    now: float,
+    crash_loop: CrashLoopBackOff,
+    retry: Backoff,
+    actions: PodActions,
+) -> ContainerToStart | None:
+    until, wait = crash_loop.peek_restart(spec.name, seconds(exited.started_at), seconds(exited.finished_at))
+    if now < until:
+        message = (
+            f"back-off {wait:g}s restarting failed container={spec.name} "
+            f"pod={pod.name}_{pod.namespace}({pod.uid})"
+        )
+        actions.back_off.append(BackOff(spec, until, wait, exited, message))
+        actions.wake_at.append(until)
+        return None
+    reason = f"exited with code {exited.exit_code} (restartPolicy {pod.restart_policy})"
+    return _start(spec, None, "container", now, retry, actions, exited=exited, reason=reason)
