@@ -186,6 +186,11 @@ class Config:
     #: seconds a plugin has for each call; one that overruns is disconnected and the verb goes on
     #: without it (as NRI's own runtimes do: a hung plugin must not wedge the node).
     nri_request_timeout: float = 5.0
+    # The Kubernetes API for kubectl (podhost.apiserver): HTTPS, client certificates under state_dir.
+    kube_api: bool = True
+    kube_api_address: str = "127.0.0.1"
+    #: 0: the port the previous <state_dir>/kubeconfig names if it is free, else any free port.
+    kube_api_port: int = 0
 
     @classmethod
     def load(

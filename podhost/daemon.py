@@ -123,6 +123,7 @@ def run(config: Config) -> None:
     if os.geteuid() != 0:
         raise FailedPrecondition("podhost daemon must run as root (pods need namespaces, mounts and cgroups)")
     lock_instance(config.state_dir)  # first: a second daemon must change nothing
+    from podhost.apiserver.server import KubeAPIServer
     from podhost.cri.server import InFlightCalls, prepare_socket_path, serve
     from podhost.cri.streaming.server import StreamingServer
     from podhost.kubelet.manager import PodManager, settings_from_config
@@ -145,10 +146,15 @@ def run(config: Config) -> None:
         server = serve(runtime, config.socket, streaming=streaming, services=[manager.register], calls=calls)
         running.callback(lambda: server.stop(grace=2).wait())
         running.callback(manager.close)
+        kube_api = KubeAPIServer(config, manager) if config.kube_api else None  # kubectl's API
+        if kube_api:
+            running.callback(kube_api.close)
         # Registered last, so it starts first: the whole stop, and the interpreter's exit after it
         # (which waits for the gRPC pool's threads), is bounded from the moment it begins.
         running.callback(exit_when_overdue, config.shutdown_timeout, calls)
         manager.start()  # after the server: it drives the runtime through the CRI socket, like a kubelet
+        if kube_api:
+            kube_api.start()
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())

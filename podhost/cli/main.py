@@ -2,6 +2,7 @@
 
     podhost [--root DIR] [--runtime-endpoint EP] daemon [--bridge NAME] [--subnet CIDR] [--config FILE]
     podhost [--root DIR] [--runtime-endpoint EP] cri <verb> ...
+    podhost [--root DIR] kubeconfig [--merge]
 
 `--root` isolates an instance exactly as PODHOST_ROOT does (`Config.load(root=...)`); the CRI verbs talk
 to that instance's socket unless `--runtime-endpoint` points elsewhere (containerd's socket works too).
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from podhost import __version__
-from podhost.cli import cri, demo, kubectl
+from podhost.cli import cri, demo, kubeconfig, kubectl
 from podhost.config import Config
 from podhost.errors import PodhostError
 
@@ -52,11 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--config", metavar="FILE", help="TOML config file")
     daemon.add_argument("--nri-socket", metavar="PATH", help="serve NRI plugins on this socket (default: off)")
     kubectl.add_daemon_arguments(daemon)
+    kubeconfig.add_daemon_arguments(daemon)
     daemon.set_defaults(func=None)
 
     cri.add_parser(commands)
     demo.add_parser(commands)
     kubectl.add_parser(commands)
+    kubeconfig.add_parser(commands)
     return parser
 
 
@@ -69,6 +72,7 @@ def run_daemon(args: argparse.Namespace) -> int:
         nri_socket=args.nri_socket,
         log_level="debug" if args.debug else None,
         **kubectl.kubelet_settings(args),
+        **kubeconfig.api_settings(args),
     )
     from podhost import daemon  # the runtime's whole import graph only when a daemon is wanted
 

@@ -1,0 +1,383 @@
+"""The served resources and what each verb does with them, over the pod manager and `ResourceStore`.
+
+`KINDS` is the one table of what this server serves (discovery, OpenAPI paths and routing all read it).
+`API` holds the manager, the store and the node, and does each verb synchronously (the HTTP layer runs
+it in a worker thread): reads come from the store, writes go to the manager's public methods (`apply`,
+`delete`) and are read back through a store sync, so a client sees its own write with its
+resourceVersion, as from kube-apiserver.
+
+Writes are checked as kube-apiserver checks them before the manager sees them: the kind and namespace of
+the body, strict field validation against the upstream schema (`fieldValidation=Strict` fails naming the
+fields, Warn answers with Warning headers, Ignore drops them silently; in every case unknown fields are
+dropped, as decoding does), preconditions, and the pod update rule (`patch.pod_spec_change`). The
+manager then validates what podhost can run (`kubelet.manifest`), and its refusals come back as 422
+Invalid naming the object.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from podhost.apiserver import objects, patch, printers
+from podhost.apiserver import schema as sch
+from podhost.apiserver.status import (
+    BadRequest,
+    Conflict,
+    MethodNotAllowed,
+    UnsupportedMediaType,
+)
+from podhost.apiserver.store import ResourceStore
+from podhost.errors import AlreadyExists, InvalidArgument, NotFound
+
+if TYPE_CHECKING:
+    from podhost.kubelet.manager import PodManager
+
+READ = ("get", "list", "watch")
+WRITE = ("create", "delete", "get", "list", "patch", "update", "watch")
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str  # the resource: "pods"
+    kind: str  # "Pod"
+    namespaced: bool
+    verbs: tuple[str, ...]
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    subresources: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in (
+        Kind("endpoints", "Endpoints", True, READ, ("ep",)),
+        Kind("events", "Event", True, READ, ("ev",)),
+        Kind("namespaces", "Namespace", False, READ, ("ns",), (), (("status", ("get",)),)),
+        Kind("nodes", "Node", False, READ, ("no",), (), (("status", ("get",)),)),
+        Kind(
+            "pods",
+            "Pod",
+            True,
+            WRITE,
+            ("po",),
+            ("all",),
+            (("log", ("get",)), ("status", ("get",))),
+        ),
+        Kind("services", "Service", True, WRITE, ("svc",), ("all",)),
+    )
+}
+
+
+def served_kinds() -> list[sch.ServedKind]:
+    return [sch.ServedKind(k.name, k.kind, k.namespaced, k.verbs) for k in KINDS.values()]
+
+
+def api_resource_list() -> dict[str, Any]:
+    """`/api/v1`: every resource and subresource with its verbs (kubectl's legacy discovery)."""
+    out = []
+    for k in KINDS.values():
+        entry: dict[str, Any] = {
+            "name": k.name,
+            "singularName": k.singular,
+            "namespaced": k.namespaced,
+            "kind": k.kind,
+            "verbs": sorted(k.verbs),
+        }
+        if k.short_names:
+            entry["shortNames"] = list(k.short_names)
+        if k.categories:
+            entry["categories"] = list(k.categories)
+        out.append(entry)
+        for sub, verbs in k.subresources:
+            out.append(
+                {
+                    "name": f"{k.name}/{sub}",
+                    "singularName": "",
+                    "namespaced": k.namespaced,
+                    "kind": k.kind,
+                    "verbs": list(verbs),
+                }
+            )
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1", "resources": out}
+
+
+@dataclass
+class WriteResult:
+    obj: dict[str, Any]
+    code: int = 200
+    warnings: tuple[str, ...] = ()
+
+
+def strict_error(kind: str, unknown: list[str]) -> BadRequest:
+    fields = ", ".join(f'unknown field "{f}"' for f in unknown)
+    return BadRequest(
+        f'{kind} in version "v1" cannot be handled as a {kind}: strict decoding error: {fields}'
+    )
+
+
+def invalid(kind: str, name: str, message: str) -> InvalidArgument:
+    return InvalidArgument(f'{kind} "{name}" is invalid: {message}')
+
+
+class API:
+    def __init__(self, manager: PodManager, node: objects.NodeFacts) -> None:
+        self.manager = manager
+        self.node = node
+        self.store = ResourceStore(self._render, self._signature, manager.wait_changed)
+
+    # --- the store's view of the manager ------------------------------------------------------------------
+
+    def _signature(self) -> object:
+        events = self.manager.events.list()
+        last = events[-1] if events else None
+        return (
+            self.manager.version,
+            len(events),
+            (last.count, last.last_timestamp, last.first_timestamp) if last else None,
+        )
+
+    def _render(self) -> dict[str, list[dict[str, Any]]]:
+        m = self.manager
+        pods = [objects.pod_object(p, self.node) for p in m.pod_objects()]
+        uids = {(p["metadata"]["namespace"], p["metadata"]["name"]): p["metadata"]["uid"] for p in pods}
+        services = m.service_objects()
+        endpoints = m.endpoint_objects()
+        for ep in endpoints:
+            meta = ep["metadata"]
+            meta.setdefault("uid", objects.stable_uid("endpoints", meta["namespace"], meta["name"]))
+        events = [objects.event_object(e, uids, self.node.name) for e in m.event_objects()]
+        used = {o["metadata"]["namespace"] for o in [*pods, *services, *events]}
+        namespaces = [
+            objects.namespace_object(ns, self.node.created)
+            for ns in sorted(set(objects.SYSTEM_NAMESPACES) | used)
+        ]
+        return {
+            "pods": pods,
+            "services": services,
+            "endpoints": endpoints,
+            "events": events,
+            "namespaces": namespaces,
+            "nodes": [objects.node_object(self.node, self.node.created)],
+        }
+
+    # --- reads ----------------------------------------------------------------------------------------
+
+    def kind(self, resource: str) -> Kind:
+        if resource not in KINDS:
+            raise NotFound(f"the server could not find the requested resource ({resource})")
+        return KINDS[resource]
+
+    def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
+        obj = self.store.get(kind.name, namespace if kind.namespaced else "", name)
+        if obj is None:
+            raise NotFound(f'{kind.name} "{name}" not found')
+        return obj
+
+    def list_body(self, kind: Kind, items: list[dict[str, Any]], resource_version: int) -> dict[str, Any]:
+        return {
+            "kind": kind.kind + "List",
+            "apiVersion": "v1",
+            "metadata": {"resourceVersion": str(resource_version)},
+            "items": items,
+        }
+
+    # --- writes ---------------------------------------------------------------------------------------
+
+    def _check_fields(self, kind: Kind, obj: dict[str, Any], validation: str) -> tuple[str, ...]:
+        """Unknown fields per `fieldValidation`; they are dropped from `obj` in every case."""
+        unknown = sch.unknown_fields(obj, sch.CORE + kind.kind, prune=True)
+        if not unknown or validation == "Ignore":
+            return ()
+        if validation == "Strict":
+            raise strict_error(kind.kind, unknown)
+        return tuple(f'unknown field "{f}"' for f in unknown)
+
+    def _check_body(self, kind: Kind, obj: Any, namespace: str) -> dict[str, Any]:
+        if not isinstance(obj, dict):
+            raise BadRequest(f"the body of the request is not a {kind.kind} object")
+        if obj.get("kind", kind.kind) != kind.kind or obj.get("apiVersion", "v1") != "v1":
+            raise BadRequest(
+                f"the API version in the data ({obj.get('apiVersion')}) does not match the expected API version (v1)"
+                if obj.get("apiVersion", "v1") != "v1"
+                else f'{obj.get("kind")} in version "v1" cannot be handled as a {kind.kind}'
+            )
+        meta = obj.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise BadRequest("metadata: expected an object")
+        if kind.namespaced:
+            if meta.get("namespace") not in (None, "", namespace):
+                raise BadRequest(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
+            meta["namespace"] = namespace
+        return obj
+
+    @staticmethod
+    def _manifest(obj: dict[str, Any], spec: Any) -> dict[str, Any]:
+        """What the pod manager is given: identity, labels, annotations and the spec (server-set metadata
+        and status are the server's, not the manifest's)."""
+        meta = obj.get("metadata", {})
+        keep = {k: meta[k] for k in ("name", "namespace", "uid", "labels", "annotations") if meta.get(k)}
+        return {"apiVersion": "v1", "kind": obj["kind"], "metadata": keep, "spec": spec}
+
+    def _apply(self, kind: Kind, name: str, manifest: dict[str, Any]) -> None:
+        try:
+            self.manager.apply(json.dumps(manifest))
+        except (NotFound, AlreadyExists):
+            raise
+        except InvalidArgument as e:
+            raise invalid(kind.kind, name, str(e)) from None
+
+    def create(self, kind: Kind, namespace: str, body: Any, params: dict[str, str]) -> WriteResult:
+        if "create" not in kind.verbs:
+            raise MethodNotAllowed(f"podhost does not create {kind.name}")
+        obj = self._check_body(kind, body, namespace)
+        obj["kind"], obj["apiVersion"] = kind.kind, "v1"
+        meta = obj["metadata"]
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + secrets.token_hex(3)[:5]
+        name = str(meta.get("name") or "")
+        if not name:
+            raise invalid(kind.kind, "", "metadata.name: Required value: name or generateName is required")
+        warnings = self._check_fields(kind, obj, params.get("fieldValidation", "Warn"))
+        if self.store.get(kind.name, namespace, name) is not None:
+            raise AlreadyExists(f'{kind.name} "{name}" already exists')
+        for server_set in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp"):
+            meta.pop(server_set, None)
+        if params.get("dryRun"):
+            return WriteResult(obj, 201, warnings)
+        self._apply(kind, name, self._manifest(obj, obj.get("spec", {})))
+        return WriteResult(self.get(kind, namespace, name), 201, warnings)
+
+    def patch(
+        self, kind: Kind, namespace: str, name: str, body: bytes, content_type: str, params: dict[str, str]
+    ) -> WriteResult:
+        if "patch" not in kind.verbs:
+            raise MethodNotAllowed(f"podhost does not patch {kind.name}")
+        current = self.get(kind, namespace, name)
+        media = content_type.split(";")[0].strip()
+        try:
+            data = json.loads(body or b"null")
+        except ValueError as e:
+            raise BadRequest(f"the patch is not JSON: {e}") from None
+        if media == "application/strategic-merge-patch+json":
+            new = patch.strategic_merge(current, data, sch.definition(sch.CORE + kind.kind))
+        elif media == "application/merge-patch+json":
+            new = patch.merge_patch(current, data)
+        elif media == "application/json-patch+json":
+            new = patch.json_patch(current, data)
+        else:
+            raise UnsupportedMediaType(
+                f"the patch type {media!r} is not supported by podhost (server-side apply is not yet served: "
+                "use `kubectl apply` without --server-side)"
+            )
+        return self.update(kind, namespace, name, new, params, current)
+
+    def update(
+        self,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        body: Any,
+        params: dict[str, str],
+        current: dict[str, Any] | None = None,
+    ) -> WriteResult:
+        if "update" not in kind.verbs:
+            raise MethodNotAllowed(f"podhost does not update {kind.name}")
+        current = current or self.get(kind, namespace, name)
+        new = self._check_body(kind, body, namespace)
+        new["kind"], new["apiVersion"] = kind.kind, "v1"
+        meta = new["metadata"]
+        if meta.get("name", name) != name:
+            raise BadRequest("the name of the object does not match the name on the URL")
+        meta["name"] = name
+        warnings = self._check_fields(kind, new, params.get("fieldValidation", "Warn"))
+        version = meta.get("resourceVersion")
+        if version and version != current["metadata"].get("resourceVersion"):
+            raise Conflict(
+                f'Operation cannot be fulfilled on {kind.name} "{name}": the object has been modified; '
+                "please apply your changes to the latest version and try again"
+            )
+        if meta.get("uid") not in (None, "", current["metadata"].get("uid")):
+            raise Conflict(
+                f"Precondition failed: UID in precondition: {meta['uid']}, UID in object meta: "
+                f"{current['metadata'].get('uid')}"
+            )
+        if kind.name == "pods":
+            forbidden = patch.pod_spec_change(current.get("spec", {}), new.get("spec", {}))
+            if forbidden:
+                raise invalid(kind.kind, name, forbidden)
+            (stored,) = self.manager.pod_objects(namespace, name)
+            manifest = self._manifest(new, stored.get("spec", {}))
+        else:
+            manifest = self._manifest(new, new.get("spec", {}))
+        if params.get("dryRun"):
+            return WriteResult(new, 200, warnings)
+        self._apply(kind, name, manifest)
+        return WriteResult(self.get(kind, namespace, name), 200, warnings)
+
+    def delete(
+        self, kind: Kind, namespace: str, name: str, options: dict[str, Any], params: dict[str, str]
+    ) -> WriteResult:
+        if "delete" not in kind.verbs:
+            raise MethodNotAllowed(f"podhost does not delete {kind.name}")
+        current = self.get(kind, namespace, name)
+        uid = (options.get("preconditions") or {}).get("uid")
+        if uid and uid != current["metadata"].get("uid"):
+            raise Conflict(
+                f"Precondition failed: UID in precondition: {uid}, UID in object meta: {current['metadata'].get('uid')}"
+            )
+        grace = params.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
+        if params.get("dryRun") or options.get("dryRun"):
+            return WriteResult(current)
+        if kind.name == "pods":
+            self.manager.delete(
+                "pods",
+                namespace,
+                name,
+                wait=False,
+                grace_period_seconds=None if grace is None else int(grace),
+            )
+        else:
+            self.manager.delete(kind.name, namespace, name)
+        after = self.store.get(kind.name, namespace, name)
+        if after is not None:
+            return WriteResult(after)
+        return WriteResult(
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": {"name": name, "kind": kind.name, "uid": current["metadata"].get("uid")},
+            }
+        )
+
+    # --- printing -------------------------------------------------------------------------------------
+
+    def table(
+        self,
+        kind: Kind,
+        items: list[dict[str, Any]],
+        resource_version: int,
+        params: dict[str, str],
+        api_version: str,
+        headers: bool = True,
+    ) -> dict[str, Any]:
+        return printers.table(
+            kind.kind,
+            items,
+            time.time(),
+            resource_version=str(resource_version),
+            include_object=params.get("includeObject", "Metadata"),
+            headers=headers,
+            api_version=api_version,
+        )
