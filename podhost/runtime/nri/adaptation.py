@@ -299,7 +299,7 @@ class Adaptation(LifecycleHooks):
             self._drop(plugin, method, e)
             return None
         except TtrpcError as e:
-            if event in _REFUSABLE:
+            if event in _REFUSABLE and e.code != UNIMPLEMENTED:  # a method it lacks refuses nothing
                 raise RuntimeFailure(f"NRI plugin {plugin} refused {method}: {e}") from e
             log.warning("NRI: plugin %s: %s failed: %s", plugin, method, e)
             return None
