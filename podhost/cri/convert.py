@@ -351,7 +351,12 @@ def pod_sandbox_metadata(m: model.PodSandboxMetadata) -> pb.PodSandboxMetadata:
 
 
 def pb_namespace_option(m: model.NamespaceOption) -> pb.NamespaceOption:
-    return pb.NamespaceOption(network=m.network.name, pid=m.pid.name, ipc=m.ipc.name, target_id=m.target_id)
+    """The pod's namespaces as PodSandboxStatus reports them, the user namespace and its mappings too."""
+    out = pb.NamespaceOption(network=m.network.name, pid=m.pid.name, ipc=m.ipc.name, target_id=m.target_id)
+    out.userns_options.mode = m.userns.mode.name  # type: ignore[assignment]
+    for src, dst in ((m.userns.uids, out.userns_options.uids), (m.userns.gids, out.userns_options.gids)):
+        dst.extend(pb.IDMapping(host_id=i.host_id, container_id=i.container_id, length=i.length) for i in src)
+    return out
 
 
 def pod_sandbox(s: model.PodSandbox) -> pb.PodSandbox:

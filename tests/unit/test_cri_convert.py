@@ -443,3 +443,16 @@ def test_update_resources_needs_linux() -> None:
         convert.update_resources(pb.UpdateContainerResourcesRequest(container_id="c"))
     req = pb.UpdateContainerResourcesRequest(container_id="c", linux=pb.LinuxContainerResources(cpu_quota=1))
     assert convert.update_resources(req).cpu_quota == 1
+
+
+def test_sandbox_status_reports_the_user_namespace_and_its_mappings() -> None:
+    userns = model.UserNamespace(
+        mode=model.NamespaceMode.POD,
+        uids=[model.IDMapping(host_id=65536, container_id=0, length=65536)],
+        gids=[model.IDMapping(host_id=131072, container_id=0, length=65536)],
+    )
+    out = convert.pb_namespace_option(model.NamespaceOption(userns=userns))
+    assert out.userns_options.mode == pb.POD
+    assert [(m.host_id, m.container_id, m.length) for m in out.userns_options.uids] == [(65536, 0, 65536)]
+    assert [(m.host_id, m.length) for m in out.userns_options.gids] == [(131072, 65536)]
+    assert convert.pb_namespace_option(model.NamespaceOption()).userns_options.mode == pb.NODE
