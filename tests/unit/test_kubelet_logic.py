@@ -9,7 +9,7 @@ import pytest
 
 from podhost.cli import kubectl
 from podhost.kubelet import status as st
-from podhost.kubelet.backoff import CrashLoopBackOff
+from podhost.kubelet.backoff import CrashLoopBackOff, retry_backoff
 from podhost.kubelet.endpoints import PodView, endpoints_for
 from podhost.kubelet.manager import static_pod_uid
 from podhost.kubelet.manifest import ManifestError, Probe, load_objects, parse_pod
@@ -51,6 +51,27 @@ def test_backoff_resets_after_a_long_run() -> None:
     assert b.restart_at("c", 2, 3) == 13
     assert b.restart_at("c", 100, 800) == 800  # ran 700 s >= 600: back to an immediate restart
     assert b.restart_at("c", 801, 802) == 812
+
+
+def test_retry_backoff_doubles_to_its_cap_and_a_success_forgets_it() -> None:
+    retry = retry_backoff()
+    assert retry.until("a") == 0.0  # nothing failed: nothing held
+    waits = []
+    for i in range(8):
+        until = retry.step("a", 100.0 * i)
+        waits.append(until - 100.0 * i)
+    assert waits == [1, 2, 4, 8, 16, 30, 30, 30]
+    assert retry.wait("a") == 30 and retry.until("b") == 0.0  # keys are independent
+    retry.forget("a")
+    assert retry.step("a", 1000.0) == 1001.0
+
+
+def test_backoff_peek_records_nothing() -> None:
+    b = CrashLoopBackOff(base=10, cap=300, reset=600)
+    b.restart_at("c", 0, 1)
+    assert b.peek_restart("c", 2, 3) == (13, 10)
+    assert b.peek_restart("c", 2, 3) == (13, 10) and b.wait("c") == 0
+    assert b.restart_at("c", 2, 3) == 13 and b.wait("c") == 10
 
 
 # --- probes ----------------------------------------------------------------------------------------------
@@ -330,8 +351,4 @@ def test_daemon_argv_uses_the_instance_config(tmp_path) -> None:  # type: ignore
     assert kubectl.daemon_argv(None)[-1] == "daemon"
     (tmp_path / "podhost.toml").write_text("")
     argv = kubectl.daemon_argv(str(tmp_path))
-    assert (
-        argv[-4:] == ["--root", str(tmp_path), "daemon", "--config", str(tmp_path / "podhost.toml")][-4:]
-        or True
-    )
-    assert "--config" in argv and str(tmp_path / "podhost.toml") in argv
+    assert argv[-5:] == ["--root", str(tmp_path), "daemon", "--config", str(tmp_path / "podhost.toml")]
