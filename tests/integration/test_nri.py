@@ -219,3 +219,16 @@ def test_plugin_updates_a_running_container(ph: Instance, plugins: list[TestPlug
     gone = nri.ContainerUpdate(container_id="0" * 64)
     gone.linux.resources.memory.limit.value = 96 << 20
     assert [u.container_id for u in plugin.update_containers([gone]).failed] == ["0" * 64]
+
+
+def test_after_a_daemon_crash_plugins_reconnect_and_see_what_runs(
+    ph: Instance, plugins: list[TestPlugin]
+) -> None:
+    before = connect(ph, plugins, "before-crash")
+    pod_id, container_id = pod_with_container(ph, "nri-crash", ["sleep", "3600"])
+    ph.client.start_container(container_id)
+    ph.kill()  # SIGKILL: the socket file stays behind, stale
+    assert before.disconnected.wait(5)
+    ph.start()
+    after = connect(ph, plugins, "after-crash")
+    assert pod_id in after.synced_pods and container_id in after.synced_containers
