@@ -55,6 +55,7 @@ from podhost.runtime.container.spec import validate_resources
 from podhost.runtime.model import (
     ContainerConfig,
     ContainerSecurityContext,
+    IDMapping,
     LinuxContainerResources,
     Mount,
     MountPropagation,
@@ -346,6 +347,7 @@ def _user_namespace(field: str, config: PodSandboxConfig) -> None:
             f"{field}: a user namespace is not supported with the host PID or IPC namespace"
         )
     for kind, maps in (("uids", userns.uids), ("gids", userns.gids)):
+        _refuse_overlaps(f"{field}.{kind}", maps)
         if len(maps) != 1:
             raise InvalidArgument(f"{field}.{kind}: exactly one mapping is supported, got {len(maps)}")
         m = maps[0]
@@ -357,6 +359,16 @@ def _user_namespace(field: str, config: PodSandboxConfig) -> None:
             raise InvalidArgument(f"{field}.{kind}: length must be greater than 0")
         if max(m.host_id, m.container_id) + m.length - 1 > MAX_MAPPED_ID:
             raise InvalidArgument(f"{field}.{kind}: mapping {m.host_id}+{m.length} overflows the 32-bit ids")
+
+
+def _refuse_overlaps(field: str, maps: list[IDMapping]) -> None:
+    """Two mappings sharing container ids or host ids are ambiguous: the kernel refuses the map file."""
+    for i, a in enumerate(maps):
+        for j in range(i + 1, len(maps)):
+            b = maps[j]
+            for side, x, y in (("container", a.container_id, b.container_id), ("host", a.host_id, b.host_id)):
+                if x < y + b.length and y < x + a.length:
+                    raise InvalidArgument(f"{field}[{i}] and {field}[{j}]: {side} id ranges overlap")
 
 
 # --- a container -----------------------------------------------------------------------------------------

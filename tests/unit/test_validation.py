@@ -154,6 +154,16 @@ POD_ROWS: list[tuple[str, PodEdit, str]] = [
         "userns_options.uids",
     ),
     ("userns no gid mapping", lambda p: userns(p, gids=[]), "userns_options.gids"),
+    (
+        "userns overlapping host ranges",
+        lambda p: userns(p, uids=[(0, 1000, 10), (10, 1005, 10)]),
+        "uids[1]: host id ranges overlap",
+    ),
+    (
+        "userns overlapping container ranges",
+        lambda p: userns(p, gids=[(0, 1000, 10), (5, 3000, 10)]),
+        "gids[1]: container id ranges overlap",
+    ),
     ("userns root unmapped", lambda p: userns(p, uids=[(1, 1000, 10)]), "userns_options.uids"),
     ("userns zero length", lambda p: userns(p, gids=[(0, 1000, 0)]), "userns_options.gids"),
     ("userns overflow", lambda p: userns(p, uids=[(0, (1 << 32) - 10, 100)]), "userns_options.uids"),
