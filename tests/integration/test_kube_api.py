@@ -1,0 +1,325 @@
+"""The real kubectl against a real daemon's Kubernetes API (issue 11): the article's demo, strict validation,
+the pod update rule, logs, tables, watch, the node, and access by client certificate only.
+
+One daemon (root /tmp/ph-api-*, bridge phapi0, subnet 10.231.20.0/24, CrashLoopBackOff base 1 s) serves
+the module; kubectl runs with the kubeconfig the daemon wrote and a HOME of its own (its discovery
+cache stays in the instance's root). After each test the pods and services are deleted and the instance
+is checked for leaks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import ssl
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.instance import OrphanReaper
+from tests.integration.test_kubelet_pods import DEMO, KubeletInstance, kubelet_instance, wait_for
+from tests.leaks import find_leaks
+
+pytestmark = pytest.mark.root
+
+BRIDGE, SUBNET = "phapi0", "10.231.20.0/24"
+KUBECTL = shutil.which("kubectl")
+_REPO = str(Path(__file__).resolve().parents[2])
+
+
+class Kube:
+    """kubectl with the instance's kubeconfig."""
+
+    def __init__(self, inst: KubeletInstance) -> None:
+        self.inst = inst
+        self.kubeconfig = inst.config.state_dir / "kubeconfig"
+        self.home = inst.root / "home"
+        self.home.mkdir(exist_ok=True)
+
+    def env(self) -> dict[str, str]:
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home)}
+
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = 90
+    ) -> subprocess.CompletedProcess[str]:
+        assert KUBECTL is not None
+        proc = subprocess.run(
+            [KUBECTL, "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env(),
+            cwd=_REPO,
+            stdin=subprocess.DEVNULL,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}\n"
+                + self.inst.log_tail(20)
+            )
+        return proc
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        assert KUBECTL is not None
+        return subprocess.Popen(
+            [KUBECTL, "--kubeconfig", str(self.kubeconfig), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+        )
+
+    @property
+    def url(self) -> str:
+        text = self.kubeconfig.read_text()
+        found = re.search(r"server: (https://\S+)", text)
+        assert found, text
+        return found.group(1)
+
+    def write(self, name: str, text: str) -> str:
+        path = self.inst.root / name
+        path.write_text(text)
+        return str(path)
+
+
+@pytest.fixture(scope="module")
+def api_instance(orphan_reaper: OrphanReaper) -> Iterator[KubeletInstance]:
+    if KUBECTL is None:
+        pytest.skip("kubectl is not installed")
+
+    def flags(inst: KubeletInstance) -> None:
+        inst.extra = ["--restart-backoff", "1"]
+
+    yield from kubelet_instance("ph-api", BRIDGE, SUBNET, flags)
+
+
+@pytest.fixture
+def kube(api_instance: KubeletInstance) -> Iterator[Kube]:
+    k = Kube(api_instance)
+    wait_for("the kubeconfig", lambda: k.kubeconfig.exists() and k("version", check=False).returncode == 0)
+    yield k
+    api_instance.delete_everything()
+    wait_for("pods gone", lambda: not api_instance.pods.get("pods"), timeout=30)
+    assert api_instance.client.list_pod_sandbox() == []
+    problems = find_leaks(api_instance.root, api_instance.bridge, api_instance.config.cgroup_parent)
+    assert not problems, "leaked: " + "; ".join(problems) + "\n" + api_instance.log_tail(20)
+
+
+def pods_line(k: Kube, name: str) -> str:
+    out = k("get", "pods", check=False).stdout
+    return next((line for line in out.splitlines() if line.startswith(name + " ")), "")
+
+
+def test_unauthenticated_requests_get_401_and_the_daemon_keeps_serving(kube: Kube) -> None:
+    ctx = ssl.create_default_context(cafile=str(kube.inst.config.state_dir / "kube-api" / "ca.crt"))
+    for path in ("/api/v1/pods", "/version", "/openapi/v3"):
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(kube.url + path, context=ctx, timeout=10)
+        assert caught.value.code == 401
+        status = json.loads(caught.value.read())
+        assert (status["kind"], status["reason"], status["code"]) == ("Status", "Unauthorized", 401)
+    curl = subprocess.run(
+        [
+            "curl",
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            kube.url + "/api/v1/namespaces/default/pods",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert curl.stdout == "401"
+    assert kube.inst.daemon is not None and kube.inst.daemon.poll() is None
+    assert "Server Version: v1.32" in kube("version").stdout
+    # nothing but the configured address listens
+    host = kube.url.split("//")[1].rsplit(":", 1)[0]
+    assert host == "127.0.0.1"
+
+
+def test_kubeconfig_is_private_and_printed_by_podhost(kube: Kube) -> None:
+    state = kube.inst.config.state_dir
+    for path in [kube.kubeconfig, *(state / "kube-api").iterdir()]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    out = subprocess.run(
+        [sys.executable, "-m", "podhost.cli.main", "--root", str(kube.inst.root), "kubeconfig"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=_REPO,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "current-context: podhost" in out.stdout and kube.url in out.stdout
+
+
+def test_the_articles_demo_with_the_real_kubectl(kube: Kube) -> None:
+    assert kube("apply", "-f", str(DEMO)).stdout.strip() == "pod/shared-namespace-demo created"
+    line = wait_for(
+        "2/2 Running",
+        lambda: "2/2" in (ln := pods_line(kube, "shared-namespace-demo")) and "Running" in ln and ln,
+    )
+    assert re.match(r"shared-namespace-demo\s+2/2\s+Running\s+0\s+\d+s$", line), line
+    wide = kube("get", "pods", "-o", "wide").stdout
+    header = wide.splitlines()[0].split()
+    assert header == [
+        "NAME",
+        "READY",
+        "STATUS",
+        "RESTARTS",
+        "AGE",
+        "IP",
+        "NODE",
+        "NOMINATED",
+        "NODE",
+        "READINESS",
+        "GATES",
+    ]
+    assert re.search(
+        r"shared-namespace-demo\s+2/2\s+Running\s+0\s+\S+\s+10\.231\.20\.\d+\s+\S+\s+<none>\s+<none>", wide
+    )
+
+    pod = json.loads(kube("get", "pod", "shared-namespace-demo", "-o", "json").stdout)
+    assert (
+        pod["metadata"]["uid"] and pod["metadata"]["resourceVersion"] and pod["metadata"]["creationTimestamp"]
+    )
+    conditions = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
+    assert conditions == {
+        "PodScheduled": "True",
+        "PodReadyToStartContainers": "True",
+        "Initialized": "True",
+        "ContainersReady": "True",
+        "Ready": "True",
+    }
+    assert pod["status"]["hostIP"] == "10.231.20.1" and pod["status"]["podIP"].startswith("10.231.20.")
+    statuses = {c["name"]: c for c in pod["status"]["containerStatuses"]}
+    assert statuses["shell"]["containerID"].startswith("podhost://") and statuses["shell"]["started"]
+    assert "running" in statuses["nginx"]["state"] and statuses["nginx"]["restartCount"] == 0
+    assert "sandbox" not in pod["status"]
+    assert "shared-namespace-demo" in kube("get", "pod", "shared-namespace-demo", "-o", "yaml").stdout
+    assert kube("get", "pods", "-o", "name").stdout.strip() == "pod/shared-namespace-demo"
+    ip = kube("get", "pods", "-o", "jsonpath={.items[0].status.podIP}").stdout
+    assert ip == pod["status"]["podIP"]
+
+    described = kube("describe", "pod", "shared-namespace-demo").stdout
+    assert re.search(r"Node:\s+\S+/10\.231\.20\.1", described), described
+    assert re.search(r"PodReadyToStartContainers\s+True", described), described
+    assert re.search(r"Normal\s+Started\s+\S+\s+kubelet\s+Started container shell", described), described
+
+    # re-applying the same file changes nothing; a typo'd field is refused naming it; an immutable
+    # field's change gets the API server's words
+    assert kube("apply", "-f", str(DEMO)).stdout.strip() == "pod/shared-namespace-demo unchanged"
+    typo = kube.write("typo.yaml", DEMO.read_text().replace("command:", "comand:"))
+    refused = kube("apply", "-f", typo, check=False)
+    assert refused.returncode != 0
+    assert 'strict decoding error: unknown field "spec.containers[1].comand"' in refused.stderr, (
+        refused.stderr
+    )
+    changed = kube.write("changed.yaml", DEMO.read_text().replace('"3600"', '"3601"'))
+    forbidden = kube("apply", "-f", changed, check=False)
+    assert forbidden.returncode != 0
+    assert "Forbidden: pod updates may not change fields other than" in forbidden.stderr, forbidden.stderr
+    assert "sleep" in json.dumps(kube("get", "pod", "shared-namespace-demo", "-o", "json").stdout)
+
+    # kubectl delete waits until the pod is gone
+    started = time.monotonic()
+    assert kube("delete", "-f", str(DEMO)).stdout.strip() == 'pod "shared-namespace-demo" deleted'
+    gone = kube("get", "pod", "shared-namespace-demo", check=False)
+    assert gone.returncode != 0 and 'pods "shared-namespace-demo" not found' in gone.stderr, gone.stderr
+    assert time.monotonic() - started < 60
+    assert kube.inst.client.list_pod_sandbox() == []
+
+
+CRASHER = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: crasher
+  annotations:
+    kubectl.kubernetes.io/default-container: main
+spec:
+  containers:
+  - name: main
+    image: localhost/podhost/busybox:latest
+    command: ["sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 3"]
+  - name: side
+    image: localhost/podhost/busybox:latest
+    command: ["sleep", "3600"]
+"""
+
+
+def test_logs_and_crash_loop_as_kubectl_shows_them(kube: Kube) -> None:
+    kube("apply", "-f", kube.write("crasher.yaml", CRASHER))
+    line = wait_for(
+        "a crash loop with restarts",
+        lambda: (
+            re.search(
+                r"crasher\s+1/2\s+(CrashLoopBackOff|Error)\s+\d+ \(\d+s ago\)",
+                ln := pods_line(kube, "crasher"),
+            )
+            and ln
+        ),
+        timeout=60,
+    )
+    assert re.search(r"\d+ \(\d+s ago\)", line)
+    # the default-container annotation picks `main`; stderr lines come on stdout, as kubectl shows them
+    logs = kube("logs", "crasher")
+    assert logs.stdout.splitlines() == ["to-stdout", "to-stderr"], logs
+    assert kube("logs", "crasher", "-c", "main", "--tail", "1").stdout == "to-stderr\n"
+    previous = kube("logs", "crasher", "-c", "main", "--previous", check=False)
+    assert previous.returncode == 0 and "to-stdout" in previous.stdout, previous.stderr
+    wrong = kube("logs", "crasher", "-c", "nope", check=False)
+    assert wrong.returncode != 0 and "nope" in wrong.stderr
+
+
+def test_node_namespaces_and_events(kube: Kube) -> None:
+    nodes = kube("get", "nodes", "-o", "wide").stdout.splitlines()
+    assert nodes[0].split()[:5] == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+    assert re.search(
+        r"\sReady\s+control-plane\s+\S+\s+v1\.32\.0\s+10\.231\.20\.1\s+<none>\s+.*podhost://", nodes[1]
+    ), nodes
+    node = json.loads(kube("get", "nodes", "-o", "json").stdout)["items"][0]
+    assert int(node["status"]["capacity"]["cpu"]) == os.cpu_count()
+    assert node["status"]["allocatable"]["memory"].endswith("Ki")
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("podhost://")
+    assert re.search(r"^default\s+Active", kube("get", "namespaces").stdout, re.M)
+    kube("apply", "-f", kube.write("ev.yaml", CRASHER.replace("crasher", "evented")))
+    wait_for(
+        "events of the pod",
+        lambda: (
+            "Started container side"
+            in kube("get", "events", "--field-selector", "involvedObject.name=evented").stdout
+        ),
+    )
+
+
+def test_watch_shows_the_pod_come_and_go(kube: Kube) -> None:
+    watch = kube.popen("get", "pods", "--watch", "--output-watch-events", "--request-timeout", "0")
+    try:
+        time.sleep(1.0)  # the watch is established (list, then watch from its resourceVersion)
+        kube("apply", "-f", kube.write("w.yaml", CRASHER.replace("crasher", "watched")))
+        wait_for(
+            "Running",
+            lambda: "2/2" in pods_line(kube, "watched") or "1/2" in pods_line(kube, "watched"),
+            timeout=30,
+        )
+        kube("delete", "pod", "watched", "--grace-period", "1")
+        time.sleep(1.0)
+    finally:
+        watch.terminate()
+        out, _ = watch.communicate(timeout=10)
+    assert re.search(r"^ADDED\s+watched\s", out, re.M), out
+    assert re.search(r"^MODIFIED\s+watched\s.*Terminating", out, re.M), out
+    assert re.search(r"^DELETED\s+watched\s", out, re.M), out
