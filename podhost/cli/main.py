@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--bridge", help="CNI bridge name (default podhost0)")
     daemon.add_argument("--subnet", help="pod subnet CIDR (default 10.88.0.0/16)")
     daemon.add_argument("--config", metavar="FILE", help="TOML config file")
-    daemon.add_argument("--nri-socket", metavar="PATH", help="serve NRI plugins on this socket (default: off)")
+    daemon.add_argument(
+        "--nri-socket", metavar="PATH", help="serve NRI plugins on this socket (default: off)"
+    )
     kubectl.add_daemon_arguments(daemon)
     kubeconfig.add_daemon_arguments(daemon)
     daemon.set_defaults(func=None)
