@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 KUBECONFIG = "kubeconfig"
 CREDENTIALS_DIR = "kube-api"
 WATCH_DEFAULT_SECONDS = 1800
+#: How long open requests (watches, `logs -f`) may take to end when the daemon stops; then they are cut.
+SHUTDOWN_SECONDS = 1.0
 JSON = "application/json"
 
 
@@ -447,7 +449,9 @@ class KubeAPIServer:
 
     async def _listen(self, address: str, port: int, creds: certs.Credentials) -> int:
         assert self.api is not None
-        runner = web.AppRunner(Routes(self.api).app(), access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            Routes(self.api).app(), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS
+        )
         await runner.setup()
         site = web.TCPSite(runner, address, port, ssl_context=tls_context(creds), reuse_address=True)
         try:

@@ -24,6 +24,7 @@ import copy
 import logging
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,7 +70,9 @@ class ResourceStore:
         self._log: deque[WatchEvent] = deque(maxlen=log_size)
         self._lock = threading.Lock()
         self._last_signature: object = object()
-        self.resource_version = 1
+        #: Starts from the clock (ms), so versions keep growing across daemon restarts: a client's
+        #: version from an earlier daemon is older than the log and gets 410, never a silent gap.
+        self.resource_version = int(time.time() * 1000)
         self._listeners: set[Callable[[], None]] = set()
         self._listeners_lock = threading.Lock()
         self._watched = threading.Event()
@@ -141,6 +144,10 @@ class ResourceStore:
         """The log's events of `resource` after `resource_version`; Gone if the log no longer reaches back
         that far."""
         with self._lock:
+            if resource_version > self.resource_version:
+                raise Gone(
+                    f"too large resource version: {resource_version}, current: {self.resource_version}"
+                )
             if self._log and self._log[0].resource_version > resource_version + 1:
                 raise Gone(
                     f"too old resource version: {resource_version} ({self._log[0].resource_version - 1})"
@@ -176,8 +183,9 @@ class ResourceStore:
     def _follow(self) -> None:
         version = -1
         while not self._stop.is_set():
-            if not self._watched.wait(timeout=1.0):
-                continue
+            self._watched.wait()
+            if self._stop.is_set():
+                return
             version = self._wait_changed(version, 1.0)
             try:
                 self.sync()

@@ -380,3 +380,28 @@ def test_log_records_and_default_container() -> None:
     assert logs.default_container(two, "") == "b"
     assert logs.default_container(two, "a") == "a"
     assert logs.tail(b"1\n2\n3\n", 2) == [b"2\n", b"3\n"]
+
+
+def test_kubeconfig_merge_replaces_only_podhosts_entries() -> None:
+    from podhost.cli.kubeconfig import merge
+
+    mine = {
+        "clusters": [{"name": "podhost", "cluster": {"server": "https://127.0.0.1:2"}}],
+        "users": [{"name": "podhost-admin", "user": {}}],
+        "contexts": [{"name": "podhost", "context": {"cluster": "podhost", "user": "podhost-admin"}}],
+        "current-context": "podhost",
+    }
+    theirs = {
+        "clusters": [
+            {"name": "prod", "cluster": {}},
+            {"name": "podhost", "cluster": {"server": "https://old:1"}},
+        ],
+        "users": [{"name": "me", "user": {}}],
+        "contexts": [{"name": "prod", "context": {}}],
+        "current-context": "prod",
+    }
+    out = merge(theirs, mine)
+    assert [c["name"] for c in out["clusters"]] == ["prod", "podhost"]
+    assert out["clusters"][1]["cluster"]["server"] == "https://127.0.0.1:2"
+    assert [u["name"] for u in out["users"]] == ["me", "podhost-admin"]
+    assert out["current-context"] == "podhost"
