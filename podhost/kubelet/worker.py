@@ -155,8 +155,9 @@ class PodWorker:
                 return
             obs = self._observe()
             actions = self._compute(obs, now)
-        sandbox = obs.ready_sandbox
-        assert sandbox is not None
+        if (sandbox := obs.ready_sandbox) is None:  # the new one died at once: the next sync sees to it
+            self._publish(obs, now)
+            return
         if self._ready_sandbox != sandbox.id:
             self._ready_sandbox = sandbox.id
             self.status.sandbox_ready(sandbox.id, sandbox.metadata.attempt, obs.sandbox_ip, now)
