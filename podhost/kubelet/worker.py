@@ -2,9 +2,10 @@
 
 Theory of operation (the kubelet's pod worker and SyncPod, pkg/kubelet/kuberuntime/kuberuntime_manager.go):
 each `sync()` *observes* the pod through CRI (observation.py), asks the pure `compute_pod_actions`
-(pod_actions.py) what follows from spec + observation, carries that out, then publishes the pod's status
-(status.py). It is level-triggered: it keeps no plan between syncs beyond the back-off, retry and probe
-state, so a lost event, a daemon restart or a half-done step is repaired by the next sync.
+(pod_actions.py) what follows from spec + observation, carries that out through CRI (kuberuntime.py),
+then publishes the pod's status (status.py). It is level-triggered: it keeps no plan between syncs beyond
+the back-off, retry and probe state, so a lost event, a daemon restart or a half-done step is repaired by
+the next sync.
 
 A changed sandbox (pause died) takes five steps: PodReadyToStartContainers=False (and the pod leaves its
 endpoints: the status is published before anything else), containers killed, sandbox stopped (the runtime
@@ -62,7 +63,7 @@ class PodWorker:
     def __init__(self, pod: Pod, ctx: WorkerContext, created_at: float | None = None) -> None:
         self.pod, self.ctx = pod, ctx
         self.created_at = created_at or time.time()
-        self.key = f"{pod.namespace}/{pod.name}"
+        self.key, self.uid = f"{pod.namespace}/{pod.name}", pod.uid
         self.log_directory = pod_log_directory(str(ctx.log_root), pod)
         self.volume_directory = ctx.volume_root / pod.uid
         self.backoff = CrashLoopBackOff(base=ctx.backoff_base)  # restarts, by container name
@@ -88,10 +89,6 @@ class PodWorker:
         self._thread = threading.Thread(target=self._run, name=f"pod-{self.key}", daemon=True)
 
     # --- control ---------------------------------------------------------------------------------------
-
-    @property
-    def uid(self) -> str:
-        return self.pod.uid
 
     def start(self) -> None:
         self._thread.start()
