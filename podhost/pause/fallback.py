@@ -1,18 +1,24 @@
 """The Python pause, used only where no C compiler could build pause.c. Same protocol and behaviour as
-pause.c (read that file's header); it costs megabytes per pod instead of kilobytes, and says so."""
+pause.c (read that file's header); it costs megabytes per pod instead of kilobytes, and says so. Run as
+`python -m podhost.pause.fallback`, it imports nothing of podhost's but `podhost.runtime.linux`."""
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import signal
 import sys
 from collections.abc import Callable
 
-CLONE = {"net": 0x40000000, "ipc": 0x08000000, "uts": 0x04000000, "pid": 0x20000000}
+from podhost.runtime import linux
+
+CLONE = {
+    "net": linux.CLONE_NEWNET,
+    "ipc": linux.CLONE_NEWIPC,
+    "uts": linux.CLONE_NEWUTS,
+    "pid": linux.CLONE_NEWPID,
+}
 PAUSE_UID = 65535
-PR_SET_NO_NEW_PRIVS = 38
 
 
 class StepFailed(Exception):
@@ -25,15 +31,6 @@ def _step(name: str, fn: Callable[..., object], *args: object) -> None:
         fn(*args)
     except OSError as e:
         raise StepFailed(f"pause: {name}: errno {e.errno or 0}\n") from e
-
-
-def _libc(libc: ctypes.CDLL, name: str) -> Callable[..., None]:
-    def call(*args: object) -> None:
-        if getattr(libc, name)(*args) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-
-    return call
 
 
 def _write_file(path: str, value: str) -> None:
@@ -70,12 +67,11 @@ def launch(ns: str) -> None:
 
 
 def _launch(ns: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
     for procs in filter(None, os.environ.get("PODHOST_PAUSE_CGROUPS", "").split(":")):
         _step("join cgroup", _write_file, procs, "0")
     in_userns = os.environ.get("PODHOST_PAUSE_USERNS") == "1"
     if in_userns:  # pause.c's protocol: the daemon writes the maps, then one byte on stdin
-        _step("unshare user", _libc(libc, "unshare"), 0x10000000)
+        _step("unshare user", linux.unshare, linux.CLONE_NEWUSER)
         os.write(1, b"userns\n")
         if len(os.read(0, 1)) != 1:
             raise StepFailed("pause: userns maps: errno 5\n")
@@ -85,10 +81,10 @@ def _launch(ns: str) -> None:
     for word in filter(None, ns.split(",")):
         flags |= CLONE[word]
     if flags:
-        _step("unshare", _libc(libc, "unshare"), flags)
+        _step("unshare", linux.unshare, flags)
     host = os.environ.get("PODHOST_PAUSE_HOSTNAME", "").encode()
     if host:
-        _step("sethostname", _libc(libc, "sethostname"), host, len(host))
+        _step("sethostname", linux.sethostname, host)
     for item in filter(None, os.environ.get("PODHOST_PAUSE_SYSCTLS", "").split(";")):
         path, eq, value = item.partition("=")
         if not eq:
@@ -109,7 +105,7 @@ def _launch(ns: str) -> None:
         os._exit(1)
     os.close(ready_r)
     try:
-        _become_pause(libc, ready_w, in_userns)
+        _become_pause(ready_w, in_userns)
     except StepFailed as e:
         os.write(ready_w, str(e).encode())
         os._exit(1)
@@ -119,7 +115,7 @@ def _launch(ns: str) -> None:
     wait_for_signals()
 
 
-def _become_pause(libc: ctypes.CDLL, ready_w: int, in_userns: bool) -> None:
+def _become_pause(ready_w: int, in_userns: bool) -> None:
     """The forked pause, in pause.c's order: every step that can fail before "k" goes out on `ready_w`;
     errors go there too, since stderr is /dev/null once it is opened (as uid 65535: see pause.c)."""
     _step("setsid", os.setsid)
@@ -145,7 +141,7 @@ def _become_pause(libc: ctypes.CDLL, ready_w: int, in_userns: bool) -> None:
         _step("dup2 /dev/null", os.dup2, devnull, fd)
     if devnull > 2:
         os.close(devnull)
-    _step("no_new_privs", _libc(libc, "prctl"), PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    _step("no_new_privs", linux.prctl, linux.PR_SET_NO_NEW_PRIVS, 1)
     install_handlers()
     _step("report ready", os.write, ready_w, b"k")
     os.close(ready_w)

@@ -1,19 +1,21 @@
-"""mount(2), umount2(2) and mount_setattr(2) through ctypes: overlay rootfs mounts, namespace pins, the pod
-shm, recursive read-only trees.
+"""mount(2), umount2(2) and mount_setattr(2) (through `podhost.runtime.linux`): overlay rootfs mounts,
+namespace pins, the pod shm, recursive read-only trees, idmapped mounts.
 
 A `mount` subprocess costs milliseconds per call; the syscall costs microseconds. Errors carry the errno
-name and text. This module owns nothing but the syscalls and reading /proc/self/mountinfo: it never
-decides what to mount where.
+name and text. This module owns nothing but these mount operations and reading /proc/self/mountinfo: it
+never decides what to mount where.
 """
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import errno
 import os
 import re
+from collections.abc import Iterator
 
 from podhost.errors import RuntimeFailure
+from podhost.runtime import linux
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -24,39 +26,6 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MNT_DETACH = 0x2
 UMOUNT_NOFOLLOW = 0x8
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-_libc.mount.restype = ctypes.c_int
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.umount2.restype = ctypes.c_int
-_libc.syscall.restype = ctypes.c_long
-
-#: mount_setattr(2) (Linux 5.12): the same number on x86_64 and aarch64 (the generic syscall table).
-SYS_MOUNT_SETATTR = 442
-#: open_tree(2) and move_mount(2) (Linux 5.2), also numbered alike on x86_64 and aarch64.
-SYS_OPEN_TREE = 428
-SYS_MOVE_MOUNT = 429
-AT_FDCWD = -100
-AT_EMPTY_PATH = 0x1000
-AT_RECURSIVE = 0x8000
-MOUNT_ATTR_RDONLY = 0x1
-MOUNT_ATTR_IDMAP = 0x100000
-OPEN_TREE_CLONE = 0x1
-OPEN_TREE_CLOEXEC = os.O_CLOEXEC
-MOVE_MOUNT_F_EMPTY_PATH = 0x4
-
-
-class _MountAttr(ctypes.Structure):
-    """struct mount_attr, MOUNT_ATTR_SIZE_VER0 (32 bytes)."""
-
-    _fields_ = [
-        ("attr_set", ctypes.c_uint64),
-        ("attr_clr", ctypes.c_uint64),
-        ("propagation", ctypes.c_uint64),
-        ("userns_fd", ctypes.c_uint64),
-    ]
-
 
 _OCTAL = re.compile(r"\\([0-7]{3})")
 
@@ -73,10 +42,22 @@ def _describe(err: int) -> str:
     return f"{errno.errorcode.get(err, str(err))}: {os.strerror(err)}"
 
 
+@contextlib.contextmanager
+def _failing(what: str) -> Iterator[None]:
+    """A failed syscall in the block (OSError) becomes MountError naming `what`."""
+    try:
+        yield
+    except OSError as e:
+        err = e.errno or errno.EIO
+        raise MountError(f"{what}: {_describe(err)}", err) from None
+
+
 def mount_raw(source: bytes, target: bytes, fstype: bytes | None, flags: int, data: bytes | None) -> int:
-    """The bare syscall: 0 or the errno. Safe to call in a forked child (no allocation, no locks)."""
-    if _libc.mount(source, target, fstype, flags, data) != 0:
-        return ctypes.get_errno() or errno.EIO
+    """The bare syscall: 0 or the errno. For a forked child, which reports the errno as its exit code."""
+    try:
+        linux.mount(source, target, fstype, flags, data)
+    except OSError as e:
+        return e.errno or errno.EIO
     return 0
 
 
@@ -95,25 +76,22 @@ def mount(source: str, target: str, fstype: str | None, flags: int = 0, data: st
 
 def umount(target: str, flags: int = 0) -> bool:
     """Unmount `target`. False when it was not a mount point (or is gone); raises on other errors."""
-    if _libc.umount2(os.fsencode(target), flags) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOENT):
-        return False
-    raise MountError(f"umount {target}: {_describe(err)}", err)
+    try:
+        linux.umount2(os.fsencode(target), flags)
+    except OSError as e:
+        err = e.errno or errno.EIO
+        if err in (errno.EINVAL, errno.ENOENT):
+            return False
+        raise MountError(f"umount {target}: {_describe(err)}", err) from None
+    return True
 
 
 def make_readonly_recursive(target: str) -> None:
     """mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY): `target` and every mount below it read-only (only
     these mounts: the flag is per mount, so the same filesystems stay writable wherever else they are)."""
-    attr = _MountAttr(attr_set=MOUNT_ATTR_RDONLY)
-    rc = _libc.syscall(
-        ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), ctypes.c_char_p(os.fsencode(target)),
-        ctypes.c_uint(AT_RECURSIVE), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)),
-    )  # fmt: skip
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise MountError(f"mount_setattr {target} (AT_RECURSIVE, MOUNT_ATTR_RDONLY): {_describe(err)}", err)
+    attr = linux.MountAttr(attr_set=linux.MOUNT_ATTR_RDONLY)
+    with _failing(f"mount_setattr {target} (AT_RECURSIVE, MOUNT_ATTR_RDONLY)"):
+        linux.mount_setattr(linux.AT_FDCWD, os.fsencode(target), linux.AT_RECURSIVE, attr)
 
 
 def idmap_mount(target: str, userns: str) -> None:
@@ -123,34 +101,19 @@ def idmap_mount(target: str, userns: str) -> None:
     (open_tree OPEN_TREE_CLONE, a detached copy that keeps the filesystem alive), unmount the original,
     set MOUNT_ATTR_IDMAP on the copy, move it onto `target`. On failure `target` is left unmounted."""
     target_b = os.fsencode(target)
-    tree = _libc.syscall(
-        ctypes.c_long(SYS_OPEN_TREE), ctypes.c_int(AT_FDCWD), ctypes.c_char_p(target_b),
-        ctypes.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC),
-    )  # fmt: skip
-    if tree < 0:
-        err = ctypes.get_errno()
-        raise MountError(f"open_tree {target} (OPEN_TREE_CLONE): {_describe(err)}", err)
+    with _failing(f"open_tree {target} (OPEN_TREE_CLONE)"):
+        tree = linux.open_tree(linux.AT_FDCWD, target_b, linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC)
     try:
         umount(target, MNT_DETACH)
         userns_fd = os.open(userns, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            attr = _MountAttr(attr_set=MOUNT_ATTR_IDMAP, userns_fd=userns_fd)
-            rc = _libc.syscall(
-                ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(tree), ctypes.c_char_p(b""),
-                ctypes.c_uint(AT_EMPTY_PATH), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)),
-            )  # fmt: skip
+            attr = linux.MountAttr(attr_set=linux.MOUNT_ATTR_IDMAP, userns_fd=userns_fd)
+            with _failing(f"mount_setattr {target} (MOUNT_ATTR_IDMAP, {userns})"):
+                linux.mount_setattr(tree, b"", linux.AT_EMPTY_PATH, attr)
         finally:
             os.close(userns_fd)
-        if rc != 0:
-            err = ctypes.get_errno()
-            raise MountError(f"mount_setattr {target} (MOUNT_ATTR_IDMAP, {userns}): {_describe(err)}", err)
-        rc = _libc.syscall(
-            ctypes.c_long(SYS_MOVE_MOUNT), ctypes.c_int(tree), ctypes.c_char_p(b""), ctypes.c_int(AT_FDCWD),
-            ctypes.c_char_p(target_b), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH),
-        )  # fmt: skip
-        if rc != 0:
-            err = ctypes.get_errno()
-            raise MountError(f"move_mount onto {target}: {_describe(err)}", err)
+        with _failing(f"move_mount onto {target}"):
+            linux.move_mount(tree, b"", linux.AT_FDCWD, target_b, linux.MOVE_MOUNT_F_EMPTY_PATH)
     finally:
         os.close(tree)
 
@@ -160,11 +123,11 @@ def mount_setattr_supported() -> bool:
     5.12 (or where a seccomp filter hides it)."""
     if os.uname().machine not in ("x86_64", "aarch64"):
         return False
-    rc = _libc.syscall(
-        ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(-1), ctypes.c_char_p(b""), ctypes.c_uint(0),
-        ctypes.c_void_p(None), ctypes.c_size_t(0),
-    )  # fmt: skip
-    return rc == 0 or ctypes.get_errno() != errno.ENOSYS
+    try:
+        linux.mount_setattr(-1, b"", 0, None)
+    except OSError as e:
+        return e.errno != errno.ENOSYS
+    return True
 
 
 def idmapped_overlay_supported() -> bool:

@@ -2,9 +2,11 @@
 
 Theory of operation. pause and conmon detach from the daemon (they must outlive it), so they are orphans;
 the daemon makes itself a child subreaper so they are re-parented to it rather than to PID 1, which on
-some machines never reaps. Each adopted process gets a pidfd in one epoll set, served by one thread: when
-a pidfd becomes readable the process has exited, the thread reaps it with waitid(P_PIDFD) when it is our
-child (so we learn the signal or exit code), and calls the watcher's callback. No timer, no polling.
+some machines never reaps. Each adopted process gets a pidfd in a watcher's epoll set, served by the
+watcher's one thread: when a pidfd becomes readable the process has exited, the thread reaps it with
+waitid(P_PIDFD) when it is our child (so we learn the signal or exit code), and calls the watcher's
+callback. A watcher serves other descriptors too (`watch_readable`: the container exit dir's inotify, see
+container.exits). No timer, no polling.
 
 A stored PID is trusted only together with its start time (field 22 of /proc/<pid>/stat), because PIDs
 are reused.
@@ -30,7 +32,6 @@ Waits use poll() on pidfds, never select(): the daemon holds thousands of descri
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import select
@@ -43,9 +44,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-log = logging.getLogger(__name__)
+from podhost.runtime import linux
 
-PR_SET_CHILD_SUBREAPER = 36
+log = logging.getLogger(__name__)
 
 
 def start_time(pid: int) -> int:
@@ -463,9 +464,10 @@ def _drain(fd: int, data: bytearray, limit: int = 16 << 20) -> None:
 
 
 def become_subreaper() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        log.warning("could not become a child subreaper: errno %d", ctypes.get_errno())
+    try:
+        linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+    except OSError as e:
+        log.warning("could not become a child subreaper: errno %d", e.errno)
 
 
 @dataclass
@@ -491,16 +493,18 @@ ExitCallback = Callable[[ExitStatus], None]
 
 
 class ProcessWatcher:
-    """One thread and one epoll set for every adopted process's pidfd."""
+    """One thread and one epoll set for adopted processes' pidfds (and any descriptor to watch for input).
+    Callbacks run on that thread: they must be quick."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "process-watcher") -> None:
         self._epoll = select.epoll()
         self._watches: dict[int, tuple[int, ExitCallback]] = {}  # pidfd -> (pid, callback)
+        self._readers: dict[int, Callable[[], None]] = {}  # fd -> callback, called while it has input
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._epoll.register(self._wake_r, select.EPOLLIN)
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="process-watcher", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def watch(self, pid: int, started: int, callback: ExitCallback) -> bool:
@@ -517,7 +521,16 @@ class ProcessWatcher:
         self._epoll.register(pidfd, select.EPOLLIN)
         return True
 
+    def watch_readable(self, fd: int, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever `fd` has input, until `close()`; the caller owns `fd` (and closes it
+        after `close()`)."""
+        with self._lock:
+            self._readers[fd] = callback
+        self._epoll.register(fd, select.EPOLLIN)
+
     def close(self) -> None:
+        if self._stopping:
+            return
         self._stopping = True
         os.write(self._wake_w, b"x")
         self._thread.join(timeout=2)
@@ -525,6 +538,10 @@ class ProcessWatcher:
             for pidfd in self._watches:
                 os.close(pidfd)
             self._watches.clear()
+            self._readers.clear()
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+        self._epoll.close()
 
     def _run(self) -> None:
         while not self._stopping:
@@ -533,10 +550,18 @@ class ProcessWatcher:
             except InterruptedError:
                 continue
             for fd, _ in events:
+                if self._stopping:
+                    return
                 if fd == self._wake_r:
                     continue
                 with self._lock:
-                    entry = self._watches.pop(fd, None)
+                    reader = self._readers.get(fd)
+                    entry = self._watches.pop(fd, None) if reader is None else None
+                if reader is not None:
+                    try:
+                        reader()
+                    except Exception:
+                        log.exception("callback for fd %d failed", fd)
                 if entry is None:
                     continue
                 self._epoll.unregister(fd)
@@ -551,7 +576,7 @@ class ProcessWatcher:
 
 def _reap(pidfd: int, pid: int) -> ExitStatus:
     try:
-        result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+        result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)  # readable: it has exited
     except ChildProcessError:
         return ExitStatus(pid)  # not our child: its parent (or init) reaps it
     if result is None:

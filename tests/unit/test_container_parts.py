@@ -6,6 +6,7 @@ import json
 import struct
 from pathlib import Path
 
+from podhost.runtime import linux
 from podhost.runtime.cgroups import child, normalize, parse_mountinfo
 from podhost.runtime.container import conmon, exits, ocirt
 from podhost.runtime.container.service import exit_reason, parse_signal
@@ -118,8 +119,8 @@ def test_inotify_event_parsing() -> None:
         padded = name + b"\0" * (16 - len(name) % 16)
         return struct.pack("iIII", 1, mask, 0, len(padded)) + padded
 
-    buf = event(exits.IN_CLOSE_WRITE, b"c1.AB12CD") + event(exits.IN_MOVED_TO, b"c1")
-    assert exits.parse_events(buf) == [(exits.IN_CLOSE_WRITE, "c1.AB12CD"), (exits.IN_MOVED_TO, "c1")]
+    buf = event(linux.IN_CLOSE_WRITE, b"c1.AB12CD") + event(linux.IN_MOVED_TO, b"c1")
+    assert linux.inotify_events(buf) == [(linux.IN_CLOSE_WRITE, "c1.AB12CD"), (linux.IN_MOVED_TO, "c1")]
     assert not exits.is_exit_file_name("c1.AB12CD") and exits.is_exit_file_name("c1")
 
 

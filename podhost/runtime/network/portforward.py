@@ -10,19 +10,15 @@ of their own: their ports are the host's.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import socket
 import threading
 
 from podhost.errors import FailedPrecondition, RuntimeFailure
+from podhost.runtime import linux
 
-CLONE_NEWNET = 0x40000000
 CONNECT_TIMEOUT_S = 10.0
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 
 
 def _connect(port: int, timeout: float) -> socket.socket:
@@ -53,9 +49,9 @@ def connect(netns_path: str, port: int, timeout: float = CONNECT_TIMEOUT_S) -> s
         try:
             fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns {netns_path}: {os.strerror(err)}")
+                linux.setns(fd, linux.CLONE_NEWNET)
+            except OSError as e:
+                raise OSError(e.errno, f"setns {netns_path}: {e.strerror}") from None
             finally:
                 os.close(fd)
             result.append(_connect(port, timeout))

@@ -1,0 +1,145 @@
+"""The Linux system calls podhost needs that Python's `os` lacks, through one libc handle: mount(2),
+umount2(2), the mount API of 5.2+ (open_tree, move_mount, mount_setattr), setns(2), unshare(2),
+sethostname(2), prctl(2) and inotify(7).
+
+Each wrapper raises OSError(errno, strerror) as `os` does, and decides nothing: what to mount where, or
+what an error means, is its caller's. pidfds need nothing here (`os.pidfd_open`, `os.waitid(P_PIDFD)`,
+`signal.pidfd_send_signal`). Standard library only: the Python pause (`podhost.pause.fallback`) imports
+this module and nothing else of podhost's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+from ctypes import byref, c_char_p, c_int, c_long, c_size_t, c_uint, c_uint32, c_ulong, c_void_p, sizeof
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_TO = 0x00000080
+_INOTIFY_EVENT = struct.Struct("iIII")  # struct inotify_event without its name
+
+#: open_tree(2), move_mount(2) (Linux 5.2) and mount_setattr(2) (5.12): numbered alike on x86_64 and
+#: aarch64 (the generic syscall table); callers check the machine before relying on them.
+SYS_OPEN_TREE = 428
+SYS_MOVE_MOUNT = 429
+SYS_MOUNT_SETATTR = 442
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_IDMAP = 0x100000
+OPEN_TREE_CLONE = 0x1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+
+_libc = ctypes.CDLL(None, use_errno=True)
+for _name, _argtypes in {
+    "mount": [c_char_p, c_char_p, c_char_p, c_ulong, c_char_p],
+    "umount2": [c_char_p, c_int],
+    "setns": [c_int, c_int],
+    "unshare": [c_int],
+    "sethostname": [c_char_p, c_size_t],
+    "prctl": [c_int, c_ulong, c_ulong, c_ulong, c_ulong],
+    "inotify_init1": [c_int],
+    "inotify_add_watch": [c_int, c_char_p, c_uint32],
+}.items():
+    getattr(_libc, _name).argtypes = _argtypes
+    getattr(_libc, _name).restype = c_int
+_libc.syscall.restype = c_long
+
+
+class MountAttr(ctypes.Structure):
+    """struct mount_attr, MOUNT_ATTR_SIZE_VER0 (32 bytes)."""
+
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def _check(rc: int) -> int:
+    """`rc`, or OSError with the errno when the call failed (returned a negative value)."""
+    if rc < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return rc
+
+
+def mount(source: bytes | None, target: bytes, fstype: bytes | None, flags: int, data: bytes | None) -> None:
+    _check(_libc.mount(source, target, fstype, flags, data))
+
+
+def umount2(target: bytes, flags: int = 0) -> None:
+    _check(_libc.umount2(target, flags))
+
+
+def _syscall(number: int, *args: object) -> int:
+    return _check(_libc.syscall(c_long(number), *args))
+
+
+def open_tree(dirfd: int, path: bytes, flags: int) -> int:
+    """A mount (or with OPEN_TREE_CLONE a detached copy of it) as a file descriptor."""
+    return _syscall(SYS_OPEN_TREE, c_int(dirfd), c_char_p(path), c_uint(flags))
+
+
+def move_mount(from_dirfd: int, from_path: bytes, to_dirfd: int, to_path: bytes, flags: int) -> None:
+    args = (c_int(from_dirfd), c_char_p(from_path), c_int(to_dirfd), c_char_p(to_path), c_uint(flags))
+    _syscall(SYS_MOVE_MOUNT, *args)
+
+
+def mount_setattr(dirfd: int, path: bytes, flags: int, attr: MountAttr | None) -> None:
+    """mount_setattr(2); `attr` None passes NULL and size 0 (a probe: only ENOSYS means no such call)."""
+    ref = c_void_p(None) if attr is None else byref(attr)
+    size = c_size_t(0 if attr is None else sizeof(attr))
+    _syscall(SYS_MOUNT_SETATTR, c_int(dirfd), c_char_p(path), c_uint(flags), ref, size)
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    """Move the calling thread into the namespace `fd` refers to (as os.setns of Python 3.12)."""
+    _check(_libc.setns(fd, nstype))
+
+
+def unshare(flags: int) -> None:
+    """(as os.unshare of Python 3.12)"""
+    _check(_libc.unshare(flags))
+
+
+def sethostname(name: bytes) -> None:
+    _check(_libc.sethostname(name, len(name)))
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    return _check(_libc.prctl(option, arg2, arg3, arg4, arg5))
+
+
+def inotify_init1(flags: int = os.O_NONBLOCK | os.O_CLOEXEC) -> int:
+    return _check(_libc.inotify_init1(flags))
+
+
+def inotify_add_watch(fd: int, path: bytes, mask: int) -> int:
+    return _check(_libc.inotify_add_watch(fd, path, mask))
+
+
+def inotify_events(buffer: bytes) -> list[tuple[int, str]]:
+    """(mask, name) of each `struct inotify_event` in `buffer` (what one read of an inotify fd gave)."""
+    out = []
+    offset = 0
+    while offset + _INOTIFY_EVENT.size <= len(buffer):
+        _, mask, _, length = _INOTIFY_EVENT.unpack_from(buffer, offset)
+        raw = buffer[offset + _INOTIFY_EVENT.size : offset + _INOTIFY_EVENT.size + length]
+        out.append((mask, raw.split(b"\0", 1)[0].decode(errors="replace")))
+        offset += _INOTIFY_EVENT.size + length
+    return out
