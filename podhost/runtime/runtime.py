@@ -53,7 +53,6 @@ from podhost.runtime.validation import validate_container_config, validate_pod_s
 log = logging.getLogger(__name__)
 
 RUNTIME_NAME = "podhost"
-CRI_VERSION = "v1"
 
 
 @dataclass

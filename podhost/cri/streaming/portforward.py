@@ -29,8 +29,6 @@ log = logging.getLogger(__name__)
 
 SPDY_PROTOCOL = "portforward.k8s.io"
 WEBSOCKET_PROTOCOLS = ("v4.channel.k8s.io", "channel.k8s.io")
-#: How long a connection's two streams may arrive apart.
-PAIR_TIMEOUT_S = 30.0
 READ_SIZE = 32 * 1024
 
 Dial = Callable[[int], socket.socket]

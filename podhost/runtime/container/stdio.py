@@ -59,12 +59,6 @@ def set_winsize(fd: int, width: int, height: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
 
 
-def get_winsize(fd: int) -> tuple[int, int]:
-    """(width, height) of the terminal on `fd`."""
-    rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
-    return cols, rows
-
-
 class ExecIO:
     """One interactive `runc exec` session."""
 

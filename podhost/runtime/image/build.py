@@ -1,8 +1,8 @@
 """Images built on this machine, with no network: the pause image and the test images.
 
-A directory becomes a one-layer OCI image (`build_rootfs_image`). The build is deterministic: entries in
-byte order, mtime 0, uid/gid 0, no user/group names, an uncompressed layer (so its digest is its diff_id),
-and a config without timestamps; the same inputs give the same image id on every run and machine.
+Entries (or a directory) become a one-layer OCI image. The build is deterministic: entries in byte order,
+mtime 0, uid/gid 0, no user/group names, an uncompressed layer (so its digest is its diff_id), and a
+config without timestamps; the same inputs give the same image id on every run and machine.
 
 `ensure_test_images` makes the images the article's demo names, from Debian's static /bin/busybox:
 "docker.io/library/busybox:1.28" and "docker.io/library/nginx:latest" are LOCAL LOOK-ALIKES, not the
@@ -195,31 +195,6 @@ def busybox_list_args(busybox: Path) -> list[str]:
 def _add_layer_image(store: ImageStore, layer: bytes, name: str, **config: object) -> Image:
     cfg = config_json([sha256_digest(layer)], **config)  # type: ignore[arg-type]
     return store.add_image(manifest_json(cfg, [layer]), cfg, [layer], [name])
-
-
-def build_rootfs_image(
-    store: ImageStore,
-    rootfs: Path,
-    name: str,
-    cmd: Sequence[str],
-    entrypoint: Sequence[str] = (),
-    env: Sequence[str] | None = None,
-    user: str = "",
-    working_dir: str = "",
-    exposed_ports: Sequence[str] = (),
-) -> Image:
-    """Pack the directory `rootfs` as a one-layer image named `name` and add it to `store`."""
-    return _add_layer_image(
-        store,
-        layer_tar(rootfs),
-        name,
-        cmd=cmd,
-        entrypoint=entrypoint,
-        env=env,
-        user=user,
-        working_dir=working_dir,
-        exposed_ports=exposed_ports,
-    )
 
 
 def busybox_entries(busybox: Path = BUSYBOX_BINARY) -> list[Entry]:
