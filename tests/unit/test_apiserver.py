@@ -405,3 +405,13 @@ def test_kubeconfig_merge_replaces_only_podhosts_entries() -> None:
     assert out["clusters"][1]["cluster"]["server"] == "https://127.0.0.1:2"
     assert [u["name"] for u in out["users"]] == ["me", "podhost-admin"]
     assert out["current-context"] == "podhost"
+
+
+def test_daemon_flags_reach_the_config() -> None:
+    from podhost.cli.kubeconfig import api_settings
+    from podhost.cli.main import build_parser
+
+    args = build_parser().parse_args(["daemon", "--no-kube-api", "--kube-api-port", "7443"])
+    assert api_settings(args) == {"kube_api": False, "kube_api_port": 7443}
+    defaults = build_parser().parse_args(["daemon"])
+    assert api_settings(defaults) == {"kube_api": None, "kube_api_port": None}  # the config file decides
