@@ -22,14 +22,14 @@ import time
 from pathlib import Path
 from typing import cast
 
+from bench import push
 from bench.containerd_peer import ContainerdPeer
+from bench.local_registry import LocalRegistry, free_port
 from podhost.cri import api_pb2 as pb
 from podhost.runtime.image import build
 from podhost.runtime.image.archive import sha256_digest
-from podhost.runtime.image.registry import push
 from podhost.runtime.image.registry.client import RegistryClient
 from podhost.runtime.image.registry.hosts import Endpoint
-from podhost.runtime.image.registry.local import LocalRegistry, free_port
 from tests.instance import Instance
 
 BRIDGE, SUBNET = "phreg0", "10.239.0.0/24"

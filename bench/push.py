@@ -30,10 +30,6 @@ def gzip_layer(tar: bytes, level: int = 6) -> bytes:
     return gzip.compress(tar, compresslevel=level, mtime=0)
 
 
-def gunzipped(blob: bytes) -> bytes:
-    return gzip.decompress(blob) if blob[:2] == b"\x1f\x8b" else blob
-
-
 @dataclass
 class PushImage:
     """One platform's image as blobs: its config and its layer blobs (gzip or plain tar)."""

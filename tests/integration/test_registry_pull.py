@@ -32,16 +32,16 @@ from pathlib import Path
 import pytest
 import urllib3
 
+from bench import push
+from bench.local_registry import LocalRegistry, free_port
 from podhost.cri import api_pb2 as pb
 from podhost.errors import FailedPrecondition, InvalidArgument, PodhostError
 from podhost.runtime.image import build
 from podhost.runtime.image.archive import sha256_digest
 from podhost.runtime.image.gc import ImageGC
-from podhost.runtime.image.registry import push
 from podhost.runtime.image.registry.auth import Credentials
 from podhost.runtime.image.registry.client import RegistryClient
 from podhost.runtime.image.registry.hosts import Endpoint
-from podhost.runtime.image.registry.local import LocalRegistry, free_port
 from podhost.runtime.image.registry.manifest import Platform
 from podhost.runtime.image.store import ImageStore
 from tests.instance import Instance, OrphanReaper

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import push
 from podhost.cli.cri import pull_auth, pull_progress_line, unused_images
 from podhost.config import Config, RegistryConfig
 from podhost.cri import api_pb2 as pb
@@ -16,7 +17,7 @@ from podhost.cri import convert
 from podhost.errors import InvalidArgument
 from podhost.runtime.image import reference
 from podhost.runtime.image.gc import candidates
-from podhost.runtime.image.registry import auth, hosts, manifest, push
+from podhost.runtime.image.registry import auth, hosts, manifest
 from podhost.runtime.image.registry.manifest import Platform
 from podhost.runtime.image.registry.puller import _KeyedLocks, config_diff_ids, pull_names
 from podhost.runtime.model import Image
