@@ -540,10 +540,9 @@ def _listen(path: Path) -> socket.socket:
     elif path.exists():
         raise FailedPrecondition(f"NRI socket path {path} exists and is not a socket")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    old = os.umask(0o177)
-    try:
-        listener.bind(str(path))
-    finally:
-        os.umask(old)
+    # Made 0600 after bind, not with a umask: the umask is the whole process's (an image unpack relies
+    # on it); until the chmod the 0700 directory keeps everyone else out.
+    listener.bind(str(path))
+    os.chmod(path, 0o600)
     listener.listen(16)
     return listener

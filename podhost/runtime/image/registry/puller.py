@@ -335,7 +335,12 @@ class Puller:
                 ]
                 try:
                     image = self.store.add_image(
-                        r.manifest_bytes, config, sources, pull_names(ref), index_digest=r.index_digest
+                        r.manifest_bytes,
+                        config,
+                        sources,
+                        pull_names(ref),
+                        index_digest=r.index_digest,
+                        concurrent=True,  # every layer is its own download
                     )
                 except BaseException as e:
                     reported = self._explain(e, tails, downloads, cancel, futures)
