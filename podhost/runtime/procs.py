@@ -49,16 +49,21 @@ from podhost.runtime import linux
 log = logging.getLogger(__name__)
 
 
-def start_time(pid: int) -> int:
-    """The process's start time in clock ticks since boot, or 0 if it does not exist."""
+def _stat(pid: int) -> list[bytes]:
+    """/proc/<pid>/stat from field 3 (state) on, so field N is at index N - 3; [] when it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except OSError:
-        return 0
+        return []
     # comm (field 2) may contain spaces and parentheses: split after the last ')'.
-    fields = data[data.rindex(b")") + 2 :].split()
-    return int(fields[19])
+    return data[data.rindex(b")") + 2 :].split()
+
+
+def start_time(pid: int) -> int:
+    """The process's start time in clock ticks since boot, or 0 if it does not exist."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields else 0
 
 
 def started_ns(ticks: int) -> int:
@@ -70,12 +75,8 @@ def started_ns(ticks: int) -> int:
 
 def state(pid: int) -> str:
     """The one-letter state (R, S, Z, ...) or "" when the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return ""
-    return data[data.rindex(b")") + 2 :].split()[0].decode()
+    fields = _stat(pid)
+    return fields[0].decode() if fields else ""
 
 
 def alive(pid: int, started: int) -> bool:
@@ -219,15 +220,8 @@ def group_members(pgid: int) -> list[Proc]:
     """The live processes in process group `pgid` (field 5 of /proc/<pid>/stat)."""
     found = []
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"{entry.path}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        fields = data[data.rindex(b")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0].decode() not in _GONE_STATES:
+        fields = _stat(int(entry.name)) if entry.name.isdigit() else []
+        if fields and int(fields[2]) == pgid and fields[0].decode() not in _GONE_STATES:
             found.append(Proc(int(entry.name), int(fields[19])))
     return found
 
@@ -294,12 +288,8 @@ def _frozen_tree(roots: Iterable[Proc]) -> list[Proc]:
 
 
 def _parent(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return 0
-    return int(data[data.rindex(b")") + 2 :].split()[1])
+    fields = _stat(pid)
+    return int(fields[1]) if fields else 0
 
 
 def kill_tree(roots: Iterable[Proc], timeout: float = KILL_WAIT_S) -> list[Proc]:
