@@ -35,7 +35,6 @@ Theory of operation.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import json
 import logging
@@ -54,6 +53,7 @@ import grpc
 
 from podhost.cri import api_pb2, api_pb2_grpc
 from podhost.errors import FailedPrecondition, InvalidArgument, RuntimeFailure
+from podhost.runtime import mount
 from podhost.runtime.image.build import test_image_archives
 from podhost.runtime.procs import become_subreaper
 
@@ -97,8 +97,6 @@ DISABLED_PLUGINS = (
 #: comm names (15 chars at most) of processes whose zombies the harness may reap without having seen them
 #: alive: only the shim, whose name nothing else in podhost uses.
 _REAPABLE_COMMS = frozenset({"containerd-shim"})
-
-_MNT_DETACH = 2
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -377,11 +375,10 @@ def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str
 
 
 def _umount(path: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.umount2(path.encode(), _MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        if err not in (22, 2):  # EINVAL: not a mount point (any more); ENOENT: gone
-            log.warning("umount %s: %s", path, os.strerror(err))
+    try:
+        mount.umount(path, mount.MNT_DETACH)  # False (quietly) when it is no mount point or gone
+    except mount.MountError as e:
+        log.warning("%s", e)
 
 
 # ---------------------------------------------------------------------------------------------------------
