@@ -15,7 +15,6 @@ import os
 import struct
 from ctypes import byref, c_char_p, c_int, c_long, c_size_t, c_uint, c_uint32, c_ulong, c_void_p, sizeof
 
-CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
