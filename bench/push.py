@@ -24,6 +24,8 @@ _LAYER_TYPES = {
     (True, True): "application/vnd.docker.image.rootfs.diff.tar.gzip",
 }
 
+ZSTD_LAYER = "application/vnd.oci.image.layer.v1.tar+zstd"
+
 
 def gzip_layer(tar: bytes, level: int = 6) -> bytes:
     """A gzip layer blob, deterministic (no name, mtime 0), as registries usually hold layers."""
@@ -51,7 +53,9 @@ class PushImage:
             },
             "layers": [
                 {
-                    "mediaType": _LAYER_TYPES[(self.docker, blob[:2] == b"\x1f\x8b")],
+                    "mediaType": ZSTD_LAYER
+                    if blob[:4] == b"\x28\xb5\x2f\xfd"
+                    else _LAYER_TYPES[(self.docker, blob[:2] == b"\x1f\x8b")],
                     "digest": sha256_digest(blob),
                     "size": len(blob),
                 }

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from podhost.errors import InvalidArgument
 from podhost.runtime.image import build
@@ -286,9 +287,10 @@ def test_gzip_layer_digests(tmp_root: Path) -> None:
         b"not a tar at all" * 100,
         make_tar([E("big", data=b"z" * 100_000)])[:5000],  # truncated in the middle of a file
         gzip.compress(make_tar([E("f", data=b"x")]))[:-12],  # truncated gzip
-        b"\x28\xb5\x2f\xfd" + b"\0" * 600,  # zstd: unsupported
+        b"\x28\xb5\x2f\xfd" + b"\0" * 600,  # zstd's magic, then garbage
+        zstandard.ZstdCompressor().compress(make_tar([E("big", data=b"z" * 100_000)]))[:-20],  # truncated
     ],
-    ids=["empty", "garbage", "truncated-tar", "truncated-gzip", "zstd"],
+    ids=["empty", "garbage", "truncated-tar", "truncated-gzip", "garbage-zstd", "truncated-zstd"],
 )
 def test_malformed_layer_is_refused_and_cleaned(tmp_root: Path, blob: bytes) -> None:
     with pytest.raises(InvalidArgument):
@@ -303,3 +305,17 @@ def test_digest_mismatch_is_refused_and_cleaned(tmp_root: Path) -> None:
     with pytest.raises(InvalidArgument, match="digest mismatch"):
         unpack_layer(layer, tmp_root / "layer", expected_digest="sha256:" + "0" * 64)
     assert list(tmp_root.iterdir()) == []
+
+
+def test_zstd_layers_unpack_with_both_digests(tmp_root: Path) -> None:
+    """OCI's tar+zstd, several frames as zstd:chunked writes them: digest of the blob, diff_id of the tar."""
+    tar = make_tar(
+        [E("etc", tarfile.DIRTYPE), E("etc/motd", data=b"hello zstd\n"), E("big", data=b"q" * 300_000)]
+    )
+    half = len(tar) // 2
+    blob = zstandard.ZstdCompressor().compress(tar[:half]) + zstandard.ZstdCompressor().compress(tar[half:])
+    info = unpack_layer(blob, tmp_root / "layer")
+    assert (tmp_root / "layer" / "etc" / "motd").read_bytes() == b"hello zstd\n"
+    assert (tmp_root / "layer" / "big").stat().st_size == 300_000
+    assert info.media_type == "application/vnd.oci.image.layer.v1.tar+zstd"
+    assert info.digest == sha256_digest(blob) and info.diff_id == sha256_digest(tar)

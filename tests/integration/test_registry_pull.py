@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 import urllib3
+import zstandard
 
 from bench import push
 from bench.local_registry import LocalRegistry, free_port
@@ -378,6 +379,25 @@ def test_pull_index_by_tag_and_digest_then_run_a_pod(reg: Env, multi: dict[str, 
     assert inst.exec(cid, "sh", "-c", "echo $((6*7))")[1] == "42\n"
     with pytest.raises(FailedPrecondition, match="in use"):
         client.remove_image(image_id)
+
+
+def test_zstd_layers_pull_and_run(reg: Env) -> None:
+    """OCI tar+zstd layers (containerd pulls them): a zstd busybox layer under a gzip one, run in a pod."""
+    extra = layer([build.Entry("etc/zstd-was-here", tarfile.REGTYPE, 0o644, data=b"yes\n")])
+    tars = [busybox_for("amd64"), extra]
+    img = image(tars)
+    img.layers = [zstandard.ZstdCompressor(level=3).compress(tars[0]), push.gzip_layer(tars[1])]
+    assert json.loads(img.manifest())["layers"][0]["mediaType"] == push.ZSTD_LAYER
+    with reg.pusher() as c:
+        push.push_image(c, "test/zstd", "v1", img)
+    inst, client = reg.inst_, reg.inst_.client
+    image_id = client.pull_image(reg.ref("test/zstd:v1"), AUTH)
+    assert image_id == sha256_digest(img.config)
+    pod = inst.pod_config("zstd")
+    pod_id = client.run_pod_sandbox(pod)
+    cid = inst.run_container(pod_id, pod, "app", SLEEP, image=reg.ref("test/zstd:v1"))
+    assert inst.exec(cid, "cat", "/etc/zstd-was-here")[1] == "yes\n"
+    assert inst.exec(cid, "cat", "/etc/arch")[1] == "amd64\n"
 
 
 def test_tampered_blob_fails_the_pull_and_leaves_nothing(reg: Env) -> None:

@@ -62,8 +62,13 @@ def test_manifest_kinds_and_refusals() -> None:
         manifest.parse(json.dumps({"schemaVersion": 1, "fsLayers": []}).encode(), "", "m")
     zstd = json.loads(img.manifest())
     zstd["layers"][0]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+zstd"
-    with pytest.raises(InvalidArgument, match="zstd"):
-        manifest.parse(json.dumps(zstd).encode(), "", "m")
+    parsed = manifest.parse(json.dumps(zstd).encode(), "", "m")
+    assert isinstance(parsed, manifest.Manifest)
+    manifest.check_supported(parsed, "m")  # zstd layers are pulled, as containerd does
+    bzip2 = json.loads(img.manifest())
+    bzip2["layers"][0]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+bzip2"
+    with pytest.raises(InvalidArgument, match="unsupported layer media type"):
+        manifest.check_supported(manifest.parse(json.dumps(bzip2).encode(), "", "m"), "m")  # type: ignore[arg-type]
     artifact = json.loads(img.manifest())
     artifact["config"]["mediaType"] = "application/vnd.cncf.helm.config.v1+json"
     with pytest.raises(InvalidArgument, match="not a container image"):

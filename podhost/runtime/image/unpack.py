@@ -1,4 +1,4 @@
-"""Safe extraction of one image layer (a plain or gzip tar) into a directory used as an overlay lowerdir.
+"""Safe extraction of one image layer (a plain, gzip or zstd tar) into a directory used as an overlay lowerdir.
 
 Theory of operation. A layer comes from someone else, so every entry is checked before anything is
 written, and nothing is ever written *through* a symlink:
@@ -47,7 +47,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from podhost.errors import InvalidArgument, PodhostError, RuntimeFailure
 
@@ -59,6 +59,8 @@ OPAQUE_WHITEOUT = ".wh..wh..opq"
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
 MEDIA_TYPE_TAR = "application/vnd.oci.image.layer.v1.tar"
 MEDIA_TYPE_TAR_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MEDIA_TYPE_TAR_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 _CHUNK = 1 << 20
 #: tarfile's stream buffer. Its stream reader copies what is left of the buffer at every read (each
@@ -144,6 +146,22 @@ class _Prefixed(io.RawIOBase):
         return self._inner.readinto(buffer) or 0
 
 
+class _ZstdErrors(io.RawIOBase):
+    """A zstd stream whose decoding errors are ValueErrors, like every other malformed-layer error."""
+
+    def __init__(self, inner: Any, error: type[Exception]) -> None:
+        self._inner, self._error = inner, error
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        try:
+            return int(self._inner.readinto(buffer))
+        except self._error as e:
+            raise ValueError(f"zstd: {e}") from e
+
+
 def _read_up_to(stream: io.RawIOBase, n: int) -> bytes:
     out = bytearray()
     while len(out) < n:
@@ -172,8 +190,15 @@ class _Opened:
         if head.startswith(b"\x1f\x8b"):
             inner = gzip.GzipFile(fileobj=sniffed, mode="rb")
             self.media_type = MEDIA_TYPE_TAR_GZIP
-        elif head.startswith(b"\x28\xb5\x2f\xfd"):
-            raise InvalidArgument("layer is zstd-compressed, which podhost does not support")
+        elif head.startswith(ZSTD_MAGIC):
+            import zstandard  # only for zstd layers: most images are gzip
+
+            # read_across_frames: a layer may be several frames (zstd:chunked writes many).
+            reader = stack.enter_context(
+                zstandard.ZstdDecompressor().stream_reader(sniffed, read_across_frames=True)
+            )
+            inner = io.BufferedReader(_ZstdErrors(reader, zstandard.ZstdError), _CHUNK)
+            self.media_type = MEDIA_TYPE_TAR_ZSTD
         elif head[257:262] != b"ustar" and (head.startswith((b"BZh", b"\xfd7zXZ\x00"))):
             raise InvalidArgument("layer is bzip2/xz-compressed, which podhost does not support")
         else:

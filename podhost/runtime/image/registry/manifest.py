@@ -8,7 +8,7 @@ Formats (OCI image-spec manifest.md and image-index.md; Docker "Image Manifest V
   `application/vnd.docker.distribution.manifest.list.v2+json`; one descriptor per platform.
 
 Docker schema 1 (signed, v1 history) is refused with a clear message, as containerd 2 does. Layers must
-be tar or tar+gzip (what `unpack` reads); zstd and foreign (URL-only) layers are refused by name.
+be tar, tar+gzip or tar+zstd (what `unpack` reads); foreign (URL-only) layers are refused by name.
 
 Platform choice follows containerd's `platforms.Default()` matching: same os and architecture; the
 variant must match where it matters (arm), an absent variant means the architecture's default
@@ -41,6 +41,7 @@ LAYER_TYPES = frozenset(
     {
         "application/vnd.oci.image.layer.v1.tar",
         "application/vnd.oci.image.layer.v1.tar+gzip",
+        "application/vnd.oci.image.layer.v1.tar+zstd",
         "application/vnd.oci.image.layer.nondistributable.v1.tar",
         "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
         "application/vnd.docker.image.rootfs.diff.tar",
@@ -197,10 +198,6 @@ def check_supported(manifest: Manifest, what: str) -> None:
             "(an artifact such as a Helm chart or a signature?)"
         )
     for layer in manifest.layers:
-        if "zstd" in layer.media_type:
-            raise InvalidArgument(
-                f"{what}: layer {layer.digest} is zstd-compressed, which podhost cannot unpack"
-            )
         if "foreign" in layer.media_type or (layer.urls and "nondistributable" in layer.media_type):
             raise InvalidArgument(f"{what}: layer {layer.digest} is a foreign layer (Windows base images)")
         if layer.media_type and layer.media_type not in LAYER_TYPES:
