@@ -31,17 +31,6 @@ DEMO_BRIDGE = "phdemo0"
 DEMO_SUBNET = "10.244.250.0/24"
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    demo = commands.add_parser(
-        "demo", help="run the article's shared-namespace-demo pod on a private instance"
-    )
-    demo.add_argument("-f", "--filename", default=str(DEMO_MANIFEST), help="the Pod manifest to run")
-    demo.add_argument(
-        "--keep", action="store_true", help="leave the pod and daemon running (prints how to clean up)"
-    )
-    demo.set_defaults(func=run_demo, needs_client=False)
-
-
 def say(text: str = "") -> None:
     print(text, flush=True)
 

@@ -22,35 +22,6 @@ from podhost.errors import FailedPrecondition
 KUBECONFIG = "kubeconfig"
 
 
-def add_daemon_arguments(daemon: argparse.ArgumentParser) -> None:
-    daemon.add_argument(
-        "--kube-api-port",
-        type=int,
-        metavar="PORT",
-        help="serve the Kubernetes API on 127.0.0.1:PORT (default 0: the previous port if free, else any)",
-    )
-    daemon.add_argument(
-        "--no-kube-api",
-        dest="kube_api",
-        action="store_false",
-        default=None,
-        help="do not serve the Kubernetes API",
-    )
-
-
-def api_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The daemon's API flags as `Config` overrides (None: keep the config file's value)."""
-    return {"kube_api": args.kube_api, "kube_api_port": args.kube_api_port}
-
-
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = commands.add_parser(
-        "kubeconfig", help="print the kubeconfig for kubectl (or --merge it into ~/.kube/config)"
-    )
-    p.add_argument("--merge", action="store_true", help="add context `podhost` to ~/.kube/config and use it")
-    p.set_defaults(func=run, needs_client=False)
-
-
 def read(root: str | None) -> dict[str, Any]:
     path = Config.load(root=root).state_dir / KUBECONFIG
     try:

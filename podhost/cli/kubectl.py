@@ -59,34 +59,6 @@ def _out(text: str) -> None:
 # --- the daemon ---------------------------------------------------------------------------------------------
 
 
-def add_daemon_arguments(daemon: argparse.ArgumentParser) -> None:
-    """The pod manager's flags on `podhost daemon` (the global --runtime-endpoint picks its runtime)."""
-    daemon.add_argument(
-        "--manifests", metavar="DIR", help="static pod directory: every Pod manifest in it runs, kept in sync"
-    )
-    daemon.add_argument(
-        "--restart-backoff",
-        type=float,
-        metavar="SECONDS",
-        help="CrashLoopBackOff's first wait, doubling to 5 min (default 10)",
-    )
-    daemon.add_argument(
-        "--pod-cgroup-parent",
-        metavar="PATH",
-        help="put each pod's cgroup at PATH/pod<uid> (give one when driving containerd)",
-    )
-
-
-def kubelet_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The daemon's pod-manager flags as `Config` overrides (None: keep the config file's value)."""
-    return {
-        "kubelet_runtime_endpoint": args.runtime_endpoint,
-        "kubelet_manifests_dir": str(Path(args.manifests).absolute()) if args.manifests else None,
-        "kubelet_restart_backoff": args.restart_backoff,
-        "kubelet_pod_cgroup_parent": args.pod_cgroup_parent,
-    }
-
-
 def daemon_argv(root: str | None) -> list[str]:
     """`podhost daemon` for the instance `root` names, with its podhost.toml when there is one."""
     argv = [sys.executable, "-m", "podhost.cli.main"]
@@ -681,62 +653,3 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 # --- argument parsing ---------------------------------------------------------------------------------------
-
-
-def _namespace_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-n", "--namespace", default="default", help="namespace (default: default)")
-
-
-def add_parser(commands: Any) -> None:
-    """Register apply, get, describe, logs, exec and delete on the top-level parser's subcommands."""
-
-    def verb(name: str, func: Any, help: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = commands.add_parser(name, help=help, description=help)
-        p.set_defaults(func=func, needs_client=False)
-        return p
-
-    p = verb("apply", cmd_apply, "create or update pods and services from manifests")
-    p.add_argument("-f", "--filename", action="append", required=True, metavar="FILE|DIR|-")
-
-    p = verb("get", cmd_get, "list pods, services, endpoints or events")
-    p.add_argument("kind", metavar="KIND", help="pods, services, endpoints or events")
-    p.add_argument("name", nargs="?", metavar="NAME")
-    _namespace_args(p)
-    p.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
-    p.add_argument("-o", "--output", choices=("wide", "json", "yaml"), help="output format")
-    p.add_argument("-w", "--watch", action="store_true", help="keep printing changes")
-
-    p = verb("describe", cmd_describe, "show a pod's details: conditions, containers, events")
-    p.add_argument("kind", metavar="KIND", help="pod")
-    p.add_argument("name", metavar="NAME")
-    _namespace_args(p)
-
-    p = verb("logs", cmd_logs, "print a container's log")
-    p.add_argument("pod", metavar="POD")
-    p.add_argument("-c", "--container", help="container name (needed when the pod has several)")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing until the container exits")
-    p.add_argument("-p", "--previous", action="store_true", help="the previous instance's log")
-    p.add_argument("--tail", type=int, default=-1, metavar="N", help="only the last N lines")
-    p.add_argument("--timestamps", action="store_true", help="show each line's timestamp")
-    _namespace_args(p)
-
-    p = verb("exec", cmd_exec, "run a command in a container (exit code propagated)")
-    p.add_argument("-i", "--stdin", action="store_true", help="pass stdin to the container")
-    p.add_argument("-t", "--tty", action="store_true", help="stdin is a TTY")
-    p.add_argument("-c", "--container", help="container name (needed when the pod has several)")
-    _namespace_args(p)
-    p.add_argument("pod", metavar="POD")
-    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND")
-
-    p = verb("delete", cmd_delete, "delete pods or services (pods stop with their grace period)")
-    p.add_argument("kind", nargs="?", metavar="KIND", help="pod or service")
-    p.add_argument("names", nargs="*", metavar="NAME")
-    p.add_argument("-f", "--filename", action="append", metavar="FILE|DIR|-")
-    p.add_argument(
-        "--wait",
-        type=lambda v: v.lower() != "false",
-        default=True,
-        metavar="BOOL",
-        help="wait until the pod is gone (default true)",
-    )
-    _namespace_args(p)

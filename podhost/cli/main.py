@@ -16,8 +16,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from podhost import __version__
-from podhost.cli import cri, demo, kubeconfig, kubectl
+from podhost.cli.parser import build_parser, daemon_overrides
 from podhost.config import Config
 from podhost.errors import PodhostError
 
@@ -25,57 +24,8 @@ EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="podhost", description="Kubernetes pods on one Linux machine.")
-    parser.add_argument("--version", action="version", version=f"podhost {__version__}")
-    parser.add_argument(
-        "--root", metavar="DIR", help="isolate state, run files and socket under DIR (PODHOST_ROOT)"
-    )
-    parser.add_argument(
-        "--runtime-endpoint",
-        metavar="ENDPOINT",
-        help="CRI socket, unix:///path or /path (default: the instance's own socket)",
-    )
-    parser.add_argument(
-        "--timeout",
-        dest="call_timeout",
-        type=float,
-        default=120.0,
-        metavar="SECONDS",
-        help="per-call deadline (default 120)",
-    )
-    parser.add_argument("--debug", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    daemon = commands.add_parser("daemon", help="run the runtime and serve CRI on its socket")
-    daemon.add_argument("--bridge", help="CNI bridge name (default podhost0)")
-    daemon.add_argument("--subnet", help="pod subnet CIDR (default 10.88.0.0/16)")
-    daemon.add_argument("--config", metavar="FILE", help="TOML config file")
-    daemon.add_argument(
-        "--nri-socket", metavar="PATH", help="serve NRI plugins on this socket (default: off)"
-    )
-    kubectl.add_daemon_arguments(daemon)
-    kubeconfig.add_daemon_arguments(daemon)
-    daemon.set_defaults(func=None)
-
-    cri.add_parser(commands)
-    demo.add_parser(commands)
-    kubectl.add_parser(commands)
-    kubeconfig.add_parser(commands)
-    return parser
-
-
 def run_daemon(args: argparse.Namespace) -> int:
-    config = Config.load(
-        root=args.root,
-        config_file=args.config,
-        bridge=args.bridge,
-        subnet=args.subnet,
-        nri_socket=args.nri_socket,
-        log_level="debug" if args.debug else None,
-        **kubectl.kubelet_settings(args),
-        **kubeconfig.api_settings(args),
-    )
+    config = Config.load(root=args.root, config_file=args.config, **daemon_overrides(args))
     from podhost import daemon  # the runtime's whole import graph only when a daemon is wanted
 
     daemon.run(config)

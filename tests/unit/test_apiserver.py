@@ -408,8 +408,11 @@ def test_kubeconfig_merge_replaces_only_podhosts_entries() -> None:
 
 
 def test_daemon_flags_reach_the_config() -> None:
-    from podhost.cli.kubeconfig import api_settings
-    from podhost.cli.main import build_parser
+    from podhost.cli.parser import build_parser, daemon_overrides
+
+    def api_settings(args: object) -> dict[str, object]:
+        overrides = daemon_overrides(args)  # type: ignore[arg-type]
+        return {k: overrides[k] for k in ("kube_api", "kube_api_port")}
 
     args = build_parser().parse_args(["daemon", "--no-kube-api", "--kube-api-port", "7443"])
     assert api_settings(args) == {"kube_api": False, "kube_api_port": 7443}
