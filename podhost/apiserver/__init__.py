@@ -16,4 +16,5 @@ copy of the truth:
                 strict field validation
     status      the one place podhost errors become `Status` objects with an HTTP code and a reason
     logs        pods/log from the CRI log files the pod manager locates
+    streaming   pods/exec, pods/attach, pods/portforward: a CRI streaming URL, the connection proxied to it
 """

@@ -69,7 +69,13 @@ KINDS: dict[str, Kind] = {
             WRITE,
             ("po",),
             ("all",),
-            (("log", ("get",)), ("status", ("get",))),
+            (
+                ("attach", ("create", "get")),
+                ("exec", ("create", "get")),
+                ("log", ("get",)),
+                ("portforward", ("create", "get")),
+                ("status", ("get",)),
+            ),
         ),
         Kind("services", "Service", True, WRITE, ("svc",), ("all",)),
     )

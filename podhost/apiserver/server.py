@@ -1,7 +1,8 @@
 """The HTTPS server: aiohttp on its own event loop in one daemon thread, client certificates required.
 
 Why aiohttp: a maintained asyncio server that streams responses (watch, `logs -f`) without a thread per
-client and speaks WebSocket on the same port, which exec/attach (`v5.channel.k8s.io`) will need.
+client. Exec, attach and port-forward take the connection over and proxy it to the CRI streaming server
+(podhost.apiserver.streaming), as the kubelet does.
 
 Access. TLS asks for a client certificate without requiring it in the handshake (CERT_OPTIONAL): a
 certificate that is presented must chain to the instance's CA or the handshake fails, and a request
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from podhost.apiserver import certs, logs, objects, schema
+from podhost.apiserver import certs, logs, objects, schema, streaming
 from podhost.apiserver.resources import API, KINDS, Kind, api_resource_list, served_kinds
 from podhost.apiserver.status import (
     BadRequest,
@@ -212,6 +213,10 @@ class Routes:
             if q.get("watch") in ("true", "1"):
                 return await self.watch(request, kind, namespace, q)
             return await self.list(request, kind, namespace, q)
+        if sub in streaming.SUBRESOURCES:
+            return await streaming.serve(
+                request, self.run, self._get_pod, self.api.manager, namespace or "default", name, sub
+            )
         if method == "GET" and sub == "log":
             return await self.log(request, namespace, name, q)
         if method == "GET":
@@ -235,6 +240,9 @@ class Routes:
         else:
             raise MethodNotAllowed(f"{method} is not supported on this {kind.name} path")
         return _json(result.obj, result.code, result.warnings)
+
+    def _get_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.api.get(KINDS["pods"], namespace, name)
 
     async def _body(self, request: web.Request) -> Any:
         raw = await request.read()

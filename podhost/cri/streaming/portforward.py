@@ -8,6 +8,9 @@ server connects to the port inside the pod and copies bytes both ways; a half-cl
 a half-close on the other. A failure (nothing listens on the port) is written as text to the error
 stream. When the copy is over both streams are closed. One session serves any number of connections.
 
+SPDY over a WebSocket (`SPDY/3.1+portforward.k8s.io`, what kubectl 1.31+ asks for first): the same SPDY
+session, its bytes carried in the WebSocket's binary messages (websocket.TunnelConnection).
+
 WebSocket (`v4.channel.k8s.io`, or the unversioned `channel.k8s.io`): one connection per port set. Port i
 has channels 2i (data) and 2i+1 (error); each starts with the port number as two little-endian bytes
 from the server. The pod connection is made once per port when the session opens.
@@ -29,6 +32,9 @@ log = logging.getLogger(__name__)
 
 SPDY_PROTOCOL = "portforward.k8s.io"
 WEBSOCKET_PROTOCOLS = ("v4.channel.k8s.io", "channel.k8s.io")
+#: The WebSocket subprotocol that tunnels the SPDY protocol (k8s.io/apimachinery util/portforward
+#: WebsocketsSPDYTunnelingPrefix + PortForwardV1Name).
+TUNNEL_PROTOCOL = "SPDY/3.1+" + SPDY_PROTOCOL
 READ_SIZE = 32 * 1024
 
 Dial = Callable[[int], socket.socket]

@@ -256,7 +256,7 @@ class WebSocketChannels:
         self.conn.close()
 
     def wait_disconnected(self) -> None:
-        self.conn._closed.wait()
+        self.conn.wait_closed()
 
 
 # --- the session -----------------------------------------------------------------------------------------

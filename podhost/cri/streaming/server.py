@@ -308,6 +308,14 @@ class StreamingServer:
             return runtime.port_forward(request.pod_sandbox_id, port)
 
         if websocket.is_websocket_upgrade(http.headers):
+            if portforward.TUNNEL_PROTOCOL in websocket.offered_subprotocols(http.headers):
+                protocol = websocket.handshake(sock, http.raw, (portforward.TUNNEL_PROTOCOL,), label)
+                if protocol is None:
+                    return
+                tunnel = websocket.TunnelConnection(sock, protocol, label)
+                tunnel.start()
+                _serve_spdy_port_forward(tunnel, dial, request.ports, b"", label)
+                return
             try:
                 ports = tuple(int(p) for p in http.query.get("port", [])) or request.ports
             except ValueError:
@@ -344,12 +352,20 @@ class StreamingServer:
                 }
             )
         )
-        forwarder = portforward.SpdyPortForward(dial, request.ports, label)
         leftover = http.raw.split(b"\r\n\r\n", 1)[1]
-        session = spdy.Session(sock, client=False, on_stream=forwarder.add, initial=leftover, name=label)
-        session.wait_closed()  # the client hung up (or went away)
-        session.close(linger=0.5)
-        log.info("%s: session ended", label)
+        _serve_spdy_port_forward(sock, dial, request.ports, leftover, label)
+
+
+def _serve_spdy_port_forward(
+    conn: spdy.Connection, dial: portforward.Dial, ports: tuple[int, ...], leftover: bytes, label: str
+) -> None:
+    """One SPDY port-forward session, over the upgraded socket or a WebSocket tunnel, until the client
+    hangs up."""
+    forwarder = portforward.SpdyPortForward(dial, ports, label)
+    session = spdy.Session(conn, client=False, on_stream=forwarder.add, initial=leftover, name=label)
+    session.wait_closed()  # the client hung up (or went away)
+    session.close(linger=0.5)
+    log.info("%s: session ended", label)
 
 
 def _response_upgrade(headers: dict[str, str]) -> bytes:

@@ -32,6 +32,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -328,13 +329,25 @@ class Stream:
         return self._local_closed and self._remote_closed
 
 
+class Connection(Protocol):
+    """What a session runs over: a connected socket, or a WebSocket tunnel (websocket.TunnelConnection)."""
+
+    def recv(self, bufsize: int, /) -> bytes: ...
+
+    def sendall(self, data: bytes, /) -> None: ...
+
+    def shutdown(self, how: int, /) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Session:
-    """A SPDY session over a connected socket. `on_stream(stream)` is called (on the reader thread) for
+    """A SPDY session over a connected socket (or a tunnel). `on_stream(stream)` is called (on the reader thread) for
     every stream the peer opens; it is replied to first, so the peer may send on it at once."""
 
     def __init__(
         self,
-        sock: socket.socket,
+        sock: Connection,
         *,
         client: bool,
         on_stream: Callable[[Stream], None] | None = None,
