@@ -322,3 +322,95 @@ def _wait(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+class _TunnelClient:
+    """The client end of a WebSocket that tunnels SPDY (client-go's TunnelingConnection), written out by
+    hand: `websockets` refuses the subprotocol's "/" in a response as it does in a request."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buffer = b""
+
+    def _exact(self, n: int) -> bytes:
+        while len(self._buffer) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError
+            self._buffer += chunk
+        out, self._buffer = self._buffer[:n], self._buffer[n:]
+        return out
+
+    def recv(self, bufsize: int) -> bytes:
+        while True:
+            try:
+                first, second = self._exact(2)
+            except EOFError:
+                return b""
+            length = second & 0x7F
+            if length == 126:
+                length = int.from_bytes(self._exact(2), "big")
+            elif length == 127:
+                length = int.from_bytes(self._exact(8), "big")
+            payload = self._exact(length)
+            opcode = first & 0x0F
+            if opcode == 0x8:  # close
+                return b""
+            if opcode in (0x0, 0x2):
+                return payload
+
+    def sendall(self, data: bytes) -> None:
+        mask = os.urandom(4)
+        n = len(data)
+        head = bytes([0x82]) + (
+            bytes([0x80 | n])
+            if n < 126
+            else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+            if n < 65536
+            else bytes([0x80 | 127]) + n.to_bytes(8, "big")
+        )
+        self.sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+    def shutdown(self, how: int) -> None:
+        self.sock.sendall(bytes([0x88, 0x82]) + b"\0\0\0\0" + (1000).to_bytes(2, "big"))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_port_forward_spdy_tunnelled_in_a_websocket(server: StreamingServer) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def echo() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"echo:" + conn.recv(100))
+
+    threading.Thread(target=echo, daemon=True).start()
+    url = server.get_port_forward(PortForwardRequest("p1", ()))
+    path = "/" + url.split("/", 3)[3]
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Protocol: SPDY/3.1+portforward.k8s.io\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    assert b"\r\nSec-WebSocket-Protocol: SPDY/3.1+portforward.k8s.io\r\n" in head, head
+    session = spdy.Session(_TunnelClient(sock), client=True, name="tunnel-test")
+    common = {"port": [str(port)], "requestid": ["0"]}
+    error = session.open_stream({"streamtype": ["error"], **common})
+    error.close()
+    data = session.open_stream({"streamtype": ["data"], **common})
+    data.write(b"tunnelled")
+    assert data.read(5) == b"echo:tunnelled"
+    data.close()
+    assert data.read_all(5) == b"" and error.read_all(5) == b""  # the pod's side ended: both closed
+    session.close(linger=1.0)
+    listener.close()
