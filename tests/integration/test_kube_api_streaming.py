@@ -3,7 +3,7 @@ stdin, a terminal), attach, port-forward and cp, over what kubectl 1.32 asks fir
 and attach, SPDY tunnelled in a WebSocket for port-forward) and over SPDY/3.1, which older clients
 speak (kubectl falls back to it when told not to use WebSockets).
 
-One daemon (root /tmp/ph-str-*, bridge phstr0, subnet 10.231.24.0/24) and one set of pods serve the
+One daemon (root /tmp/ph-kstr-*, bridge phstr0, subnet 10.231.24.0/24) and one set of pods serve the
 module: the article's demo and a pod to attach to. Afterwards they are deleted and the instance is
 checked for leaks.
 """
@@ -123,7 +123,7 @@ def pods(orphan_reaper: OrphanReaper) -> Iterator[StreamingKube]:
     """The module's instance with the demo and the attach pod running; afterwards nothing may be left."""
     if KUBECTL is None:
         pytest.skip("kubectl is not installed")
-    instances = cast(Generator[KubeletInstance, None, None], kubelet_instance("ph-str", BRIDGE, SUBNET))
+    instances = cast(Generator[KubeletInstance, None, None], kubelet_instance("ph-kstr", BRIDGE, SUBNET))
     inst = next(instances)
     try:
         k = StreamingKube(inst)
