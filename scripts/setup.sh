@@ -38,3 +38,6 @@ fi
 # Generated CRI stubs and the pause binary (both rebuilt only when their sources change).
 .venv/bin/python -m podhost.cri.codegen --if-stale 2>/dev/null || true
 .venv/bin/python -m podhost.pause.build
+# Bytecode for podhost itself, so a `podhost` command does not compile its modules on every run even
+# where PYTHONDONTWRITEBYTECODE is set (about 45 ms of a CLI call); stale entries are rebuilt.
+.venv/bin/python -m compileall -q podhost >/dev/null

@@ -18,8 +18,6 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-import yaml
-from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from podhost.cli import crilog, tables
@@ -45,6 +43,9 @@ def _now_ns() -> int:
 
 def load_message(path: str, message: M) -> M:
     """Fill `message` from a crictl-style JSON or YAML file (proto field names or their camelCase)."""
+    import yaml  # here, not at the top: the listing verbs (the common case) need neither
+    from google.protobuf import json_format
+
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)

@@ -12,8 +12,6 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import yaml
-from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from podhost.cri import api_pb2 as pb
@@ -264,6 +262,8 @@ def version_text(v: pb.VersionResponse) -> str:
 
 def message_dict(message: Message) -> dict[str, Any]:
     """A message as proto3 JSON (camelCase names, int64 as strings), the form crictl prints."""
+    from google.protobuf import json_format  # only for -o json|yaml: a table needs neither
+
     return json_format.MessageToDict(message)
 
 
@@ -289,5 +289,7 @@ def status_document(status: Message, info: Mapping[str, str]) -> dict[str, Any]:
 def dump(document: Any, fmt: str) -> str:
     """`document` as "json" (indented like crictl) or "yaml"."""
     if fmt == "yaml":
+        import yaml
+
         return yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
     return json.dumps(document, indent=2) + "\n"
