@@ -144,3 +144,13 @@ def test_check_support_follows_version_and_disable_check() -> None:
 def test_loopback_network() -> None:
     netlist = conflist.parse_conflist(conflist.loopback_conflist(), "lo")
     assert netlist.plugin_types == ["loopback"]
+
+
+def test_a_pod_without_port_mappings_skips_portmap_and_its_record_says_so() -> None:
+    netlist = conflist.parse_conflist(conflist.default_conflist(Config()), "builtin")
+    assert netlist.plugin_types == ["bridge", "portmap"]
+    bare = conflist.for_pod(netlist, has_port_mappings=False)
+    assert bare.plugin_types == ["bridge"]
+    assert [p["type"] for p in bare.raw["plugins"]] == ["bridge"]  # what DEL replays
+    assert conflist.parse_conflist(bare.raw, "recorded").plugin_types == ["bridge"]
+    assert conflist.for_pod(netlist, has_port_mappings=True) is netlist

@@ -162,7 +162,7 @@ class PodNetwork:
         started = time.monotonic()
         if not netns:
             raise InvalidArgument(f"{sandbox_id}: network setup needs a netns path")
-        netlist = self.network_config()
+        netlist = conflist.for_pod(self.network_config(), bool(port_mappings))
         loopback = conflist.parse_conflist(conflist.loopback_conflist(), conflist.LOOPBACK_SOURCE)
         paths = self._plugin_paths(netlist, loopback)
         cni_args = plugin.build_cni_args(pod_namespace, pod_name, sandbox_id, pod_uid)
