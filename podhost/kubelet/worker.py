@@ -267,6 +267,7 @@ class PodWorker:
     def _start(self, start: ContainerToStart, sandbox: pb.PodSandbox, now: float) -> None:
         """startContainer: the images and CreateContainer (unless it was created already), StartContainer."""
         spec, mem, container_id = start.spec, self._mem(start.spec.name), start.container_id
+        log.debug("pod %s: starting container %s: %s", self.key, spec.name, start.reason)
         if not container_id:
             container_id, reason, message = self.runtime.create_container(spec, mem.attempt + 1, sandbox)
             if not container_id:
