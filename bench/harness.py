@@ -517,30 +517,36 @@ def ready_sandbox(rt: RuntimeUnderTest, name: str, namespace: str) -> str:
 
 def pause_kill_to_ready(rt: RuntimeUnderTest, kills: int, timeout: float = 10.0) -> list[float | None] | None:
     """Seconds from SIGKILL of a managed pod's pause to that pod Ready again on a new sandbox, through
-    podhost's pod manager (podhost.v1.Pods on the daemon's socket), once per kill; None in the list for a
-    pod that was not Ready again within `timeout` (then no further kill is tried).
+    podhost's pod manager (the pod created and watched through the daemon's Kubernetes API), once per
+    kill; None in the list for a pod that was not Ready again within `timeout` (then no further kill is
+    tried).
 
     None when there is no pod manager to drive (the report says so)."""
     if rt.name != "podhost":
         return None
+    import yaml
+
+    from bench.kube_api import KubeAPI
+    from podhost.config import Config
+
+    state_dir = Config.load(root=rt.root).state_dir
+    pods = KubeAPI(state_dir, timeout=60)
+    deadline = time.monotonic() + 30
+    while not pods.answers():
+        if time.monotonic() > deadline:
+            return None  # a daemon without its Kubernetes API
+        time.sleep(0.1)
+    pods.create(yaml.safe_load(restart_manifest()))
     try:
-        from podhost.kubelet.client import PodsClient
-    except ImportError:
-        return None
-    pods = PodsClient(rt.client.endpoint, timeout=60)
-    try:
-        if not pods.answers():
-            return None
-        pods.apply(restart_manifest(), "bench")
-        try:
-            found: list[float | None] = []
-            while len(found) < kills and (not found or found[-1] is not None):
-                found.append(_one_restart(rt, pods, timeout))
-            return found
-        finally:
-            pods.delete("pod", RESTART_POD, RESTART_NAMESPACE, wait=True)
+        found: list[float | None] = []
+        while len(found) < kills and (not found or found[-1] is not None):
+            found.append(_one_restart(rt, pods, timeout))
+        return found
     finally:
-        pods.close()
+        pods.delete("pod", RESTART_POD, RESTART_NAMESPACE)
+        gone_by = time.monotonic() + 120  # the pod is removed once its containers have stopped
+        while time.monotonic() < gone_by and pods.get("pods", RESTART_NAMESPACE):
+            time.sleep(0.05)
 
 
 def _one_restart(rt: RuntimeUnderTest, pods: Any, timeout: float) -> float | None:

@@ -114,7 +114,7 @@ def exit_when_overdue(timeout: float, calls: InFlightCalls | None = None) -> thr
 
 def run(config: Config) -> None:
     """Serve CRI on `config.socket` until SIGTERM/SIGINT; the pod manager (the `kubelet_*` settings) is
-    embedded and serves podhost.v1.Pods on the same socket."""
+    embedded, and the Kubernetes API (kubectl's) serves it on 127.0.0.1 unless `kube_api` is off."""
     logging.basicConfig(
         level=config.log_level.upper(),
         stream=sys.stderr,
@@ -143,7 +143,7 @@ def run(config: Config) -> None:
         streaming.start()
         running.callback(streaming.close)
         manager = PodManager(settings_from_config(config))
-        server = serve(runtime, config.socket, streaming=streaming, services=[manager.register], calls=calls)
+        server = serve(runtime, config.socket, streaming=streaming, calls=calls)
         running.callback(lambda: server.stop(grace=2).wait())
         running.callback(manager.close)
         kube_api = KubeAPIServer(config, manager) if config.kube_api else None  # kubectl's API

@@ -1,121 +1,183 @@
-"""`podhost demo`: the article's shared-namespace-demo pod on a private podhost instance.
+"""`podhost demo`: the article's shared-namespace-demo pod, driven by the real kubectl, on a private instance.
 
-It starts its own daemon (own root, bridge and subnet, pods' resolv.conf naming only 127.0.0.1), runs the
-manifest verbatim through the same CRI calls the kubelet makes, shows `crictl pods`, `crictl ps` and
-`ps ax` from the shell container (pause is PID 1), proves the shared network, then removes everything.
+It starts its own daemon (own root, bridge and subnet, pods' resolv.conf naming only 127.0.0.1), loads the
+example's images into it offline (Debian's nginx from its .deb and busybox:1.28, through CRI LoadImage as
+`podhost cri load` does), then runs the article's commands verbatim with the user's kubectl against the
+daemon's Kubernetes API: apply, get pods, exec (`ps ax`: pause is PID 1), logs, describe, delete. The
+crictl-style tables show the same pod from the runtime's side. Everything it made goes when it ends: the
+pod through kubectl, then the daemon, which removes its bridge and egress guard once no pod is left.
+
+`podhost [--root DIR] demo --images-only` loads the same images into a running instance and stops there,
+so a fresh instance can `kubectl apply -f examples/shared-namespace-demo.yaml` with no network.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from podhost.cli import tables
+from podhost.cli.kubectl import kubeconfig_path
 from podhost.cli.spawn import daemon_command, spawn_daemon
 from podhost.config import Config
 from podhost.cri.client import CRIClient
-from podhost.kubelet.manifest import load_documents, parse_pod
-from podhost.kubelet.podspec import container_config, pod_log_directory, sandbox_config
-from podhost.runtime.image.build import ensure_test_images
-from podhost.runtime.image.store import ImageStore
-from podhost.runtime.network.cni import PodNetwork
+from podhost.errors import FailedPrecondition, NotFound
+from podhost.runtime.image.build import demo_image_archive, find_deb
 
-DEMO_MANIFEST = Path(__file__).resolve().parents[2] / "examples" / "shared-namespace-demo.yaml"
+REPO = Path(__file__).resolve().parents[2]
+DEMO_MANIFEST = REPO / "examples" / "shared-namespace-demo.yaml"
 DEMO_BRIDGE = "phdemo0"
 DEMO_SUBNET = "10.244.250.0/24"
+API_TIMEOUT = 30.0
 
 
 def say(text: str = "") -> None:
     print(text, flush=True)
 
 
+def nginx_deb(workdir: Path) -> Path:
+    """Debian's nginx package: apt's cache, else `apt-get download nginx` into `workdir`."""
+    deb = find_deb("nginx")
+    if deb is None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["apt-get", "download", "nginx"], cwd=workdir, capture_output=True, timeout=300)
+        deb = find_deb("nginx", (workdir,))
+    if deb is None:
+        raise NotFound("no nginx .deb in /var/cache/apt/archives and `apt-get download nginx` failed")
+    return deb
+
+
+def load_images(client: CRIClient, workdir: Path) -> list[str]:
+    """The example's images into the instance (CRI LoadImage of one OCI archive): their names."""
+    archive = demo_image_archive(workdir / "demo-images.oci.tar", nginx_deb(workdir))
+    try:
+        return [name for image in client.load_image(str(archive)) for name in image.repo_tags]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def run_demo(args: argparse.Namespace) -> int:
+    if args.images_only:
+        config = Config.load(root=args.root)
+        with CRIClient("unix://" + str(config.socket), timeout=120) as client:
+            for name in load_images(client, config.run_dir / f"demo-images-{secrets.token_hex(3)}"):
+                say(f"Loaded image: {name}")
+        return 0
+    if shutil.which("kubectl") is None:
+        raise NotFound(
+            "the demo runs the real kubectl, and none is installed (scripts/setup.sh installs one)"
+        )
     root = Path(f"/tmp/podhost-demo-{secrets.token_hex(3)}")
     root.mkdir(parents=True)
     (root / "resolv.conf").write_text("nameserver 127.0.0.1\n")
     (root / "podhost.toml").write_text(f'default_resolv_conf = "{root}/resolv.conf"\n')
-    config = Config.load(root=root, config_file=root / "podhost.toml", bridge=DEMO_BRIDGE, subnet=DEMO_SUBNET)
-    with open("/proc/sys/net/ipv4/ip_forward") as f:
-        ip_forward = f.read().strip()
-    say(f"podhost demo: a private instance under {root} (bridge {DEMO_BRIDGE}, subnet {DEMO_SUBNET})")
-    with ImageStore(config.image_dir) as store:
-        ensure_test_images(store)
-    say("images: 'nginx' and 'busybox:1.28' are local look-alikes built from Debian's busybox-static")
-    say("        (the nginx one serves with busybox httpd), so the demo needs no registry.\n")
-    client = CRIClient("unix://" + str(config.socket), timeout=60)
+    say(f"podhost demo: a private instance under {root} (bridge {args.bridge}, subnet {args.subnet})")
+    config = Config.load(root=root, config_file=root / "podhost.toml", bridge=args.bridge, subnet=args.subnet)
+    client = CRIClient("unix://" + str(config.socket), timeout=120)
     daemon = spawn_daemon(
-        daemon_command(root, DEMO_BRIDGE, DEMO_SUBNET, root / "podhost.toml"), root / "daemon.log", client
+        daemon_command(root, args.bridge, args.subnet, root / "podhost.toml"), root / "daemon.log", client
     )
+    kubectl = Kubectl(root)
     try:
-        show_pod(client, Path(args.filename), root)
+        names = load_images(client, root / "images")
+        say(f"images (no network): {', '.join(names)}: Debian's nginx and busybox on a busybox base\n")
+        kubectl.wait_for_api()
+        show_pod(kubectl, client, Path(args.filename))
         if args.keep:
-            say(f"\nleft running: podhost --root {root} cri pods   (daemon pid {daemon.pid})")
+            say(f"\nleft running: podhost --root {root} kubectl get pods   (daemon pid {daemon.pid})")
             return 0
+        kubectl.show("delete", "-f", kubectl.manifest_arg(Path(args.filename)))
     finally:
         if not args.keep:
-            for pod in client.list_pod_sandbox():
-                client.stop_pod_sandbox(pod.id)
-                client.remove_pod_sandbox(pod.id)
+            with contextlib.suppress(Exception):  # a failed demo still leaves nothing running
+                kubectl.run("delete", "pods", "--all", "--wait=true")
             daemon.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
-                daemon.wait(15)
+                daemon.wait(30)
             client.close()
-            PodNetwork(config).remove_egress_guard()
-            subprocess.run(["ip", "link", "del", DEMO_BRIDGE], capture_output=True)
-            with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
-                f.write(ip_forward)
             shutil.rmtree(root, ignore_errors=True)
-            say("\ncleaned up: pod stopped and removed, daemon stopped, bridge and forwarding guard removed")
+            say("\ncleaned up: pod deleted, daemon stopped (it removed its bridge and forwarding guard)")
     return 0
 
 
-def show_pod(client: CRIClient, manifest: Path, root: Path) -> None:
-    (doc,) = load_documents(manifest.read_text())
-    pod = parse_pod(doc)
-    pod.uid = pod.uid or secrets.token_hex(16)
-    say(f"$ podhost apply -f {manifest.name}")
-    t0 = time.monotonic()
-    sb_config = sandbox_config(pod, attempt=0, log_directory=pod_log_directory(str(root / "logs"), pod))
-    pod_id = client.run_pod_sandbox(sb_config)
-    ip = client.pod_sandbox_status(pod_id).status.network.ip
-    say(
-        f"  RunPodSandbox   {pod.name}: pause founded its namespaces, CNI gave it {ip} "
-        f"({(time.monotonic() - t0) * 1e3:.0f} ms)"
-    )
-    ids = {}
-    for c in pod.containers:
-        t1 = time.monotonic()
-        cid = client.create_container(pod_id, container_config(pod, c, attempt=0), sb_config)
-        client.start_container(cid)
-        ids[c.name] = cid
-        say(
-            f"  CreateContainer + StartContainer  {c.name} ({c.image}) joined the pod "
-            f"({(time.monotonic() - t1) * 1e3:.0f} ms)"
+class Kubectl:
+    """The real kubectl with the demo instance's kubeconfig; `show` prints the command and its output."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.home = root / "home"  # kubectl's cache stays in the instance
+        self.home.mkdir(exist_ok=True)
+
+    def argv(self, *args: str) -> list[str]:
+        return ["kubectl", "--kubeconfig", str(kubeconfig_path(str(self.root))), *args]
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "HOME": str(self.home)}
+        return subprocess.run(
+            self.argv(*args), capture_output=True, text=True, timeout=120, env=env, cwd=REPO
         )
+
+    def wait_for_api(self) -> None:
+        deadline = time.monotonic() + API_TIMEOUT
+        while time.monotonic() < deadline:
+            with contextlib.suppress(FailedPrecondition):
+                if self.run("version").returncode == 0:
+                    return
+            time.sleep(0.1)
+        raise FailedPrecondition(f"the daemon's Kubernetes API did not answer within {API_TIMEOUT:.0f} s")
+
+    def show(self, *args: str, tty: bool = False) -> str:
+        """Run kubectl as the article types it (`-it` only on a terminal) and print what it printed."""
+        argv = list(args)
+        if tty and not sys.stdin.isatty():
+            argv.remove("-it")
+        say(f"\n$ kubectl {' '.join(_quoted(a) for a in argv)}")
+        if tty and sys.stdin.isatty():
+            env = {**os.environ, "HOME": str(self.home)}
+            subprocess.run(self.argv(*argv), env=env, cwd=REPO, timeout=120, check=True)
+            return ""
+        proc = self.run(*argv)
+        output = (proc.stdout + proc.stderr).rstrip()
+        say(output)
+        if proc.returncode != 0:
+            raise FailedPrecondition(f"kubectl {' '.join(argv)} exited with {proc.returncode}")
+        return output
+
+    @staticmethod
+    def manifest_arg(manifest: Path) -> str:
+        """The manifest as the article names it: relative to the repository when it is inside."""
+        with contextlib.suppress(ValueError):
+            return str(manifest.resolve().relative_to(REPO))
+        return str(manifest)
+
+
+def _quoted(arg: str) -> str:
+    return f"'{arg}'" if any(c in arg for c in " ;{}") else arg
+
+
+def show_pod(kubectl: Kubectl, client: CRIClient, manifest: Path) -> None:
+    name = "shared-namespace-demo"
+    kubectl.show("apply", "-f", kubectl.manifest_arg(manifest))
+    kubectl.run("wait", "--for=condition=Ready", f"pod/{name}", "--timeout=60s")
+    kubectl.show("get", "pods")
     now = time.time_ns()
     say("\n$ crictl pods")
     say(tables.pods_table(client.list_pod_sandbox(), now).rstrip())
     say("\n$ crictl ps")
     say(tables.containers_table(client.list_containers(), now).rstrip())
-    shell = ids.get("shell") or next(iter(ids.values()))
-    say("\n$ kubectl exec -it shared-namespace-demo -c shell -- /bin/sh")
-    say("/ # ps ax")
-    say(client.exec_sync(shell, ["ps", "ax"], 10).stdout.decode().rstrip())
-    say("/ # hostname; ip -4 -o addr show eth0")
-    out = client.exec_sync(shell, ["sh", "-c", "hostname; ip -4 -o addr show eth0"], 10).stdout.decode()
-    say(out.rstrip())
-    say("/ # wget -qO- http://localhost:80/     # the nginx container, over the pod's shared loopback")
-    page = b""
-    for _ in range(50):
-        r = client.exec_sync(shell, ["wget", "-qO-", "http://localhost:80/"], 10)
-        if r.exit_code == 0:
-            page = r.stdout
-            break
-        time.sleep(0.05)
-    say(page.decode(errors="replace").rstrip() or "(no answer)")
+    kubectl.show("exec", "-it", name, "-c", "shell", "--", "ps", "ax", tty=True)
+    kubectl.show("exec", name, "-c", "shell", "--", "sh", "-c", "hostname; ip -4 -o addr show eth0")
+    say("\n# the nginx container's page, fetched from the shell container over the pod's shared localhost:")
+    kubectl.show("exec", name, "-c", "shell", "--", "wget", "-qO-", "http://localhost:80/")
+    kubectl.show("logs", name, "-c", "nginx")
+    described = kubectl.run("describe", "pod", name).stdout
+    say(f"\n$ kubectl describe pod {name}    # its conditions and events")
+    say(described[described.find("Conditions:") :].rstrip())

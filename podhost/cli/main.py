@@ -3,6 +3,7 @@
     podhost [--root DIR] [--runtime-endpoint EP] daemon [--bridge NAME] [--subnet CIDR] [--config FILE]
     podhost [--root DIR] [--runtime-endpoint EP] cri <verb> ...
     podhost [--root DIR] kubeconfig [--merge]
+    podhost [--root DIR] kubectl ARGS...        the real kubectl with the instance's kubeconfig
 
 `--root` isolates an instance exactly as PODHOST_ROOT does (`Config.load(root=...)`); the CRI verbs talk
 to that instance's socket unless `--runtime-endpoint` points elsewhere (containerd's socket works too).
@@ -16,7 +17,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from podhost.cli.parser import build_parser, daemon_overrides
+from podhost.cli.parser import KUBECTL_VERBS, build_parser, daemon_overrides
 from podhost.config import Config
 from podhost.errors import PodhostError
 
@@ -46,7 +47,25 @@ def run_cri(args: argparse.Namespace) -> int:
         return int(args.func(client, args))
 
 
+def kubectl_hint(argv: Sequence[str]) -> str:
+    """For `podhost get pods` and the like: the command the user meant ("" when argv is not that)."""
+    words = list(argv)
+    while words[:1] and words[0].startswith("-"):  # podhost's global options and their values
+        words = words[2:] if words[0] in ("--root", "--runtime-endpoint", "--timeout") else words[1:]
+    if not words or words[0] not in KUBECTL_VERBS:
+        return ""
+    return (
+        f"podhost: {words[0]!r} is kubectl's verb: `podhost kubectl {' '.join(words)}` runs the real kubectl "
+        "with this instance's kubeconfig (or `podhost kubeconfig --merge`, then plain kubectl)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    hint = kubectl_hint(argv)
+    if hint:
+        print(hint, file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command != "daemon":

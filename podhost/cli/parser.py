@@ -3,7 +3,7 @@
 Parsing must be cheap: `podhost --help` or a typo must not pay for gRPC, protobuf or the runtime. So this
 module imports only argparse, and each command is a `Lazy` reference ("module", "function") that imports
 its module when it runs. The commands themselves live in podhost.cli.cri (crictl's verbs),
-podhost.cli.kubectl (kubectl's), podhost.cli.demo and podhost.cli.kubeconfig.
+podhost.cli.kubectl (a pass-through to the real kubectl), podhost.cli.demo and podhost.cli.kubeconfig.
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ from podhost import __version__
 #: `podhost cri pods --state` and `ps --state` (podhost.cli.cri maps them to CRI states).
 POD_STATES = ("notready", "ready")
 CONTAINER_STATES = ("created", "exited", "running", "unknown")
+#: kubectl's verbs, which are not podhost's: `podhost get pods` is answered with where they are.
+KUBECTL_VERBS = frozenset(
+    {"apply", "get", "describe", "logs", "exec", "delete", "create", "edit", "wait", "port-forward", "cp"}
+)
 
 
 class Lazy:
@@ -294,11 +298,21 @@ def _add_cri(subparsers: Any) -> None:
 def _add_demo(commands: Any) -> None:
     from_repo = Path(__file__).resolve().parents[2] / "examples" / "shared-namespace-demo.yaml"
     demo = commands.add_parser(
-        "demo", help="run the article's shared-namespace-demo pod on a private instance"
+        "demo", help="run the article's shared-namespace-demo pod with the real kubectl on a private instance"
     )
     demo.add_argument("-f", "--filename", default=str(from_repo), help="the Pod manifest to run")
     demo.add_argument(
         "--keep", action="store_true", help="leave the pod and daemon running (prints how to clean up)"
+    )
+    demo.add_argument("--bridge", default="phdemo0", help="the private instance's bridge (default phdemo0)")
+    demo.add_argument(
+        "--subnet", default="10.244.250.0/24", help="the private instance's subnet (default 10.244.250.0/24)"
+    )
+    demo.add_argument(
+        "--images-only",
+        action="store_true",
+        help="only load the example's images (Debian's nginx, busybox:1.28) into the running instance "
+        "--root names, offline",
     )
     demo.set_defaults(func=Lazy("podhost.cli.demo", "run_demo"), needs_client=False)
 
@@ -311,63 +325,18 @@ def _add_kubeconfig(commands: Any) -> None:
     p.set_defaults(func=Lazy("podhost.cli.kubeconfig", "run"), needs_client=False)
 
 
-# --- kubectl's verbs ----------------------------------------------------------------------------------
-
-
-def _namespace_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-n", "--namespace", default="default", help="namespace (default: default)")
+# --- podhost kubectl ----------------------------------------------------------------------------------
 
 
 def _add_kubectl(commands: Any) -> None:
-    """apply, get, describe, logs, exec and delete: podhost.cli.kubectl's commands."""
-
-    def verb(name: str, func: str, help: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = commands.add_parser(name, help=help, description=help)
-        p.set_defaults(func=Lazy("podhost.cli.kubectl", func), needs_client=False)
-        return p
-
-    p = verb("apply", "cmd_apply", "create or update pods and services from manifests")
-    p.add_argument("-f", "--filename", action="append", required=True, metavar="FILE|DIR|-")
-
-    p = verb("get", "cmd_get", "list pods, services, endpoints or events")
-    p.add_argument("kind", metavar="KIND", help="pods, services, endpoints or events")
-    p.add_argument("name", nargs="?", metavar="NAME")
-    _namespace_args(p)
-    p.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
-    p.add_argument("-o", "--output", choices=("wide", "json", "yaml"), help="output format")
-    p.add_argument("-w", "--watch", action="store_true", help="keep printing changes")
-
-    p = verb("describe", "cmd_describe", "show a pod's details: conditions, containers, events")
-    p.add_argument("kind", metavar="KIND", help="pod")
-    p.add_argument("name", metavar="NAME")
-    _namespace_args(p)
-
-    p = verb("logs", "cmd_logs", "print a container's log")
-    p.add_argument("pod", metavar="POD")
-    p.add_argument("-c", "--container", help="container name (needed when the pod has several)")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing until the container exits")
-    p.add_argument("-p", "--previous", action="store_true", help="the previous instance's log")
-    p.add_argument("--tail", type=int, default=-1, metavar="N", help="only the last N lines")
-    p.add_argument("--timestamps", action="store_true", help="show each line's timestamp")
-    _namespace_args(p)
-
-    p = verb("exec", "cmd_exec", "run a command in a container (exit code propagated)")
-    p.add_argument("-i", "--stdin", action="store_true", help="pass stdin to the container")
-    p.add_argument("-t", "--tty", action="store_true", help="stdin is a TTY")
-    p.add_argument("-c", "--container", help="container name (needed when the pod has several)")
-    _namespace_args(p)
-    p.add_argument("pod", metavar="POD")
-    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND")
-
-    p = verb("delete", "cmd_delete", "delete pods or services (pods stop with their grace period)")
-    p.add_argument("kind", nargs="?", metavar="KIND", help="pod or service")
-    p.add_argument("names", nargs="*", metavar="NAME")
-    p.add_argument("-f", "--filename", action="append", metavar="FILE|DIR|-")
-    p.add_argument(
-        "--wait",
-        type=lambda v: v.lower() != "false",
-        default=True,
-        metavar="BOOL",
-        help="wait until the pod is gone (default true)",
+    """`podhost kubectl ARGS...`: the real kubectl with the instance's kubeconfig (podhost.cli.kubectl).
+    Every argument after `kubectl` is kubectl's, options included: the subparser has no options of its
+    own (no prefix characters argparse would recognise, no -h)."""
+    p = commands.add_parser(
+        "kubectl",
+        help="run the real kubectl against this instance's Kubernetes API (its kubeconfig)",
+        add_help=False,
+        prefix_chars="\0",
     )
-    _namespace_args(p)
+    p.add_argument("kubectl_args", nargs=argparse.REMAINDER, metavar="ARGS")
+    p.set_defaults(func=Lazy("podhost.cli.kubectl", "run"), needs_client=False)

@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 CRI_DIR = Path(__file__).resolve().parent
 PACKAGE_ROOT = CRI_DIR.parent.parent  # the directory holding the `podhost` package
 PROTOS = ("api", "admin")
-#: Protos of other packages, compiled the same way (paths relative to PACKAGE_ROOT): the pod manager's API.
-OTHER_PROTOS = ("podhost/kubelet/api.proto", "podhost/runtime/nri/api.proto")
+#: Protos of other packages, compiled the same way (paths relative to PACKAGE_ROOT): NRI's messages.
+OTHER_PROTOS = ("podhost/runtime/nri/api.proto",)
 #: Of those, the ones with messages only (NRI travels over ttrpc, not gRPC): no _grpc module.
 MESSAGE_ONLY = ("podhost/runtime/nri/api.proto",)
 

@@ -16,7 +16,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,7 +137,6 @@ def serve(
     socket_path: str | os.PathLike[str],
     max_workers: int = DEFAULT_WORKERS,
     streaming: StreamingServer | None = None,
-    services: Sequence[Callable[[grpc.Server], None]] = (),
     calls: InFlightCalls | None = None,
 ) -> grpc.Server:
     """Start serving CRI for `runtime` on `unix://<socket_path>`; the caller stops the returned server.
@@ -153,8 +152,6 @@ def serve(
     api_pb2_grpc.add_RuntimeServiceServicer_to_server(RuntimeServicer(runtime, streaming), server)
     api_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(runtime), server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(runtime), server)
-    for register in services:  # more services on the same socket (the pod manager's podhost.v1.Pods)
-        register(server)
     try:
         bound = server.add_insecure_port(f"unix://{path}")
     except RuntimeError as e:

@@ -2,7 +2,8 @@
 
 It owns the desired state (applied manifests, persisted by `store.DesiredState`; static pods read from
 a manifests directory), starts and ends pod workers, runs the PLEG that wakes them, and answers the
-questions the CLI asks (pods with status, services, endpoints, events, where a container's logs are).
+questions the Kubernetes API (podhost.apiserver) asks: pods with status, services, endpoints, events,
+where a container's logs are.
 It talks to the runtime only through the `CRIClient` it is given, so the runtime may be podhost's own
 (the default: the daemon's socket) or containerd's.
 
@@ -19,13 +20,10 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import grpc
 
 from podhost.config import Config
 from podhost.cri.client import CRIClient
@@ -132,12 +130,6 @@ class PodManager:
         self._started = threading.Event()
 
     # --- lifecycle -------------------------------------------------------------------------------------
-
-    def register(self, server: grpc.Server) -> None:
-        """Serve `podhost.v1.Pods` for this manager on `server` (before the server starts)."""
-        from podhost.kubelet.service import register
-
-        register(self, server)
 
     def start(self) -> None:
         """Load the desired state, adopt what runs, start the PLEG, the workers and the static scan."""
@@ -555,17 +547,6 @@ class PodManager:
         raise NotFound(
             f"container {container!r} is not valid for pod/{pod}: choose one of {', '.join(names)}"
         )
-
-    def get(self, kind: str, namespace: str = "", name: str = "") -> list[dict[str, Any]]:
-        getters: dict[str, Callable[[str, str], list[dict[str, Any]]]] = {
-            "pods": self.pod_objects,
-            "services": self.service_objects,
-            "endpoints": self.endpoint_objects,
-            "events": self.event_objects,
-        }
-        if kind not in getters:
-            raise InvalidArgument(f"unknown kind {kind!r}: podhost serves {', '.join(getters)}")
-        return getters[kind](namespace, name)
 
 
 def _with_userns_host_id(doc: dict[str, Any], host_id: int) -> dict[str, Any]:

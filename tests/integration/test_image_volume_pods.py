@@ -53,7 +53,7 @@ def test_a_pod_with_an_image_volume_and_a_sub_path(kube: KubeletInstance) -> Non
     assert container(pod, "shell")["restartCount"] == 0
 
     def run(*cmd: str) -> tuple[int, str, str]:
-        proc = kube.cli("exec", "image-volume", "-c", "shell", "--", *cmd, check=False)
+        proc = kube.kubectl("exec", "image-volume", "-c", "shell", "--", *cmd, check=False)
         return proc.returncode, proc.stdout, proc.stderr
 
     assert run("ls", "/tools/bin/busybox")[0] == 0

@@ -1,9 +1,12 @@
-"""The pod manager with real pods: manifests in through `podhost apply`, the kubelet's lifecycle out.
+"""The pod manager with real pods, driven as a user drives it: the real kubectl against the daemon's
+Kubernetes API (apply, get, describe, logs, exec, delete), the kubelet's lifecycle out.
 
 One podhost daemon (its own root, bridge phkub0, subnet 10.237.0.0/24, CrashLoopBackOff base 1 s, a static
 pod directory) serves every test here but the containerd one; after each test its pods and services are
-deleted through the manager and the instance is checked for leaks. The containerd test drives Debian's
-containerd (bridge phkubc0, 10.238.0.0/24) through the same manager, from a second daemon.
+deleted through the API and the instance is checked for leaks. The containerd test drives Debian's
+containerd (bridge phkubc0, 10.238.0.0/24) through the same manager, from a second daemon. Status is
+watched closely through the same API with `bench.kube_api` (a kubectl process per look is too slow to see
+a pause death); pause's PID is found as crictl finds it, by inspecting the pod's sandbox over CRI.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,11 +28,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from podhost.cli import kubectl
 from podhost.cli.spawn import daemon_command, spawn_daemon
 from podhost.cri import api_pb2 as pb
 from podhost.cri.client import CRIClient
-from podhost.kubelet.client import PodsClient
 from podhost.runtime.image import build
 from podhost.runtime.image.archive import ImageBlobs, sha256_digest, write_oci_archive
 from tests.instance import Instance, OrphanReaper
@@ -37,6 +41,7 @@ if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
 from bench.containerd_peer import ContainerdPeer, build_test_images  # noqa: E402
+from bench.kube_api import KubeAPI  # noqa: E402
 
 pytestmark = pytest.mark.root
 
@@ -45,50 +50,129 @@ CTRD_BRIDGE, CTRD_SUBNET = "phkubc0", "10.238.0.0/24"
 CTRD_CGROUP = "/podhost-kub-ctrd"
 DEMO = Path(_REPO) / "examples" / "shared-namespace-demo.yaml"
 BUSYBOX = "localhost/podhost/busybox:latest"
+KUBECTL = shutil.which("kubectl")
 T = TypeVar("T")
 
 
+class Watch:
+    """A running `kubectl get -w` and the lines it printed so far."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc, self.lines = proc, list[str]()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self._reader.join(10)
+        return self.text
+
+
 class KubeletInstance(Instance):
-    """An Instance whose daemon gets the pod manager's flags, driven through the CLI and PodsClient."""
+    """An Instance whose daemon gets the pod manager's flags, driven by the real kubectl (`kubectl()`)
+    and watched through its Kubernetes API (`pods`, a `bench.kube_api.KubeAPI`)."""
 
     def __init__(self, root: Path, bridge: str, subnet: str, extra: list[str], glob_args: list[str]) -> None:
         super().__init__(root, bridge, subnet)
         self.extra, self.glob_args = extra, glob_args
         self.manifests = root / "manifests"
         self.manifests.mkdir()
-        self.pods = PodsClient(f"unix://{self.config.socket}", timeout=60)
+        self.pods = KubeAPI(self.config.state_dir, timeout=60)
+        self.home = root / "home"  # kubectl's discovery cache stays in the instance
+        self.home.mkdir()
 
     def start(self) -> None:
         cmd = daemon_command(self.root, self.bridge, self.subnet, self.config_file)
         at = cmd.index("--root")
         cmd[at:at] = self.glob_args
         self.daemon = spawn_daemon(cmd + self.extra, self.root / "daemon.log", self.client)
+        wait_for("the Kubernetes API", self.pods.answers, timeout=30)
 
-    def cli(
-        self, *args: str, check: bool = True, stdin: str | None = None
+    def kubectl(
+        self, *args: str, check: bool = True, stdin: str | None = None, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "podhost.cli.main", "--root", str(self.root), *args]
-        proc = subprocess.run(argv, capture_output=True, text=True, input=stdin, timeout=120, cwd=_REPO)
+        """The real kubectl with the instance's kubeconfig."""
+        if KUBECTL is None:
+            pytest.skip("kubectl is not installed")
+        argv = [KUBECTL, "--kubeconfig", str(self.pods.kubeconfig), *args]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home)}
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            timeout=timeout,
+            cwd=_REPO,
+            env=env,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(
-                f"podhost {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+                f"kubectl {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}\n"
+                + self.log_tail(20)
             )
         return proc
 
-    def apply(self, text: str) -> None:
+    def kubectl_watch(self, *args: str) -> Watch:
+        """A kubectl left running (`get -w`), its lines (stdout and stderr) collected as they come."""
+        assert KUBECTL is not None
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home)}
+        proc = subprocess.Popen(
+            [KUBECTL, "--kubeconfig", str(self.pods.kubeconfig), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        return Watch(proc)
+
+    def apply(self, text: str) -> str:
         path = self.root / f"m-{secrets.token_hex(3)}.yaml"
         path.write_text(text)
-        self.cli("apply", "-f", str(path))
+        return self.kubectl("apply", "-f", str(path)).stdout
 
     def pod(self, name: str) -> dict[str, Any]:
         return self.pods.pod(name)
+
+    def sandbox(self, pod: dict[str, Any]) -> pb.PodSandbox:
+        """The pod's Ready sandbox over CRI (by the kubelet's uid label), as `crictl pods` lists it."""
+        flt = pb.PodSandboxFilter(
+            label_selector={"io.kubernetes.pod.uid": pod["metadata"]["uid"]},
+            state=pb.PodSandboxStateValue(state=pb.SANDBOX_READY),
+        )
+        (sandbox,) = self.client.list_pod_sandbox(flt)
+        return sandbox
+
+    def pause_pid(self, pod: dict[str, Any]) -> int:
+        """pause's PID, from the sandbox's verbose status (`crictl inspectp`'s info.pid)."""
+        return int(self.sandbox_info(self.sandbox(pod).id)["pid"])  # type: ignore[call-overload]
+
+    def client_answers(self) -> bool:
+        """True when the instance's CRI socket answers (a daemon runs)."""
+        try:
+            self.client.version()
+        except Exception:
+            return False
+        return True
 
     def delete_everything(self) -> None:
         for svc in self.pods.get("services"):
             self.pods.delete("service", svc["metadata"]["name"], svc["metadata"]["namespace"])
         for pod in self.pods.get("pods"):
             if pod["metadata"].get("annotations", {}).get("kubernetes.io/config.source") != "file":
-                self.pods.delete("pod", pod["metadata"]["name"], pod["metadata"]["namespace"])
+                with contextlib.suppress(Exception):  # already going
+                    self.pods.delete("pod", pod["metadata"]["name"], pod["metadata"]["namespace"])
 
 
 def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 20.0, every: float = 0.02) -> T:
@@ -118,13 +202,16 @@ def container(pod: dict[str, Any], name: str, group: str = "containerStatuses") 
 def endpoints(inst: KubeletInstance, service: str) -> list[str]:
     (ep,) = inst.pods.get("endpoints", "default", service)
     return [
-        f"{a['ip']}:{p['port']}" for s in ep["subsets"] for p in s["ports"] for a in s.get("addresses", [])
+        f"{a['ip']}:{p['port']}"
+        for s in ep.get("subsets") or []
+        for p in s["ports"]
+        for a in s.get("addresses", [])
     ]
 
 
 def ps_ax(inst: KubeletInstance, pod: str, c: str) -> dict[str, int]:
-    """command line -> PID, from `ps ax` run through `podhost exec`."""
-    out = inst.cli("exec", pod, "-c", c, "--", "ps", "ax").stdout
+    """command line -> PID, from `ps ax` run through `kubectl exec`."""
+    out = inst.kubectl("exec", pod, "-c", c, "--", "ps", "ax").stdout
     header, *lines = out.splitlines()
     width = len(header.split())  # busybox ps: PID USER [TIME] COMMAND
     procs = {}
@@ -140,7 +227,7 @@ def kubelet_instance(
 ) -> Iterator[KubeletInstance]:
     """A started daemon with the pod manager under /tmp/<prefix>-*, for module fixtures: `prepare` runs
     before the daemon starts (extra flags, images in its store). Afterwards its pods are deleted through
-    the manager and everything it made is removed."""
+    the API and everything it made is removed."""
     inst = KubeletInstance(Path(f"/tmp/{prefix}-{secrets.token_hex(4)}"), bridge, subnet, [], [])
     try:
         if prepare is not None:
@@ -164,7 +251,7 @@ def kube(orphan_reaper: OrphanReaper) -> Iterator[KubeletInstance]:
 
 @pytest.fixture
 def k(kube: KubeletInstance) -> Iterator[KubeletInstance]:
-    """The shared instance; afterwards its pods are deleted through the manager and nothing may be left."""
+    """The shared instance; afterwards its pods are deleted through the API and nothing may be left."""
     yield kube
     if kube.daemon is None or kube.daemon.poll() is not None:
         kube.start()
@@ -186,33 +273,43 @@ def k(kube: KubeletInstance) -> Iterator[KubeletInstance]:
 
 
 def test_the_articles_demo_through_apply_and_exec(k: KubeletInstance) -> None:
-    out = k.cli("apply", "-f", str(DEMO)).stdout
+    out = k.kubectl("apply", "-f", str(DEMO)).stdout
     assert out.strip() == "pod/shared-namespace-demo created"
     pod = wait_for("demo Ready", lambda: is_ready(p := k.pod("shared-namespace-demo")) and p)
-    table = k.cli("get", "pods", "-o", "wide").stdout
+    table = k.kubectl("get", "pods", "-o", "wide").stdout
     assert re.search(r"shared-namespace-demo\s+2/2\s+Running\s+0\s+\S+\s+10\.237\.0\.\d+", table), table
 
     procs = ps_ax(k, "shared-namespace-demo", "shell")
     assert procs.get("/pause") == 1, procs  # pause founded the shared PID namespace
     httpd = next(pid for cmd, pid in procs.items() if cmd.startswith("httpd"))
     assert "sleep 3600" in procs
-    k.cli("exec", "shared-namespace-demo", "-c", "shell", "--", "kill", "-HUP", str(httpd))
+    k.kubectl("exec", "shared-namespace-demo", "-c", "shell", "--", "kill", "-HUP", str(httpd))
     time.sleep(0.5)
-    page = k.cli("exec", "shared-namespace-demo", "-c", "shell", "--", "wget", "-qO-", "http://127.0.0.1:80/")
+    page = k.kubectl(
+        "exec", "shared-namespace-demo", "-c", "shell", "--", "wget", "-qO-", "http://127.0.0.1:80/"
+    )
     assert "Welcome to nginx!" in page.stdout
     after = ps_ax(k, "shared-namespace-demo", "shell")
     assert next(pid for cmd, pid in after.items() if cmd.startswith("httpd")) == httpd  # same process serves
     pod = k.pod("shared-namespace-demo")
     assert container(pod, "nginx")["restartCount"] == 0 and container(pod, "nginx")["state"].get("running")
     assert container(pod, "nginx")["containerID"].startswith("podhost://")
-    missing = k.cli("exec", "shared-namespace-demo", "--", "true", check=False)
-    assert missing.returncode == 1 and "choose one with -c: nginx, shell" in missing.stderr
-    interactive = k.cli(
+    # without -c, kubectl picks the first container and says so
+    defaulted = k.kubectl("exec", "shared-namespace-demo", "--", "cat", "/proc/1/cmdline")
+    assert defaulted.stdout.startswith("/pause"), defaulted
+    assert 'Defaulted container "nginx" out of: nginx, shell' in defaulted.stderr, defaulted.stderr
+    interactive = k.kubectl(
         "exec", "-i", "shared-namespace-demo", "-c", "shell", "--", "cat", stdin="hello\n", check=False
     )
     assert interactive.returncode == 0 and interactive.stdout == "hello\n", interactive.stderr
-    events = k.cli("get", "events").stdout
-    assert re.search(r"Normal\s+Started\s+pod/shared-namespace-demo/nginx\s+Started container nginx", events)
+    events = k.kubectl("get", "events").stdout
+    assert re.search(r"Normal\s+Started\s+pod/shared-namespace-demo\s+Started container nginx", events), (
+        events
+    )
+    described = k.kubectl("describe", "pod", "shared-namespace-demo").stdout
+    assert re.search(r"PodReadyToStartContainers\s+True", described), described
+    assert k.kubectl("delete", "-f", str(DEMO)).stdout.strip() == 'pod "shared-namespace-demo" deleted'
+    assert k.client.list_pod_sandbox() == []  # kubectl delete waited until the pod was gone
 
 
 # --- sandbox death: the five steps ------------------------------------------------------------------------
@@ -248,8 +345,8 @@ def test_pause_killed_five_steps_and_back(k: KubeletInstance) -> None:
     pod = wait_for("web Ready", lambda: is_ready(p := k.pod("web")) and p)
     ip = pod["status"]["podIP"]
     assert wait_for("endpoints", lambda: endpoints(k, "web")) == [f"{ip}:80"]
-    sandbox_id = pod["status"]["sandbox"]["id"]
-    pause = int(k.sandbox_info(sandbox_id)["pid"])  # type: ignore[call-overload]
+    old = k.sandbox(pod)
+    pause = k.pause_pid(pod)
 
     killed = time.monotonic()
     os.kill(pause, signal.SIGKILL)
@@ -261,19 +358,15 @@ def test_pause_killed_five_steps_and_back(k: KubeletInstance) -> None:
     )
     detected = time.monotonic() - killed
     assert endpoints(k, "web") == []  # step 2: out of the endpoints at once
-    events = k.pods.get("events", "default", "web")
-    # What `podhost describe pod web` printed at that instant (the same renderer, on the same object):
-    text = kubectl.describe_text(down, events, time.time())
-    print(f"\nkill -> PodReadyToStartContainers=False and out of endpoints: {detected * 1000:.0f} ms\n{text}")
-    assert re.search(
-        r"PodReadyToStartContainers\s+False\s+PauseExited\s+pause \(pid \d+\) killed by signal 9 \(SIGKILL\)",
-        text,
-    ), text
+    print(f"\nkill -> PodReadyToStartContainers=False and out of endpoints: {detected * 1000:.0f} ms")
+    gone = condition(down, "PodReadyToStartContainers")
+    assert gone["reason"] == "PauseExited", gone
+    assert re.fullmatch(r"pause \(pid \d+\) killed by signal 9 \(SIGKILL\)", gone["message"]), gone
     assert not is_ready(down) and detected < 1.0
-    # The CLI itself, a moment later: the new sandbox may be up already, the event says what happened.
-    described = k.cli("describe", "pod", "web").stdout
+    # kubectl describe, a moment later: the new sandbox may be up already, the event says what happened.
+    described = k.kubectl("describe", "pod", "web").stdout
     assert re.search(
-        r"SandboxChanged\s+\S+\s+pod/web\s+Pod sandbox changed, it will be killed and re-created: "
+        r"Normal\s+SandboxChanged\s+\S+\s+kubelet\s+Pod sandbox changed, it will be killed and re-created: "
         r"pause \(pid \d+\) killed by signal 9",
         described,
     ), described
@@ -283,12 +376,84 @@ def test_pause_killed_five_steps_and_back(k: KubeletInstance) -> None:
     print(
         f"kill -> pod Ready again (new sandbox, containers restarted, probe passed): {ready_after * 1000:.0f} ms"
     )
-    assert back["status"]["sandbox"]["attempt"] == 1 and back["status"]["sandbox"]["id"] != sandbox_id
+    new = k.sandbox(back)
+    assert new.metadata.attempt == 1 and new.id != old.id
     assert all(c["state"].get("running") for c in back["status"]["containerStatuses"])
     assert container(back, "nginx")["lastState"]["terminated"]["exitCode"] == 137
     assert wait_for("back in endpoints", lambda: endpoints(k, "web")) == [f"{back['status']['podIP']}:80"]
-    pods_table = k.cli("cri", "pods", "--name", "^web$").stdout
-    assert re.search(r"Ready\s+web\s+default\s+1\s", pods_table), pods_table
+
+
+#: The web pod, Ready only 3 s after its nginx starts: long enough for a kubectl process to see it out of
+#: its Service's endpoints after a pause death.
+WATCHED = WEB.replace("periodSeconds: 1}", "periodSeconds: 1, initialDelaySeconds: 3}")
+CONDITIONS = (
+    "custom-columns=NAME:.metadata.name,"
+    'PODREADYTOSTARTCONTAINERS:.status.conditions[?(@.type=="PodReadyToStartContainers")].status,'
+    'READY:.status.conditions[?(@.type=="Ready")].status'
+)
+
+
+def test_pause_death_watched_with_kubectl(k: KubeletInstance) -> None:
+    """The issue's "pause death, watched": `kubectl get pods -w` runs while pause is killed; the watch shows
+    the pod drop and come back, the pod's conditions (watched as kubectl prints them) show
+    PodReadyToStartContainers=False, `kubectl get endpoints` drops the pod, `kubectl describe` tells why,
+    and the pod is Ready again on a new sandbox."""
+    k.apply(WATCHED)
+    pod = wait_for("web Ready", lambda: is_ready(p := k.pod("web")) and p, timeout=30)
+    ip = pod["status"]["podIP"]
+    wait_for(
+        "in endpoints",
+        lambda: re.search(rf"^web\s+{re.escape(ip)}:80\s", k.kubectl("get", "endpoints").stdout, re.M),
+    )
+    table = k.kubectl_watch("get", "pods", "-w")
+    conditions = k.kubectl_watch("get", "pods", "-w", "-o", CONDITIONS)
+    try:
+        wait_for("both watches listed", lambda: len(table.lines) >= 2 and len(conditions.lines) >= 2)
+        old = k.sandbox(pod)
+        os.kill(k.pause_pid(pod), signal.SIGKILL)
+        wait_for(
+            "PodReadyToStartContainers=False",
+            lambda: condition(k.pod("web"), "PodReadyToStartContainers")["status"] == "False",
+            timeout=1.0,
+            every=0.005,
+        )
+        out = k.kubectl("get", "endpoints", "web").stdout
+        assert re.search(r"^web\s+<none>\s", out, re.M), out
+        described = k.kubectl("describe", "pod", "web").stdout
+        assert re.search(
+            r"SandboxChanged\s+\S+\s+kubelet\s+Pod sandbox changed, it will be killed and re-created: "
+            r"pause \(pid \d+\) killed by signal 9 \(SIGKILL\)",
+            described,
+        ), described
+        back = wait_for("web Ready again", lambda: is_ready(p := k.pod("web")) and p, timeout=30)
+        new = k.sandbox(back)
+        assert new.id != old.id and new.metadata.attempt == 1
+        new_ip = back["status"]["podIP"]
+        wait_for(
+            "back in endpoints",
+            lambda: re.search(
+                rf"^web\s+{re.escape(new_ip)}:80\s", k.kubectl("get", "endpoints").stdout, re.M
+            ),
+        )
+        wait_for(
+            "the watches show it Ready",
+            lambda: (
+                re.match(r"web\s+2/2\s+Running\s+2 ", table.lines[-1])
+                and conditions.lines[-1].split() == ["web", "True", "True"]
+            ),
+            timeout=10,
+        )
+    finally:
+        table_out, conditions_out = table.stop(), conditions.stop()
+    rows = [line for line in table_out.splitlines() if line.startswith("web ")]
+    assert re.match(r"web\s+2/2\s+Running\s+0\s", rows[0]), table_out
+    dropped = next(i for i, row in enumerate(rows) if not re.match(r"web\s+2/2\s", row))
+    assert re.match(r"web\s+2/2\s+Running\s+2 \(\d+s ago\)\s", rows[-1]), table_out
+    assert dropped < len(rows) - 1
+    lines = [line.split() for line in conditions_out.splitlines()]
+    assert lines[0] == ["NAME", "PODREADYTOSTARTCONTAINERS", "READY"], conditions_out
+    assert ["web", "False", "False"] in lines, conditions_out  # PodReadyToStartContainers=False
+    assert lines[-1] == ["web", "True", "True"], conditions_out
 
 
 def test_a_dead_sandbox_s_containers_are_killed_not_drained(k: KubeletInstance) -> None:
@@ -307,14 +472,14 @@ spec:
     command: ["sleep", "3600"]
 """)
     pod = wait_for("stubborn Ready", lambda: is_ready(p := k.pod("stubborn")) and p)
-    sandbox_id = pod["status"]["sandbox"]["id"]
-    os.kill(int(k.sandbox_info(sandbox_id)["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
+    sandbox_id = k.sandbox(pod).id
+    os.kill(k.pause_pid(pod), signal.SIGKILL)
     back = wait_for(
         "stubborn Ready on a new sandbox",
-        lambda: is_ready(p := k.pod("stubborn")) and p["status"]["sandbox"]["id"] != sandbox_id and p,
+        lambda: is_ready(p := k.pod("stubborn")) and k.sandbox(p).id != sandbox_id and p,
         timeout=6,  # half the grace period the old container would otherwise have been given
     )
-    assert back["status"]["sandbox"]["attempt"] == 1
+    assert k.sandbox(back).metadata.attempt == 1
     assert container(back, "main")["lastState"]["terminated"]["exitCode"] == 137
 
 
@@ -354,10 +519,10 @@ def test_crash_loop_backoff_grows(k: KubeletInstance) -> None:
     ]
     assert waits[:2] == [1.0, 2.0], events  # base 1 s here (10 s by default), doubling
     table = wait_for(
-        "STATUS CrashLoopBackOff", lambda: "CrashLoopBackOff" in (t := k.cli("get", "pods").stdout) and t
+        "STATUS CrashLoopBackOff", lambda: "CrashLoopBackOff" in (t := k.kubectl("get", "pods").stdout) and t
     )
     assert re.search(r"crasher\s+0/1\s+CrashLoopBackOff\s+[3-9]", table), table
-    logs = k.cli("logs", "crasher", "--previous").stdout
+    logs = k.kubectl("logs", "crasher", "--previous").stdout
     assert logs == "crashing\n"
 
 
@@ -377,7 +542,7 @@ def test_restart_policies(k: KubeletInstance) -> None:
     )
     assert bad["status"]["phase"] == "Running"
     assert container(bad, "main")["lastState"]["terminated"]["exitCode"] == 3
-    table = k.cli("get", "pods").stdout
+    table = k.kubectl("get", "pods").stdout
     assert re.search(r"ok-onfailure\s+0/1\s+Completed", table) and re.search(
         r"bad-never\s+0/1\s+Error", table
     )
@@ -413,7 +578,7 @@ def test_init_containers_run_in_order_and_a_failure_blocks(k: KubeletInstance) -
     k.apply(INIT.format(name="blocked", policy="Never", first_exit=1))
     k.apply(INIT.format(name="retrying", policy="Always", first_exit=1))
     wait_for("inits Ready", lambda: is_ready(k.pod("inits")))
-    order = k.cli("exec", "inits", "--", "cat", "/work/order").stdout
+    order = k.kubectl("exec", "inits", "--", "cat", "/work/order").stdout
     assert order.split() == ["first", "second", "main"]
     assert condition(k.pod("inits"), "Initialized")["status"] == "True"
 
@@ -433,7 +598,7 @@ def test_init_containers_run_in_order_and_a_failure_blocks(k: KubeletInstance) -
     )
     assert retrying["status"]["phase"] == "Pending"
     assert not container(retrying, "main").get("containerID")
-    assert "Init:" in k.cli("get", "pods", "retrying").stdout
+    assert "Init:" in k.kubectl("get", "pods", "retrying").stdout
 
 
 # --- probes -------------------------------------------------------------------------------------------------
@@ -470,15 +635,15 @@ def test_readiness_removes_from_endpoints_and_liveness_restarts(k: KubeletInstan
     ip = pod["status"]["podIP"]
     assert wait_for("in endpoints", lambda: endpoints(k, "probed")) == [f"{ip}:8080"]
 
-    k.cli("exec", "probed", "--", "rm", "/tmp/ready")
+    k.kubectl("exec", "probed", "--", "rm", "/tmp/ready")
     wait_for("out of endpoints", lambda: endpoints(k, "probed") == [], timeout=5)
     ready = condition(k.pod("probed"), "Ready")
     assert ready["status"] == "False" and "readiness probe failed" in ready["message"], ready
     assert container(k.pod("probed"), "app")["restartCount"] == 0
-    k.cli("exec", "probed", "--", "touch", "/tmp/ready")
+    k.kubectl("exec", "probed", "--", "touch", "/tmp/ready")
     assert wait_for("back in endpoints", lambda: endpoints(k, "probed"), timeout=5) == [f"{ip}:8080"]
 
-    k.cli("exec", "probed", "--", "rm", "/tmp/alive")
+    k.kubectl("exec", "probed", "--", "rm", "/tmp/alive")
     restarted = wait_for(
         "liveness restart", lambda: container(p := k.pod("probed"), "app")["restartCount"] == 1 and p
     )
@@ -491,33 +656,47 @@ def test_readiness_removes_from_endpoints_and_liveness_restarts(k: KubeletInstan
 # --- manifests ----------------------------------------------------------------------------------------------
 
 
-def test_apply_on_a_terminal_follows_the_image_pulls(k: KubeletInstance, tmp_path: Path) -> None:
-    """On a tty, apply reports each container's image as the pod manager gets it, then returns."""
-    manifest = tmp_path / "pulled.yaml"
-    manifest.write_text(_pod("pulled", "sleep 3600"))
-    cmd = f"{sys.executable} -m podhost.cli.main --root {k.root} apply -f {manifest}"
-    proc = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=60,
-                          cwd=_REPO)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout
-    assert "pod/pulled created" in proc.stdout
-    assert f'pod/pulled/main: Container image "{BUSYBOX}" already present on machine' in proc.stdout
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
-def test_broken_manifests_name_the_field_and_create_nothing(k: KubeletInstance) -> None:
-    good = _pod("would-run", "sleep 1")
+def test_an_image_that_cannot_be_pulled_shows_err_image_pull(k: KubeletInstance) -> None:
+    """A failed pull shows as the kubelet shows it: the container waits with ErrImagePull, in the status,
+    kubectl's STATUS column and the events. The registry is 127.0.0.1 on a port nothing listens on: no
+    pull ever leaves the machine. (ImagePullBackOff while the next pull waits: not yet.)"""
+    image = f"127.0.0.1:{closed_port()}/podhost/nothing:1"
+    k.apply(_pod("unpullable", "sleep 3600").replace(BUSYBOX, image))
+    waiting = wait_for(
+        "ErrImagePull",
+        lambda: (
+            (w := container(k.pod("unpullable"), "main")["state"].get("waiting", {})).get("reason")
+            == "ErrImagePull"
+            and w
+        ),
+    )
+    assert waiting["message"].startswith(f'Failed to pull image "{image}"'), waiting
+    table = k.kubectl("get", "pods").stdout
+    assert re.search(r"^unpullable\s+0/1\s+ErrImagePull\s+0\s", table, re.M), table
+    described = k.kubectl("describe", "pod", "unpullable").stdout
+    assert re.search(r"State:\s+Waiting\s+Reason:\s+ErrImagePull", described), described
+    assert re.search(rf'Warning\s+Failed\s+.*Failed to pull image "{re.escape(image)}"', described), described
+
+
+def test_broken_manifests_name_the_field(k: KubeletInstance) -> None:
     broken = "apiVersion: v1\nkind: Pod\nmetadata: {name: broken}\nspec:\n  containers:\n  - name: a\n    image: x\n  - name: b\n"
     path = k.root / "broken.yaml"
-    path.write_text(good + "---\n" + broken)
-    proc = k.cli("apply", "-f", str(path), check=False)
+    path.write_text(broken)
+    proc = k.kubectl("apply", "-f", str(path), check=False)
     assert proc.returncode == 1
-    assert "(document 2): spec.containers[1].image: required" in proc.stderr, proc.stderr
+    assert "spec.containers[1].image" in proc.stderr, proc.stderr
     path.write_text(_pod("x", "true").replace("restartPolicy", "nodeSelector: {a: b}\n  restartPolicy"))
-    proc = k.cli("apply", "-f", str(path), check=False)
-    assert proc.returncode == 1 and "spec.nodeSelector: field is not supported by podhost" in proc.stderr
-    with pytest.raises(Exception, match=r"spec.containers\[1\].image: required"):
-        k.pods.apply(good + "---\n" + broken)  # the daemon validates as well
+    proc = k.kubectl("apply", "-f", str(path), check=False)
+    assert proc.returncode == 1 and "spec.nodeSelector" in proc.stderr, proc.stderr
     assert k.pods.get("pods") == [] and k.client.list_pod_sandbox() == []
-    assert k.cli("get", "pods").stderr.strip() == "No resources found in default namespace."
+    assert k.kubectl("get", "pods").stderr.strip() == "No resources found in default namespace."
 
 
 # --- static pods and restarts of the daemon -----------------------------------------------------------------
@@ -526,8 +705,8 @@ def test_broken_manifests_name_the_field_and_create_nothing(k: KubeletInstance) 
 def test_static_pods_follow_their_directory(k: KubeletInstance) -> None:
     (k.manifests / "static.yaml").write_text(_pod("static-web", "exec sleep 3600"))
     wait_for("static pod Ready", lambda: is_ready(k.pod("static-web")))
-    proc = k.cli("delete", "pod", "static-web", check=False)
-    assert proc.returncode == 1 and "is a static pod" in proc.stderr
+    proc = k.kubectl("delete", "pod", "static-web", check=False)
+    assert proc.returncode == 1 and "is a static pod" in proc.stderr, proc.stderr
     (k.manifests / "static.yaml").unlink()
     wait_for("static pod gone", lambda: not k.pods.get("pods"), timeout=15)
 
@@ -541,26 +720,15 @@ def test_daemon_restart_keeps_pods_and_does_not_restart_containers(k: KubeletIns
     after = wait_for("keeper Ready after restart", lambda: is_ready(p := k.pod("keeper")) and p)
     assert container(after, "main")["containerID"] == cid and container(after, "main")["restartCount"] == 0
     assert [s["metadata"]["name"] for s in k.pods.get("services")] == ["web"]
-    k.stop()  # SIGTERM: a clean stop; then the CLI starts a daemon of its own (the instance's podhost.toml)
-    with k.config_file.open("a") as f:
-        f.write(f'bridge = "{BRIDGE}"\nsubnet = "{SUBNET}"\n')
-    proc = k.cli("get", "pods")
-    started = re.search(r"started one \(pid (\d+)", proc.stderr)
-    assert started, proc.stderr
-    assert re.search(r"keeper\s+1/1\s+Running\s+0", proc.stdout), proc.stdout
-    auto = int(started.group(1))
-    os.kill(auto, signal.SIGTERM)
-    wait_for("auto-started daemon gone", lambda: _reaped(auto), timeout=20, every=0.05)
+    k.stop()  # SIGTERM: a clean stop; kubectl then finds no API and starts nothing
+    proc = k.kubectl("get", "pods", "--request-timeout", "5s", check=False)
+    assert proc.returncode == 1 and "was refused" in proc.stderr, proc.stderr
+    assert not k.client_answers()
     k.start()
-
-
-def _reaped(pid: int) -> bool:
-    """True once `pid` (re-parented to this subreaper when its CLI exited) is gone; reaps it."""
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return True
-    return not Path(f"/proc/{pid}").exists()
+    again = wait_for("keeper Ready after a clean restart", lambda: is_ready(p := k.pod("keeper")) and p)
+    assert container(again, "main")["containerID"] == cid
+    out = k.kubectl("get", "pods").stdout
+    assert re.search(r"^keeper\s+1/1\s+Running\s+0\s", out, re.M), out
 
 
 # --- the same demo against containerd -----------------------------------------------------------------------
@@ -606,7 +774,7 @@ def test_the_demo_against_containerd_through_the_same_manager(orphan_reaper: Orp
             ["--runtime-endpoint", peer.endpoint],
         )
         inst.start()
-        inst.cli("apply", "-f", str(DEMO))
+        inst.kubectl("apply", "-f", str(DEMO))
         pod = wait_for(
             "demo Ready on containerd", lambda: is_ready(p := inst.pod("shared-namespace-demo")) and p
         )  # type: ignore[union-attr]
@@ -616,9 +784,9 @@ def test_the_demo_against_containerd_through_the_same_manager(orphan_reaper: Orp
         procs = ps_ax(inst, "shared-namespace-demo", "shell")
         assert procs.get("/pause") == 1, procs
         httpd = next(pid for cmd, pid in procs.items() if cmd.startswith("httpd"))
-        inst.cli("exec", "shared-namespace-demo", "-c", "shell", "--", "kill", "-HUP", str(httpd))
+        inst.kubectl("exec", "shared-namespace-demo", "-c", "shell", "--", "kill", "-HUP", str(httpd))
         time.sleep(0.5)
-        page = inst.cli(
+        page = inst.kubectl(
             "exec", "shared-namespace-demo", "-c", "shell", "--", "wget", "-qO-", "http://127.0.0.1/"
         )
         assert "Welcome to nginx!" in page.stdout
@@ -628,7 +796,7 @@ def test_the_demo_against_containerd_through_the_same_manager(orphan_reaper: Orp
         with CRIClient(peer.endpoint) as ctrd:
             (sandbox,) = ctrd.list_pod_sandbox()
             assert sandbox.metadata.name == "shared-namespace-demo" and sandbox.state == pb.SANDBOX_READY
-        inst.cli("delete", "pod", "shared-namespace-demo")
+        inst.kubectl("delete", "pod", "shared-namespace-demo")
         with CRIClient(peer.endpoint) as ctrd:
             assert ctrd.list_pod_sandbox() == []
     finally:

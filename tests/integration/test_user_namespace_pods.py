@@ -51,7 +51,7 @@ def test_pods_without_host_users_get_their_own_ids(kube: KubeletInstance) -> Non
         wait_for("pod Ready", lambda n=name: is_ready(p := kube.pod(n)) and p)  # type: ignore[misc]
 
         def run(*cmd: str, pod: str = name) -> str:
-            return kube.cli("exec", pod, "-c", "c", "--", *cmd).stdout
+            return kube.kubectl("exec", pod, "-c", "c", "--", *cmd).stdout
 
         inside, outside, length = (int(x) for x in run("cat", "/proc/self/uid_map").split())
         assert (inside, length) == (0, 65536) and outside % 65536 == 0 and outside >= 65536
@@ -79,6 +79,6 @@ def test_host_users_false_with_host_network_is_refused(kube: KubeletInstance) ->
     )
     path = kube.root / "bad.yaml"
     path.write_text(doc)
-    proc = kube.cli("apply", "-f", str(path), check=False)
+    proc = kube.kubectl("apply", "-f", str(path), check=False)
     assert proc.returncode != 0 and "spec.hostUsers" in proc.stderr
     assert not kube.pods.get("pods")

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import re
-import time
-
 import pytest
 
-from podhost.cli import kubectl
 from podhost.kubelet import status as st
 from podhost.kubelet.backoff import CrashLoopBackOff, retry_backoff
 from podhost.kubelet.endpoints import PodView, endpoints_for
@@ -168,7 +164,6 @@ def test_endpoints_list_ready_pods_and_resolve_named_ports() -> None:
     assert ep.addresses() == ["10.0.0.1:8080"]
     subset = ep.to_dict()["subsets"][0]
     assert subset["notReadyAddresses"][0]["ip"] == "10.0.0.2"
-    assert kubectl.endpoint_addresses(ep.to_dict()) == ["10.0.0.1:8080"]
 
 
 # --- PLEG ------------------------------------------------------------------------------------------------
@@ -295,60 +290,3 @@ def test_broken_services_and_streams() -> None:
 def test_static_pod_uid_is_stable_per_content() -> None:
     assert static_pod_uid("/m/a.yaml", "x") == static_pod_uid("/m/a.yaml", "x")
     assert static_pod_uid("/m/a.yaml", "x") != static_pod_uid("/m/a.yaml", "y")
-
-
-# --- CLI rendering ---------------------------------------------------------------------------------------
-
-
-def _pod(statuses: list[dict], init: list[dict] | None = None, deleting: bool = False) -> dict:
-    meta = {"name": "p", "namespace": "default", "creationTimestamp": "2020-01-01T00:00:00Z"}
-    if deleting:
-        meta["deletionTimestamp"] = "2020-01-01T00:00:01Z"
-    status = {"phase": "Running", "containerStatuses": statuses}
-    if init is not None:
-        status["initContainerStatuses"] = init
-    return {"metadata": meta, "spec": {"containers": [{"name": "c"}] * len(statuses)}, "status": status}
-
-
-def test_status_column_follows_kubectl() -> None:
-    running = {"state": {"running": {}}, "ready": True, "restartCount": 0}
-    crash = {
-        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-        "restartCount": 3,
-        "lastState": {"terminated": {"exitCode": 1, "finishedAt": "2020-01-01T00:00:00Z"}},
-    }
-    assert kubectl.pod_status_text(_pod([running])) == "Running"
-    assert kubectl.pod_status_text(_pod([running, crash])) == "CrashLoopBackOff"
-    assert kubectl.pod_status_text(_pod([running], deleting=True)) == "Terminating"
-    init_fail = {"state": {"terminated": {"exitCode": 1, "reason": "Error"}}}
-    init_ok = {"state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
-    init_wait = {"state": {"waiting": {"reason": "PodInitializing"}}}
-    assert kubectl.pod_status_text(_pod([running], [init_ok, init_fail])) == "Init:Error"
-    assert kubectl.pod_status_text(_pod([running], [init_ok, init_wait])) == "Init:1/2"
-    row = kubectl.pod_row(_pod([running, crash]), time.time(), wide=False, all_namespaces=False)
-    assert row[:3] == ["p", "1/2", "CrashLoopBackOff"] and row[3].startswith("3 (")
-
-
-def test_describe_shows_false_conditions_with_their_reason() -> None:
-    pod = _pod([{"name": "c", "state": {"waiting": {"reason": "ContainerCreating"}}, "restartCount": 0}])
-    pod["spec"]["containers"] = [{"name": "c", "image": "busybox"}]
-    pod["status"]["conditions"] = [
-        {
-            "type": "PodReadyToStartContainers",
-            "status": "False",
-            "reason": "PauseExited",
-            "message": "pause (pid 7) killed by signal 9 (SIGKILL)",
-        }
-    ]
-    text = kubectl.describe_text(pod, [], time.time())
-    assert re.search(
-        r"PodReadyToStartContainers\s+False\s+PauseExited\s+pause \(pid 7\) killed by signal 9", text
-    )
-    assert "Events:  <none>" in text
-
-
-def test_daemon_argv_uses_the_instance_config(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    assert kubectl.daemon_argv(None)[-1] == "daemon"
-    (tmp_path / "podhost.toml").write_text("")
-    argv = kubectl.daemon_argv(str(tmp_path))
-    assert argv[-5:] == ["--root", str(tmp_path), "daemon", "--config", str(tmp_path / "podhost.toml")]

@@ -9,7 +9,13 @@ config without timestamps; the same inputs give the same image id on every run a
 Docker Hub images (busybox:1.28 is podhost's busybox under a second name; "nginx" is busybox httpd
 serving /var/www on port 80), so the demo runs air-gapped.
 
-This module never pulls and never runs anything but `busybox --list`.
+`nginx_image_blobs` makes the demo's `nginx` the real thing: Debian's nginx (from its .deb, the one in
+apt's cache or one `apt-get download nginx` fetched) with the shared libraries `ldd` names, on the busybox
+base, configured as shared/conformance/critest-images.sh configures it (user nginx, logs to the
+container's stdout and stderr, `nginx -g 'daemon off;'`), so `ps ax` in the pod shows its master process
+and a worker. `demo_image_archive` writes it with busybox:1.28 as one OCI archive for CRI LoadImage.
+
+This module never pulls and never runs anything but `busybox --list` and `ldd`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -48,6 +55,35 @@ PASSWD = (
     "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 )
 GROUP = "root:x:0:\nwww-data:x:33:\nnobody:x:65534:\n"
+#: Where apt keeps downloaded packages (`apt-get download` puts them in the current directory instead).
+APT_ARCHIVES = Path("/var/cache/apt/archives")
+NGINX_REAL_CMD = ["nginx", "-g", "daemon off;"]
+NGINX_CONF = """\
+user  nginx;
+worker_processes  1;
+error_log  /var/log/nginx/error.log warn;
+pid        /var/run/nginx.pid;
+events { worker_connections  1024; }
+http {
+    default_type  application/octet-stream;
+    log_format  main  '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_user_agent"';
+    access_log  /var/log/nginx/access.log  main;
+    sendfile  on;
+    keepalive_timeout  65;
+    include /etc/nginx/conf.d/*.conf;
+}
+"""
+NGINX_SITE = """\
+server {
+    listen       80;
+    server_name  localhost;
+    location / { root /usr/share/nginx/html; index index.html index.htm; }
+}
+"""
+NGINX_INDEX_HTML = (
+    "<!DOCTYPE html>\n<html><head><title>Welcome to nginx!</title></head>\n"
+    "<body><h1>Welcome to nginx!</h1></body></html>\n"
+)
 INDEX_HTML = (
     "<!DOCTYPE html>\n<html><head><title>Welcome to nginx!</title></head>\n"
     "<body><h1>Welcome to nginx!</h1><p>(busybox httpd in a podhost look-alike image)</p></body></html>\n"
@@ -266,6 +302,115 @@ def ensure_test_images(store: ImageStore, busybox: Path = BUSYBOX_BINARY) -> dic
     store.tag(image.id, BUSYBOX_128_IMAGE)
     _add_layer_image(store, layer, NGINX_IMAGE, cmd=NGINX_CMD, exposed_ports=["80/tcp"])
     return {name: store.get(name) for name in (BUSYBOX_IMAGE, BUSYBOX_128_IMAGE, NGINX_IMAGE)}
+
+
+# --- the demo's real nginx ----------------------------------------------------------------------------
+
+
+def find_deb(package: str, directories: Sequence[Path] = (APT_ARCHIVES,)) -> Path | None:
+    """The newest `<package>_*_<arch>.deb` in `directories` (apt's cache first), or None."""
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+    found = [f for d in directories for f in d.glob(f"{package}_*_{arch}.deb")]
+    return max(found, key=lambda f: f.name) if found else None
+
+
+def deb_files(deb: Path) -> dict[str, tuple[int, bytes]]:
+    """The regular files of a .deb's data archive: path (relative) -> (mode, content). A .deb is an `ar`
+    archive (deb(5)) holding debian-binary, control.tar.* and data.tar.* (xz, gz or uncompressed)."""
+    blob = deb.read_bytes()
+    if not blob.startswith(b"!<arch>\n"):
+        raise InvalidArgument(f"{deb} is not a Debian package (no ar magic)")
+    at = 8
+    while at + 60 <= len(blob):
+        name = blob[at : at + 16].decode().strip().rstrip("/")
+        size = int(blob[at + 48 : at + 58].decode().strip())
+        data = blob[at + 60 : at + 60 + size]
+        at += 60 + size + (size % 2)  # members are padded to an even offset
+        if not name.startswith("data.tar"):
+            continue
+        files = {}
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tf:
+            for member in tf.getmembers():
+                if member.isfile():
+                    content = tf.extractfile(member)
+                    assert content is not None
+                    files[member.name.removeprefix("./")] = (member.mode & 0o7777, content.read())
+        return files
+    raise InvalidArgument(f"{deb} has no data.tar member")
+
+
+def shared_libraries(binary: Path) -> list[Path]:
+    """The absolute paths `ldd` names for `binary` (its libraries and the dynamic loader)."""
+    try:
+        out = subprocess.run(["ldd", str(binary)], capture_output=True, check=True, timeout=30, text=True)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise RuntimeFailure(f"ldd {binary}: {e}") from e
+    return sorted({Path(p) for p in re.findall(r"(/\S+) \(0x", out.stdout)})
+
+
+def _with_parents(entries: list[Entry]) -> list[Entry]:
+    """`entries` plus a 0755 directory for every parent none of them makes (first entry of a path wins)."""
+    seen: dict[str, Entry] = {}
+    for e in entries:
+        parts = e.path.split("/")
+        for i in range(1, len(parts)):
+            seen.setdefault("/".join(parts[:i]), Entry("/".join(parts[:i]), tarfile.DIRTYPE, 0o755))
+        seen.setdefault(e.path, e)
+    return list(seen.values())
+
+
+def nginx_entries(deb: Path, workdir: Path, busybox: Path = BUSYBOX_BINARY) -> list[Entry]:
+    """The busybox root filesystem with Debian's nginx from `deb` (see the module docstring)."""
+    files = deb_files(deb)
+    if "usr/sbin/nginx" not in files:
+        raise InvalidArgument(f"{deb} has no usr/sbin/nginx")
+    mode, binary = files["usr/sbin/nginx"]
+    workdir.mkdir(parents=True, exist_ok=True)
+    nginx = workdir / "nginx"
+    nginx.write_bytes(binary)
+    nginx.chmod(0o755)
+    entries = [
+        e for e in busybox_entries(busybox) if e.path not in ("etc/passwd", "etc/group", "var/www/index.html")
+    ]
+    entries += [
+        Entry("etc/passwd", tarfile.REGTYPE, 0o644, data=(PASSWD + NGINX_USER).encode()),
+        Entry("etc/group", tarfile.REGTYPE, 0o644, data=(GROUP + "nginx:x:101:\n").encode()),
+        Entry("usr/sbin/nginx", tarfile.REGTYPE, 0o755, source=nginx),
+        Entry("etc/nginx/nginx.conf", tarfile.REGTYPE, 0o644, data=NGINX_CONF.encode()),
+        Entry("etc/nginx/conf.d/default.conf", tarfile.REGTYPE, 0o644, data=NGINX_SITE.encode()),
+        Entry("usr/share/nginx/html/index.html", tarfile.REGTYPE, 0o644, data=NGINX_INDEX_HTML.encode()),
+        Entry("var/log/nginx/access.log", tarfile.SYMTYPE, 0o777, linkname="/dev/stdout"),
+        Entry("var/log/nginx/error.log", tarfile.SYMTYPE, 0o777, linkname="/dev/stderr"),
+    ]
+    entries += [
+        Entry(d, tarfile.DIRTYPE, 0o755) for d in ("var/lib/nginx", "var/cache/nginx", "var/run", "run")
+    ]
+    for lib in shared_libraries(nginx):
+        entries.append(Entry(str(lib).lstrip("/"), tarfile.REGTYPE, 0o755, source=lib.resolve()))
+    return _with_parents(entries)
+
+
+NGINX_USER = "nginx:x:101:101:nginx:/var/cache/nginx:/sbin/nologin\n"
+
+
+def demo_image_archive(path: Path, deb: Path, busybox: Path = BUSYBOX_BINARY) -> Path:
+    """The images examples/shared-namespace-demo.yaml names, as one OCI archive for CRI LoadImage:
+    "nginx" (Debian's nginx from `deb`) and "busybox:1.28" (podhost's busybox under that name)."""
+    images = []
+    nginx_layer = tar_entries(nginx_entries(deb, path.parent / "nginx-build"))
+    busybox_layer = tar_entries(busybox_entries(busybox))
+    for names, layer, config in (
+        (
+            [NGINX_IMAGE],
+            nginx_layer,
+            {"cmd": NGINX_REAL_CMD, "exposed_ports": ["80/tcp"], "stop_signal": "SIGQUIT"},
+        ),
+        ([BUSYBOX_128_IMAGE], busybox_layer, {"cmd": ["sh"]}),
+    ):
+        cfg = config_json([sha256_digest(layer)], **config)  # type: ignore[arg-type]
+        images.append(ImageBlobs(cfg, [layer], names, manifest_json(cfg, [layer])))
+    write_oci_archive(path, images)
+    return path
 
 
 def ensure_pause_image(store: ImageStore, pause_binary: Path, name: str = PAUSE_IMAGE) -> Image:
