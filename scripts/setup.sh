@@ -22,6 +22,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The real kubectl drives podhost's Kubernetes API: Debian's kubernetes-client when no kubectl is on PATH.
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "podhost setup: no kubectl on PATH; installing Debian's kubernetes-client"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null ||
+    echo "podhost setup: kubernetes-client did not install; put any kubectl on PATH (README)" >&2
+fi
+# The demo's nginx is Debian's, built into an image offline from its .deb: keep one in apt's cache.
+if ! ls /var/cache/apt/archives/nginx_*.deb >/dev/null 2>&1; then
+  apt-get install -y -qq --download-only --no-install-recommends nginx >/dev/null ||
+    echo "podhost setup: could not download Debian's nginx package (the demo needs it)" >&2
+fi
 # The containerd package ships a systemd unit; podhost runs its own instances, never the system one.
 systemctl disable --now containerd >/dev/null 2>&1 || true
 
