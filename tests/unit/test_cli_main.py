@@ -332,3 +332,25 @@ def test_load_against_a_runtime_without_podhost_admin(
     finally:
         server.stop(grace=None).wait()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_podhost_kubectl_execs_the_real_kubectl_with_the_instance_kubeconfig(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from podhost.cli import kubectl
+
+    assert main(["--root", str(tmp_path), "kubectl", "get", "pods"]) == 1
+    assert "no kubeconfig at" in capsys.readouterr().err  # no daemon: nothing is started
+    (tmp_path / "state").mkdir(exist_ok=True)
+    (tmp_path / "state" / "kubeconfig").write_text("apiVersion: v1\n")
+    execs: list[list[str]] = []
+    monkeypatch.setattr(kubectl.shutil, "which", lambda name: "/usr/bin/kubectl")
+    monkeypatch.setattr(kubectl.os, "execv", lambda path, argv: execs.append(argv))
+    main(["--root", str(tmp_path), "kubectl", "-n", "x", "exec", "-it", "p", "--", "ps", "ax"])
+    kubeconfig = str(tmp_path / "state" / "kubeconfig")
+    assert execs == [
+        ["/usr/bin/kubectl", "--kubeconfig", kubeconfig, "-n", "x", "exec", "-it", "p", "--", "ps", "ax"]
+    ]
+    # kubectl's verbs are not podhost's: the user is told what to type
+    assert main(["--root", str(tmp_path), "get", "pods"]) == 2
+    assert "`podhost kubectl get pods`" in capsys.readouterr().err
