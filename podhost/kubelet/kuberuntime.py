@@ -88,13 +88,27 @@ class PodRuntime:
             with contextlib.suppress(NotFound):
                 self.cri.stop_pod_sandbox(sb.id)
 
-    def remove_pod_sandboxes(self, sandboxes: Iterable[pb.PodSandbox]) -> None:
-        """RemovePodSandbox of dead sandboxes, with their containers (their log files stay)."""
+    def stop_pod_sandboxes_meanwhile(self, sandboxes: Iterable[pb.PodSandbox]) -> threading.Thread:
+        """`stop_pod_sandboxes` on a thread of its own, to be joined. Once a dead sandbox's containers are
+        killed nothing of the pod runs in it, so its CNI DEL can overlap the new sandbox's creation
+        instead of preceding it (about 20 ms of a pause death)."""
+        thread = threading.Thread(
+            target=self.stop_pod_sandboxes, args=(list(sandboxes),), name=f"stop-{self.key}", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def remove_pod_sandboxes(self, sandboxes: Iterable[pb.PodSandbox]) -> list[pb.PodSandbox]:
+        """RemovePodSandbox of dead sandboxes, with their containers (their log files stay); the ones
+        that could not be removed are returned, for another try."""
+        failed = []
         for sb in sandboxes:
             try:
                 self.cri.remove_pod_sandbox(sb.id)
             except PodhostError as e:
                 log.warning("pod %s: removing old sandbox %s: %s", self.key, sb.id[:13], e)
+                failed.append(sb)
+        return failed
 
     # --- containers ------------------------------------------------------------------------------------
 

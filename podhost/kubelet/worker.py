@@ -7,10 +7,9 @@ then publishes the pod's status (status.py). It is level-triggered: it keeps no 
 the back-off, retry and probe state, so a lost event, a daemon restart or a half-done step is repaired by
 the next sync.
 
-A changed sandbox (pause died) takes five steps: PodReadyToStartContainers=False (and the pod leaves its
-endpoints: the status is published before anything else), containers killed, sandbox stopped (the runtime
-releases the IP), a new sandbox with attempt+1, containers again. Probes run on a shared pool
-(probes.ProberManager), image pulls through images.py, old containers go through container_gc.py.
+A changed sandbox (pause died): PodReadyToStartContainers=False (the pod leaves its endpoints first),
+containers killed, the old sandbox stopped (CNI DEL) while the new one (attempt+1) is made, containers
+again, the old sandbox removed once all that settled. Probes: probes.ProberManager; pulls: images.py.
 
 The worker wakes on a PLEG event or relist (`wake()`), on its own timers (a back-off that ends, a probe
 that is due, a retry) and on deletion. It never runs a process of its own: everything is a CRI call.
@@ -84,6 +83,7 @@ class PodWorker:
         )
         self._sandbox_down_reported = ""  # the sandbox id whose death was already recorded
         self._ready_sandbox = ""  # the sandbox id last seen Ready
+        self._dead_sandboxes: list[pb.PodSandbox] = []  # replaced ones, removed once the new one runs
         self._wakeups: list[float] = []
         self._acted = False
         self._thread = threading.Thread(target=self._run, name=f"pod-{self.key}", daemon=True)
@@ -167,6 +167,8 @@ class PodWorker:
         specs = {c.name: c for c in self.pod.containers}
         running = [(specs[n], c.id, seconds(s.started_at)) for n, c, s in obs.running(specs)]
         self._wakeups += self.prober.schedule(running, obs.sandbox_ip, now)
+        if not self._acted:  # settled (the new containers run, their status is out): the old sandboxes go
+            self._dead_sandboxes = self.runtime.remove_pod_sandboxes(self._dead_sandboxes)
 
     def _observe(self) -> Observation:
         obs = self._observer.observe()
@@ -188,39 +190,40 @@ class PodWorker:
     # --- the sandbox -----------------------------------------------------------------------------------
 
     def _change_sandbox(self, obs: Observation, actions: PodActions, now: float) -> bool:
-        """The five steps; True once a new sandbox is Ready."""
+        """Report the dead sandbox, kill and stop it, make the next one; True once that one is Ready."""
         dead = obs.sandbox
         if dead is not None and self._sandbox_down_reported != dead.id:
             self._sandbox_down_reported = dead.id
             reason, message = self.runtime.down_reason(dead)
-            self.status.sandbox_not_ready(reason, message, now)  # step 1: out of every endpoint list
+            self.status.sandbox_not_ready(reason, message, now)  # first: out of every endpoint list
             if self._ready_sandbox == dead.id and not actions.pod_done:
                 changed = f"Pod sandbox changed, it will be killed and re-created: {message}"
                 self._event(NORMAL, "SandboxChanged", changed)
         self._wakeups += actions.wake_at
         if actions.kill_pod:
-            # Step 3, forcefully: with its sandbox gone the pod has lost its network, there is nothing left
-            # to drain, and a main process that ignores SIGTERM (PID 1 without a handler) would hold the
-            # pod's recovery for the whole grace period.
+            # SIGKILL: nothing to drain without a network; a PID 1 ignoring SIGTERM would hold the pod up.
             self._acted |= self.runtime.kill_containers(obs.live(), actions.kill_reason, grace=0)
-            self.runtime.stop_pod_sandboxes(obs.sandboxes)  # step 4: CNI DEL (the runtime released the IP)
-        if not actions.create_sandbox:
-            return False
-        st.remember_exits(self.pod, self._observe(), self.history)  # their records go with the sandbox
-        if dead is None:
-            self.status.not_ready_to_start("SandboxCreating", "creating the pod sandbox", now)
-        try:
-            sandbox_id = self.runtime.run_pod_sandbox(actions.attempt)  # step 5
-        except PodhostError as e:
-            self._wakeups.append(self.retry.step(SANDBOX, now))
-            message = f"Failed to create pod sandbox: {e} (retrying in {self.retry.wait(SANDBOX):.0f}s)"
-            self._event(WARNING, "FailedCreatePodSandBox", message)
-            self.status.not_ready_to_start("FailedCreatePodSandBox", message, now)
-            return False
+        stopping = self.runtime.stop_pod_sandboxes_meanwhile(obs.sandboxes if actions.kill_pod else [])
+        try:  # the old sandboxes' CNI DEL overlaps the new one's creation: nothing of the pod runs there
+            if not actions.create_sandbox:
+                return False
+            st.remember_exits(self.pod, self._observe(), self.history)  # their records go with the sandbox
+            if dead is None:
+                self.status.not_ready_to_start("SandboxCreating", "creating the pod sandbox", now)
+            try:
+                sandbox_id = self.runtime.run_pod_sandbox(actions.attempt)
+            except PodhostError as e:
+                self._wakeups.append(self.retry.step(SANDBOX, now))
+                message = f"Failed to create pod sandbox: {e} (retrying in {self.retry.wait(SANDBOX):.0f}s)"
+                self._event(WARNING, "FailedCreatePodSandBox", message)
+                self.status.not_ready_to_start("FailedCreatePodSandBox", message, now)
+                return False
+        finally:
+            stopping.join()
         self.retry.forget(SANDBOX)
         self._acted = True
         log.info("pod %s: sandbox %s (attempt %d) ready", self.key, sandbox_id[:13], actions.attempt)
-        self.runtime.remove_pod_sandboxes(obs.sandboxes)  # the dead ones, with their containers
+        self._dead_sandboxes = list(obs.sandboxes)  # removed once the pod has settled, not on its way
         return True
 
     def _stop_finished_pod(self, obs: Observation) -> None:
