@@ -35,7 +35,7 @@ from tests.leaks import find_leaks
 
 pytestmark = pytest.mark.root
 
-BRIDGE, SUBNET = "phstr0", "10.231.24.0/24"
+BRIDGE, SUBNET = "phkst0", "10.231.24.0/24"
 ATTACH_POD = """\
 apiVersion: v1
 kind: Pod
