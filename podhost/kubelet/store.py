@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from podhost.runtime.state import write_json_atomic
+from podhost.atomicfile import write_json_atomic
 
 log = logging.getLogger(__name__)
 

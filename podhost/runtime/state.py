@@ -1,53 +1,24 @@
-"""Records on disk: one JSON file per sandbox or container, each written atomically.
-
-A write goes to a temp file in the same directory, is fsynced, renamed over the old file, and the directory
-is fsynced, so a daemon SIGKILLed at any instant leaves either the old record or the new one, never half of
-one. This module owns only the files; the services decide what goes in them.
+"""Records on disk: one JSON file per sandbox or container, each written atomically
+(`podhost.atomicfile`), so a daemon SIGKILLed at any instant leaves either the old record or the new one,
+never half of one. This module owns only the files; the services decide what goes in them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
+from podhost.atomicfile import write_atomic
 from podhost.runtime.model import from_dict, to_dict
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
-    """Replace `path` with `data` so that a crash leaves the old or the new content, whole.
-
-    `durable=False` skips the fsyncs: for run-dir files that a reboot wipes and the runtime rewrites."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    if not durable:
-        return
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode())
 
 
 class RecordStore(Generic[R]):

@@ -4,6 +4,7 @@ import json
 import os
 from pathlib import Path
 
+from podhost.atomicfile import write_atomic
 from podhost.runtime.model import (
     Container,
     ContainerConfig,
@@ -18,7 +19,7 @@ from podhost.runtime.model import (
     from_dict,
     to_dict,
 )
-from podhost.runtime.state import RecordStore, write_atomic
+from podhost.runtime.state import RecordStore
 
 
 def sandbox() -> PodSandbox:

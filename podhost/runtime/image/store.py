@@ -52,12 +52,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from podhost.atomicfile import write_atomic, write_json_atomic
 from podhost.errors import FailedPrecondition, InvalidArgument, NotFound, RuntimeFailure
 from podhost.runtime.image import reference
 from podhost.runtime.image.archive import ImageArchive, parse_json, sha256_digest
 from podhost.runtime.image.unpack import LayerInfo, LayerSource, hash_layer, remove_tree, unpack_layer
 from podhost.runtime.model import Image, ImageConfig, from_dict, to_dict
-from podhost.runtime.state import write_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The on-disk record of one pod's network attachment: everything a later CNI DEL or CHECK needs.
 
-Owns `Config.cni_state_dir/results/<sandbox_id>.json`, written atomically (`state.write_json_atomic`).
+Owns `Config.cni_state_dir/results/<sandbox_id>.json`, written atomically (`atomicfile.write_json_atomic`).
 The record is written BEFORE the first CNI ADD with `state="adding"`, because a plugin that fails or a
 daemon killed mid-ADD may already have allocated an address or made a veth; finding the record is how
 the daemon knows to run DEL. After every ADD succeeded it is rewritten with the results and
@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from podhost.runtime.state import write_json_atomic
+from podhost.atomicfile import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class AttachmentStore:
         self._lock = threading.Lock()
 
     def sweep_partial_writes(self) -> None:
-        """Drop the temp files of writes a killed daemon never finished (state.write_atomic's). Only at
+        """Drop the temp files of writes a killed daemon never finished (atomicfile.write_atomic's). Only at
         daemon start, when nothing writes here."""
         if self.directory.is_dir():
             for stale in self.directory.glob(".*.tmp"):

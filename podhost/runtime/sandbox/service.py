@@ -35,6 +35,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from podhost.atomicfile import write_atomic
 from podhost.config import Config
 from podhost.errors import FailedPrecondition, InvalidArgument, NotFound, RuntimeFailure
 from podhost.runtime import metrics, mount, namespaces, procs
@@ -62,7 +63,7 @@ from podhost.runtime.network.cni import PodNetwork
 from podhost.runtime.sandbox import files, sysctls
 from podhost.runtime.sandbox.pause import PauseSpec, id_map_lines, start_pause
 from podhost.runtime.stages import StageTimer, UndoStack
-from podhost.runtime.state import RecordStore, write_atomic
+from podhost.runtime.state import RecordStore
 
 log = logging.getLogger(__name__)
 
