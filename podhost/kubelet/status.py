@@ -354,18 +354,22 @@ def container_status(
     cs.log_path = s.log_path or cs.log_path
     if s.state == pb.CONTAINER_RUNNING and latest.pod_sandbox_id == sandbox_id:
         cs.state, cs.started_at = "running", seconds(s.started_at)
+        # A probe the spec has but no tracker yet (the container started in this sync; the prober makes
+        # its trackers after the status is out) counts as not yet passed: a new container with a
+        # readiness probe is never Ready (nor in an endpoint list) before the probe passes.
         probes = trackers.get(latest.id, {})
         startup, readiness = probes.get(STARTUP), probes.get(READINESS)
-        cs.started = startup is None or startup.verdict
-        cs.ready = cs.started and (readiness is None or readiness.verdict)
+        cs.started = startup.verdict if startup is not None else spec.startup_probe is None
+        passed = readiness.verdict if readiness is not None else spec.readiness_probe is None
+        cs.ready = cs.started and passed
         if not cs.started:
             cs.unready_reason = "startup probe has not succeeded yet" + (
                 f" ({startup.message})" if startup and startup.message else ""
             )
-        elif readiness is not None and not readiness.verdict:
+        elif not passed:
             cs.unready_reason = (
                 f"readiness probe failed: {readiness.message}"
-                if readiness.message
+                if readiness is not None and readiness.message
                 else "readiness probe pending"
             )
     elif s.state == pb.CONTAINER_EXITED:

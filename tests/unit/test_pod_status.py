@@ -128,3 +128,20 @@ def test_the_status_manager_tells_of_changes_only() -> None:
     status = manager.get()
     assert not status.ready and status.pod_ip == "" and not status.container_statuses[0].ready
     assert condition(status, st.POD_READY_TO_START_CONTAINERS) == (False, "PauseExited")
+
+
+def test_a_probe_without_its_tracker_yet_holds_ready() -> None:
+    """The sync that starts a container publishes before the prober makes its trackers: a container
+    whose spec has a readiness (or startup) probe is not Ready until the probe passed (after a pause
+    death, `kubectl get pods -w` showed 2/2 for a moment, and the endpoints had the pod)."""
+    probe = Probe(handler="exec", command=["true"])
+    p = pod()
+    p.containers[0].readiness_probe = probe
+    row = Row("", "", containers=(C("a", "running"),))
+    status = st.build_pod_status(p, observation(row), st.PodStatus(), {}, {}, LOG_DIR, NOW)
+    (a,) = status.container_statuses
+    assert a.started and not a.ready and a.unready_reason == "readiness probe pending"
+    assert condition(status, st.READY) == (False, "ContainersNotReady")
+    p.containers[0].readiness_probe, p.containers[0].startup_probe = None, probe
+    (a,) = st.build_pod_status(p, observation(row), st.PodStatus(), {}, {}, LOG_DIR, NOW).container_statuses
+    assert not a.started and not a.ready
