@@ -140,7 +140,6 @@ class Pod:
     share_process_namespace: bool = False
     host_network: bool = False
     hostname: str = ""
-    subdomain: str = ""
     dns_policy: str = "ClusterFirst"
     dns_config: dict[str, Any] = field(default_factory=dict)
     volumes: list[Volume] = field(default_factory=list)
@@ -443,7 +442,10 @@ def parse_pod(doc: dict[str, Any]) -> Pod:
             pod.userns_host_id = int(pod.annotations[USERNS_ANNOTATION])
         except ValueError as e:
             raise ManifestError(f"metadata.annotations[{USERNS_ANNOTATION!r}]: not a host id") from e
-    pod.hostname, pod.subdomain = spec.get("hostname", str, ""), spec.get("subdomain", str, "")
+    pod.hostname = spec.get("hostname", str, "")
+    # spec.subdomain is left unread, so `done()` refuses it by name: the kubelet honours it with a hosts
+    # file of its own (hostname.subdomain.<namespace>.svc.<cluster domain>) mounted over every container's
+    # /etc/hosts, and podhost's pod manager has none; the runtime writes /etc/hosts from the CRI hostname.
     pod.dns_policy = spec.get("dnsPolicy", str, "ClusterFirst")
     if pod.dns_policy not in ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"):
         raise ManifestError(f"spec.dnsPolicy: unsupported value {pod.dns_policy!r}")

@@ -38,6 +38,7 @@ def test_the_articles_manifest_parses_verbatim() -> None:
             r"spec.containers\[0\].bogus: field is not supported",
         ),
         (pod_doc(nodeSelector={"a": "b"}), "spec.nodeSelector: field is not supported"),
+        (pod_doc(hostname="web", subdomain="db"), "spec.subdomain: field is not supported"),
         (pod_doc(restartPolicy="Sometimes"), "spec.restartPolicy: unsupported value"),
         (pod_doc(containers=[{"name": "A_B", "image": "x"}]), r"spec.containers\[0\].name: .* DNS-1123"),
         (
