@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Generic, TypeVar
 
-from podhost.errors import AlreadyExists, FailedPrecondition, NotFound
+from podhost.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from podhost.runtime.events import EventBus
 from podhost.runtime.model import (
     Container,
@@ -148,8 +148,10 @@ class Lifecycle(Generic[R, S]):
         cri_state: Callable[[R], None],
         events: EventBus,
         sandbox_of: Callable[[R], str],
+        kind: str,
     ) -> None:
         self.records: RecordStore[R] = records
+        self.kind = kind  # "pod sandbox" or "container", as errors name it
         self.transitions: dict[S, frozenset[S]] = transitions
         self._cri_state: Callable[[R], None] = cri_state
         self.events = events
@@ -158,6 +160,29 @@ class Lifecycle(Generic[R, S]):
 
     def get(self, record_id: str) -> R | None:
         return self.records.get(record_id)
+
+    def visible(self) -> list[R]:
+        """The records callers may see, oldest first: a create still under way is not one yet."""
+        return sorted((r for r in self.records if r.stage not in HIDDEN_STAGES), key=lambda r: r.created_at)
+
+    def find(self, record_id: str) -> R:
+        """A visible record by its full id."""
+        record = self.records.get(record_id)
+        if record is None or record.stage in HIDDEN_STAGES:
+            raise NotFound(f"{self.kind} {record_id!r} not found")
+        return record
+
+    def resolve(self, id_or_prefix: str) -> R:
+        """A visible record by full id or unique prefix (as crictl allows)."""
+        record = self.records.get(id_or_prefix)
+        if record is not None and record.stage not in HIDDEN_STAGES:
+            return record
+        matches = [r for r in self.visible() if id_or_prefix and r.id.startswith(id_or_prefix)]
+        if len(matches) > 1:
+            raise InvalidArgument(f"{self.kind} id prefix {id_or_prefix!r} is ambiguous")
+        if not matches:
+            raise NotFound(f"{self.kind} {id_or_prefix!r} not found")
+        return matches[0]
 
     def create(self, record: R, durable: bool = True) -> None:
         """The first write of a record, in its initial stage, before any side effect."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from podhost.errors import AlreadyExists, NotFound
+from podhost.errors import AlreadyExists, InvalidArgument, NotFound
 from podhost.runtime.events import EventBus
 from podhost.runtime.lifecycle import (
     CONTAINER_STATE,
@@ -38,12 +38,16 @@ from podhost.runtime.state import RecordStore
 def sandboxes(tmp_path: Path) -> tuple[Lifecycle[PodSandbox, SandboxStage], EventBus]:
     events = EventBus()
     store: RecordStore[PodSandbox] = RecordStore(tmp_path / "sandboxes", PodSandbox)
-    return Lifecycle(store, SANDBOX_TRANSITIONS, sandbox_cri_state, events, lambda s: s.id), events
+    return Lifecycle(
+        store, SANDBOX_TRANSITIONS, sandbox_cri_state, events, lambda s: s.id, "pod sandbox"
+    ), events
 
 
 def containers(tmp_path: Path) -> Lifecycle[Container, ContainerStage]:
     store: RecordStore[Container] = RecordStore(tmp_path / "containers", Container)
-    return Lifecycle(store, CONTAINER_TRANSITIONS, container_cri_state, EventBus(), lambda c: c.sandbox_id)
+    return Lifecycle(
+        store, CONTAINER_TRANSITIONS, container_cri_state, EventBus(), lambda c: c.sandbox_id, "container"
+    )
 
 
 def test_every_stage_has_a_row_and_a_cri_state() -> None:
@@ -52,6 +56,27 @@ def test_every_stage_has_a_row_and_a_cri_state() -> None:
     assert [s for s, state in SANDBOX_STATE.items() if state == PodSandboxState.SANDBOX_READY] == [
         SandboxStage.READY
     ]
+
+
+def test_find_and_resolve_see_only_visible_records(tmp_path: Path) -> None:
+    """By full id or unique prefix, as crictl allows; a create still under way (CREATING) is not found,
+    and errors name the kind."""
+    life, _ = sandboxes(tmp_path)
+    life.create(PodSandbox(id="abc1", config=PodSandboxConfig(), stage=SandboxStage.READY, created_at=2))
+    life.create(PodSandbox(id="abc2", config=PodSandboxConfig(), stage=SandboxStage.STOPPED, created_at=1))
+    life.create(PodSandbox(id="abd3", config=PodSandboxConfig()))  # CREATING
+    assert [s.id for s in life.visible()] == ["abc2", "abc1"]  # oldest first
+    assert life.find("abc1").id == life.resolve("abc1").id == "abc1"
+    assert life.resolve("abc2").id == "abc2"
+    with pytest.raises(InvalidArgument, match="pod sandbox id prefix 'abc' is ambiguous"):
+        life.resolve("abc")
+    for hidden in ("abd3", "abd"):
+        with pytest.raises(NotFound, match=f"pod sandbox '{hidden}' not found"):
+            life.resolve(hidden)
+    with pytest.raises(NotFound, match="pod sandbox 'abd3' not found"):
+        life.find("abd3")
+    with pytest.raises(NotFound):
+        life.resolve("")
 
 
 SANDBOX_MOVES = [

@@ -51,7 +51,6 @@ from podhost.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
-    NotFound,
     RuntimeFailure,
 )
 from podhost.runtime import procs
@@ -69,7 +68,6 @@ from podhost.runtime.image.rootfs import (
 )
 from podhost.runtime.lifecycle import (
     CONTAINER_TRANSITIONS,
-    HIDDEN_STAGES,
     Lifecycle,
     NameIndex,
     container_cri_state,
@@ -146,7 +144,7 @@ class ContainerService:
         self.config = config
         self.records = records
         self.lifecycle: Lifecycle[Container, ContainerStage] = Lifecycle(
-            records, CONTAINER_TRANSITIONS, container_cri_state, events, lambda c: c.sandbox_id
+            records, CONTAINER_TRANSITIONS, container_cri_state, events, lambda c: c.sandbox_id, "container"
         )
         self.names = NameIndex("container")
         self.events = events
@@ -183,26 +181,14 @@ class ContainerService:
         return runtime.for_owner(self.config.instance_id, container_id) if container_id else runtime
 
     def get(self, container_id: str) -> Container:
-        container = self.records.get(container_id)
-        if container is None or container.stage in HIDDEN_STAGES:
-            raise NotFound(f"container {container_id!r} not found")
-        return container
+        return self.lifecycle.find(container_id)
 
     def resolve(self, id_or_prefix: str) -> Container:
-        """A container by full id or unique prefix (as crictl allows)."""
-        container = self.records.get(id_or_prefix)
-        if container is not None and container.stage not in HIDDEN_STAGES:
-            return container
-        matches = [c for c in self.list() if id_or_prefix and c.id.startswith(id_or_prefix)]
-        if len(matches) == 1:
-            return matches[0]
-        if len(matches) > 1:
-            raise InvalidArgument(f"container id prefix {id_or_prefix!r} is ambiguous")
-        raise NotFound(f"container {id_or_prefix!r} not found")
+        return self.lifecycle.resolve(id_or_prefix)
 
     def list(self) -> list[Container]:
         """The containers callers may see: a CreateContainer still under way is not one yet."""
-        return sorted((c for c in self.records if c.stage not in HIDDEN_STAGES), key=lambda c: c.created_at)
+        return self.lifecycle.visible()
 
     def known_ids(self) -> set[str]:
         """Every id with a record, hidden ones included: what owns processes and files."""

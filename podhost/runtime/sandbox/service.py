@@ -37,13 +37,12 @@ from typing import Any
 
 from podhost.atomicfile import write_atomic
 from podhost.config import Config
-from podhost.errors import FailedPrecondition, InvalidArgument, NotFound, RuntimeFailure
+from podhost.errors import FailedPrecondition, RuntimeFailure
 from podhost.runtime import metrics, mount, namespaces, procs
 from podhost.runtime.cgroups import Cgroups
 from podhost.runtime.events import EventBus
 from podhost.runtime.hooks import LifecycleHooks
 from podhost.runtime.lifecycle import (
-    HIDDEN_STAGES,
     SANDBOX_TRANSITIONS,
     Lifecycle,
     NameIndex,
@@ -105,7 +104,7 @@ class SandboxService:
         self.config = config
         self.records = records
         self.lifecycle: Lifecycle[PodSandbox, SandboxStage] = Lifecycle(
-            records, SANDBOX_TRANSITIONS, sandbox_cri_state, events, lambda s: s.id
+            records, SANDBOX_TRANSITIONS, sandbox_cri_state, events, lambda s: s.id, "pod sandbox"
         )
         self.events = events
         self.watcher = watcher
@@ -128,26 +127,14 @@ class SandboxService:
         return self.lifecycle.locks.hold(sandbox_id)
 
     def get(self, sandbox_id: str) -> PodSandbox:
-        sandbox = self.records.get(sandbox_id)
-        if sandbox is None or sandbox.stage in HIDDEN_STAGES:
-            raise NotFound(f"pod sandbox {sandbox_id!r} not found")
-        return sandbox
+        return self.lifecycle.find(sandbox_id)
 
     def resolve(self, id_or_prefix: str) -> PodSandbox:
-        """A sandbox by full id or unique prefix (as crictl allows)."""
-        sandbox = self.records.get(id_or_prefix)
-        if sandbox is not None and sandbox.stage not in HIDDEN_STAGES:
-            return sandbox
-        matches = [s for s in self.list_sandboxes() if id_or_prefix and s.id.startswith(id_or_prefix)]
-        if len(matches) == 1:
-            return matches[0]
-        if len(matches) > 1:
-            raise InvalidArgument(f"pod sandbox id prefix {id_or_prefix!r} is ambiguous")
-        raise NotFound(f"pod sandbox {id_or_prefix!r} not found")
+        return self.lifecycle.resolve(id_or_prefix)
 
     def list_sandboxes(self) -> list[PodSandbox]:
         """The sandboxes callers may see: a RunPodSandbox still under way is not one yet."""
-        return sorted((s for s in self.records if s.stage not in HIDDEN_STAGES), key=lambda s: s.created_at)
+        return self.lifecycle.visible()
 
     def known_ids(self) -> set[str]:
         """Every id with a record, hidden ones included: what owns processes and files."""
