@@ -229,6 +229,22 @@ class Lifecycle(Generic[R, S]):
         return iter(self.records)
 
 
+class RecordLookup(Generic[R, S]):
+    """The lookups the sandbox and container services both offer, over their `lifecycle`."""
+
+    lifecycle: Lifecycle[R, S]
+
+    def get(self, record_id: str) -> R:
+        return self.lifecycle.find(record_id)
+
+    def resolve(self, id_or_prefix: str) -> R:
+        return self.lifecycle.resolve(id_or_prefix)
+
+    def known_ids(self) -> set[str]:
+        """Every id with a record, hidden ones included: what owns processes and files."""
+        return set(self.lifecycle.records.ids())
+
+
 def sandbox_cri_state(sandbox: PodSandbox) -> None:
     sandbox.state = SANDBOX_STATE[sandbox.stage]
 

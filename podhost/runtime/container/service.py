@@ -70,6 +70,7 @@ from podhost.runtime.lifecycle import (
     CONTAINER_TRANSITIONS,
     Lifecycle,
     NameIndex,
+    RecordLookup,
     container_cri_state,
 )
 from podhost.runtime.model import (
@@ -132,7 +133,7 @@ class ImageVolume:
     layer_dirs: builtins.list[Path]
 
 
-class ContainerService:
+class ContainerService(RecordLookup[Container, ContainerStage]):
     def __init__(
         self,
         config: Config,
@@ -180,19 +181,9 @@ class ContainerService:
         runtime = ocirt.OciRuntime(handler, binary, ocirt.runtime_root(self.config.run_dir, handler))
         return runtime.for_owner(self.config.instance_id, container_id) if container_id else runtime
 
-    def get(self, container_id: str) -> Container:
-        return self.lifecycle.find(container_id)
-
-    def resolve(self, id_or_prefix: str) -> Container:
-        return self.lifecycle.resolve(id_or_prefix)
-
     def list(self) -> list[Container]:
         """The containers callers may see: a CreateContainer still under way is not one yet."""
         return self.lifecycle.visible()
-
-    def known_ids(self) -> set[str]:
-        """Every id with a record, hidden ones included: what owns processes and files."""
-        return set(self.records.ids())
 
     def _bundle(self, container_id: str) -> Path:
         return self.config.container_run_dir(container_id)

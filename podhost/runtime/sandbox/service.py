@@ -46,6 +46,7 @@ from podhost.runtime.lifecycle import (
     SANDBOX_TRANSITIONS,
     Lifecycle,
     NameIndex,
+    RecordLookup,
     sandbox_cri_state,
 )
 from podhost.runtime.model import (
@@ -91,7 +92,7 @@ def pod_namespaces(config: PodSandboxConfig) -> list[str]:
     return ns
 
 
-class SandboxService:
+class SandboxService(RecordLookup[PodSandbox, SandboxStage]):
     def __init__(
         self,
         config: Config,
@@ -126,19 +127,9 @@ class SandboxService:
         """The sandbox's lock: held by every change of it, and by the facade across a whole Stop/Remove."""
         return self.lifecycle.locks.hold(sandbox_id)
 
-    def get(self, sandbox_id: str) -> PodSandbox:
-        return self.lifecycle.find(sandbox_id)
-
-    def resolve(self, id_or_prefix: str) -> PodSandbox:
-        return self.lifecycle.resolve(id_or_prefix)
-
     def list_sandboxes(self) -> list[PodSandbox]:
         """The sandboxes callers may see: a RunPodSandbox still under way is not one yet."""
         return self.lifecycle.visible()
-
-    def known_ids(self) -> set[str]:
-        """Every id with a record, hidden ones included: what owns processes and files."""
-        return set(self.records.ids())
 
     def cgroup_path(self, sandbox_id: str, config: PodSandboxConfig) -> str:
         parent = config.cgroup_parent or self.config.cgroup_parent
