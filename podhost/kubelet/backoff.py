@@ -11,6 +11,9 @@ one class, `Backoff`, used two ways by the pod worker:
 - retries (`retry_backoff()`, keyed by container name or `SANDBOX`, one step per failure): a failed
   RunPodSandbox, CreateContainer, StartContainer or image pull waits 1 s, 2 s, 4 s ... capped at 30 s; a
   success forgets the key.
+- image pulls (`image_pull_backoff()`, keyed by image, one step per failed pull; kubelet/images.py): the
+  kubelet's ImagePullBackOff, with the CrashLoopBackOff's steps (10 s doubling to 5 min), the first one
+  included: a failed pull is tried again only after the wait.
 
 Pure: the caller passes the clock, so tests need no sleeping. `peek` answers without recording, which is
 what lets the pod-actions function decide without changing anything.
@@ -112,3 +115,8 @@ class CrashLoopBackOff(Backoff):
 def retry_backoff() -> Backoff:
     """The retry timer of a pod worker's failed CRI calls and pulls: 1 s doubling to 30 s."""
     return Backoff(RETRY_BASE, RETRY_CAP)
+
+
+def image_pull_backoff(base: float = DEFAULT_BASE) -> Backoff:
+    """The pull back-off of a pod worker's images (ImagePullBackOff): `base` doubling to 5 min."""
+    return Backoff(base, DEFAULT_CAP)

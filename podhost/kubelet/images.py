@@ -3,8 +3,13 @@
 `ensure_images` is EnsureImageExists under IfNotPresent, through CRI only: ImageStatus, and PullImage only
 when the runtime lacks the image; for the container's image, then for the image volumes it mounts (the
 runtime never pulls those: CRI `Mount.image` names an image already present). It records the Pulling /
-Pulled events and reports a failure as ErrImagePull's message; the retry of a failed pull (the kubelet's
-ImagePullBackOff) is the pod worker's one retry timer (kubelet/backoff.py), decided in pod_actions.
+Pulled / Failed events and reports a failure as ErrImagePull with its message.
+
+A failed pull steps the image's pull back-off (`pulls`, keyed by image: the pod worker's own, so per pod
+and image like the kubelet's `<pod uid>_<image>` keys; 10 s doubling to 5 min, the kubelet's
+backOffPeriod and MaxContainerBackOff). While it runs the start is held by pod_actions, and the container
+waits as ImagePullBackOff with `Back-off pulling image "X"` (`pull_backoff`). Unlike the kubelet, which
+asks the runtime first, an image loaded meanwhile is used once the back-off ends, not before.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from collections.abc import Callable
 
 from podhost.cri.client import CRIClient
 from podhost.errors import PodhostError
-from podhost.kubelet.events import NORMAL
+from podhost.kubelet.backoff import Backoff
+from podhost.kubelet.events import NORMAL, WARNING
 from podhost.kubelet.manifest import ContainerSpec, Pod
 
 #: Records one event about the pod: (type, reason, message, container name).
@@ -32,9 +38,20 @@ def images_for(pod: Pod, spec: ContainerSpec) -> list[str]:
     return list(dict.fromkeys(wanted))
 
 
-def ensure_images(cri: CRIClient, pod: Pod, spec: ContainerSpec, event: Event, first: bool) -> str:
+def pull_backoff(pod: Pod, spec: ContainerSpec, pulls: Backoff, now: float) -> tuple[str, float, float]:
+    """(image, until, wait) of the first image of `spec` whose pull back-off runs at `now`; ("", 0, 0)."""
+    for image in images_for(pod, spec):
+        if now < (until := pulls.until(image)):
+            return image, until, pulls.wait(image)
+    return "", 0.0, 0.0
+
+
+def ensure_images(
+    cri: CRIClient, pod: Pod, spec: ContainerSpec, event: Event, first: bool, pulls: Backoff, now: float
+) -> str:
     """Make sure every image `spec` needs is present; "" when they are, else why not (ErrImagePull's
-    message). `first` (the container's first attempt) also announces an image already present."""
+    message; the image's pull back-off is stepped). `first` (the container's first attempt) also
+    announces an image already present."""
     for image in images_for(pod, spec):
         try:
             if cri.image_status(image).HasField("image"):
@@ -47,5 +64,8 @@ def ensure_images(cri: CRIClient, pod: Pod, spec: ContainerSpec, event: Event, f
             cri.pull_image(image)
             event(NORMAL, "Pulled", f'Successfully pulled image "{image}"', spec.name)
         except PodhostError as e:
-            return f'Failed to pull image "{image}": {e}'
+            pulls.step(image, now)
+            failure = f'Failed to pull image "{image}": {e}'
+            event(WARNING, "Failed", failure, spec.name)
+            return failure
     return ""

@@ -21,7 +21,8 @@ from podhost.cri import api_pb2 as pb
 from podhost.cri.client import CRIClient
 from podhost.errors import NotFound, PodhostError
 from podhost.kubelet import images, volumes
-from podhost.kubelet.events import NORMAL
+from podhost.kubelet.backoff import DEFAULT_BASE, image_pull_backoff
+from podhost.kubelet.events import NORMAL, WARNING
 from podhost.kubelet.images import Event
 from podhost.kubelet.manifest import ContainerSpec, Pod
 from podhost.kubelet.podspec import (
@@ -34,6 +35,8 @@ from podhost.kubelet.podspec import (
 
 log = logging.getLogger(__name__)
 
+ERR_IMAGE_PULL = "ErrImagePull"
+
 
 class PodRuntime:
     def __init__(
@@ -44,8 +47,10 @@ class PodRuntime:
         log_directory: str,
         volume_directory: Path,
         pod_cgroup_parent: str = "",
+        pull_backoff_base: float = DEFAULT_BASE,
     ) -> None:
         self.cri, self.pod, self.event = cri, pod, event
+        self.pulls = image_pull_backoff(pull_backoff_base)  # by image: what ImagePullBackOff waits for
         self.log_directory, self.volume_directory = log_directory, volume_directory
         self.pod_cgroup_parent = pod_cgroup_parent
         self.key = f"{pod.namespace}/{pod.name}"
@@ -113,13 +118,14 @@ class PodRuntime:
     # --- containers ------------------------------------------------------------------------------------
 
     def create_container(
-        self, spec: ContainerSpec, attempt: int, sandbox: pb.PodSandbox
+        self, spec: ContainerSpec, attempt: int, sandbox: pb.PodSandbox, now: float
     ) -> tuple[str, str, str]:
         """The images, then CreateContainer: (container id, "", "") once created, or ("", waiting
-        reason, message) when a pull or the create failed."""
+        reason, message) when a pull (ErrImagePull; its image's back-off stepped) or the create failed."""
         pod = self.pod
-        if failure := images.ensure_images(self.cri, pod, spec, self.event, first=attempt == 0):
-            return "", "ErrImagePull", failure
+        if failure := images.ensure_images(self.cri, pod, spec, self.event, attempt == 0, self.pulls, now):
+            self.event(WARNING, "Failed", f"Error: {ERR_IMAGE_PULL}", spec.name)  # as startContainer's
+            return "", ERR_IMAGE_PULL, failure
         paths = volumes.volume_paths(pod, self.volume_directory)
         mounts = container_mounts(spec, paths, images.image_volumes(pod))
         config = container_config(pod, spec, attempt, mounts)

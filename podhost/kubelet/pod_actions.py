@@ -16,13 +16,15 @@ out what this function returns, so every decision of the pod lifecycle is here, 
                                                   restartPolicy (Always; OnFailure on a non-zero exit)
                                                   after its CrashLoopBackOff wait (back_off); kill a
                                                   running one whose liveness or startup probe failed
-    any start                                 ->  held while the retry of a failed create, start or image
-                                                  pull (ErrImagePull) runs (wake_at)
+    any start                                 ->  held while the pull back-off of one of its images
+                                                  runs (ImagePullBackOff, a back_off entry), or the retry
+                                                  of a failed create or start (wake_at)
 
 A container that was created but not started (the daemon stopped between the two calls) is started, not
 made again. Containers are looked at only in the newest, Ready sandbox: the ones of dead sandboxes go with
-them. The back-off is only asked (`peek`), never stepped: the worker steps it when it starts the container
-(`ContainerToStart.exited`) or reports the wait (`BackOff.exited`).
+them. The back-offs are only asked (`peek`, `until`), never stepped: the worker steps CrashLoopBackOff when
+it starts the container (`ContainerToStart.exited`) or reports the wait (`BackOff.exited`), and the image
+manager steps a pull's back-off when the pull fails (kubelet/images.py).
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from podhost.cri import api_pb2 as pb
-from podhost.kubelet.backoff import SANDBOX, Backoff, CrashLoopBackOff
+from podhost.kubelet.backoff import SANDBOX, Backoff, CrashLoopBackOff, image_pull_backoff
+from podhost.kubelet.events import NORMAL, WARNING
+from podhost.kubelet.images import pull_backoff
 from podhost.kubelet.manifest import ContainerSpec, Pod
 from podhost.kubelet.observation import Observation, seconds
 
@@ -51,15 +55,22 @@ class ContainerToKill:
     message: str  # the Killing event's words: "Container web failed liveness probe, will be restarted"
 
 
+CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"
+IMAGE_PULL_BACK_OFF = "ImagePullBackOff"
+
+
 @dataclass(frozen=True)
 class BackOff:
-    """A restart held by CrashLoopBackOff until `until`."""
+    """A start held until `until`: by CrashLoopBackOff (a restart after an exit) or by ImagePullBackOff
+    (an image whose pull failed)."""
 
     spec: ContainerSpec
     until: float
     wait: float
-    exited: pb.ContainerStatus
-    message: str  # the waiting state's: "back-off 20s restarting failed container=web pod=p_ns(uid)"
+    reason: str  # the waiting state's: CRASH_LOOP_BACK_OFF or IMAGE_PULL_BACK_OFF
+    message: str  # its message: "back-off 20s restarting failed container=web pod=p_ns(uid)", ...
+    events: tuple[tuple[str, str, str], ...]  # (type, reason, message): told once per back-off
+    exited: pb.ContainerStatus | None = None  # the exit a CrashLoopBackOff restart comes after
 
 
 @dataclass
@@ -86,7 +97,7 @@ class PodActions:
     def exits(self) -> list[tuple[str, float, float]]:
         """(container name, started, finished) of each exit these actions restart after or hold: what
         moves the back-off one step when they are carried out."""
-        held = [(b.spec.name, b.exited) for b in self.back_off]
+        held = [(b.spec.name, b.exited) for b in self.back_off if b.exited is not None]
         restarted = [(s.spec.name, s.exited) for s in self.starts if s.exited is not None]
         return [(name, seconds(e.started_at), seconds(e.finished_at)) for name, e in [*held, *restarted]]
 
@@ -109,13 +120,15 @@ def compute_pod_actions(
     retry: Backoff,
     unhealthy: Mapping[str, str] | None = None,
     pod_finished: bool = False,
+    pulls: Backoff | None = None,
 ) -> PodActions:
     """What to do next for `pod`, seen as `obs` at `now`.
 
-    `crash_loop` and `retry` are the worker's back-off timers (asked, not stepped); `unhealthy` maps a
-    running container's id to the probe kind (probes.LIVENESS, probes.STARTUP) that failed it;
-    `pod_finished` says the phase last published is Succeeded or Failed."""
+    `crash_loop`, `retry` and `pulls` (by image) are the worker's back-off timers (asked, not stepped);
+    `unhealthy` maps a running container's id to the probe kind (probes.LIVENESS, probes.STARTUP) that
+    failed it; `pod_finished` says the phase last published is Succeeded or Failed."""
     actions = PodActions()
+    held = _Held(pod, now, retry, pulls or image_pull_backoff(), actions)
     sandbox = obs.ready_sandbox
     if sandbox is None:
         return _sandbox_changed(pod, obs, now, retry, pod_finished, actions)
@@ -124,15 +137,15 @@ def compute_pod_actions(
         if latest is not None and latest[1].state == pb.CONTAINER_EXITED and latest[1].exit_code == 0:
             continue  # done: the next one
         if latest is None or latest[1].state == pb.CONTAINER_CREATED:
-            actions.next_init_container = _start(spec, latest, "init container", now, retry, actions)
+            actions.next_init_container = held.start(spec, latest, "init container")
         elif latest[1].state == pb.CONTAINER_EXITED and pod.restart_policy != "Never":
-            actions.next_init_container = _restart(spec, latest[1], pod, now, crash_loop, retry, actions)
+            actions.next_init_container = _restart(spec, latest[1], crash_loop, held)
         # otherwise running (wait for it) or failed under Never (the pod failed; pod_phase says so)
         return actions
     for spec in pod.containers:
         latest = obs.latest(spec.name, sandbox.id)
         if latest is None or latest[1].state == pb.CONTAINER_CREATED:
-            start = _start(spec, latest, "container", now, retry, actions)
+            start = held.start(spec, latest, "container")
         elif latest[1].state == pb.CONTAINER_RUNNING:
             probe = (unhealthy or {}).get(latest[0].id)
             if probe is not None:
@@ -142,7 +155,7 @@ def compute_pod_actions(
         elif latest[1].state == pb.CONTAINER_EXITED and should_restart(
             pod.restart_policy, latest[1].exit_code
         ):
-            start = _restart(spec, latest[1], pod, now, crash_loop, retry, actions)
+            start = _restart(spec, latest[1], crash_loop, held)
         else:
             continue  # exited for good under its restart policy, or in a state CRI does not know
         if start is not None:
@@ -169,42 +182,53 @@ def _sandbox_changed(
     return actions
 
 
-def _start(
-    spec: ContainerSpec,
-    latest: tuple[pb.Container, pb.ContainerStatus] | None,
-    what: str,
-    now: float,
-    retry: Backoff,
-    actions: PodActions,
-    exited: pb.ContainerStatus | None = None,
-    reason: str = "",
-) -> ContainerToStart | None:
-    if latest is not None:  # created, never started: start that one
-        return ContainerToStart(spec, f"{what} created, not started", container_id=latest[0].id)
-    until = retry.until(spec.name)
-    if now < until:  # a failed create, start or pull of this container waits for its retry
-        actions.wake_at.append(until)
-        return None
-    return ContainerToStart(spec, reason or f"{what} not created yet", exited=exited)
+@dataclass(frozen=True)
+class _Held:
+    """What can hold a start: an image's pull back-off, the container's retry."""
+
+    pod: Pod
+    now: float
+    retry: Backoff
+    pulls: Backoff
+    actions: PodActions
+
+    def start(
+        self,
+        spec: ContainerSpec,
+        latest: tuple[pb.Container, pb.ContainerStatus] | None,
+        what: str,
+        exited: pb.ContainerStatus | None = None,
+        reason: str = "",
+    ) -> ContainerToStart | None:
+        if latest is not None:  # created, never started: start that one
+            return ContainerToStart(spec, f"{what} created, not started", container_id=latest[0].id)
+        image, until, wait = pull_backoff(self.pod, spec, self.pulls, self.now)
+        if image:  # the kubelet's ErrImagePullBackOff: the start waits, its words are the waiting state's
+            message = f'Back-off pulling image "{image}"'
+            told = ((NORMAL, "BackOff", message), (WARNING, "Failed", f"Error: {IMAGE_PULL_BACK_OFF}"))
+            self.actions.back_off.append(BackOff(spec, until, wait, IMAGE_PULL_BACK_OFF, message, told))
+            self.actions.wake_at.append(until)
+            return None
+        until = self.retry.until(spec.name)
+        if self.now < until:  # a failed create or start of this container waits for its retry
+            self.actions.wake_at.append(until)
+            return None
+        return ContainerToStart(spec, reason or f"{what} not created yet", exited=exited)
 
 
 def _restart(
-    spec: ContainerSpec,
-    exited: pb.ContainerStatus,
-    pod: Pod,
-    now: float,
-    crash_loop: CrashLoopBackOff,
-    retry: Backoff,
-    actions: PodActions,
+    spec: ContainerSpec, exited: pb.ContainerStatus, crash_loop: CrashLoopBackOff, held: _Held
 ) -> ContainerToStart | None:
+    pod, now = held.pod, held.now
     until, wait = crash_loop.peek_restart(spec.name, seconds(exited.started_at), seconds(exited.finished_at))
     if now < until:
         message = (
             f"back-off {wait:g}s restarting failed container={spec.name} "
             f"pod={pod.name}_{pod.namespace}({pod.uid})"
         )
-        actions.back_off.append(BackOff(spec, until, wait, exited, message))
-        actions.wake_at.append(until)
+        told = ((WARNING, "BackOff", f"Back-off {wait:g}s restarting failed container"),)
+        held.actions.back_off.append(BackOff(spec, until, wait, CRASH_LOOP_BACK_OFF, message, told, exited))
+        held.actions.wake_at.append(until)
         return None
     reason = f"exited with code {exited.exit_code} (restartPolicy {pod.restart_policy})"
-    return _start(spec, None, "container", now, retry, actions, exited=exited, reason=reason)
+    return held.start(spec, None, "container", exited=exited, reason=reason)

@@ -3,9 +3,8 @@
 Theory of operation (the kubelet's pod worker and SyncPod, pkg/kubelet/kuberuntime/kuberuntime_manager.go):
 each `sync()` *observes* the pod through CRI (observation.py), asks the pure `compute_pod_actions`
 (pod_actions.py) what follows from spec + observation, carries that out through CRI (kuberuntime.py),
-then publishes the pod's status (status.py). It is level-triggered: it keeps no plan between syncs beyond
-the back-off, retry and probe state, so a lost event, a daemon restart or a half-done step is repaired by
-the next sync.
+then publishes the pod's status (status.py). Level-triggered, it keeps no plan between syncs beyond the
+back-offs, retries and probe state: the next sync repairs a lost event, a daemon restart, a half-done step.
 
 A changed sandbox (pause died): PodReadyToStartContainers=False (the pod leaves its endpoints first),
 containers killed, the old sandbox stopped (CNI DEL) while the new one (attempt+1) is made, containers
@@ -33,7 +32,7 @@ from podhost.kubelet import container_gc
 from podhost.kubelet import status as st
 from podhost.kubelet.backoff import RETRY_BASE, SANDBOX, CrashLoopBackOff, retry_backoff
 from podhost.kubelet.events import NORMAL, WARNING, EventRecorder
-from podhost.kubelet.kuberuntime import PodRuntime
+from podhost.kubelet.kuberuntime import ERR_IMAGE_PULL, PodRuntime
 from podhost.kubelet.manifest import ContainerSpec, Pod
 from podhost.kubelet.observation import Observation, Observer, seconds
 from podhost.kubelet.pod_actions import ContainerToStart, PodActions, compute_pod_actions
@@ -73,11 +72,10 @@ class PodWorker:
         self.finished = threading.Event()  # set once a deleted pod is fully gone
         self.status = st.StatusManager(lambda: self.ctx.on_status())
         self.history: dict[str, st.ContainerHistory] = {}
-        self._backoff_reported: dict[str, int] = {}  # container name -> the exit whose BackOff was told
+        self._backoff_reported: dict[str, float] = {}  # container name -> the back-off (until) told
         self._observer = Observer(ctx.cri, pod.uid)
-        self.runtime = PodRuntime(
-            ctx.cri, pod, self._event, self.log_directory, self.volume_directory, ctx.pod_cgroup_parent
-        )
+        settings = (self.log_directory, self.volume_directory, ctx.pod_cgroup_parent, ctx.backoff_base)
+        self.runtime = PodRuntime(ctx.cri, pod, self._event, *settings)
         self.prober = ProberManager(
             ctx.probe_pool, ctx.cri, self.key, self.wake, lambda c, m: self._event(WARNING, "Unhealthy", m, c)
         )
@@ -177,8 +175,8 @@ class PodWorker:
 
     def _compute(self, obs: Observation, now: float) -> PodActions:
         finished = self.snapshot().phase in (st.SUCCEEDED, st.FAILED)
-        unhealthy = self.prober.unhealthy()
-        return compute_pod_actions(self.pod, obs, now, self.backoff, self.retry, unhealthy, finished)
+        unhealthy, pulls = self.prober.unhealthy(), self.runtime.pulls
+        return compute_pod_actions(self.pod, obs, now, self.backoff, self.retry, unhealthy, finished, pulls)
 
     def _mem(self, name: str) -> st.ContainerHistory:
         return self.history.setdefault(name, st.ContainerHistory())
@@ -257,12 +255,12 @@ class PodWorker:
             self._acted = True
         for name, started, finished in actions.exits:
             self.backoff.restart_at(name, started, finished)
-        for held in actions.back_off:
-            name, finished_at = held.spec.name, held.exited.finished_at
-            self._mem(name).wait("CrashLoopBackOff", held.message)
-            if self._backoff_reported.get(name) != finished_at:
-                self._backoff_reported[name] = finished_at
-                self._event(WARNING, "BackOff", f"Back-off {held.wait:g}s restarting failed container", name)
+        for held in actions.back_off:  # CrashLoopBackOff, ImagePullBackOff: told once per wait
+            self._mem(name := held.spec.name).wait(held.reason, held.message)
+            if self._backoff_reported.get(name) != held.until:
+                self._backoff_reported[name] = held.until
+                for type_, reason, message in held.events:
+                    self._event(type_, reason, message, name)
         self._wakeups += actions.wake_at
         for start in actions.starts:
             self._start(start, sandbox, now)
@@ -272,7 +270,7 @@ class PodWorker:
         spec, mem, container_id = start.spec, self._mem(start.spec.name), start.container_id
         log.debug("pod %s: starting container %s: %s", self.key, spec.name, start.reason)
         if not container_id:
-            container_id, reason, message = self.runtime.create_container(spec, mem.attempt + 1, sandbox)
+            container_id, reason, message = self.runtime.create_container(spec, mem.attempt + 1, sandbox, now)
             if not container_id:
                 self._failed(spec, reason, message, now)
                 return
@@ -285,10 +283,12 @@ class PodWorker:
         self.retry.forget(spec.name)
 
     def _failed(self, spec: ContainerSpec, reason: str, message: str, now: float) -> None:
-        self._wakeups.append(self.retry.step(spec.name, now))
         self._mem(spec.name).wait(reason, message)
-        retrying = f"{message} (retrying in {self.retry.wait(spec.name):.0f}s)"
-        self._event(WARNING, "Failed", retrying, spec.name)
+        pulled = reason == ERR_IMAGE_PULL  # its image's back-off holds the retry: the next sync tells it
+        self._wakeups.append(now + RETRY_BASE if pulled else self.retry.step(spec.name, now))
+        if not pulled:
+            retrying = f"{message} (retrying in {self.retry.wait(spec.name):.0f}s)"
+            self._event(WARNING, "Failed", retrying, spec.name)
 
     # --- status ----------------------------------------------------------------------------------------
 

@@ -12,10 +12,16 @@ from dataclasses import dataclass, field
 import pytest
 
 from podhost.cri import api_pb2 as pb
-from podhost.kubelet.backoff import SANDBOX, Backoff, CrashLoopBackOff, retry_backoff
+from podhost.kubelet.backoff import SANDBOX, Backoff, CrashLoopBackOff, image_pull_backoff, retry_backoff
 from podhost.kubelet.manifest import ContainerSpec, Pod
 from podhost.kubelet.observation import Observation
-from podhost.kubelet.pod_actions import ContainerToStart, PodActions, compute_pod_actions, should_restart
+from podhost.kubelet.pod_actions import (
+    IMAGE_PULL_BACK_OFF,
+    ContainerToStart,
+    PodActions,
+    compute_pod_actions,
+    should_restart,
+)
 from podhost.kubelet.probes import LIVENESS, STARTUP
 
 NOW = 10_000.0
@@ -64,7 +70,9 @@ class Row:
     policy: str = "Always"
     sandboxes: tuple[Sb, ...] = (Sb(),)
     exits: tuple[tuple[str, float, float], ...] = ()  # earlier exits the back-off saw: (name, ran, ago)
-    failures: tuple[tuple[str, float], ...] = ()  # failed starts or pulls for the retry: (key, ago)
+    failures: tuple[tuple[str, float], ...] = ()  # failed creates or starts for the retry: (key, ago)
+    pulls: tuple[tuple[str, float], ...] = ()  # failed pulls for the image back-off: (image, ago)
+    images: dict[str, str] = field(default_factory=dict)  # container name -> image ("busybox" unless)
     unhealthy: dict[str, str] = field(default_factory=dict)  # container name -> failed probe kind
     finished: bool = False  # the phase last published is Succeeded or Failed
 
@@ -103,8 +111,8 @@ def setup(row: Row) -> tuple[Pod, Observation, CrashLoopBackOff, Backoff, dict[s
         name="p",
         uid="u",
         restart_policy=row.policy,
-        containers=[ContainerSpec(n, "busybox") for n in row.specs],
-        init_containers=[ContainerSpec(n, "busybox") for n in row.init],
+        containers=[ContainerSpec(n, row.images.get(n, "busybox")) for n in row.specs],
+        init_containers=[ContainerSpec(n, row.images.get(n, "busybox")) for n in row.init],
     )
     crash_loop = CrashLoopBackOff(base=10, cap=40, reset=600)
     for name, ran, ago in row.exits:
@@ -120,15 +128,23 @@ def setup(row: Row) -> tuple[Pod, Observation, CrashLoopBackOff, Backoff, dict[s
     return pod, obs, crash_loop, retry, unhealthy
 
 
+def pull_backoff(row: Row) -> Backoff:
+    pulls = image_pull_backoff(10)
+    for image, ago in row.pulls:
+        pulls.step(image, NOW - ago)
+    return pulls
+
+
 def decide(row: Row) -> PodActions:
     pod, obs, crash_loop, retry, unhealthy = setup(row)
-    return compute_pod_actions(pod, obs, NOW, crash_loop, retry, unhealthy, row.finished)
+    return compute_pod_actions(pod, obs, NOW, crash_loop, retry, unhealthy, row.finished, pull_backoff(row))
 
 
 def summary(a: PodActions) -> str:
     """The actions in a few words: "changed" (sandbox not Ready), "done" (no new sandbox), "kill-pod",
     "sandbox:N" (create attempt N), "init:X" / "start:X" (a "*" when a created container is started,
-    "!" when it restarts after an exit), "kill:X", "backoff:X:WAIT", "wake:+S" (seconds from now)."""
+    "!" when it restarts after an exit), "kill:X", "backoff:X:WAIT" (CrashLoopBackOff), "pull-backoff:X:WAIT"
+    (ImagePullBackOff), "wake:+S" (seconds from now)."""
 
     def start(s: ContainerToStart) -> str:
         return s.spec.name + ("*" if s.container_id else "") + ("!" if s.exited is not None else "")
@@ -141,7 +157,10 @@ def summary(a: PodActions) -> str:
     words += [f"init:{start(a.next_init_container)}"] if a.next_init_container else []
     words += [f"start:{start(s)}" for s in a.containers_to_start]
     words += [f"kill:{k.name}" for k in a.containers_to_kill]
-    words += [f"backoff:{b.spec.name}:{b.wait:g}" for b in a.back_off]
+    words += [
+        f"{'pull-' if b.reason == IMAGE_PULL_BACK_OFF else ''}backoff:{b.spec.name}:{b.wait:g}"
+        for b in a.back_off
+    ]
     words += [f"wake:+{w - NOW:g}" for w in sorted(set(a.wake_at))]
     return " ".join(words) or "-"
 
@@ -385,10 +404,10 @@ ROWS = [
         containers=(C("i", "running"),),
         unhealthy={"i": LIVENESS},
     ),
-    # --- retries of failed creates, starts and pulls (ErrImagePull) ------------------------------------
-    Row("failed pull: wait for the retry", "wake:+0.5", failures=(("a", 0.5),)),
-    Row("failed pull, retry due: try again", "start:a", failures=(("a", 5.0),)),
-    Row("failed pull twice: the retry doubles", "wake:+1.5", failures=(("a", 10.0), ("a", 0.5))),
+    # --- retries of failed creates and starts ----------------------------------------------------------
+    Row("failed create: wait for the retry", "wake:+0.5", failures=(("a", 0.5),)),
+    Row("failed create, retry due: try again", "start:a", failures=(("a", 5.0),)),
+    Row("failed create twice: the retry doubles", "wake:+1.5", failures=(("a", 10.0), ("a", 0.5))),
     Row(
         "one container's retry does not hold another",
         "start:b wake:+0.5",
@@ -407,7 +426,41 @@ ROWS = [
         containers=(C("a", "exited", code=1),),
         failures=(("a", 0.5),),
     ),
-    Row("init container's pull retry", "wake:+0.5", init=("i",), failures=(("i", 0.5),)),
+    Row("init container's create retry", "wake:+0.5", init=("i",), failures=(("i", 0.5),)),
+    # --- ImagePullBackOff: a failed pull (ErrImagePull) holds every start of its image -----------------
+    Row("failed pull: ImagePullBackOff for 10 s", "pull-backoff:a:10 wake:+9", pulls=(("busybox", 1),)),
+    Row("failed pull, back-off waited out: pull again", "start:a", pulls=(("busybox", 11),)),
+    Row(
+        "failed pull twice: the back-off doubles",
+        "pull-backoff:a:20 wake:+15",
+        pulls=(("busybox", 30), ("busybox", 5)),
+    ),
+    Row(
+        "the back-off is the image's: another image starts",
+        "start:b pull-backoff:a:10 wake:+9",
+        specs=("a", "b"),
+        images={"a": "nosuch", "b": "busybox"},
+        pulls=(("nosuch", 1),),
+    ),
+    Row(
+        "the back-off is the image's: every container of that image waits",
+        "pull-backoff:a:10 pull-backoff:b:10 wake:+9",
+        specs=("a", "b"),
+        pulls=(("busybox", 1),),
+    ),
+    Row("init container's image back-off", "pull-backoff:i:10 wake:+9", init=("i",), pulls=(("busybox", 1),)),
+    Row(
+        "a restart after an exit waits for its image's back-off, no crash-loop step",
+        "pull-backoff:a:10 wake:+9",
+        containers=(C("a", "exited", code=1),),
+        pulls=(("busybox", 1),),
+    ),
+    Row(
+        "created but not started: started even while its image backs off",
+        "start:a*",
+        containers=(C("a", "created"),),
+        pulls=(("busybox", 1),),
+    ),
 ]
 
 
@@ -472,3 +525,15 @@ def test_deciding_changes_no_timer() -> None:
 )
 def test_should_restart(policy: str, code: int, restart: bool) -> None:
     assert should_restart(policy, code) is restart
+
+
+def test_image_pull_back_off_says_which_image_and_tells_the_kubelets_events() -> None:
+    row = Row("", "", images={"a": "127.0.0.1:9/nosuch"}, pulls=(("127.0.0.1:9/nosuch", 1),))
+    actions = decide(row)
+    (held,) = actions.back_off
+    assert (held.reason, held.message) == (IMAGE_PULL_BACK_OFF, 'Back-off pulling image "127.0.0.1:9/nosuch"')
+    assert held.events == (
+        ("Normal", "BackOff", 'Back-off pulling image "127.0.0.1:9/nosuch"'),
+        ("Warning", "Failed", "Error: ImagePullBackOff"),
+    )
+    assert actions.exits == []  # nothing for CrashLoopBackOff to step
