@@ -4,20 +4,33 @@ Pure functions only: requests become model specs (validated where CRI requires a
 become response messages. Nothing here does I/O, calls the runtime or reads the clock; callers pass the
 time in when a response carries one.
 
+The model's specs use CRI's field names, so one pair of functions copies them (`_from_pb`, `_to_pb`: a
+field both sides name the same copies itself, nested messages and lists recursively) and the code here
+is only the deliberate differences. tests/unit/test_cri_round_trip.py walks every field of every CRI
+message podhost accepts, from the descriptors, through pb -> model -> record JSON -> model -> pb: a field
+podhost drops must be listed there with its reason, so a new CRI field fails until it is decided.
+
 Rules kept here so they are kept once:
 - `NamespaceMode` values are copied exactly, also when the message is absent: proto3 reads an absent
   mode as 0, which is POD, and that is what containerd and CRI-O do with it.
-- The optional int64 wrappers (`run_as_user {value}`) become `int | None`; None means "not set".
+- The optional int64 wrappers (`run_as_user {value}`) become `int | None`; None means "not set". So does
+  any message the model holds as `X | None` (`dns_config`, `resources`, `capabilities`).
 - Empty repeated `masked_paths` / `readonly_paths` become None ("the runtime's defaults"): proto3 cannot
   tell "unset" from "empty", and callers that want none at all ask for `privileged`.
+- CRI enums are open: a value the model's enum lacks is refused by name, as containerd and CRI-O do.
 - Verbose `info` maps hold one key, "info", whose value is a JSON document (what crictl inspect parses).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import types
+import typing
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
 
 from podhost.cri import api_pb2 as pb
 from podhost.cri.streaming import requests as streaming
@@ -36,6 +49,112 @@ RUNTIME_API_VERSION = "v1"
 #: VersionResponse.version: the version of the runtime API server implementation (what containerd sends).
 KUBE_API_VERSION = "0.1.0"
 
+T = TypeVar("T")
+M = TypeVar("M", bound=Message)
+
+# --- the same-named fields, both ways ------------------------------------------------------------------
+
+
+def _optional(hint: Any) -> tuple[Any, bool]:
+    """(the type inside `X | None`, whether the model allows None)."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        return next(a for a in args if a is not type(None)), True
+    return hint, False
+
+
+def _is_map(fd: Any) -> bool:
+    return fd.message_type is not None and fd.message_type.GetOptions().map_entry
+
+
+def _scalar(hint: Any, msg: Message, fd: Any) -> Any:
+    """A scalar field as the model holds it: an enum as the model's member, or its CRI name where the model
+    holds a string (a value the model lacks is refused by name); anything else as it is."""
+    value = getattr(msg, fd.name)
+    if fd.enum_type is None:
+        return value
+    cri = fd.enum_type.values_by_number.get(value)
+    name = cri.name if cri is not None else None
+    if hint is str:
+        known, found = [v.name for v in fd.enum_type.values], name
+    else:
+        known, found = [m.name for m in hint], next((m for m in hint if m.value in (value, name)), None)
+    if found is None:
+        where = f"{msg.DESCRIPTOR.name}.{fd.name}"
+        raise InvalidArgument(
+            f"{where}: {fd.enum_type.name} {value} is not implemented ({' or '.join(known)})"
+        )
+    return found
+
+
+def _set_scalar(msg: Message, fd: Any, value: Any) -> None:
+    if fd.enum_type is not None and not isinstance(value, int):
+        value = fd.enum_type.values_by_name[str(value)].number
+    setattr(msg, fd.name, value)
+
+
+def _from_pb(cls: type[T], *msgs: Message, **given: Any) -> T:
+    """`cls` from the same-named fields of `msgs` (the first that has the name wins); `given` holds the
+    fields that differ on purpose, converted by the caller. A message whose model type is no dataclass
+    is a one-field wrapper (`Int64Value`, `PodSandboxStateValue`): the model holds its field."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        msg = next((m for m in msgs if f.name in m.DESCRIPTOR.fields_by_name), None)
+        if f.name in given or msg is None:
+            continue
+        fd = msg.DESCRIPTOR.fields_by_name[f.name]
+        hint, optional = _optional(hints[f.name])
+        value = getattr(msg, f.name)
+        if _is_map(fd):
+            given[f.name] = dict(value)
+        elif fd.is_repeated:
+            (item,) = typing.get_args(hint)
+            items = [_from_pb(item, v) for v in value] if fd.message_type else list(value)
+            given[f.name] = None if optional and not items else items
+        elif fd.message_type is None:
+            given[f.name] = _scalar(hint, msg, fd)
+        elif optional and not msg.HasField(f.name):
+            given[f.name] = None
+        elif dataclasses.is_dataclass(hint):
+            given[f.name] = _from_pb(hint, value)  # type: ignore[arg-type]
+        else:
+            given[f.name] = _scalar(hint, value, value.DESCRIPTOR.fields[0])
+    return cls(**given)
+
+
+def _to_pb(obj: Any, *msgs: Message, skip: Iterable[str] = ()) -> None:
+    """Fill `msgs` (the first that has the name wins) from the same-named fields of `obj`: the inverse of
+    `_from_pb`. None leaves a field unset; `skip` names the fields the caller sets itself."""
+    for f in dataclasses.fields(obj):
+        msg = next((m for m in msgs if f.name in m.DESCRIPTOR.fields_by_name), None)
+        value = getattr(obj, f.name)
+        if f.name in skip or msg is None or value is None:
+            continue
+        fd = msg.DESCRIPTOR.fields_by_name[f.name]
+        target = getattr(msg, f.name)
+        if _is_map(fd):
+            target.update(value)
+        elif fd.is_repeated and fd.message_type is not None:
+            for v in value:
+                _to_pb(v, target.add())
+        elif fd.is_repeated:
+            target.extend(value)
+        elif fd.message_type is None:
+            _set_scalar(msg, fd, value)
+        else:
+            target.SetInParent()
+            if dataclasses.is_dataclass(value):
+                _to_pb(value, target)
+            else:
+                _set_scalar(target, target.DESCRIPTOR.fields[0], value)
+
+
+def _message(cls: type[M], obj: Any) -> M:
+    out = cls()
+    _to_pb(obj, out)
+    return out
+
+
 # --- requests -> model ---------------------------------------------------------------------------------
 
 
@@ -44,72 +163,57 @@ def _require(condition: bool, message: str) -> None:
         raise InvalidArgument(message)
 
 
-def _opt_int64(msg: Any, field: str) -> int | None:
-    """An `Int64Value` field as `int | None` (None when the wrapper is absent)."""
-    return int(getattr(msg, field).value) if msg.HasField(field) else None
-
-
 def required_id(value: str, field: str) -> str:
     """CRI ids are required wherever a verb names one object; an empty one is the caller's mistake."""
     _require(value != "", f"{field} must not be empty")
     return value
 
 
-def supplemental_groups_policy(value: int, field: str) -> model.SupplementalGroupsPolicy:
-    """CRI enums are open: a value this runtime does not know is refused, as containerd and CRI-O do."""
-    _require(
-        value in model.SupplementalGroupsPolicy.__members__.values(),
-        f"{field}: SupplementalGroupsPolicy {value} is not implemented (Merge or Strict)",
-    )
-    return model.SupplementalGroupsPolicy(value)
-
-
 def namespace_option(m: pb.NamespaceOption) -> model.NamespaceOption:
-    return model.NamespaceOption(
-        network=model.NamespaceMode(m.network),
-        pid=model.NamespaceMode(m.pid),
-        ipc=model.NamespaceMode(m.ipc),
-        target_id=m.target_id,
-        userns=user_namespace(m.userns_options) if m.HasField("userns_options") else model.UserNamespace(),
-    )
+    """The user namespace is NODE (the host's) when `userns_options` is absent, not proto3's 0 (POD)."""
+    userns = _from_pb(model.UserNamespace, m.userns_options) if m.HasField("userns_options") else None
+    return _from_pb(model.NamespaceOption, m, userns=userns or model.UserNamespace())
 
 
-def user_namespace(m: pb.UserNamespace) -> model.UserNamespace:
-    """CRI `userns_options`; the modes and mappings are checked by podhost.runtime.validation."""
+def pb_namespace_option(m: model.NamespaceOption) -> pb.NamespaceOption:
+    """The pod's namespaces as PodSandboxStatus reports them, the user namespace and its mappings too."""
+    out = _message(pb.NamespaceOption, m)
+    _to_pb(m.userns, out.userns_options)
+    out.userns_options.SetInParent()
+    return out
 
-    def mappings(ms: Iterable[pb.IDMapping]) -> list[model.IDMapping]:
-        return [model.IDMapping(host_id=i.host_id, container_id=i.container_id, length=i.length) for i in ms]
 
-    return model.UserNamespace(mode=model.NamespaceMode(m.mode), uids=mappings(m.uids), gids=mappings(m.gids))
+def _seccomp(m: pb.LinuxSandboxSecurityContext | pb.LinuxContainerSecurityContext) -> dict[str, str]:
+    """The profile type and localhost ref from the `seccomp` message, else from the deprecated path."""
+    if m.HasField("seccomp"):
+        kind = pb.SecurityProfile.ProfileType.Name(m.seccomp.profile_type)
+        ref = m.seccomp.localhost_ref if kind == "Localhost" else ""
+    elif m.seccomp_profile_path in ("runtime/default", "docker/default"):
+        kind, ref = "RuntimeDefault", ""
+    elif m.seccomp_profile_path == "unconfined":
+        kind, ref = "Unconfined", ""
+    elif m.seccomp_profile_path.startswith("localhost/"):
+        kind, ref = "Localhost", m.seccomp_profile_path.removeprefix("localhost/")
+    else:
+        _require(
+            m.seccomp_profile_path == "", f"seccomp_profile_path: unknown profile {m.seccomp_profile_path!r}"
+        )
+        kind, ref = "", ""
+    return {"seccomp_profile_type": kind, "seccomp_localhost_ref": ref}
 
 
-def _seccomp(profile: pb.SecurityProfile | None, legacy_path: str) -> tuple[str, str]:
-    """(profile type, localhost ref) from the `seccomp` message, else from the deprecated path string."""
-    if profile is not None:
-        kind = pb.SecurityProfile.ProfileType.Name(profile.profile_type)
-        return kind, profile.localhost_ref if kind == "Localhost" else ""
-    if legacy_path in ("runtime/default", "docker/default"):
-        return "RuntimeDefault", ""
-    if legacy_path == "unconfined":
-        return "Unconfined", ""
-    if legacy_path.startswith("localhost/"):
-        return "Localhost", legacy_path.removeprefix("localhost/")
-    _require(legacy_path == "", f"seccomp_profile_path: unknown profile {legacy_path!r}")
-    return "", ""
+def _pb_seccomp(
+    c: model.PodSandboxConfig | model.ContainerSecurityContext,
+    out: pb.LinuxSandboxSecurityContext | pb.LinuxContainerSecurityContext,
+) -> None:
+    if c.seccomp_profile_type:
+        out.seccomp.CopyFrom(
+            pb.SecurityProfile(profile_type=c.seccomp_profile_type, localhost_ref=c.seccomp_localhost_ref)
+        )
 
 
 def linux_container_resources(m: pb.LinuxContainerResources) -> model.LinuxContainerResources:
-    return model.LinuxContainerResources(
-        cpu_period=m.cpu_period,
-        cpu_quota=m.cpu_quota,
-        cpu_shares=m.cpu_shares,
-        memory_limit_in_bytes=m.memory_limit_in_bytes,
-        oom_score_adj=m.oom_score_adj,
-        cpuset_cpus=m.cpuset_cpus,
-        cpuset_mems=m.cpuset_mems,
-        memory_swap_limit_in_bytes=m.memory_swap_limit_in_bytes,
-        unified=dict(m.unified),
-    )
+    return _from_pb(model.LinuxContainerResources, m)
 
 
 def update_resources(m: pb.UpdateContainerResourcesRequest) -> model.LinuxContainerResources:
@@ -121,71 +225,43 @@ def update_resources(m: pb.UpdateContainerResourcesRequest) -> model.LinuxContai
 
 
 def pod_sandbox_config(m: pb.PodSandboxConfig, *, validate: bool = True) -> model.PodSandboxConfig:
-    """A RunPodSandbox config. `validate=False` for the copy CreateContainer carries, which is informative."""
+    """A RunPodSandbox config. `validate=False` for the copy CreateContainer carries, which is informative.
+    The model flattens `linux` and `linux.security_context` into the config."""
     if validate:
         _require(m.HasField("metadata"), "PodSandboxConfig.metadata is required")
         _require(m.metadata.name != "", "PodSandboxConfig.metadata.name must not be empty")
     sc = m.linux.security_context
-    seccomp_type, seccomp_ref = _seccomp(
-        sc.seccomp if sc.HasField("seccomp") else None, sc.seccomp_profile_path
-    )
-    return model.PodSandboxConfig(
-        metadata=model.PodSandboxMetadata(
-            name=m.metadata.name,
-            uid=m.metadata.uid,
-            namespace=m.metadata.namespace,
-            attempt=m.metadata.attempt,
-        ),
-        hostname=m.hostname,
-        log_directory=m.log_directory,
-        dns_config=(
-            model.DNSConfig(
-                servers=list(m.dns_config.servers),
-                searches=list(m.dns_config.searches),
-                options=list(m.dns_config.options),
-            )
-            if m.HasField("dns_config")
-            else None
-        ),
-        port_mappings=[
-            model.PortMapping(
-                protocol=pb.Protocol.Name(p.protocol),
-                container_port=p.container_port,
-                host_port=p.host_port,
-                host_ip=p.host_ip,
-            )
-            for p in m.port_mappings
-        ],
-        labels=dict(m.labels),
-        annotations=dict(m.annotations),
-        cgroup_parent=m.linux.cgroup_parent,
-        sysctls=dict(m.linux.sysctls),
+    return _from_pb(
+        model.PodSandboxConfig,
+        m,
+        m.linux,
+        sc,
         namespace_options=namespace_option(sc.namespace_options),
-        privileged=sc.privileged,
-        run_as_user=_opt_int64(sc, "run_as_user"),
-        run_as_group=_opt_int64(sc, "run_as_group"),
-        supplemental_groups=list(sc.supplemental_groups),
-        supplemental_groups_policy=supplemental_groups_policy(
-            sc.supplemental_groups_policy, "LinuxSandboxSecurityContext.supplemental_groups_policy"
-        ),
-        readonly_rootfs=sc.readonly_rootfs,
-        seccomp_profile_type=seccomp_type,
-        seccomp_localhost_ref=seccomp_ref,
-        resources=(linux_container_resources(m.linux.resources) if m.linux.HasField("resources") else None),
+        **_seccomp(sc),
     )
+
+
+def pb_pod_sandbox_config(c: model.PodSandboxConfig) -> pb.PodSandboxConfig:
+    """The inverse of `pod_sandbox_config`."""
+    out = pb.PodSandboxConfig()
+    sc = out.linux.security_context
+    _to_pb(c, out, out.linux, sc, skip=("namespace_options",))
+    sc.namespace_options.CopyFrom(pb_namespace_option(c.namespace_options))
+    _pb_seccomp(c, sc)
+    return out
 
 
 def mount(m: pb.Mount) -> model.Mount:
-    return model.Mount(
-        container_path=m.container_path,
-        host_path=m.host_path,
-        readonly=m.readonly,
-        selinux_relabel=m.selinux_relabel,
-        propagation=model.MountPropagation(m.propagation),
-        image=m.image.image if m.HasField("image") else "",
-        image_sub_path=m.image_sub_path,
-        recursive_read_only=m.recursive_read_only,
-    )
+    """`image` is the image volume's reference; its `image_ref` is the runtime's to set (the image's id)."""
+    return _from_pb(model.Mount, m, image=m.image.image if m.HasField("image") else "")
+
+
+def pb_mount(m: model.Mount) -> pb.Mount:
+    out = pb.Mount()
+    _to_pb(m, out, skip=("image",))
+    if m.image:
+        out.image.image, out.image.image_ref = m.image, m.image_ref
+    return out
 
 
 def container_security_context(m: pb.LinuxContainerSecurityContext) -> model.ContainerSecurityContext:
@@ -195,32 +271,11 @@ def container_security_context(m: pb.LinuxContainerSecurityContext) -> model.Con
         not m.HasField("run_as_group") or m.HasField("run_as_user") or m.run_as_username != "",
         "LinuxContainerSecurityContext.run_as_group is set without run_as_user or run_as_username",
     )
-    seccomp_type, seccomp_ref = _seccomp(m.seccomp if m.HasField("seccomp") else None, m.seccomp_profile_path)
-    return model.ContainerSecurityContext(
-        capabilities=(
-            model.Capability(
-                add_capabilities=list(m.capabilities.add_capabilities),
-                drop_capabilities=list(m.capabilities.drop_capabilities),
-                add_ambient_capabilities=list(m.capabilities.add_ambient_capabilities),
-            )
-            if m.HasField("capabilities")
-            else None
-        ),
-        privileged=m.privileged,
+    return _from_pb(
+        model.ContainerSecurityContext,
+        m,
         namespace_options=namespace_option(m.namespace_options),
-        run_as_user=_opt_int64(m, "run_as_user"),
-        run_as_group=_opt_int64(m, "run_as_group"),
-        run_as_username=m.run_as_username,
-        readonly_rootfs=m.readonly_rootfs,
-        supplemental_groups=list(m.supplemental_groups),
-        supplemental_groups_policy=supplemental_groups_policy(
-            m.supplemental_groups_policy, "LinuxContainerSecurityContext.supplemental_groups_policy"
-        ),
-        no_new_privs=m.no_new_privs,
-        masked_paths=list(m.masked_paths) or None,
-        readonly_paths=list(m.readonly_paths) or None,
-        seccomp_profile_type=seccomp_type,
-        seccomp_localhost_ref=seccomp_ref,
+        **_seccomp(m),
     )
 
 
@@ -228,27 +283,28 @@ def container_config(m: pb.ContainerConfig) -> model.ContainerConfig:
     _require(m.HasField("metadata"), "ContainerConfig.metadata is required")
     _require(m.metadata.name != "", "ContainerConfig.metadata.name must not be empty")
     _require(m.image.image != "", "ContainerConfig.image.image must not be empty")
-    return model.ContainerConfig(
-        metadata=model.ContainerMetadata(name=m.metadata.name, attempt=m.metadata.attempt),
+    return _from_pb(
+        model.ContainerConfig,
+        m,
+        m.linux,
         image=m.image.image,
-        command=list(m.command),
-        args=list(m.args),
-        working_dir=m.working_dir,
         envs=[(kv.key, env_value(kv.value)) for kv in m.envs],
         mounts=[mount(x) for x in m.mounts],
-        devices=[
-            model.Device(container_path=d.container_path, host_path=d.host_path, permissions=d.permissions)
-            for d in m.devices
-        ],
-        labels=dict(m.labels),
-        annotations=dict(m.annotations),
-        log_path=m.log_path,
-        stdin=m.stdin,
-        stdin_once=m.stdin_once,
-        tty=m.tty,
-        resources=(linux_container_resources(m.linux.resources) if m.linux.HasField("resources") else None),
         security_context=container_security_context(m.linux.security_context),
     )
+
+
+def pb_container_config(c: model.ContainerConfig) -> pb.ContainerConfig:
+    """The inverse of `container_config`."""
+    out = pb.ContainerConfig(image=pb.ImageSpec(image=c.image))
+    _to_pb(c, out, out.linux, skip=("image", "envs", "mounts", "security_context"))
+    out.envs.extend(pb.KeyValue(key=k, value=v.encode("utf-8", "surrogateescape")) for k, v in c.envs)
+    out.mounts.extend(pb_mount(x) for x in c.mounts)
+    sc = out.linux.security_context
+    _to_pb(c.security_context, sc, skip=("namespace_options",))
+    sc.namespace_options.CopyFrom(pb_namespace_option(c.security_context.namespace_options))
+    _pb_seccomp(c.security_context, sc)
+    return out
 
 
 def env_value(value: bytes) -> str:
@@ -267,15 +323,7 @@ def auth_config(m: pb.PullImageRequest) -> AuthConfig | None:
     """PullImageRequest.auth, or None when the request carries no credentials."""
     if not m.HasField("auth"):
         return None
-    a = m.auth
-    found = AuthConfig(
-        username=a.username,
-        password=a.password,
-        auth=a.auth,
-        server_address=a.server_address,
-        identity_token=a.identity_token,
-        registry_token=a.registry_token,
-    )
+    found = _from_pb(AuthConfig, m.auth)
     return None if found == AuthConfig() else found
 
 
@@ -306,27 +354,12 @@ def port_forward_request(m: pb.PortForwardRequest) -> streaming.PortForwardReque
     return streaming.PortForwardRequest(m.pod_sandbox_id, tuple(int(p) for p in m.port))
 
 
-def pod_sandbox_filter(m: pb.PodSandboxFilter) -> PodSandboxFilter:
-    return PodSandboxFilter(
-        id=m.id,
-        state=(
-            model.PodSandboxState(pb.PodSandboxState.Name(m.state.state)) if m.HasField("state") else None
-        ),
-        label_selector=dict(m.label_selector),
-    )
+def pod_sandbox_filter(m: pb.PodSandboxFilter | pb.PodSandboxStatsFilter) -> PodSandboxFilter:
+    return _from_pb(PodSandboxFilter, m)
 
 
-def container_filter(m: pb.ContainerFilter) -> ContainerFilter:
-    return ContainerFilter(
-        id=m.id,
-        state=(model.ContainerState(pb.ContainerState.Name(m.state.state)) if m.HasField("state") else None),
-        pod_sandbox_id=m.pod_sandbox_id,
-        label_selector=dict(m.label_selector),
-    )
-
-
-def container_stats_filter(m: pb.ContainerStatsFilter) -> ContainerFilter:
-    return ContainerFilter(id=m.id, pod_sandbox_id=m.pod_sandbox_id, label_selector=dict(m.label_selector))
+def container_filter(m: pb.ContainerFilter | pb.ContainerStatsFilter) -> ContainerFilter:
+    return _from_pb(ContainerFilter, m)
 
 
 # --- model -> responses --------------------------------------------------------------------------------
@@ -346,23 +379,10 @@ def version_response(runtime_name: str, runtime_version: str) -> pb.VersionRespo
     )
 
 
-def pod_sandbox_metadata(m: model.PodSandboxMetadata) -> pb.PodSandboxMetadata:
-    return pb.PodSandboxMetadata(name=m.name, uid=m.uid, namespace=m.namespace, attempt=m.attempt)
-
-
-def pb_namespace_option(m: model.NamespaceOption) -> pb.NamespaceOption:
-    """The pod's namespaces as PodSandboxStatus reports them, the user namespace and its mappings too."""
-    out = pb.NamespaceOption(network=m.network.name, pid=m.pid.name, ipc=m.ipc.name, target_id=m.target_id)
-    out.userns_options.mode = m.userns.mode.name  # type: ignore[assignment]
-    for src, dst in ((m.userns.uids, out.userns_options.uids), (m.userns.gids, out.userns_options.gids)):
-        dst.extend(pb.IDMapping(host_id=i.host_id, container_id=i.container_id, length=i.length) for i in src)
-    return out
-
-
 def pod_sandbox(s: model.PodSandbox) -> pb.PodSandbox:
     return pb.PodSandbox(
         id=s.id,
-        metadata=pod_sandbox_metadata(s.config.metadata),
+        metadata=_message(pb.PodSandboxMetadata, s.config.metadata),
         state=s.state.value,
         created_at=s.created_at,
         labels=s.config.labels,
@@ -374,7 +394,7 @@ def pod_sandbox(s: model.PodSandbox) -> pb.PodSandbox:
 def pod_sandbox_status(s: model.PodSandbox) -> pb.PodSandboxStatus:
     return pb.PodSandboxStatus(
         id=s.id,
-        metadata=pod_sandbox_metadata(s.config.metadata),
+        metadata=_message(pb.PodSandboxMetadata, s.config.metadata),
         state=s.state.value,
         created_at=s.created_at,
         network=pb.PodSandboxNetworkStatus(
@@ -422,42 +442,11 @@ def pod_sandbox_status_response(
     )
 
 
-def container_metadata(m: model.ContainerMetadata) -> pb.ContainerMetadata:
-    return pb.ContainerMetadata(name=m.name, attempt=m.attempt)
-
-
-def pb_mount(m: model.Mount) -> pb.Mount:
-    return pb.Mount(
-        container_path=m.container_path,
-        host_path=m.host_path,
-        readonly=m.readonly,
-        selinux_relabel=m.selinux_relabel,
-        propagation=m.propagation.name,
-        image=pb.ImageSpec(image=m.image, image_ref=m.image_ref) if m.image else None,
-        image_sub_path=m.image_sub_path,
-        recursive_read_only=m.recursive_read_only,
-    )
-
-
-def pb_linux_container_resources(r: model.LinuxContainerResources) -> pb.LinuxContainerResources:
-    return pb.LinuxContainerResources(
-        cpu_period=r.cpu_period,
-        cpu_quota=r.cpu_quota,
-        cpu_shares=r.cpu_shares,
-        memory_limit_in_bytes=r.memory_limit_in_bytes,
-        oom_score_adj=r.oom_score_adj,
-        cpuset_cpus=r.cpuset_cpus,
-        cpuset_mems=r.cpuset_mems,
-        unified=r.unified,
-        memory_swap_limit_in_bytes=r.memory_swap_limit_in_bytes,
-    )
-
-
 def container(c: model.Container) -> pb.Container:
     return pb.Container(
         id=c.id,
         pod_sandbox_id=c.sandbox_id,
-        metadata=container_metadata(c.config.metadata),
+        metadata=_message(pb.ContainerMetadata, c.config.metadata),
         image=pb.ImageSpec(image=c.config.image),
         image_ref=c.image_ref,
         state=c.state.value,
@@ -471,7 +460,7 @@ def container(c: model.Container) -> pb.Container:
 def container_status(c: model.Container) -> pb.ContainerStatus:
     status = pb.ContainerStatus(
         id=c.id,
-        metadata=container_metadata(c.config.metadata),
+        metadata=_message(pb.ContainerMetadata, c.config.metadata),
         state=c.state.value,
         created_at=c.created_at,
         started_at=c.started_at,
@@ -488,14 +477,13 @@ def container_status(c: model.Container) -> pb.ContainerStatus:
         image_id=c.image_id,
     )
     if c.config.resources is not None:
-        status.resources.linux.CopyFrom(pb_linux_container_resources(c.config.resources))
+        status.resources.linux.SetInParent()
+        _to_pb(c.config.resources, status.resources.linux)
     if c.user is not None:
         # The ids of the container's process as podhost resolved them into the OCI process.user (image
         # /etc/passwd and /etc/group per SupplementalGroupsPolicy), as containerd reports them.
-        user = status.user.linux
-        user.uid = c.user.uid
-        user.gid = c.user.gid
-        user.supplemental_groups.extend(c.user.supplemental_groups)
+        _to_pb(c.user, status.user.linux)
+        status.user.linux.SetInParent()
     return status
 
 
@@ -566,12 +554,7 @@ def image_fs_info_response(
 
 
 def runtime_status(conditions: Iterable[RuntimeCondition]) -> pb.RuntimeStatus:
-    return pb.RuntimeStatus(
-        conditions=[
-            pb.RuntimeCondition(type=c.type, status=c.status, reason=c.reason, message=c.message)
-            for c in conditions
-        ]
-    )
+    return pb.RuntimeStatus(conditions=[_message(pb.RuntimeCondition, c) for c in conditions])
 
 
 def status_response(
@@ -601,7 +584,7 @@ def status_response(
 def container_attributes(c: model.Container) -> pb.ContainerAttributes:
     return pb.ContainerAttributes(
         id=c.id,
-        metadata=container_metadata(c.config.metadata),
+        metadata=_message(pb.ContainerMetadata, c.config.metadata),
         labels=c.config.labels,
         annotations=c.config.annotations,
     )
@@ -662,7 +645,7 @@ def pod_sandbox_stats(s: model.PodSandboxStats, containers: dict[str, model.Cont
     default = next((i for i in interfaces if i.name == "eth0"), interfaces[0] if interfaces else None)
     return pb.PodSandboxStats(
         attributes=pb.PodSandboxAttributes(
-            id=sb.id, metadata=pod_sandbox_metadata(sb.config.metadata), labels=sb.config.labels,
+            id=sb.id, metadata=_message(pb.PodSandboxMetadata, sb.config.metadata), labels=sb.config.labels,
             annotations=sb.config.annotations,
         ),
         linux=pb.LinuxPodSandboxStats(
@@ -676,12 +659,8 @@ def pod_sandbox_stats(s: model.PodSandboxStats, containers: dict[str, model.Cont
     )  # fmt: skip
 
 
-def pod_sandbox_stats_filter(m: pb.PodSandboxStatsFilter) -> PodSandboxFilter:
-    return PodSandboxFilter(id=m.id, label_selector=dict(m.label_selector))
-
-
 def metric_descriptor(d: metrics.MetricDescriptor) -> pb.MetricDescriptor:
-    return pb.MetricDescriptor(name=d.name, help=d.help, label_keys=list(d.label_keys))
+    return _message(pb.MetricDescriptor, d)
 
 
 def _metric(m: metrics.Metric) -> pb.Metric:

@@ -246,7 +246,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
     def ListContainerStats(
         self, request: pb.ListContainerStatsRequest, context: grpc.ServicerContext
     ) -> pb.ListContainerStatsResponse:
-        f = convert.container_stats_filter(request.filter)
+        f = convert.container_filter(request.filter)
         containers = {c.id: c for c in self.runtime.list_containers(f)}
         stats = self.runtime.list_container_stats(f)
         return pb.ListContainerStatsResponse(
@@ -267,7 +267,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
     def ListPodSandboxStats(
         self, request: pb.ListPodSandboxStatsRequest, context: grpc.ServicerContext
     ) -> pb.ListPodSandboxStatsResponse:
-        stats = self.runtime.list_pod_sandbox_stats(convert.pod_sandbox_stats_filter(request.filter))
+        stats = self.runtime.list_pod_sandbox_stats(convert.pod_sandbox_filter(request.filter))
         containers = {c.id: c for c in self.runtime.list_containers(ContainerFilter())}
         return pb.ListPodSandboxStatsResponse(stats=[convert.pod_sandbox_stats(s, containers) for s in stats])
 

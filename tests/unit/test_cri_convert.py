@@ -244,7 +244,7 @@ def test_filters_and_small_requests() -> None:
     )
     assert (cf.id, cf.pod_sandbox_id, cf.state) == ("c", "p", model.ContainerState.CONTAINER_EXITED)
     assert convert.container_filter(pb.ContainerFilter()).state is None
-    sf = convert.container_stats_filter(
+    sf = convert.container_filter(
         pb.ContainerStatsFilter(id="c", pod_sandbox_id="p", label_selector={"x": "y"})
     )
     assert (sf.id, sf.pod_sandbox_id, sf.state, sf.label_selector) == ("c", "p", None, {"x": "y"})

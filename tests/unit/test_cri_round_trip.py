@@ -1,0 +1,154 @@
+"""Every field of every CRI message podhost accepts into its model survives pb -> model -> record -> pb.
+
+The requests are filled from their descriptors (every field set, to a value unlike any other), converted
+by `podhost.cri.convert` into the model, written and read back as a record on disk is (JSON through
+`to_dict`/`from_dict`), and converted back. A field that does not come back must be in `UNSUPPORTED` with
+the reason podhost drops it: a field a new CRI version adds fails this test until it is carried or listed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from google.protobuf.message import Message
+
+from podhost.cri import api_pb2 as pb
+from podhost.cri import convert
+from podhost.runtime import model
+
+#: "Message.field" (descriptor names) -> why podhost does not carry it.
+UNSUPPORTED: dict[str, str] = {
+    "PodSandboxConfig.windows": "podhost runs Linux pods only",
+    "ContainerConfig.windows": "podhost runs Linux containers only",
+    "LinuxPodSandboxConfig.overhead": "the pod cgroup is sized from linux.resources, which includes overhead",
+    "LinuxSandboxSecurityContext.selinux_options": "no SELinux: these hosts run without it",
+    "LinuxContainerSecurityContext.selinux_options": "no SELinux: these hosts run without it",
+    "LinuxSandboxSecurityContext.apparmor": "no AppArmor profiles are applied",
+    "LinuxContainerSecurityContext.apparmor": "no AppArmor profiles are applied",
+    "LinuxContainerSecurityContext.apparmor_profile": "no AppArmor profiles are applied (deprecated field)",
+    "LinuxSandboxSecurityContext.seccomp_profile_path": "deprecated spelling, read only without `seccomp`",
+    "LinuxContainerSecurityContext.seccomp_profile_path": "deprecated spelling, read only without `seccomp`",
+    "LinuxContainerResources.hugepage_limits": "hugetlb limits are not applied",
+    "ContainerConfig.CDI_devices": "no CDI registry",
+    "ContainerConfig.stop_signal": "the image's StopSignal is used (KEP-4960 not implemented)",
+    "ImageSpec.annotations": "images are resolved by reference alone",
+    "ImageSpec.user_specified_image": "images are resolved by reference alone",
+    "ImageSpec.runtime_handler": "no per-image runtime handler: the sandbox's handler runs every container",
+    "ImageSpec.image_ref": "the runtime's to set (the image's id), never taken from a request",
+    "Mount.uidMappings": "no idmapped bind mounts (the pod's user namespace idmaps only the image layers)",
+    "Mount.gidMappings": "no idmapped bind mounts (the pod's user namespace idmaps only the image layers)",
+    "Mount.mount_options": "mount options are not taken from CRI",
+}
+
+
+def filled(cls: type[Message]) -> Message:
+    """A `cls` with every field set, recursively, each to a value no other field has."""
+    numbers = itertools.count(1)
+
+    def fill(msg: Message) -> None:
+        for fd in msg.DESCRIPTOR.fields:
+            if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+                getattr(msg, fd.name)[f"{fd.name}-key"] = value(fd.message_type.fields_by_name["value"])
+            elif fd.is_repeated and fd.message_type is not None:
+                fill(getattr(msg, fd.name).add())
+            elif fd.is_repeated:
+                getattr(msg, fd.name).extend([value(fd), value(fd)])
+            elif fd.message_type is not None:
+                fill(getattr(msg, fd.name))
+            else:
+                setattr(msg, fd.name, value(fd))
+
+    def value(fd: Any) -> Any:
+        n = next(numbers)
+        if fd.enum_type is not None:  # the last value: never the proto3 default
+            return fd.enum_type.values[-1].number
+        if fd.type == fd.TYPE_BOOL:
+            return True
+        if fd.type == fd.TYPE_STRING:
+            return f"{fd.name}-{n}"
+        if fd.type == fd.TYPE_BYTES:
+            return f"{fd.name}-{n}".encode()
+        return n
+
+    msg = cls()
+    fill(msg)
+    return msg
+
+
+def differences(a: Message, b: Message, path: str = "") -> Iterator[str]:
+    """The fields (as "Message.field" paths from the top) where `a` and `b` differ, unsupported ones aside."""
+    for fd in a.DESCRIPTOR.fields:
+        if f"{a.DESCRIPTOR.name}.{fd.name}" in UNSUPPORTED:
+            continue
+        where = f"{path or a.DESCRIPTOR.name}.{fd.name}"
+        x, y = getattr(a, fd.name), getattr(b, fd.name)
+        if fd.message_type is not None and not fd.message_type.GetOptions().map_entry:
+            if fd.is_repeated:
+                if len(x) != len(y):
+                    yield where
+                for i, (u, v) in enumerate(zip(x, y, strict=False)):
+                    yield from differences(u, v, f"{where}[{i}]")
+            elif a.HasField(fd.name) != b.HasField(fd.name):
+                yield where
+            else:
+                yield from differences(x, y, where)
+        elif x != y:
+            yield where
+
+
+def unsupported_seen(cls: type[Message]) -> set[str]:
+    """The UNSUPPORTED entries `cls` reaches."""
+    seen: set[str] = set()
+
+    def walk(d: Any) -> None:
+        for fd in d.fields:
+            key = f"{d.name}.{fd.name}"
+            if key in UNSUPPORTED:
+                seen.add(key)
+            elif fd.message_type is not None and not fd.message_type.GetOptions().map_entry:
+                walk(fd.message_type)
+
+    walk(cls.DESCRIPTOR)
+    return seen
+
+
+def as_record(obj: Any) -> Any:
+    """`obj` written to disk and read back, as `podhost.runtime.state` does with the record holding it."""
+    return model.from_dict(type(obj), json.loads(json.dumps(model.to_dict(obj))))
+
+
+ROUND_TRIPS: dict[str, tuple[type[Message], Callable[[Any], Any], Callable[[Any], Message]]] = {
+    "RunPodSandbox": (pb.PodSandboxConfig, convert.pod_sandbox_config, convert.pb_pod_sandbox_config),
+    "CreateContainer": (pb.ContainerConfig, convert.container_config, convert.pb_container_config),
+    "UpdateContainerResources": (
+        pb.LinuxContainerResources,
+        convert.linux_container_resources,
+        lambda r: convert._message(pb.LinuxContainerResources, r),
+    ),
+}
+
+
+@pytest.mark.parametrize("verb", ROUND_TRIPS)
+def test_every_cri_field_round_trips_through_the_model_and_its_record(verb: str) -> None:
+    cls, to_model, to_pb = ROUND_TRIPS[verb]
+    sent = filled(cls)
+    back = to_pb(as_record(to_model(sent)))
+    assert list(differences(sent, back)) == []
+
+
+@pytest.mark.parametrize("key", sorted(UNSUPPORTED))
+def test_each_unsupported_field_is_in_cri_and_really_dropped(
+    key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The list does not rot: without its entry, the field fails the round trip as a new CRI field would."""
+    reaching = [trip for trip in ROUND_TRIPS.values() if key in unsupported_seen(trip[0])]
+    assert reaching, f"{key} is in no message podhost accepts"
+    monkeypatch.delitem(UNSUPPORTED, key)
+    for cls, to_model, to_pb in reaching:
+        sent = filled(cls)
+        found = list(differences(sent, to_pb(as_record(to_model(sent)))))
+        assert any(path.endswith("." + key.split(".")[1]) for path in found), found
