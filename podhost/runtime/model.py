@@ -1,8 +1,13 @@
 """The runtime's vocabulary: what a caller asks for (specs) and what the runtime records (records).
 
-Specs mirror the CRI v1 messages field for field, with the CRI names in snake_case, so the CRI layer
-converts once at its edge (`podhost.cri.convert`) and nothing below it knows about protobuf. Records are
-what `podhost.runtime.state` writes to disk; they change only through the services that own them.
+Specs hold the CRI v1 request fields podhost implements, by their CRI names, normalized for the runtime:
+`int | None` for the optional wrappers, Python enums, one seccomp spelling, `linux` and its
+`security_context` flattened into the sandbox config. The CRI layer copies same-named fields generically
+at its edge (`podhost.cri.convert`), so nothing below it knows about protobuf, and
+tests/unit/test_cri_round_trip.py proves every CRI field either survives pb -> spec -> record -> pb or
+is listed there as unsupported with its reason. Records add what CRI does not carry (stage, pids, cgroup,
+pinned namespaces, the CNI result); `podhost.runtime.state` writes them to disk as plain JSON
+(`to_dict`/`from_dict`), and they change only through the services that own them.
 """
 
 from __future__ import annotations
