@@ -13,8 +13,7 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -38,17 +37,6 @@ from tests.leaks import (
 )
 
 BUSYBOX = "localhost/podhost/busybox:latest"
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> object:
-    """Poll `predicate` until it returns something true (returned) or `timeout` passes (its last value)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 class Instance:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from podhost.config import Config
 from podhost.runtime import procs
+from tests.wait import wait_for
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -61,10 +62,9 @@ def bridge_ports(bridge: str) -> list[str]:
 def settled_bridge_ports(bridge: str, grace: float = 2.0) -> list[str]:
     """`bridge_ports`, given `grace` s to empty: the host end of a veth whose pod netns died without a CNI
     DEL inside it goes when the kernel's namespace cleanup (a workqueue) gets to it, not at once."""
-    deadline = time.monotonic() + grace
-    while (ports := bridge_ports(bridge)) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return ports
+    with contextlib.suppress(AssertionError):
+        wait_for(f"{bridge}'s ports gone", lambda: not bridge_ports(bridge), grace)
+    return bridge_ports(bridge)
 
 
 def ipam_reservations(state_dir: Path) -> list[str]:

@@ -25,10 +25,10 @@ instance's directories for what is real. Only the directory layout is podhost's 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from podhost.runtime import procs
 from podhost.runtime.procs import MARK_ENV
 from tests.instance import Instance
 from tests.leaks import await_exit, comm, processes_in
+from tests.wait import wait_for
 
 NO_PROCESS_STATES = ("", "Z", "X")  # procs.state of a process that is gone (or only a zombie)
 RUNC_LIVE = ("running", "created", "paused", "creating")
@@ -327,9 +328,6 @@ def _files_are_listed(inst: Instance, listing: Listing) -> list[str]:
 def settled_reality_problems(inst: Instance, timeout: float = 3.0) -> list[str]:
     """`reality_problems`, awaited: what the daemon learns by events (an exit, a pause death) may reach its
     listing a moment after the fact. [] as soon as the two agree; else the mismatches after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        problems = reality_problems(inst)
-        if not problems or time.monotonic() >= deadline:
-            return problems
-        time.sleep(0.1)
+    with contextlib.suppress(AssertionError):
+        wait_for("listed and real to agree", lambda: not reality_problems(inst), timeout, interval=0.1)
+    return reality_problems(inst)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from podhost.errors import PodhostError
 from podhost.runtime.network import conflist, plugin
 from tests.instance import Instance, OrphanReaper, leak_checked
 from tests.leaks import find_leaks
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -76,10 +76,7 @@ def test_a_caller_gone_mid_add_leaves_nothing(slow: Instance) -> None:
         short.close()
     # The daemon notices at the stage after the slow ADD and unwinds; wait until it has.
     log = slow.root / "daemon.log"
-    deadline = time.monotonic() + ADD_DELAY_S + 10
-    while "the caller went away" not in log.read_text() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert "the caller went away" in log.read_text(), slow.log_tail()
+    wait_for("the daemon to unwind", lambda: "the caller went away" in log.read_text(), ADD_DELAY_S + 10)
     assert slow.client.list_pod_sandbox() == []
     problems = find_leaks(slow.root, slow.bridge, slow.config.cgroup_parent, slow.config.instance_id)
     assert problems == [], problems

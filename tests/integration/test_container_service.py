@@ -46,6 +46,7 @@ from podhost.runtime.model import (
     PodSandboxState,
 )
 from podhost.runtime.state import RecordStore
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -157,31 +158,20 @@ class Pod:
         if not forked:
             return self.unshare.pid
         children = Path(f"/proc/{self.unshare.pid}/task/{self.unshare.pid}/children")
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            pids = children.read_text().split()
-            if pids:
-                return int(pids[0])
-            time.sleep(0.005)
-        raise AssertionError("pause stand-in did not fork")
+        return int(wait_for("the pause stand-in's fork", lambda: children.read_text().split(), 5)[0])
 
     def _wait_ready(self, kinds: list[str]) -> None:
         """Until the stand-in has unshared, set its hostname and exec'd sleep: pinning earlier would pin
         the host's namespaces."""
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                cmdline = Path(f"/proc/{self.pause_pid}/cmdline").read_bytes()
-                own = all(
-                    os.readlink(f"/proc/{self.pause_pid}/ns/{k}") != os.readlink(f"/proc/self/ns/{k}")
-                    for k in kinds
-                )
-            except OSError:
-                cmdline, own = b"", False
-            if own and b"sleep" in cmdline:
-                return
-            time.sleep(0.002)
-        raise AssertionError("pause stand-in did not come up")
+
+        def up() -> bool:
+            own = all(
+                os.readlink(f"/proc/{self.pause_pid}/ns/{k}") != os.readlink(f"/proc/self/ns/{k}")
+                for k in kinds
+            )
+            return own and b"sleep" in Path(f"/proc/{self.pause_pid}/cmdline").read_bytes()
+
+        wait_for("the pause stand-in to unshare and exec sleep", up, 5)
 
     def close(self) -> None:
         run_dir = self.config.sandbox_run_dir(self.sandbox.id)
@@ -190,18 +180,18 @@ class Pod:
             os.kill(self.pause_pid, signal.SIGKILL)
         self.unshare.wait()
         # The stand-in was unshare's child; with unshare gone it is re-parented to us (a subreaper).
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and procs.state(self.pause_pid) not in ("", "X"):
+
+        def reaped() -> bool:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.pause_pid, os.WNOHANG)
-            time.sleep(0.005)
+            return procs.state(self.pause_pid) in ("", "X")
+
+        wait_for("the pause stand-in reaped", reaped, 5)
         for pin in self.sandbox.ns_paths.values():
             namespaces.unpin(pin)
         namespaces.unmount(str(run_dir / "shm"))
         shutil.rmtree(run_dir)
-        deadline = time.monotonic() + 5
-        while self.cgroups.pids(self.sandbox.cgroup) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for("the pod cgroup empty", lambda: not self.cgroups.pids(self.sandbox.cgroup), 5)
         self.cgroups.remove(self.sandbox.cgroup)
         shutil.rmtree(self.log_dir, ignore_errors=True)
 
@@ -313,6 +303,13 @@ def wait_exit(service: ContainerService, container_id: str, timeout: float = 10)
         sub.close()
 
 
+def wait_logged(container: Container, text: str) -> None:
+    """Until the container wrote `text` as a line: a readiness signal (e.g. its signal trap is set)."""
+    wait_for(
+        f"{text!r} in the log of {container.id[:13]}", lambda: text in (t for *_, t in log_lines(container))
+    )
+
+
 def log_lines(container: Container) -> list[tuple[str, str, str]]:
     out = []
     for line in Path(container.log_path).read_text().splitlines():
@@ -358,8 +355,13 @@ def test_true_completes(service: ContainerService, pod: Pod, layer: Path) -> Non
 
 
 def test_stop_honours_sigterm(service: ContainerService, pod: Pod, layer: Path) -> None:
-    c = run(service, pod, layer, ccfg("graceful", ["sh", "-c", "trap 'exit 0' TERM; sleep 100 & wait"]))
-    time.sleep(0.2)  # let sh install its trap
+    c = run(
+        service,
+        pod,
+        layer,
+        ccfg("graceful", ["sh", "-c", "trap 'exit 0' TERM; echo trapped; sleep 100 & wait"]),
+    )
+    wait_logged(c, "trapped")
     t0 = time.monotonic()
     service.stop(c.id, 10)
     assert time.monotonic() - t0 < 3
@@ -369,8 +371,8 @@ def test_stop_honours_sigterm(service: ContainerService, pod: Pod, layer: Path) 
 
 
 def test_stop_kills_after_timeout(service: ContainerService, pod: Pod, layer: Path) -> None:
-    c = run(service, pod, layer, ccfg("stubborn", ["sh", "-c", "trap '' TERM; sleep 100"]))
-    time.sleep(0.2)
+    c = run(service, pod, layer, ccfg("stubborn", ["sh", "-c", "trap '' TERM; echo trapped; sleep 100"]))
+    wait_logged(c, "trapped")
     t0 = time.monotonic()
     service.stop(c.id, 1)
     elapsed = time.monotonic() - t0
@@ -548,20 +550,20 @@ def test_update_resources_and_reopen_log(service: ContainerService, pod: Pod, la
     assert int(limit.read_text()) == 64 * 1024 * 1024
     Path(c.log_path).rename(c.log_path + ".1")
     service.reopen_log(c.id)
-    deadline = time.monotonic() + 2
-    while not Path(c.log_path).exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert Path(c.log_path).exists()
+    wait_for("conmon's new log file", Path(c.log_path).exists, 2)
 
 
 def test_recover_after_restart(service: ContainerService, pod: Pod, layer: Path, config: Config) -> None:
-    c = run(service, pod, layer, ccfg("survivor", ["sh", "-c", "trap 'exit 5' TERM; sleep 100 & wait"]))
-    time.sleep(0.2)
+    c = run(
+        service,
+        pod,
+        layer,
+        ccfg("survivor", ["sh", "-c", "trap 'exit 5' TERM; echo trapped; sleep 100 & wait"]),
+    )
+    wait_logged(c, "trapped")
     service.close()  # the daemon goes away; conmon and the container keep running
     os.kill(c.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 5
-    while not (config.run_dir / "exits" / c.id).exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for("conmon's exit file", (config.run_dir / "exits" / c.id).exists, 5)
     again = ContainerService(config, RecordStore(config.container_records, Container), EventBus())
     try:
         again.recover(procs.marked(config.instance_id))

@@ -34,6 +34,7 @@ from bench.containerd_peer import (  # noqa: E402
 )
 from podhost.cri import api_pb2  # noqa: E402
 from tests.leaks import cgroup_dirs, processes_in  # noqa: E402
+from tests.wait import wait_for  # noqa: E402
 
 pytestmark = pytest.mark.root
 
@@ -222,8 +223,8 @@ def test_stop_cleans_up_after_containerd_was_killed_with_pods_running() -> None:
         containerd = peer.pid
         assert containerd is not None
         os.kill(containerd, signal.SIGKILL)
-        while peer.pid is not None:  # a Go process is reapable only once all its threads are gone
-            time.sleep(0.01)
+        # A Go process is reapable only once all its threads are gone.
+        wait_for("containerd reaped", lambda: peer.pid is None, 10, interval=0.01)
         assert processes_in(DEFAULT_CGROUP_PARENT)
     finally:
         peer.stop()

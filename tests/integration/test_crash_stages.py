@@ -30,9 +30,10 @@ from podhost.cri import api_pb2 as pb
 from podhost.errors import AlreadyExists, PodhostError
 from podhost.runtime.procs import mark_env
 from podhost.runtime.stages import KILL_AT_ENV, STAGES
-from tests.instance import Instance, OrphanReaper, wait_for
+from tests.instance import Instance, OrphanReaper
 from tests.leaks import find_leaks
 from tests.reality import reality_problems, settled_reality_problems
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -110,8 +111,10 @@ def exited_container(inst: Instance, scene: Scene) -> str:
     config = inst.container_config("done", ["sh", "-c", f"exit {EXIT_CODE}"])
     cid = inst.client.create_container(scene.pod_id, config, scene.pod)
     inst.client.start_container(cid)
-    assert wait_for(lambda: inst.client.container_status(cid).status.state == pb.CONTAINER_EXITED), (
-        "the container that exits at once was never reported exited"
+    wait_for(
+        "the container that exits at once reported exited",
+        lambda: inst.client.container_status(cid).status.state == pb.CONTAINER_EXITED,
+        10,
     )
     return cid
 

@@ -6,7 +6,6 @@ subnet 10.244.18.0/24), and every test is followed by the same leak check as the
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 from podhost.errors import InvalidArgument
 from tests.instance import Instance, OrphanReaper, isolated_instance, leak_checked
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -39,17 +39,12 @@ def test_reopen_container_log_returns_once_the_new_file_exists(podhost: Instance
         pod_id, pod, "logger", ["sh", "-c", "while true; do echo tick; sleep 0.1; done"]
     )
     log = Path(pod.log_directory) / "logger.log"
-    deadline = time.monotonic() + 5
-    while not (log.exists() and log.stat().st_size) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for("the first tick", lambda: log.stat().st_size, 5)
     for round_ in range(5):  # conmon's reopen is asynchronous: one lucky round would prove nothing
         log.rename(log.with_name(f"logger.log.{round_}"))
         podhost.client.reopen_container_log(cid)
         assert log.exists(), f"round {round_}: ReopenContainerLog returned before the new log existed"
-    deadline = time.monotonic() + 5
-    while b"tick" not in log.read_bytes() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert b"stdout F tick" in log.read_bytes()
+    wait_for("a tick in the reopened log", lambda: b"stdout F tick" in log.read_bytes(), 5)
 
 
 def test_run_as_group_without_user_is_rejected(podhost: Instance) -> None:

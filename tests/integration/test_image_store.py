@@ -24,6 +24,7 @@ from podhost.errors import FailedPrecondition, InvalidArgument, NotFound, Runtim
 from podhost.runtime.image import build
 from podhost.runtime.image.archive import ImageBlobs, sha256_digest, write_docker_archive, write_oci_archive
 from podhost.runtime.image.store import ImageStore
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -377,10 +378,7 @@ def test_removal_during_an_import_keeps_the_layers_it_reuses(store: ImageStore, 
     t = threading.Thread(target=import_b)
     t.start()
     with open(fifo, "wb") as w:  # opens once B is reading; B has leased BASE (bottom first) by then
-        deadline = time.monotonic() + 10
-        while not store._leases:
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
+        wait_for("B's lease on BASE", lambda: store._leases, 10, interval=0.005)
         store.remove("localhost/t/a:1")
         w.write(top)
     t.join(timeout=10)
@@ -418,6 +416,7 @@ CHILD = """
 import sys
 from pathlib import Path
 from podhost.runtime.image.store import ImageStore
+from tests.wait import wait_for
 root, fifo, manifest, config = sys.argv[1:5]
 store = ImageStore(Path(root))
 with open(fifo, "rb") as layer:
@@ -452,10 +451,7 @@ def test_import_killed_midway_leaves_a_consistent_store(tmp_root: Path) -> None:
         with open(fifo, "wb") as w:
             w.write(big[: len(big) // 2])
             w.flush()
-            deadline = time.monotonic() + 10
-            while not any((root / "tmp").rglob("file*")):
-                assert time.monotonic() < deadline, "the child never started unpacking"
-                time.sleep(0.01)
+            wait_for("the child to start unpacking", lambda: any((root / "tmp").rglob("file*")), 10)
             child.send_signal(signal.SIGKILL)
             child.wait(timeout=10)
     except BrokenPipeError:

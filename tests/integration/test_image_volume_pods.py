@@ -14,9 +14,9 @@ from tests.integration.test_kubelet_pods import (
     container,
     is_ready,
     kubelet_instance,
-    wait_for,
 )
 from tests.leaks import find_leaks
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
 

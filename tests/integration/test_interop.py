@@ -7,7 +7,6 @@ containerd's CRI plugin accepts drive podhost, and podhost's answers decode the 
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from podhost.cri.client import CRIClient
 from podhost.errors import NotFound
 from tests.instance import Instance
 from tests.leaks import find_leaks
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -98,9 +98,7 @@ def test_sandbox_container_exec_logs_stop_remove(target: Target) -> None:
     assert (r.exit_code, r.stdout) == (7, b"interop\n")
 
     log_path = Path(c.container_status(cid).status.log_path)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and log_path.read_bytes().count(b"\n") < 2:
-        time.sleep(0.02)
+    wait_for("both log lines", lambda: log_path.read_bytes().count(b"\n") >= 2, 5)
     lines = log_path.read_text().splitlines()
     assert any(" stdout F hello from interop" in line for line in lines), lines
     assert any(" stderr F oops" in line for line in lines), lines

@@ -30,8 +30,9 @@ import pytest
 
 from tests.instance import OrphanReaper
 from tests.integration.test_kube_api import KUBECTL, Kube
-from tests.integration.test_kubelet_pods import DEMO, KubeletInstance, kubelet_instance, wait_for
+from tests.integration.test_kubelet_pods import DEMO, KubeletInstance, kubelet_instance
 from tests.leaks import find_leaks
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
 

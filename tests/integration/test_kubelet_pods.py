@@ -35,6 +35,7 @@ from podhost.runtime.image import build
 from podhost.runtime.image.archive import ImageBlobs, sha256_digest, write_oci_archive
 from tests.instance import Instance, OrphanReaper
 from tests.leaks import find_leaks
+from tests.wait import wait_for
 
 _REPO = str(Path(__file__).resolve().parents[2])
 if _REPO not in sys.path:
@@ -175,18 +176,6 @@ class KubeletInstance(Instance):
                     self.pods.delete("pod", pod["metadata"]["name"], pod["metadata"]["namespace"])
 
 
-def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 20.0, every: float = 0.02) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            last = fn()
-            if last:
-                return last
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
 def condition(pod: dict[str, Any], type_: str) -> dict[str, Any]:
     return next(c for c in pod["status"]["conditions"] if c["type"] == type_)
 
@@ -207,6 +196,12 @@ def endpoints(inst: KubeletInstance, service: str) -> list[str]:
         for p in s["ports"]
         for a in s.get("addresses", [])
     ]
+
+
+def page(inst: KubeletInstance) -> str:
+    """The demo pod's nginx page, fetched from its shell container over the pod's loopback."""
+    argv = ["exec", "shared-namespace-demo", "-c", "shell", "--", "wget", "-qO-", "http://127.0.0.1/"]
+    return inst.kubectl(*argv).stdout
 
 
 def ps_ax(inst: KubeletInstance, pod: str, c: str) -> dict[str, int]:
@@ -284,11 +279,7 @@ def test_the_articles_demo_through_apply_and_exec(k: KubeletInstance) -> None:
     httpd = next(pid for cmd, pid in procs.items() if cmd.startswith("httpd"))
     assert "sleep 3600" in procs
     k.kubectl("exec", "shared-namespace-demo", "-c", "shell", "--", "kill", "-HUP", str(httpd))
-    time.sleep(0.5)
-    page = k.kubectl(
-        "exec", "shared-namespace-demo", "-c", "shell", "--", "wget", "-qO-", "http://127.0.0.1:80/"
-    )
-    assert "Welcome to nginx!" in page.stdout
+    wait_for("nginx serving after its SIGHUP", lambda: "Welcome to nginx!" in page(k))
     after = ps_ax(k, "shared-namespace-demo", "shell")
     assert next(pid for cmd, pid in after.items() if cmd.startswith("httpd")) == httpd  # same process serves
     pod = k.pod("shared-namespace-demo")
@@ -354,7 +345,7 @@ def test_pause_killed_five_steps_and_back(k: KubeletInstance) -> None:
         "PodReadyToStartContainers=False",
         lambda: condition(p := k.pod("web"), "PodReadyToStartContainers")["status"] == "False" and p,
         timeout=1.0,
-        every=0.005,
+        interval=0.005,
     )
     detected = time.monotonic() - killed
     assert endpoints(k, "web") == []  # step 2: out of the endpoints at once
@@ -371,7 +362,7 @@ def test_pause_killed_five_steps_and_back(k: KubeletInstance) -> None:
         described,
     ), described
 
-    back = wait_for("web Ready again", lambda: is_ready(p := k.pod("web")) and p, timeout=15, every=0.01)
+    back = wait_for("web Ready again", lambda: is_ready(p := k.pod("web")) and p, timeout=15, interval=0.01)
     ready_after = time.monotonic() - killed
     print(
         f"kill -> pod Ready again (new sandbox, containers restarted, probe passed): {ready_after * 1000:.0f} ms"
@@ -415,7 +406,7 @@ def test_pause_death_watched_with_kubectl(k: KubeletInstance) -> None:
             "PodReadyToStartContainers=False",
             lambda: condition(k.pod("web"), "PodReadyToStartContainers")["status"] == "False",
             timeout=1.0,
-            every=0.005,
+            interval=0.005,
         )
         out = k.kubectl("get", "endpoints", "web").stdout
         assert re.search(r"^web\s+<none>\s", out, re.M), out
@@ -511,7 +502,7 @@ def test_crash_loop_backoff_grows(k: KubeletInstance) -> None:
         seen.add(c["state"].get("waiting", {}).get("reason", ""))
         return c["restartCount"] >= 3
 
-    wait_for("three restarts", restarted_three_times, timeout=30, every=0.05)
+    wait_for("three restarts", restarted_three_times, timeout=30, interval=0.05)
     assert "CrashLoopBackOff" in seen
     events = k.pods.get("events", "default", "crasher")
     waits = [
@@ -786,11 +777,7 @@ def test_the_demo_against_containerd_through_the_same_manager(orphan_reaper: Orp
         assert procs.get("/pause") == 1, procs
         httpd = next(pid for cmd, pid in procs.items() if cmd.startswith("httpd"))
         inst.kubectl("exec", "shared-namespace-demo", "-c", "shell", "--", "kill", "-HUP", str(httpd))
-        time.sleep(0.5)
-        page = inst.kubectl(
-            "exec", "shared-namespace-demo", "-c", "shell", "--", "wget", "-qO-", "http://127.0.0.1/"
-        )
-        assert "Welcome to nginx!" in page.stdout
+        wait_for("nginx serving after its SIGHUP", lambda: "Welcome to nginx!" in page(inst))
         after = ps_ax(inst, "shared-namespace-demo", "shell")
         assert next(pid for cmd, pid in after.items() if cmd.startswith("httpd")) == httpd
         assert container(inst.pod("shared-namespace-demo"), "nginx")["restartCount"] == 0

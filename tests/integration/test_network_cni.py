@@ -33,6 +33,7 @@ from podhost.runtime.model import PortMapping
 from podhost.runtime.network import PodNetwork
 from tests.instance import OrphanReaper
 from tests.leaks import remove_idle_portmap_chains
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -123,15 +124,6 @@ def link_exists(name: str) -> bool:
     return sh("ip", "link", "show", name, check=False).returncode == 0
 
 
-def wait_until(predicate: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
-
-
 @pytest.fixture
 def make_env() -> Iterator[Any]:
     original_forward = IP_FORWARD.read_text()
@@ -206,14 +198,8 @@ def test_two_pods_reach_each_other(make_env: Any) -> None:
     assert ping.returncode == 0, ping.stdout + ping.stderr
 
     server = env.spawn_in(ns_b, "busybox", "nc", "-l", "-p", "7000", "-e", "busybox", "echo", "hello-from-b")
-    reply = ""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and "hello-from-b" not in reply:
-        reply = sh(
-            "ip", "netns", "exec", "phnet-a", "busybox", "nc", "-w", "2", got_b["ip"], "7000", check=False
-        ).stdout
-        time.sleep(0.05)
-    assert "hello-from-b" in reply
+    nc = ["ip", "netns", "exec", "phnet-a", "busybox", "nc", "-w", "2", got_b["ip"], "7000"]
+    wait_for("B's reply in A", lambda: "hello-from-b" in sh(*nc, check=False).stdout, 5, interval=0.05)
     server.wait(timeout=5)
 
     env.net.check(id_a, ns_a)
@@ -234,7 +220,7 @@ def test_teardown_after_netns_is_gone_releases_the_ip(make_env: Any) -> None:
     env.net.teardown(sandbox_id, netns)  # the stale path
     assert env.reservations() == {}
     assert env.net.attachments() == []
-    assert wait_until(lambda: not link_exists(veth)), "the veth dies with its netns"
+    wait_for("the veth to die with its netns", lambda: not link_exists(veth), 5)
     env.net.teardown(sandbox_id, None)
 
 
@@ -274,15 +260,12 @@ def test_host_port_on_localhost_reaches_the_pod(make_env: Any) -> None:
     assert Path(f"/proc/sys/net/ipv4/conf/{env.bridge}/route_localnet").read_text().strip() == "1"
 
     env.spawn_in(netns, "busybox", "nc", "-ll", "-p", "8080", "-e", "busybox", "echo", "hello-from-pod")
-    reply = b""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and b"hello-from-pod" not in reply:
-        try:
-            with socket.create_connection(("127.0.0.1", host_port), timeout=2) as conn:
-                reply = conn.recv(100)
-        except OSError:
-            time.sleep(0.05)
-    assert b"hello-from-pod" in reply
+
+    def reply() -> bytes:
+        with socket.create_connection(("127.0.0.1", host_port), timeout=2) as conn:
+            return conn.recv(100)
+
+    wait_for("the pod's reply on the host port", lambda: b"hello-from-pod" in reply(), 5, interval=0.05)
 
     env.net.check(sandbox_id, netns)  # portmap's IPv4-only CHECK bug is tolerated, nothing else
     env.net.teardown(sandbox_id, netns)

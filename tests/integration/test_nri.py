@@ -21,8 +21,9 @@ import pytest
 from podhost.config import Config
 from podhost.errors import FailedPrecondition, PodhostError
 from podhost.runtime.nri import api_pb2 as nri
-from tests.instance import Instance, OrphanReaper, leak_checked, wait_for
+from tests.instance import Instance, OrphanReaper, leak_checked
 from tests.nri_plugin import TestPlugin
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -103,7 +104,7 @@ def test_plugin_adds_env_and_annotation_to_every_new_container(
         assert spec["annotations"]["example.com/nri-injected"] == "nri-adjust"
     # A plugin that is gone adjusts nothing: the next container is made as asked.
     plugin.close()
-    wait_for(lambda: daemon_saw_disconnect(ph, plugin), 5)
+    wait_for("the daemon to see the plugin go", lambda: daemon_saw_disconnect(ph, plugin), 5)
     third = ph.client.create_container(pod_id, ph.container_config("third", ["sleep", "3600"]), pod)
     ph.client.start_container(third)
     assert ph.exec(third, "sh", "-c", "echo ${NRI_INJECTED:-unset}")[1].strip() == "unset"
@@ -123,7 +124,7 @@ def test_events_arrive_in_lifecycle_order(ph: Instance, plugins: list[TestPlugin
     exited = ph.client.create_container(pod_id, ph.container_config("exits", ["sh", "-c", "exit 3"]), pod)
     ph.client.start_container(exited)
     # No CRI call stops it: it ends by itself, and the plugin hears StopContainer all the same.
-    wait_for(lambda: "StopContainer" in plugin.kinds(exited), 10)
+    wait_for("StopContainer for the exited container", lambda: "StopContainer" in plugin.kinds(exited), 10)
     ph.client.stop_pod_sandbox(pod_id)
     ph.client.stop_pod_sandbox(pod_id)  # a second stop: no second event
     ph.client.remove_pod_sandbox(pod_id)
@@ -132,7 +133,7 @@ def test_events_arrive_in_lifecycle_order(ph: Instance, plugins: list[TestPlugin
         "StopContainer", "RemoveContainer",
     ]  # fmt: skip
     assert plugin.kinds(stopped) == lifecycle
-    wait_for(lambda: plugin.kinds(exited) == lifecycle, 5)
+    wait_for("the exited container's whole lifecycle", lambda: plugin.kinds(exited) == lifecycle, 5)
     assert plugin.kinds(pod_id=pod_id) == ["RunPodSandbox", "StopPodSandbox", "RemovePodSandbox"]
 
 
@@ -146,7 +147,7 @@ def test_refusal_fails_the_verb_and_leaves_nothing(ph: Instance, plugins: list[T
     assert ph.client.list_containers() == []
     assert not any(ph.config.run_dir.joinpath("containers").iterdir())
     refuser.close()
-    wait_for(lambda: daemon_saw_disconnect(ph, refuser), 5)
+    wait_for("the daemon to see the refuser go", lambda: daemon_saw_disconnect(ph, refuser), 5)
     container_id = ph.client.create_container(pod_id, ph.container_config("retried", ["sleep", "3600"]), pod)
     ph.client.start_container(container_id)
 

@@ -10,7 +10,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from podhost.pause import binary_path
 from podhost.runtime import procs
 from podhost.runtime.sandbox.pause import PauseSpec, start_pause
 from tests.instance import OrphanReaper
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -81,17 +81,13 @@ def end_pause(pid: int, sig: int, reaper: OrphanReaper) -> int:
 
 def wait_exit(pid: int) -> int:
     """Wait status of an orphaned pause, which the session's subreaper (this process) inherited."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            got, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            time.sleep(0.005)  # not re-parented to us yet
-            continue
-        if got == pid:
-            return status
-        time.sleep(0.005)
-    raise AssertionError(f"pause {pid} did not exit")
+
+    def reaped() -> tuple[int] | None:  # a tuple: a wait status of 0 is a result too
+        got, status = os.waitpid(pid, os.WNOHANG)  # ChildProcessError: not re-parented to us yet
+        return (status,) if got == pid else None
+
+    (status,) = wait_for(f"pause {pid} to exit", reaped, 5, interval=0.005)
+    return status
 
 
 @pytest.mark.parametrize("command", [[str(PAUSE)], FALLBACK], ids=["c", "python-fallback"])
@@ -142,10 +138,12 @@ def test_pause_as_pid_1_reaps_orphans(orphan_reaper: OrphanReaper, instance: str
         # to PID 1, which must reap it when it exits.
         script = "for i in $(seq 200); do (sleep 0 &); done"
         subprocess.run(["nsenter", "-t", str(pid), "-p", "--", "sh", "-c", script], check=True)
-        time.sleep(0.5)
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        zombies = [c for c in children if procs.state(int(c)) == "Z"]
-        assert zombies == []
+
+        def zombies() -> list[str]:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            return [c for c in children if procs.state(int(c)) == "Z"]
+
+        wait_for("pause to reap every orphan", lambda: zombies() == [], 5)
     finally:
         end_pause(pid, signal.SIGKILL, orphan_reaper)
 

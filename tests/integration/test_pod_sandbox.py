@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,8 @@ import pytest
 from podhost.cri import api_pb2 as pb
 from podhost.errors import InvalidArgument, NotFound, PodhostError
 from podhost.runtime import procs
-from tests.instance import Instance, wait_for
+from tests.instance import Instance
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -63,7 +63,7 @@ def test_containers_share_one_ip_one_port_space_and_localhost(podhost: Instance)
     assert addrs[0] == addrs[1] and f"inet {ip}/" in addrs[0]
     links = [podhost.exec(c, "ip", "-o", "link")[1] for c in (a, b)]
     assert links[0] == links[1]
-    assert wait_for(lambda: serving(podhost, b)), "B cannot reach A's server on localhost:80"
+    wait_for("B to reach A's server on localhost:80", lambda: serving(podhost, b), 10)
     code, _, err = podhost.exec(b, "nc", "-l", "-p", "80")
     assert code != 0 and "Address already in use" in err
     assert serving(podhost, b), "A stopped serving after B's failed bind"
@@ -96,9 +96,10 @@ def test_pause_reaps_a_zombie_storm(podhost: Instance) -> None:
     assert podhost.exec(cid, "sh", "-c", script, timeout=60)[0] == 0
     after = int(podhost.exec(cid, "cat", "/proc/sys/kernel/ns_last_pid")[1])
     assert after - before >= 2000  # 1,000 subshells and 1,000 orphans really ran
-    time.sleep(1.0)
-    code, out, _ = podhost.exec(cid, "sh", "-c", "grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l")
-    assert code == 0 and int(out) == 0
+    zombies = "grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l"
+    wait_for(
+        "pause to reap every orphan", lambda: podhost.exec(cid, "sh", "-c", zombies)[1].strip() == "0", 10
+    )
 
 
 def test_pause_killed_from_the_host_makes_the_sandbox_not_ready_and_frees_its_ip(podhost: Instance) -> None:
@@ -109,12 +110,12 @@ def test_pause_killed_from_the_host_makes_the_sandbox_not_ready_and_frees_its_ip
     netns = os.readlink(f"/proc/{pid}/ns/net")
     reservation = next(podhost.config.cni_state_dir.joinpath("ipam").rglob(ip))
     os.kill(pid, signal.SIGKILL)
-    status = wait_for(
-        lambda: (s := podhost.client.pod_sandbox_status(pod_id).status).state == pb.SANDBOX_NOTREADY and s,
-        timeout=1.0,
+    wait_for(
+        "the sandbox NotReady at most 1 s after pause was killed",
+        lambda: podhost.client.pod_sandbox_status(pod_id).status.state == pb.SANDBOX_NOTREADY,
+        1.0,
     )
-    assert status, "sandbox still Ready 1 s after pause was killed"
-    assert wait_for(lambda: not reservation.exists(), timeout=2.0), "IP not back in the IPAM pool"
+    wait_for("the IP back in the IPAM pool", lambda: not reservation.exists(), 2.0)
     info = podhost.sandbox_info(pod_id)
     assert "killed by signal 9" in str(info.get("message", "")), info
 
@@ -128,7 +129,7 @@ def test_pause_killed_from_the_host_makes_the_sandbox_not_ready_and_frees_its_ip
                     continue
         return any(" nsfs " in line and netns[5:-1] in line for line in open("/proc/self/mountinfo"))
 
-    assert wait_for(lambda: not netns_in_use(), timeout=2.0), "the pod's netns still exists"
+    wait_for("the pod's netns gone", lambda: not netns_in_use(), 2.0)
     with pytest.raises(PodhostError, match="not ready"):
         podhost.client.create_container(pod_id, podhost.container_config("late", SLEEP), pod)
 
@@ -145,7 +146,7 @@ def test_daemon_sigkill_and_restart_keeps_pods_running(podhost: Instance) -> Non
     (ctr,) = podhost.client.list_containers()
     assert (ctr.id, ctr.state) == (cid, pb.CONTAINER_RUNNING)
     assert int(podhost.sandbox_info(pod_id)["pid"]) == pause_pid  # type: ignore[call-overload]
-    assert wait_for(lambda: serving(podhost, cid))
+    wait_for("the container serving again", lambda: serving(podhost, cid), 10)
     # The restarted daemon still sees exits: stopping the container is reported as Exited.
     podhost.client.stop_container(cid, 5)
     assert podhost.client.container_status(cid).status.state == pb.CONTAINER_EXITED
@@ -230,7 +231,7 @@ def test_half_made_sandbox_is_rolled_back_at_restart(podhost: Instance) -> None:
     record.write_text(json.dumps(data))
     podhost.start()
     assert podhost.client.list_pod_sandbox() == []
-    assert wait_for(lambda: procs.state(pause_pid) in ("", "Z"))
+    wait_for("pause gone", lambda: procs.state(pause_pid) in ("", "Z"), 10)
     assert not any(podhost.config.cni_state_dir.joinpath("ipam").rglob(ip))
     assert not podhost.config.sandbox_run_dir(pod_id).exists()
 

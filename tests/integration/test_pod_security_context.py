@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.instance import OrphanReaper
-from tests.integration.test_kubelet_pods import KubeletInstance, is_ready, kubelet_instance, wait_for
+from tests.integration.test_kubelet_pods import KubeletInstance, is_ready, kubelet_instance
 from tests.integration.test_security_context import (
     IMAGE_GID,
     PREDEFINED_GROUP_IMAGE,
@@ -22,6 +22,7 @@ from tests.integration.test_security_context import (
     with_predefined_group_image,
 )
 from tests.leaks import find_leaks
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
 

@@ -47,6 +47,7 @@ from podhost.runtime.image.registry.manifest import Platform
 from podhost.runtime.image.store import ImageStore
 from tests.instance import Instance, OrphanReaper
 from tests.leaks import find_leaks
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -332,15 +333,6 @@ def multi(env: Env) -> dict[str, str]:
     }
 
 
-def wait_for(predicate, timeout: float = 10.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.02)
-    return predicate()
-
-
 # --- tests -------------------------------------------------------------------------------------------
 
 
@@ -484,7 +476,11 @@ def test_kill_the_daemon_mid_pull_then_pull_again(reg: Env) -> None:
     t = threading.Thread(target=pull)
     t.start()
     try:
-        assert wait_for(lambda: reg.proxy is not None and reg.proxy.relayed > 600_000 and reg.work_files())
+        wait_for(
+            "the pull half-way, its work files on disk",
+            lambda: reg.proxy is not None and reg.proxy.relayed > 600_000 and reg.work_files(),
+            10,
+        )
         inst.kill()  # SIGKILL mid-download: the work dir stays behind until the next start
         t.join(10)
         assert errors and not t.is_alive()

@@ -25,7 +25,8 @@ from podhost.errors import InvalidArgument, RuntimeFailure
 from podhost.runtime import mount
 from podhost.runtime.image.build import Entry, _add_layer_image, busybox_entries, tar_entries
 from podhost.runtime.image.store import ImageStore
-from tests.instance import Instance, OrphanReaper, leak_checked, wait_for
+from tests.instance import Instance, OrphanReaper, leak_checked
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -104,7 +105,7 @@ def test_supplemental_groups_policy(ph: Instance, policy: int, groups: list[int]
     name = f"sgp-{pb.SupplementalGroupsPolicy.Name(policy).lower()}"  # type: ignore[arg-type]
     cid, log = run_id_container(ph, name, policy)
     expected = " ".join(str(g) for g in groups) + "\n"
-    assert wait_for(lambda: logged(log), timeout=10) == expected  # the container's first process
+    assert wait_for("the container's output", lambda: logged(log), 10) == expected  # its first process
     code, out, err = ph.exec(cid, "id", "-G")  # an exec'd process gets the same ids
     assert (code, out) == (0, expected), err
     user = ph.client.container_status(cid).status.user.linux

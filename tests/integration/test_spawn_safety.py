@@ -27,6 +27,7 @@ from podhost.runtime import procs
 from podhost.runtime.container import conmon, ocirt
 from podhost.runtime.sandbox.pause import PauseSpec, start_pause
 from tests.instance import OrphanReaper
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -263,7 +264,7 @@ def test_container_without_log_path_touches_no_log_file(bundle: Bundle) -> None:
     files = {h for h in held if h.startswith("/") and not h.startswith(("/dev/null", "/sys/fs/cgroup/"))}
     assert files <= {str(bundle.dir / "ctl"), str(bundle.dir / "winsz")}
     bundle.runtime.kill(bundle.id, signal.SIGKILL)
-    _wait_gone(monitor, 10)
+    wait_for(f"conmon (pid {monitor.pid}) gone", lambda: not monitor.alive(), 10)
     assert (bundle.root / "exits" / bundle.id).read_text() == "137"
     null_after = os.stat("/dev/null")
     assert stat.S_ISCHR(null_after.st_mode) and null_after.st_rdev == os.makedev(1, 3)
@@ -275,13 +276,6 @@ def test_container_without_log_path_touches_no_log_file(bundle: Bundle) -> None:
         "bundle/pidfile", "bundle/winsz", "exits", f"exits/{bundle.id}", "persist", "persist/exit",
         "runc-root", f"runc-root/{bundle.id}", f"runc-root/{bundle.id}/state.json",
     ]  # fmt: skip
-
-
-def _wait_gone(proc: procs.Proc, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while proc.alive():
-        assert time.monotonic() < deadline, f"pid {proc.pid} still alive"
-        time.sleep(0.02)
 
 
 def test_runtime_call_timeout_kills_its_process_group(tmp_path: Path) -> None:
@@ -342,10 +336,7 @@ def test_bound_runtime_marks_never_reach_the_containers_processes(bundle: Bundle
     process = {**bundle.config["process"], "args": ["sleep", "1000"]}
     ep = runtime.exec(bundle.id, process, tmp_path)
     try:
-        deadline = time.monotonic() + 10
-        while not ep.exec_pid():
-            assert time.monotonic() < deadline, ep.error()
-            time.sleep(0.02)
+        wait_for("the exec'd process", ep.exec_pid, 10)
         assert ep.call and procs._marks_of(ep.popen.pid) == (f"{bundle.instance}/{bundle.id}", ep.call)
         assert procs._marks_of(ep.exec_pid()) == ("", "")
         assert procs._marks_of(state["pid"]) == ("", "")

@@ -8,6 +8,7 @@ and port-forward, which is SPDY only).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -25,7 +26,8 @@ import pytest
 from podhost.cri import api_pb2 as pb
 from podhost.cri.streaming import client as streaming_client
 from podhost.errors import FailedPrecondition, InvalidArgument, RuntimeFailure
-from tests.instance import Instance, OrphanReaper, isolated_instance, leak_checked, wait_for
+from tests.instance import Instance, OrphanReaper, isolated_instance, leak_checked
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -89,8 +91,7 @@ class Tmux:
             raise AssertionError(f"the terminal is gone; the CLI said: {errors}") from None
 
     def wait_screen(self, pattern: str, timeout: float = 20.0) -> str:
-        found = wait_for(lambda: re.search(pattern, self.screen(), re.M), timeout)
-        assert found, f"{pattern!r} never appeared on screen:\n{self.screen()}"
+        wait_for(f"{pattern!r} on screen", lambda: re.search(pattern, self.screen(), re.M), timeout)
         return self.screen()
 
     def retype_until(self, text: str, pattern: str, tries: int = 10) -> None:
@@ -98,7 +99,8 @@ class Tmux:
         may still see the old size."""
         for _ in range(tries):
             self.keys(text)
-            if wait_for(lambda: re.search(pattern, self.screen(), re.M), 1.0):
+            with contextlib.suppress(AssertionError):
+                wait_for(f"{pattern!r} on screen", lambda: re.search(pattern, self.screen(), re.M), 1.0)
                 return
         raise AssertionError(f"{pattern!r} never appeared on screen:\n{self.screen()}")
 
@@ -106,9 +108,7 @@ class Tmux:
         self._tmux("resize-window", "-t", "t", "-x", str(width), "-y", str(height))
 
     def exit_status(self, timeout: float = 20.0) -> int:
-        assert wait_for(lambda: self.status.exists() and self.status.read_text().strip(), timeout), (
-            "the CLI did not exit"
-        )
+        wait_for("the CLI to exit", lambda: self.status.exists() and self.status.read_text().strip(), timeout)
         return int(self.status.read_text())
 
     def kill(self) -> None:
@@ -207,7 +207,9 @@ def test_attach_to_a_tty_container(ph: Instance, tmux_sessions: list[Tmux]) -> N
     term.retype_until("stty size", r"^25 90\s*$")
     term.keys("exit")  # the container's shell ends: the container exits, and the attach with it
     assert term.exit_status() == 0
-    assert wait_for(lambda: ph.client.container_status(cid).status.state == pb.CONTAINER_EXITED)
+    wait_for(
+        "the container exited", lambda: ph.client.container_status(cid).status.state == pb.CONTAINER_EXITED
+    )
 
 
 def test_attach_without_tty_feeds_stdin_once(ph: Instance) -> None:
@@ -219,7 +221,9 @@ def test_attach_without_tty_feeds_stdin_once(ph: Instance) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"got:a\ngot:b\nstdin closed\n"
     assert result.stderr == b"err:a\nerr:b\n"
-    assert wait_for(lambda: ph.client.container_status(cid).status.state == pb.CONTAINER_EXITED)
+    wait_for(
+        "the container exited", lambda: ph.client.container_status(cid).status.state == pb.CONTAINER_EXITED
+    )
 
 
 # --- port-forward --------------------------------------------------------------------------------------
@@ -249,8 +253,7 @@ def test_port_forward_reaches_the_pods_httpd(ph: Instance) -> None:
             except OSError:
                 return b""
 
-        body = wait_for(page)
-        assert isinstance(body, bytes) and b"Welcome to nginx!" in body
+        assert b"Welcome to nginx!" in wait_for("a page through the forwarded port", page)
         assert b"Welcome to nginx!" in page()  # every local connection gets its own pair of streams
         # Nothing listens on 81 in the pod: the connection is closed, the session goes on.
         with pytest.raises(OSError):
@@ -269,7 +272,7 @@ def test_port_forward_over_a_websocket(ph: Instance) -> None:
     from websockets.sync.client import connect
 
     pod_id, cid = pod_with(ph, "wsweb", HTTPD)
-    assert wait_for(lambda: ph.exec(cid, "wget", "-qO-", "http://127.0.0.1/")[0] == 0)
+    wait_for("the web server answering", lambda: ph.exec(cid, "wget", "-qO-", "http://127.0.0.1/")[0] == 0)
     url = ph.client.port_forward(pod_id, [80]).replace("http://", "ws://")
     with connect(url, subprotocols=["v4.channel.k8s.io"], proxy=None, compression=None) as ws:  # type: ignore[list-item]
         first = {ws.recv(timeout=5), ws.recv(timeout=5)}
@@ -293,7 +296,7 @@ def test_streaming_does_not_leave_processes_behind(ph: Instance) -> None:
     """A client that vanishes mid-session takes its exec'd process with it."""
     _, cid = pod_with(ph, "vanish", SLEEP)
     proc = subprocess.Popen(cli(ph, "exec", "-i", cid, "sleep", "1000"), stdin=subprocess.PIPE)
-    assert wait_for(lambda: "sleep 1000" in ph.exec(cid, "ps", "ax")[1])
+    wait_for("the exec'd sleep running", lambda: "sleep 1000" in ph.exec(cid, "ps", "ax")[1])
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert wait_for(lambda: "sleep 1000" not in ph.exec(cid, "ps", "ax")[1]), ph.exec(cid, "ps", "ax")[1]
+    wait_for("the exec'd sleep gone", lambda: "sleep 1000" not in ph.exec(cid, "ps", "ax")[1])

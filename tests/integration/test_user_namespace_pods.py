@@ -12,8 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.instance import OrphanReaper
-from tests.integration.test_kubelet_pods import KubeletInstance, is_ready, kubelet_instance, wait_for
+from tests.integration.test_kubelet_pods import KubeletInstance, is_ready, kubelet_instance
 from tests.leaks import find_leaks
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
 

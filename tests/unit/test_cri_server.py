@@ -35,6 +35,7 @@ from podhost.runtime.runtime import (
     PodSandboxFilter,
     RuntimeCondition,
 )
+from tests.wait import wait_for
 
 
 class FakeRuntime:
@@ -371,9 +372,7 @@ def test_container_events_stream_until_cancelled(env: tuple[FakeRuntime, CRIClie
 
     reader = threading.Thread(target=consume)
     reader.start()
-    deadline = time.monotonic() + 5
-    while not runtime.events._subscribers and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for("the server's subscription", lambda: runtime.events._subscribers, 5)
     cid = client.create_container(sid, container_config())
     runtime.events.publish(cid, model.ContainerEventType.CONTAINER_STARTED_EVENT, sid)
     reader.join(timeout=5)
@@ -385,10 +384,7 @@ def test_container_events_stream_until_cancelled(env: tuple[FakeRuntime, CRIClie
     ]
     assert received[1].container_id == cid and received[1].pod_sandbox_status.id == sid
     assert [c.id for c in received[1].containers_statuses] == [cid]
-    deadline = time.monotonic() + 5
-    while runtime.events._subscribers and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert runtime.events._subscribers == []
+    wait_for("the subscription closed", lambda: runtime.events._subscribers == [], 5)
 
 
 def test_stale_socket_is_replaced_and_a_live_one_refused() -> None:

@@ -21,6 +21,7 @@ import pytest
 from podhost.runtime import procs
 from tests.instance import OrphanReaper
 from tests.unit.test_spawn import FD_SETSIZE, high_fds  # noqa: F401  (a fixture)
+from tests.wait import wait_for
 
 
 @pytest.fixture
@@ -49,13 +50,6 @@ def spawn(
     return subprocess.Popen(argv, env=env, start_new_session=True, **kw)  # type: ignore[call-overload]
 
 
-def wait_for(predicate: object, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.01)
-
-
 def gone(pid: int) -> bool:
     return procs.state(pid) in ("", "Z", "X")
 
@@ -76,7 +70,7 @@ def test_kill_owner_kills_the_whole_marked_tree_and_spares_other_owners(instance
     tree = spawn(["sh", "-c", "sleep 100 & sleep 100; :"], instance, "pod-a")
     other = spawn(["sleep", "100"], instance, "pod-b")
     try:
-        wait_for(lambda: len(procs.children(tree.pid)) == 2)
+        wait_for("two children", lambda: len(procs.children(tree.pid)) == 2, 5)
         pids = tree_of(tree.pid)
         assert len(pids) == 3
 
@@ -107,10 +101,10 @@ def test_kill_owner_kills_unmarked_descendants_and_re_parented_escapees(
         instance, "pod-a",
     )  # fmt: skip
     try:
-        wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 2)
+        wait_for("two pids written", lambda: pids.exists() and len(pids.read_text().split()) == 2, 5)
         unmarked, escapee = map(int, pids.read_text().split())
-        wait_for(lambda: procs._marks_of(unmarked) == ("", ""))  # once env has exec'd sleep
-        wait_for(lambda: escapee not in tree_of(root.pid))  # once its parent has exited
+        wait_for("env to exec sleep", lambda: procs._marks_of(unmarked) == ("", ""), 5)
+        wait_for("the escapee's parent to exit", lambda: escapee not in tree_of(root.pid), 5)
         procs.kill_owner(instance, "pod-a")
         assert gone(root.pid) and gone(unmarked) and gone(escapee)
     finally:
@@ -122,7 +116,7 @@ def test_extra_roots_without_an_instance_and_a_reused_pid_is_never_signalled(ins
     tree = subprocess.Popen(["sh", "-c", "sleep 100; :"], start_new_session=True)
     bystander = subprocess.Popen(["sleep", "100"])
     try:
-        wait_for(lambda: len(procs.children(tree.pid)) == 1)
+        wait_for("one child", lambda: len(procs.children(tree.pid)) == 1, 5)
         (child,) = procs.children(tree.pid)
         # A record of the bystander's PID with another start time: a reused PID, never touched.
         assert procs.kill_tree([procs.Proc(bystander.pid, procs.start_time(bystander.pid) + 1)]) == []
@@ -201,7 +195,7 @@ def test_kill_session_ends_tree_group_and_marked_escapees(instance: str, tmp_pat
     )  # fmt: skip
     bystander = spawn(["sleep", "100"], instance, "pod-a")  # the owner's pause, say
     try:
-        wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 3)
+        wait_for("three pids written", lambda: pids.exists() and len(pids.read_text().split()) == 3, 5)
         started = time.monotonic()
         assert procs.communicate(popen, None, time.monotonic() + 0.3) is None  # still running
         assert 0.25 < time.monotonic() - started < 1

@@ -28,6 +28,7 @@ from podhost.cri.streaming.tokens import TokenCache
 from podhost.errors import InvalidArgument, RuntimeFailure, Unavailable
 from podhost.runtime.container import ocirt
 from podhost.runtime.container.stdio import ExecIO, set_winsize
+from tests.wait import wait_for
 
 # --- SPDY ------------------------------------------------------------------------------------------------
 
@@ -89,7 +90,7 @@ def test_a_session_pair_carries_streams_both_ways() -> None:
     stream = peer.open_stream({"streamtype": ["data"]})
     stream.write(b"x" * 100_000)  # several DATA frames
     stream.close()
-    _wait(lambda: accepted)  # the reply goes out before the server's handler has run
+    wait_for("the server's handler", lambda: accepted, 10)  # the reply goes out before it has run
     assert accepted[0].header("streamtype") == "data"
     assert accepted[0].read_all(5) == b"x" * 100_000
     accepted[0].write(b"back")
@@ -257,10 +258,12 @@ def test_tty_exec_gets_the_first_size_and_later_resizes(server: StreamingServer,
     runner.start()
     runtime = server.runtime
     assert isinstance(runtime, LocalRuntime)
-    _wait(lambda: b"27 91" in out.getvalue())
+    wait_for("the size, 27 91", lambda: b"27 91" in out.getvalue(), 10)
     assert runtime.sizes[-1] == (91, 27)  # the exec started with the client's size
     sizes.push(120, 40)
-    _wait(lambda: (120, 40) in runtime.resized)  # resize and stdin travel apart: let the resize land first
+    wait_for(
+        "the resize", lambda: (120, 40) in runtime.resized, 10
+    )  # it travels apart from stdin: land it first
     os.write(write_fd, b"\n")
     runner.join(10)
     sizes.close()
@@ -313,15 +316,6 @@ def test_port_forward_over_spdy_and_websocket(server: StreamingServer) -> None:
         ws.send(b"\x00ws")
         assert ws.recv(timeout=5) == b"\x00echo:ws"
     listener.close()
-
-
-def _wait(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 class _TunnelClient:
