@@ -149,7 +149,8 @@ def _to_pb(obj: Any, *msgs: Message, skip: Iterable[str] = ()) -> None:
                 _set_scalar(target, target.DESCRIPTOR.fields[0], value)
 
 
-def _message(cls: type[M], obj: Any) -> M:
+def to_message(cls: type[M], obj: Any) -> M:
+    """A `cls` from the same-named fields of `obj` (a model spec, a filter, a stats record...)."""
     out = cls()
     _to_pb(obj, out)
     return out
@@ -177,7 +178,7 @@ def namespace_option(m: pb.NamespaceOption) -> model.NamespaceOption:
 
 def pb_namespace_option(m: model.NamespaceOption) -> pb.NamespaceOption:
     """The pod's namespaces as PodSandboxStatus reports them, the user namespace and its mappings too."""
-    out = _message(pb.NamespaceOption, m)
+    out = to_message(pb.NamespaceOption, m)
     _to_pb(m.userns, out.userns_options)
     out.userns_options.SetInParent()
     return out
@@ -382,7 +383,7 @@ def version_response(runtime_name: str, runtime_version: str) -> pb.VersionRespo
 def pod_sandbox(s: model.PodSandbox) -> pb.PodSandbox:
     return pb.PodSandbox(
         id=s.id,
-        metadata=_message(pb.PodSandboxMetadata, s.config.metadata),
+        metadata=to_message(pb.PodSandboxMetadata, s.config.metadata),
         state=s.state.value,
         created_at=s.created_at,
         labels=s.config.labels,
@@ -394,7 +395,7 @@ def pod_sandbox(s: model.PodSandbox) -> pb.PodSandbox:
 def pod_sandbox_status(s: model.PodSandbox) -> pb.PodSandboxStatus:
     return pb.PodSandboxStatus(
         id=s.id,
-        metadata=_message(pb.PodSandboxMetadata, s.config.metadata),
+        metadata=to_message(pb.PodSandboxMetadata, s.config.metadata),
         state=s.state.value,
         created_at=s.created_at,
         network=pb.PodSandboxNetworkStatus(
@@ -446,7 +447,7 @@ def container(c: model.Container) -> pb.Container:
     return pb.Container(
         id=c.id,
         pod_sandbox_id=c.sandbox_id,
-        metadata=_message(pb.ContainerMetadata, c.config.metadata),
+        metadata=to_message(pb.ContainerMetadata, c.config.metadata),
         image=pb.ImageSpec(image=c.config.image),
         image_ref=c.image_ref,
         state=c.state.value,
@@ -460,7 +461,7 @@ def container(c: model.Container) -> pb.Container:
 def container_status(c: model.Container) -> pb.ContainerStatus:
     status = pb.ContainerStatus(
         id=c.id,
-        metadata=_message(pb.ContainerMetadata, c.config.metadata),
+        metadata=to_message(pb.ContainerMetadata, c.config.metadata),
         state=c.state.value,
         created_at=c.created_at,
         started_at=c.started_at,
@@ -554,7 +555,7 @@ def image_fs_info_response(
 
 
 def runtime_status(conditions: Iterable[RuntimeCondition]) -> pb.RuntimeStatus:
-    return pb.RuntimeStatus(conditions=[_message(pb.RuntimeCondition, c) for c in conditions])
+    return pb.RuntimeStatus(conditions=[to_message(pb.RuntimeCondition, c) for c in conditions])
 
 
 def status_response(
@@ -584,7 +585,7 @@ def status_response(
 def container_attributes(c: model.Container) -> pb.ContainerAttributes:
     return pb.ContainerAttributes(
         id=c.id,
-        metadata=_message(pb.ContainerMetadata, c.config.metadata),
+        metadata=to_message(pb.ContainerMetadata, c.config.metadata),
         labels=c.config.labels,
         annotations=c.config.annotations,
     )
@@ -645,7 +646,7 @@ def pod_sandbox_stats(s: model.PodSandboxStats, containers: dict[str, model.Cont
     default = next((i for i in interfaces if i.name == "eth0"), interfaces[0] if interfaces else None)
     return pb.PodSandboxStats(
         attributes=pb.PodSandboxAttributes(
-            id=sb.id, metadata=_message(pb.PodSandboxMetadata, sb.config.metadata), labels=sb.config.labels,
+            id=sb.id, metadata=to_message(pb.PodSandboxMetadata, sb.config.metadata), labels=sb.config.labels,
             annotations=sb.config.annotations,
         ),
         linux=pb.LinuxPodSandboxStats(
@@ -660,7 +661,7 @@ def pod_sandbox_stats(s: model.PodSandboxStats, containers: dict[str, model.Cont
 
 
 def metric_descriptor(d: metrics.MetricDescriptor) -> pb.MetricDescriptor:
-    return _message(pb.MetricDescriptor, d)
+    return to_message(pb.MetricDescriptor, d)
 
 
 def _metric(m: metrics.Metric) -> pb.Metric:

@@ -1,4 +1,4 @@
-"""Every field of every CRI message podhost accepts into its model survives pb -> model -> record -> pb.
+"""Every field of every CRI message podhost takes into its model survives pb -> model -> record -> pb.
 
 The requests are filled from their descriptors (every field set, to a value unlike any other), converted
 by `podhost.cri.convert` into the model, written and read back as a record on disk is (JSON through
@@ -127,7 +127,32 @@ ROUND_TRIPS: dict[str, tuple[type[Message], Callable[[Any], Any], Callable[[Any]
     "UpdateContainerResources": (
         pb.LinuxContainerResources,
         convert.linux_container_resources,
-        lambda r: convert._message(pb.LinuxContainerResources, r),
+        lambda r: convert.to_message(pb.LinuxContainerResources, r),
+    ),
+    "PullImage": (
+        pb.AuthConfig,
+        lambda a: convert.auth_config(pb.PullImageRequest(auth=a)),
+        lambda a: convert.to_message(pb.AuthConfig, a),
+    ),
+    "ListPodSandbox": (
+        pb.PodSandboxFilter,
+        convert.pod_sandbox_filter,
+        lambda f: convert.to_message(pb.PodSandboxFilter, f),
+    ),
+    "ListPodSandboxStats": (
+        pb.PodSandboxStatsFilter,
+        convert.pod_sandbox_filter,
+        lambda f: convert.to_message(pb.PodSandboxStatsFilter, f),
+    ),
+    "ListContainers": (
+        pb.ContainerFilter,
+        convert.container_filter,
+        lambda f: convert.to_message(pb.ContainerFilter, f),
+    ),
+    "ListContainerStats": (
+        pb.ContainerStatsFilter,
+        convert.container_filter,
+        lambda f: convert.to_message(pb.ContainerStatsFilter, f),
     ),
 }
 
