@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.instance import OrphanReaper
-from tests.integration.test_kubelet_pods import DEMO, KubeletInstance, kubelet_instance
+from tests.integration.test_kubelet_pods import DEMO, KubeletInstance, Watch, kubelet_instance
 from tests.leaks import find_leaks
 from tests.wait import wait_for
 
@@ -307,20 +307,20 @@ def test_node_namespaces_and_events(kube: Kube) -> None:
 
 
 def test_watch_shows_the_pod_come_and_go(kube: Kube) -> None:
-    watch = kube.popen("get", "pods", "--watch", "--output-watch-events", "--request-timeout", "0")
+    watch = Watch(kube.popen("get", "pods", "--watch", "--output-watch-events", "--request-timeout", "0"))
     try:
-        time.sleep(1.0)  # the watch is established (list, then watch from its resourceVersion)
         kube("apply", "-f", kube.write("w.yaml", CRASHER.replace("crasher", "watched")))
+        # Listed or watched, the pod shows as ADDED; the watch goes on from the list's resourceVersion,
+        # so every later change reaches it.
+        wait_for("ADDED in the watch", lambda: re.search(r"^ADDED\s+watched\s", watch.text, re.M), 30)
         wait_for(
             "Running",
             lambda: "2/2" in pods_line(kube, "watched") or "1/2" in pods_line(kube, "watched"),
             timeout=30,
         )
         kube("delete", "pod", "watched", "--grace-period", "1")
-        time.sleep(1.0)
+        wait_for("DELETED in the watch", lambda: re.search(r"^DELETED\s+watched\s", watch.text, re.M), 30)
     finally:
-        watch.terminate()
-        out, _ = watch.communicate(timeout=10)
-    assert re.search(r"^ADDED\s+watched\s", out, re.M), out
+        out = watch.stop()
     assert re.search(r"^MODIFIED\s+watched\s.*Terminating", out, re.M), out
     assert re.search(r"^DELETED\s+watched\s", out, re.M), out
