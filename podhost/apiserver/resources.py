@@ -6,6 +6,10 @@ it in a worker thread): reads come from the store, writes go to the manager's pu
 `delete`) and are read back through a store sync, so a client sees its own write with its
 resourceVersion, as from kube-apiserver.
 
+Every write records its field manager in `metadata.managedFields` (fieldmanager.py; kept here, in
+memory, per object and uid: a daemon restart forgets them), and `application/apply-patch+yaml` is
+server-side apply over the same entries (conflicts, `force`).
+
 Writes are checked as kube-apiserver checks them before the manager sees them: the kind and namespace of
 the body, strict field validation against the upstream schema (`fieldValidation=Strict` fails naming the
 fields, Warn answers with Warning headers, Ignore drops them silently; in every case unknown fields are
@@ -16,13 +20,16 @@ Invalid naming the object.
 
 from __future__ import annotations
 
+import copy
 import json
 import secrets
+import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from podhost.apiserver import objects, patch, printers
+from podhost.apiserver import fieldmanager, objects, patch, printers
 from podhost.apiserver import schema as sch
 from podhost.apiserver.status import (
     BadRequest,
@@ -35,6 +42,14 @@ from podhost.errors import AlreadyExists, InvalidArgument, NotFound
 
 if TYPE_CHECKING:
     from podhost.kubelet.manager import PodManager
+
+APPLY_PATCH = "application/apply-patch+yaml"
+PATCH_TYPES = (
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+    APPLY_PATCH,
+)
 
 READ = ("get", "list", "watch")
 WRITE = ("create", "delete", "get", "list", "patch", "update", "watch")
@@ -138,6 +153,10 @@ class API:
         self.manager = manager
         self.node = node
         self.store = ResourceStore(self._render, self._signature, manager.wait_changed)
+        #: managedFields by (resource, namespace, name): (the object's uid, its entries).
+        self._managed: dict[tuple[str, str, str], tuple[str, list[dict[str, Any]]]] = {}
+        self._managed_version = 0
+        self._managed_lock = threading.Lock()
 
     # --- the store's view of the manager ------------------------------------------------------------------
 
@@ -146,6 +165,7 @@ class API:
         last = events[-1] if events else None
         return (
             self.manager.version,
+            self._managed_version,
             len(events),
             (last.count, last.last_timestamp, last.first_timestamp) if last else None,
         )
@@ -160,6 +180,13 @@ class API:
             meta = ep["metadata"]
             meta.setdefault("uid", objects.stable_uid("endpoints", meta["namespace"], meta["name"]))
         events = [objects.event_object(e, uids, self.node.name) for e in m.event_objects()]
+        with self._managed_lock:
+            for resource, objs in (("pods", pods), ("services", services)):
+                for obj in objs:
+                    meta = obj["metadata"]
+                    uid, entries = self._managed.get((resource, meta["namespace"], meta["name"]), ("", []))
+                    if uid and uid == meta.get("uid") and entries:
+                        meta["managedFields"] = copy.deepcopy(entries)
         used = {o["metadata"]["namespace"] for o in [*pods, *services, *events]}
         namespaces = [
             objects.namespace_object(ns, self.node.created)
@@ -242,6 +269,27 @@ class API:
         except InvalidArgument as e:
             raise invalid(kind.kind, name, str(e)) from None
 
+    def _write(
+        self, kind: Kind, name: str, manifest: dict[str, Any], uid: str, managed: list[fieldmanager.Manager]
+    ) -> None:
+        """Give the manager `manifest` with the object's managedFields in place first (the store renders
+        both at once); on a refusal the entries are as they were."""
+        key = (kind.name, str(manifest["metadata"].get("namespace", "")), name)
+        with self._managed_lock:
+            before = self._managed.get(key)
+            self._managed[key] = (uid, [m.to_entry() for m in managed])
+            self._managed_version += 1
+        try:
+            self._apply(kind, name, manifest)
+        except Exception:
+            with self._managed_lock:
+                if before is None:
+                    self._managed.pop(key, None)
+                else:
+                    self._managed[key] = before
+                self._managed_version += 1
+            raise
+
     def create(self, kind: Kind, namespace: str, body: Any, params: dict[str, str]) -> WriteResult:
         if "create" not in kind.verbs:
             raise MethodNotAllowed(f"podhost does not create {kind.name}")
@@ -256,12 +304,72 @@ class API:
         warnings = self._check_fields(kind, obj, params.get("fieldValidation", "Warn"))
         if self.store.get(kind.name, namespace, name) is not None:
             raise AlreadyExists(f'{kind.name} "{name}" already exists')
-        for server_set in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp"):
+        return self._create(kind, namespace, obj, params, None, warnings)
+
+    def _create(
+        self,
+        kind: Kind,
+        namespace: str,
+        obj: dict[str, Any],
+        params: dict[str, str],
+        managed: list[fieldmanager.Manager] | None,
+        warnings: tuple[str, ...],
+    ) -> WriteResult:
+        """A new object: its uid, its managers (`managed`, or the creating update's), the manager."""
+        meta, name = obj["metadata"], str(obj["metadata"]["name"])
+        for server_set in (
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "managedFields",
+        ):
             meta.pop(server_set, None)
         if params.get("dryRun"):
             return WriteResult(obj, 201, warnings)
-        self._apply(kind, name, self._manifest(obj, obj.get("spec", {})))
+        schema = sch.definition(sch.CORE + kind.kind)
+        if managed is None:
+            managed = fieldmanager.update(None, obj, params.get("fieldManager") or "unknown", [], schema)
+        meta["uid"] = str(uuid.uuid4())
+        self._write(kind, name, self._manifest(obj, obj.get("spec", {})), meta["uid"], managed)
         return WriteResult(self.get(kind, namespace, name), 201, warnings)
+
+    def server_side_apply(
+        self, kind: Kind, namespace: str, name: str, body: bytes, params: dict[str, str]
+    ) -> WriteResult:
+        """PATCH `application/apply-patch+yaml`: the configuration owned by `fieldManager`, merged into
+        the live object (created when there is none); conflicts are 409 unless `force`."""
+        manager = params.get("fieldManager", "")
+        if not manager:
+            raise invalid(
+                "PatchOptions.meta.k8s.io", "", "fieldManager: Required value: is required for apply patch"
+            )
+        import yaml  # only here: a daemon that is never applied to does not load it
+
+        try:
+            config = yaml.safe_load(body or b"")
+        except yaml.YAMLError as e:
+            raise BadRequest(f"error decoding YAML: {e}") from None
+        obj = self._check_body(kind, config, namespace)
+        if str(obj["metadata"].get("name") or name) != name:
+            raise BadRequest(
+                f"the name of the object ({obj['metadata'].get('name')}) does not match the name on the URL ({name})"
+            )
+        obj["metadata"]["name"] = name
+        obj["kind"], obj["apiVersion"] = kind.kind, "v1"
+        warnings = self._check_fields(kind, obj, params.get("fieldValidation", "Strict"))
+        current = self.store.get(kind.name, namespace if kind.namespaced else "", name)
+        schema = sch.definition(sch.CORE + kind.kind)
+        force = params.get("force") in ("true", "1")
+        new, managed = fieldmanager.apply(
+            current, obj, manager, fieldmanager.managers(current), schema, force
+        )
+        if current is None:
+            if "create" not in kind.verbs:
+                raise MethodNotAllowed(f"podhost does not create {kind.name}")
+            return self._create(kind, namespace, new, params, managed, warnings)
+        result = self.update(kind, namespace, name, new, params, current, managed)
+        return WriteResult(result.obj, result.code, warnings + result.warnings)
 
     def patch(
         self, kind: Kind, namespace: str, name: str, body: bytes, content_type: str, params: dict[str, str]
@@ -280,10 +388,11 @@ class API:
             new = patch.merge_patch(current, data)
         elif media == "application/json-patch+json":
             new = patch.json_patch(current, data)
+        elif media == APPLY_PATCH:
+            return self.server_side_apply(kind, namespace, name, body, params)
         else:
             raise UnsupportedMediaType(
-                f"the patch type {media!r} is not supported by podhost (server-side apply is not yet served: "
-                "use `kubectl apply` without --server-side)"
+                f"the body of the request was in an unknown format - accepted media types include: {', '.join(PATCH_TYPES)}"
             )
         return self.update(kind, namespace, name, new, params, current)
 
@@ -295,7 +404,10 @@ class API:
         body: Any,
         params: dict[str, str],
         current: dict[str, Any] | None = None,
+        managed: list[fieldmanager.Manager] | None = None,
     ) -> WriteResult:
+        """PUT (and what a patch or an apply made): `managed` are an apply's entries; otherwise the update
+        moves the fields it changed to its `fieldManager` (over the entries it sent, when it sent others)."""
         if "update" not in kind.verbs:
             raise MethodNotAllowed(f"podhost does not update {kind.name}")
         current = current or self.get(kind, namespace, name)
@@ -327,7 +439,14 @@ class API:
             manifest = self._manifest(new, new.get("spec", {}))
         if params.get("dryRun"):
             return WriteResult(new, 200, warnings)
-        self._apply(kind, name, manifest)
+        if managed is None:
+            sent, had = meta.get("managedFields"), current["metadata"].get("managedFields")
+            entries = fieldmanager.managers(current if sent is None or sent == had else new)
+            field_manager = params.get("fieldManager") or "unknown"
+            managed = fieldmanager.update(
+                current, new, field_manager, entries, sch.definition(sch.CORE + kind.kind)
+            )
+        self._write(kind, name, manifest, str(current["metadata"].get("uid", "")), managed)
         return WriteResult(self.get(kind, namespace, name), 200, warnings)
 
     def delete(

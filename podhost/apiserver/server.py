@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from podhost.apiserver import certs, logs, objects, schema, streaming
-from podhost.apiserver.resources import API, KINDS, Kind, api_resource_list, served_kinds
+from podhost.apiserver.resources import API, APPLY_PATCH, KINDS, Kind, api_resource_list, served_kinds
 from podhost.apiserver.status import (
     BadRequest,
     MethodNotAllowed,
@@ -97,7 +97,7 @@ async def errors(
     try:
         return await handler(request)
     except PodhostError as e:
-        return _error(e)
+        return _error(e, getattr(e, "details", None))
     except web.HTTPException as e:
         if e.status == 404:
             return _error(NotFound("the server could not find the requested resource"))
@@ -224,6 +224,9 @@ class Routes:
             return self._respond(request, kind, obj, [obj], q)
         if sub:
             raise MethodNotAllowed(f"podhost serves {kind.name}/{sub} read-only: the pod manager owns it")
+        if "fieldManager" not in q and request.content_type != APPLY_PATCH:
+            # kube-apiserver's default manager of an update: the client's User-Agent up to its first "/"
+            q["fieldManager"] = request.headers.get("User-Agent", "").split("/", 1)[0][:128] or "unknown"
         if method == "POST" and not name:
             body = await self._body(request)
             result = await self.run(self.api.create, kind, namespace, body, q)
