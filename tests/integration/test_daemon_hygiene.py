@@ -156,8 +156,9 @@ def test_sigterm_ends_a_daemon_with_a_stuck_request_within_the_bound(running: In
         puller = threading.Thread(target=pull, daemon=True)
         puller.start()
         listener.settimeout(20)
-        accepted.append(listener.accept()[0])  # the daemon's request is now waiting for an answer
-        time.sleep(0.3)
+        accepted.append(listener.accept()[0])
+        accepted[0].settimeout(20)
+        assert accepted[0].recv(4096)  # the daemon's request arrived: it now waits for an answer
 
         status, elapsed = sigterm_and_wait(running)
         print(f"daemon exited with {status} {elapsed:.1f} s after SIGTERM")

@@ -16,7 +16,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,9 +197,7 @@ def test_attach_to_a_tty_container(ph: Instance, tmux_sessions: list[Tmux]) -> N
     _, cid = pod_with(ph, "console", ["sh"], tty=True, stdin=True)
     term = Tmux(ph.root, cli(ph, "attach", "-i", "-t", cid))
     tmux_sessions.append(term)
-    time.sleep(0.3)  # attach shows only what comes after it: a fresh prompt
-    term.keys("")
-    term.wait_screen(PROMPT)
+    term.retype_until("", PROMPT)  # attach shows only what comes after it: Enter until a fresh prompt
     term.keys("echo $((6*7))")
     term.wait_screen(r"^42\s*$")
     term.resize(90, 25)
