@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from podhost.apiserver import certs, logs, objects, schema, streaming
+from podhost.apiserver import certs, logs, objects, openapi_v2, schema, streaming
 from podhost.apiserver.resources import API, APPLY_PATCH, KINDS, Kind, api_resource_list, served_kinds
 from podhost.apiserver.status import (
     BadRequest,
@@ -126,6 +126,7 @@ class Routes:
         app.router.add_get("/version", self.version)
         app.router.add_get("/api", self.api_versions)
         app.router.add_get("/apis", self.api_groups)
+        app.router.add_get("/openapi/v2", self.openapi_v2)
         app.router.add_get("/openapi/v3", self.openapi_root)
         app.router.add_get("/openapi/v3/api/v1", self.openapi_core)
         for probe in ("/healthz", "/livez", "/readyz"):
@@ -174,6 +175,16 @@ class Routes:
 
     def _core_document(self) -> bytes:
         return schema.core_v1_document(served_kinds())
+
+    async def openapi_v2(self, request: web.Request) -> web.Response:
+        """Swagger 2.0 for older clients: gnostic's protobuf when asked for (kubectl 1.20 asks for
+        nothing else), JSON otherwise."""
+        accept = request.headers.get("Accept", "")
+        proto = next((t for t in openapi_v2.PROTOBUF_TYPES if t in accept), "")
+        if proto:
+            body = await self.run(openapi_v2.protobuf_document, served_kinds())
+            return web.Response(body=body, headers={"Content-Type": proto})
+        return _json(await self.run(openapi_v2.document, served_kinds()))
 
     async def openapi_root(self, request: web.Request) -> web.Response:
         doc = await self.run(self._core_document)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from importlib import resources
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -20,10 +21,11 @@ log = logging.getLogger(__name__)
 CRI_DIR = Path(__file__).resolve().parent
 PACKAGE_ROOT = CRI_DIR.parent.parent  # the directory holding the `podhost` package
 PROTOS = ("api", "admin")
-#: Protos of other packages, compiled the same way (paths relative to PACKAGE_ROOT): NRI's messages.
-OTHER_PROTOS = ("podhost/runtime/nri/api.proto",)
+#: Protos of other packages, compiled the same way (paths relative to PACKAGE_ROOT): NRI's messages,
+#: gnostic's OpenAPI v2 document (what older kubectl fetches as /openapi/v2).
+OTHER_PROTOS = ("podhost/runtime/nri/api.proto", "podhost/apiserver/openapiv2.proto")
 #: Of those, the ones with messages only (NRI travels over ttrpc, not gRPC): no _grpc module.
-MESSAGE_ONLY = ("podhost/runtime/nri/api.proto",)
+MESSAGE_ONLY = OTHER_PROTOS
 
 
 def outputs(name: str) -> list[Path]:
@@ -75,7 +77,7 @@ def generate_other(proto: str, if_stale: bool) -> None:
     if if_stale and all(o.exists() and o.stat().st_mtime >= source.stat().st_mtime for o in outs):
         return
     args = [a for a in protoc_args("api")[:-1] if not (proto in MESSAGE_ONLY and a.startswith("--grpc"))]
-    args.append(proto)
+    args += [f"-I{resources.files('grpc_tools') / '_proto'}", proto]  # google/protobuf/any.proto
     log.info("generating %s: %s", proto, " ".join(args))
     if protoc.main(args) != 0:
         raise SystemExit(f"protoc failed for {proto}")

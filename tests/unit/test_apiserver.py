@@ -276,6 +276,37 @@ def test_openapi_v3_lets_kubectl_leave_validation_to_the_server() -> None:
     assert root["paths"]["api/v1"]["serverRelativeURL"].startswith("/openapi/v3/api/v1?hash=")
 
 
+def test_openapi_v2_for_older_clients_json_and_gnostic_protobuf() -> None:
+    import json
+
+    from podhost.apiserver import openapi_v2
+    from podhost.apiserver import openapiv2_pb2 as v2
+
+    kinds = [sch.ServedKind("pods", "Pod", True, ("get", "list", "patch", "create", "delete", "update"))]
+    doc = openapi_v2.document(kinds)
+    assert doc["swagger"] == "2.0" and "$defs" not in json.dumps(doc)
+    defs = doc["definitions"]
+    containers = defs[sch.CORE + "PodSpec"]["properties"]["containers"]
+    assert containers["items"]["$ref"] == "#/definitions/" + sch.CORE + "Container"
+    assert defs[sch.INT_OR_STRING] == {
+        "description": defs[sch.INT_OR_STRING]["description"],
+        "type": "string",
+        "format": "int-or-string",
+    }
+    assert all(isinstance(d.get("type", ""), str) for d in defs.values())
+    parsed = v2.Document.FromString(openapi_v2.protobuf_document(kinds))
+    models = {n.name: n.value for n in parsed.definitions.additional_properties}
+    assert set(models) == set(defs)
+    pod = models[sch.CORE + "Pod"]
+    (gvk,) = [e for e in pod.vendor_extension if e.name == "x-kubernetes-group-version-kind"]
+    assert json.loads(gvk.value.yaml) == [{"group": "", "kind": "Pod", "version": "v1"}]
+    spec = {p.name: p.value for p in models[sch.CORE + "PodSpec"].properties.additional_properties}
+    assert list(spec["containers"].type.value) == ["array"]
+    assert spec["containers"].items.schema[0]._ref == "#/definitions/" + sch.CORE + "Container"
+    merge = {e.name: json.loads(e.value.yaml) for e in spec["containers"].vendor_extension}
+    assert merge["x-kubernetes-patch-merge-key"] == "name"
+
+
 # --- the store -------------------------------------------------------------------------------------------------
 
 
