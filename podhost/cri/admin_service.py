@@ -1,7 +1,7 @@
 """`podhost.v1.Admin`: what CRI has no verb for, served beside it on the same socket.
 
 LoadImage imports an image archive that is already on this machine (`podhost cri load FILE`), so tests
-and air-gapped nodes need no registry. Thin like the CRI servicers: convert, call `Runtime`, convert.
+and air-gapped nodes need no registry. Thin like the CRI servicers: convert, call `RuntimeAPI`, convert.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from podhost.cri.status import rpc
 from podhost.errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from podhost.runtime.runtime import Runtime
+    from podhost.cri.runtime_api import RuntimeAPI
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: RuntimeAPI) -> None:
         self.runtime = runtime
 
     @rpc

@@ -1,6 +1,6 @@
 """CRI `runtime.v1.ImageService`: one thin method per verb over the runtime's image store.
 
-Convert the request, call the `Runtime` method of the same name, convert the answer. Reference
+Convert the request, call the `RuntimeAPI` method of the same name, convert the answer. Reference
 normalisation, pulling and removal rules belong to `podhost.runtime.image`, not here.
 """
 
@@ -16,11 +16,11 @@ from podhost.cri import api_pb2_grpc, convert
 from podhost.cri.status import rpc, unimplemented
 
 if TYPE_CHECKING:
-    from podhost.runtime.runtime import Runtime
+    from podhost.cri.runtime_api import RuntimeAPI
 
 
 class ImageServicer(api_pb2_grpc.ImageServiceServicer):  # type: ignore[misc]
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: RuntimeAPI) -> None:
         self.runtime = runtime
 
     @rpc
@@ -46,8 +46,7 @@ class ImageServicer(api_pb2_grpc.ImageServiceServicer):  # type: ignore[misc]
     def PullImage(self, request: pb.PullImageRequest, context: grpc.ServicerContext) -> pb.PullImageResponse:
         ref = convert.image_ref(request.image)
         auth = convert.auth_config(request)
-        # Credentials only when given: runtimes without registry auth keep their one-argument form.
-        image_id = self.runtime.pull_image(ref, auth) if auth is not None else self.runtime.pull_image(ref)
+        image_id = self.runtime.pull_image(ref, auth)
         return pb.PullImageResponse(image_ref=image_id)
 
     @rpc

@@ -1,6 +1,6 @@
 """CRI `runtime.v1.RuntimeService`: one thin method per verb.
 
-Each method converts the request (`convert`), calls the one `Runtime` method of the same name, and
+Each method converts the request (`convert`), calls the one `RuntimeAPI` method of the same name, and
 converts the result back. No decisions are made here: validation lives in `convert` (what CRI requires of
 a message) and in the runtime (everything else); error codes come from `status.rpc`.
 
@@ -30,8 +30,8 @@ from podhost.runtime.model import Container, ContainerEvent, PodSandbox
 from podhost.runtime.runtime import ContainerFilter
 
 if TYPE_CHECKING:
+    from podhost.cri.runtime_api import RuntimeAPI
     from podhost.cri.streaming.server import StreamingServer
-    from podhost.runtime.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ _NOT_YET = "not served by podhost yet"
 
 
 class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc]
-    def __init__(self, runtime: Runtime, streaming: StreamingServer | None = None) -> None:
+    def __init__(self, runtime: RuntimeAPI, streaming: StreamingServer | None = None) -> None:
         self.runtime = runtime
         self.streaming = streaming
 

@@ -31,8 +31,8 @@ from podhost.cri.transport import channel_options
 from podhost.errors import AlreadyExists, FailedPrecondition, RuntimeFailure
 
 if TYPE_CHECKING:
+    from podhost.cri.runtime_api import RuntimeAPI
     from podhost.cri.streaming.server import StreamingServer
-    from podhost.runtime.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class InFlightCalls(grpc.ServerInterceptor):  # type: ignore[misc]
 
 
 def serve(
-    runtime: Runtime,
+    runtime: RuntimeAPI,
     socket_path: str | os.PathLike[str],
     max_workers: int = DEFAULT_WORKERS,
     streaming: StreamingServer | None = None,

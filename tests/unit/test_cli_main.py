@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_cri_server import FakeRuntime, serving  # sibling test module: the fake runtime server
 
 from podhost.cli import crilog
 from podhost.cli.main import main
 from podhost.runtime import model
+from tests.fake_runtime import FakeRuntime, serving
 
 Env = tuple[FakeRuntime, Path, Path]
 
@@ -249,7 +249,7 @@ def test_root_selects_the_instance_socket(capsys: pytest.CaptureFixture[str]) ->
         # Config.load(root=R) puts the socket at R/podhost.sock: serve a second server there.
         from podhost.cri.server import serve
 
-        server = serve(_runtime, sock.parent / "podhost.sock")  # type: ignore[arg-type]
+        server = serve(_runtime, sock.parent / "podhost.sock")
         try:
             assert main(["--root", str(sock.parent), "cri", "version"]) == 0
             assert "RuntimeName:  podhost" in capsys.readouterr().out
@@ -319,7 +319,7 @@ def test_load_against_a_runtime_without_podhost_admin(
 
     root = Path(tempfile.mkdtemp(prefix="phcri-"))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    api_pb2_grpc.add_RuntimeServiceServicer_to_server(RuntimeServicer(FakeRuntime(root)), server)  # type: ignore[arg-type]
+    api_pb2_grpc.add_RuntimeServiceServicer_to_server(RuntimeServicer(FakeRuntime(root)), server)
     server.add_insecure_port(f"unix://{root}/other.sock")
     server.start()
     try:

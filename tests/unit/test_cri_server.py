@@ -1,234 +1,30 @@
 """The CRI gRPC layer end to end: the real server on a temporary unix socket, `CRIClient` on the other
 side, and a small in-memory Runtime behind it. Proves error codes travel as podhost errors both ways,
 streaming events, the socket's mode and ownership rules. The fake runtime stands in for
-`podhost.runtime.runtime.Runtime` only so that this thin layer is tested alone."""
+`podhost.runtime.runtime.Runtime` (both satisfy `RuntimeAPI`) only so that this thin layer is tested alone."""
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import os
 import shutil
 import socket
 import stat
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from podhost import errors
-from podhost.config import Config
 from podhost.cri import api_pb2 as pb
 from podhost.cri import api_pb2_grpc
 from podhost.cri.client import CRIClient
 from podhost.cri.runtime_service import RuntimeServicer
 from podhost.cri.server import SOCKET_MODE, serve
 from podhost.runtime import model
-from podhost.runtime.events import EventBus, Subscription
-from podhost.runtime.runtime import (
-    ContainerFilter,
-    ContainerStats,
-    ExecResult,
-    PodSandboxFilter,
-    RuntimeCondition,
-)
+from tests.fake_runtime import FakeRuntime, serving
 from tests.wait import wait_for
-
-
-class FakeRuntime:
-    """In-memory stand-in with the `Runtime` facade's method names and error behaviour."""
-
-    def __init__(self, root: Path) -> None:
-        self.config = Config.load(root=root)
-        self.sandboxes: dict[str, model.PodSandbox] = {}
-        self.containers: dict[str, model.Container] = {}
-        self.images = {
-            "sha256:" + "b" * 64: model.Image(
-                id="sha256:" + "b" * 64, repo_tags=["docker.io/library/busybox:1.36"], size=4_860_000
-            )
-        }
-        self.events = EventBus()
-        self._ids = itertools.count(1)
-        self.exec_calls: list[tuple[str, list[str], int]] = []
-        self.stopped: list[tuple[str, int]] = []
-
-    def _new_id(self) -> str:
-        return f"{next(self._ids):02d}" + "f" * 62
-
-    def _resolve(self, table: dict, ident: str, what: str):  # type: ignore[no-untyped-def]
-        matches = [v for k, v in table.items() if k.startswith(ident)]
-        if len(matches) != 1:
-            raise errors.NotFound(f"{what} {ident!r} not found")
-        return matches[0]
-
-    def version(self) -> tuple[str, str]:
-        return "podhost", "0.1.0-test"
-
-    def status(self) -> list[RuntimeCondition]:
-        return [RuntimeCondition("RuntimeReady", True), RuntimeCondition("NetworkReady", True)]
-
-    def runtime_handlers(self) -> list[str]:
-        return ["runc", "crun"]
-
-    def run_pod_sandbox(self, config: model.PodSandboxConfig, runtime_handler: str) -> str:
-        for s in self.sandboxes.values():
-            if s.config.metadata == config.metadata:
-                raise errors.AlreadyExists(
-                    f"pod sandbox {config.metadata.name} (attempt {config.metadata.attempt}) exists"
-                )
-        if runtime_handler not in ("", "runc", "crun"):
-            raise errors.InvalidArgument(f"unknown runtime handler {runtime_handler!r}")
-        sid = self._new_id()
-        self.sandboxes[sid] = model.PodSandbox(
-            id=sid,
-            config=config,
-            runtime_handler=runtime_handler or "runc",
-            state=model.PodSandboxState.SANDBOX_READY,
-            created_at=time.time_ns(),
-            ip="10.88.0.2",
-        )
-        return sid
-
-    def stop_pod_sandbox(self, sandbox_id: str) -> None:
-        self._resolve(
-            self.sandboxes, sandbox_id, "pod sandbox"
-        ).state = model.PodSandboxState.SANDBOX_NOTREADY
-
-    def remove_pod_sandbox(self, sandbox_id: str) -> None:
-        with contextlib.suppress(errors.NotFound):
-            del self.sandboxes[self._resolve(self.sandboxes, sandbox_id, "pod sandbox").id]
-
-    def pod_sandbox_status(self, sandbox_id: str) -> model.PodSandbox:
-        return self._resolve(self.sandboxes, sandbox_id, "pod sandbox")
-
-    def list_pod_sandbox(self, f: PodSandboxFilter) -> list[model.PodSandbox]:
-        return [
-            s
-            for s in self.sandboxes.values()
-            if s.id.startswith(f.id)
-            and (f.state is None or s.state == f.state)
-            and all(s.config.labels.get(k) == v for k, v in f.label_selector.items())
-        ]
-
-    def create_container(
-        self, sandbox_id: str, config: model.ContainerConfig, sandbox_config: model.PodSandboxConfig | None
-    ) -> str:
-        sandbox = self._resolve(self.sandboxes, sandbox_id, "pod sandbox")
-        cid = self._new_id()
-        self.containers[cid] = model.Container(
-            id=cid,
-            sandbox_id=sandbox.id,
-            config=config,
-            image_id="sha256:" + "b" * 64,
-            created_at=time.time_ns(),
-            log_path=os.path.join(sandbox.config.log_directory, config.log_path),
-        )
-        self.events.publish(cid, model.ContainerEventType.CONTAINER_CREATED_EVENT, sandbox.id)
-        return cid
-
-    def start_container(self, container_id: str) -> None:
-        c = self._resolve(self.containers, container_id, "container")
-        if c.state != model.ContainerState.CONTAINER_CREATED:
-            raise errors.FailedPrecondition(f"container {c.id} is not in state CREATED")
-        c.state, c.started_at = model.ContainerState.CONTAINER_RUNNING, time.time_ns()
-
-    def stop_container(self, container_id: str, timeout: int) -> None:
-        c = self._resolve(self.containers, container_id, "container")
-        self.stopped.append((c.id, timeout))
-        c.state, c.exit_code = model.ContainerState.CONTAINER_EXITED, 137
-
-    def remove_container(self, container_id: str) -> None:
-        with contextlib.suppress(errors.NotFound):
-            del self.containers[self._resolve(self.containers, container_id, "container").id]
-
-    def container_status(self, container_id: str) -> model.Container:
-        return self._resolve(self.containers, container_id, "container")
-
-    def list_containers(self, f: ContainerFilter) -> list[model.Container]:
-        return [
-            c
-            for c in self.containers.values()
-            if c.id.startswith(f.id)
-            and c.sandbox_id.startswith(f.pod_sandbox_id)
-            and (f.state is None or c.state == f.state)
-        ]
-
-    def exec_sync(self, container_id: str, cmd: list[str], timeout: int) -> ExecResult:
-        c = self._resolve(self.containers, container_id, "container")
-        self.exec_calls.append((c.id, cmd, timeout))
-        if cmd[0] == "crash":
-            raise ZeroDivisionError("fake runtime bug")
-        return ExecResult(b"out:" + " ".join(cmd).encode(), b"err\n", 3)
-
-    def reopen_container_log(self, container_id: str) -> None:
-        self._resolve(self.containers, container_id, "container")
-
-    def update_container_resources(self, container_id: str, resources: model.LinuxContainerResources) -> None:
-        self._resolve(self.containers, container_id, "container").config.resources = resources
-
-    def container_stats(self, container_id: str) -> ContainerStats:
-        c = self._resolve(self.containers, container_id, "container")
-        return ContainerStats(
-            c.id,
-            time.time_ns(),
-            cpu_usage_core_nano_seconds=time.time_ns() // 100,
-            memory_working_set_bytes=1_500_000,
-        )
-
-    def list_container_stats(self, f: ContainerFilter) -> list[ContainerStats]:
-        return [self.container_stats(c.id) for c in self.list_containers(f)]
-
-    def subscribe_events(self) -> Subscription:
-        return self.events.subscribe()
-
-    def list_images(self) -> list[model.Image]:
-        return list(self.images.values())
-
-    def image_status(self, ref: str) -> model.Image | None:
-        for image in self.images.values():
-            if ref in image.repo_tags or ref == image.id or ref == "busybox:1.36" and image.repo_tags:
-                return image
-        return None
-
-    def pull_image(self, ref: str) -> str:
-        image = self.image_status(ref)
-        if image is None:
-            raise errors.NotFound(f"image {ref} not found in the local store")
-        return image.id
-
-    def remove_image(self, ref: str) -> None:
-        image = self.image_status(ref)
-        if image is not None:
-            del self.images[image.id]
-
-    def image_fs_info(self) -> tuple[int, int, str]:
-        return 4_860_000, 12, str(self.config.image_dir)
-
-    def import_image(self, path: str) -> list[model.Image]:
-        if not os.path.exists(path):
-            raise errors.NotFound(f"{path}: no such file")
-        image = model.Image(id="sha256:" + "e" * 64, repo_tags=["localhost/loaded:1"], size=1000)
-        self.images[image.id] = image
-        return [image]
-
-
-@contextlib.contextmanager
-def serving() -> Iterator[tuple[FakeRuntime, CRIClient, Path]]:
-    """A fake-runtime CRI server on a short socket path (unix paths are limited to 108 bytes)."""
-    root = Path(tempfile.mkdtemp(prefix="phcri-"))
-    runtime = FakeRuntime(root)
-    sock = root / "cri.sock"
-    server = serve(runtime, sock, max_workers=8)  # type: ignore[arg-type]
-    client = CRIClient(str(sock), timeout=10)
-    try:
-        yield runtime, client, sock
-    finally:
-        client.close()
-        server.stop(grace=None).wait()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -398,7 +194,7 @@ def test_stale_socket_is_replaced_and_a_live_one_refused() -> None:
         s = socket.socket(socket.AF_UNIX)
         s.bind(str(stale))
         s.close()  # bound, never listened, closed: the file a crashed daemon leaves
-        server = serve(FakeRuntime(root), stale)  # type: ignore[arg-type]
+        server = serve(FakeRuntime(root), stale)
         try:
             assert CRIClient(str(stale), timeout=5).version().runtime_name == "podhost"
         finally:
@@ -406,7 +202,7 @@ def test_stale_socket_is_replaced_and_a_live_one_refused() -> None:
         plain = root / "plain"
         plain.write_text("not a socket")
         with pytest.raises(errors.FailedPrecondition, match="not a socket"):
-            serve(FakeRuntime(root), plain)  # type: ignore[arg-type]
+            serve(FakeRuntime(root), plain)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
