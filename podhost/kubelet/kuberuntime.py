@@ -138,6 +138,12 @@ class PodRuntime:
         self.event(NORMAL, "Created", f"Created container {spec.name}", spec.name)
         return container_id, "", ""
 
+    def pull_back_off_at(self, spec: ContainerSpec, now: float) -> float:
+        """After ErrImagePull, when a sync tells ImagePullBackOff: halfway through the pull's back-off (the
+        kubelet's pod worker syncs again some seconds after a failed sync; at the end the pull is due)."""
+        _, until, wait = images.pull_backoff(self.pod, spec, self.pulls, now)
+        return until - wait / 2 if wait else now
+
     def start_container(self, spec: ContainerSpec, container_id: str) -> str:
         """StartContainer; "" once started, else RunContainerError's message (the container is removed)."""
         try:

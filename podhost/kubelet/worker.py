@@ -82,8 +82,7 @@ class PodWorker:
         self._sandbox_down_reported = ""  # the sandbox id whose death was already recorded
         self._ready_sandbox = ""  # the sandbox id last seen Ready
         self._dead_sandboxes: list[pb.PodSandbox] = []  # replaced ones, removed once the new one runs
-        self._wakeups: list[float] = []
-        self._acted = False
+        self._wakeups, self._acted = list[float](), False  # of one sync: when to look again; whether it acted
         self._thread = threading.Thread(target=self._run, name=f"pod-{self.key}", daemon=True)
 
     # --- control ---------------------------------------------------------------------------------------
@@ -284,9 +283,10 @@ class PodWorker:
 
     def _failed(self, spec: ContainerSpec, reason: str, message: str, now: float) -> None:
         self._mem(spec.name).wait(reason, message)
-        pulled = reason == ERR_IMAGE_PULL  # its image's back-off holds the retry: the next sync tells it
-        self._wakeups.append(now + RETRY_BASE if pulled else self.retry.step(spec.name, now))
-        if not pulled:
+        if reason == ERR_IMAGE_PULL:  # its image's back-off holds the retry: a later sync tells it
+            self._wakeups.append(self.runtime.pull_back_off_at(spec, now))
+        else:
+            self._wakeups.append(self.retry.step(spec.name, now))
             retrying = f"{message} (retrying in {self.retry.wait(spec.name):.0f}s)"
             self._event(WARNING, "Failed", retrying, spec.name)
 
