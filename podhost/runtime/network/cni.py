@@ -240,18 +240,8 @@ class PodNetwork:
     ) -> dict[str, Any] | None:
         prev: dict[str, Any] | None = None
         for index, ptype in enumerate(target.netlist.plugin_types):
-            conf = conflist.plugin_config(target.netlist, index, prev, target.capability_args)
             t0 = time.monotonic()
-            out = plugin.run(
-                ptype,
-                paths[ptype],
-                self._invocation("ADD", target),
-                conf,
-                timeout=self.plugin_timeout,
-                log_id=target.sandbox_id,
-                instance=self.config.instance_id,
-                owner=target.sandbox_id,
-            )
+            out = self._run_plugin("ADD", target, paths, index, prev)
             timings[ptype] = (time.monotonic() - t0) * 1000
             if out is None:
                 raise RuntimeFailure(f"CNI plugin {ptype} ADD returned no result")
@@ -378,18 +368,8 @@ class PodNetwork:
         first: BaseException | None = None
         for index in reversed(range(len(target.netlist.plugins))):
             ptype = target.netlist.plugin_types[index]
-            conf = conflist.plugin_config(target.netlist, index, prev, target.capability_args)
             try:
-                plugin.run(
-                    ptype,
-                    paths[ptype],
-                    self._invocation("DEL", target),
-                    conf,
-                    timeout=self.plugin_timeout,
-                    log_id=target.sandbox_id,
-                    instance=self.config.instance_id,
-                    owner=target.sandbox_id,
-                )
+                self._run_plugin("DEL", target, paths, index, prev)
             except PodhostError as e:
                 log.warning("%s: CNI DEL %s (%s): %s", target.sandbox_id, ptype, target.ifname, e)
                 first = first or e
@@ -432,18 +412,8 @@ class PodNetwork:
                 log.debug("%s: CHECK skipped for %s (version/disableCheck)", sandbox_id, target.netlist.name)
                 continue
             for index, ptype in enumerate(target.netlist.plugin_types):
-                conf = conflist.plugin_config(target.netlist, index, prev, target.capability_args)
                 try:
-                    plugin.run(
-                        ptype,
-                        paths[ptype],
-                        self._invocation("CHECK", target),
-                        conf,
-                        timeout=self.plugin_timeout,
-                        log_id=sandbox_id,
-                        instance=self.config.instance_id,
-                        owner=sandbox_id,
-                    )
+                    self._run_plugin("CHECK", target, paths, index, prev)
                 except plugin.PluginError as e:
                     if known_false_check_failure(ptype, e, prev):
                         log.debug("%s: ignoring portmap CHECK bug (IPv4-only pod): %s", sandbox_id, e)
@@ -501,12 +471,26 @@ class PodNetwork:
 
     # --- helpers ------------------------------------------------------------------------------------
 
-    def _invocation(self, command: str, target: _Target) -> plugin.Invocation:
-        return plugin.Invocation(
+    def _run_plugin(
+        self, command: str, target: _Target, paths: dict[str, Path], index: int, prev: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """Plugin `index` of the target's list for one command, with `prev` as its prevResult."""
+        invocation = plugin.Invocation(
             command=command,
             container_id=target.sandbox_id,
             netns=target.netns,
             ifname=target.ifname,
             cni_args=target.cni_args,
             cni_path=tuple(self.config.cni_bin_dirs),
+        )
+        ptype = target.netlist.plugin_types[index]
+        return plugin.run(
+            ptype,
+            paths[ptype],
+            invocation,
+            conflist.plugin_config(target.netlist, index, prev, target.capability_args),
+            timeout=self.plugin_timeout,
+            log_id=target.sandbox_id,
+            instance=self.config.instance_id,
+            owner=target.sandbox_id,
         )
