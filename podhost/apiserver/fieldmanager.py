@@ -18,6 +18,9 @@ resourceVersion/..., status: the pod's status is the kubelet's).
   whose value the apply changes and that another manager owns is a conflict (409 with kube-apiserver's
   message and one `FieldManagerConflict` cause per field), unless forced: then the others lose it.
   Applying the value a field already has makes its managers co-owners.
+- Upgrading from client-side apply (kube-apiserver's lastAppliedManager): an apply by manager `kubectl`
+  whose conflicts are all fields of the object's `kubectl.kubernetes.io/last-applied-configuration`
+  goes ahead as if forced, so `kubectl apply --server-side` takes over what `kubectl apply` made.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ _UNOWNED_META = (
     "managedFields",
 )
 _MISSING = object()
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+#: The manager whose applies may take over the fields of the last-applied configuration.
+UPGRADING_MANAGER = "kubectl"
 
 
 class ApplyConflict(Conflict):
@@ -295,6 +301,7 @@ def apply(
 ) -> tuple[dict[str, Any], list[Manager]]:
     """Server-side apply of `config` by `manager` to `live` (None: the object does not exist): the new
     object and its entries. Raises ApplyConflict."""
+    upgradable = last_applied_fields(live, schema) if manager == UPGRADING_MANAGER else set()
     entries = copy.deepcopy(entries)
     base = copy.deepcopy(live) if live else {}
     applied = field_set(config, schema)
@@ -312,12 +319,22 @@ def apply(
             remove(merged, path)
     changed = {p for p in applied if differs(base, merged, p)}
     conflicts = [(m, p) for m in others for p in sorted(changed & m.fields)]
-    if conflicts and not force:
+    if conflicts and not force and not {p for _, p in conflicts} <= upgradable:
         raise conflict_error(conflicts)
     for m in others:
         m.fields -= changed
     _entry(entries, manager, APPLY, now_rfc3339()).fields = applied
     return merged, [m for m in entries if m.fields]
+
+
+def last_applied_fields(live: dict[str, Any] | None, schema: dict[str, Any]) -> set[Path]:
+    """The fields of `live`'s last-applied configuration (client-side apply's annotation), or none."""
+    text = (((live or {}).get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
+    try:
+        last = json.loads(text) if text else None
+    except ValueError:
+        return set()
+    return field_set(last, schema) if isinstance(last, dict) else set()
 
 
 def conflict_error(conflicts: list[tuple[Manager, Path]]) -> ApplyConflict:

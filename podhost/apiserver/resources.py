@@ -357,7 +357,16 @@ class API:
             )
         obj["metadata"]["name"] = name
         obj["kind"], obj["apiVersion"] = kind.kind, "v1"
-        warnings = self._check_fields(kind, obj, params.get("fieldValidation", "Strict"))
+        unknown = sch.unknown_fields(obj, sch.CORE + kind.kind, prune=True)
+        if unknown and params.get("fieldValidation") != "Ignore":
+            # structured-merge-diff's words: the configuration cannot be typed against the schema
+            errors = [f".{f}: field not declared in schema" for f in unknown]
+            where = f"{namespace}/{name}" if kind.namespaced else name
+            raise BadRequest(
+                f"failed to create typed patch object ({where}; /v1, Kind={kind.kind}): "
+                + (errors[0] if len(errors) == 1 else "errors:\n  " + "\n  ".join(errors))
+            )
+        warnings: tuple[str, ...] = ()
         current = self.store.get(kind.name, namespace if kind.namespaced else "", name)
         schema = sch.definition(sch.CORE + kind.kind)
         force = params.get("force") in ("true", "1")
@@ -376,8 +385,10 @@ class API:
     ) -> WriteResult:
         if "patch" not in kind.verbs:
             raise MethodNotAllowed(f"podhost does not patch {kind.name}")
-        current = self.get(kind, namespace, name)
         media = content_type.split(";")[0].strip()
+        if media == APPLY_PATCH:  # YAML, and it may create the object
+            return self.server_side_apply(kind, namespace, name, body, params)
+        current = self.get(kind, namespace, name)
         try:
             data = json.loads(body or b"null")
         except ValueError as e:
@@ -388,8 +399,6 @@ class API:
             new = patch.merge_patch(current, data)
         elif media == "application/json-patch+json":
             new = patch.json_patch(current, data)
-        elif media == APPLY_PATCH:
-            return self.server_side_apply(kind, namespace, name, body, params)
         else:
             raise UnsupportedMediaType(
                 f"the body of the request was in an unknown format - accepted media types include: {', '.join(PATCH_TYPES)}"

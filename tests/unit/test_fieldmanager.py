@@ -115,3 +115,20 @@ def test_apply_leaves_what_the_server_set_alone() -> None:
     _, entries = fm.apply(None, pod(labels={"app": "web"}), "kubectl", [], POD)
     new, _ = fm.apply(live, pod(labels={"app": "web"}), "kubectl", entries, POD)
     assert new == live
+
+
+def test_kubectl_takes_over_what_client_side_apply_made() -> None:
+    """lastAppliedManager: manager `kubectl` conflicting only on fields of the last-applied annotation
+    goes ahead; another manager, or a field outside the annotation, still conflicts."""
+    import json
+
+    applied = pod(labels={"tier": "a"})
+    live = pod(labels={"tier": "a", "extra": "x"})
+    live["metadata"]["annotations"] = {fm.LAST_APPLIED: json.dumps(applied)}
+    entries = fm.update(None, live, "kubectl-client-side-apply", [], POD)
+    new, managed = fm.apply(live, pod(labels={"tier": "b", "extra": "x"}), "kubectl", entries, POD)
+    assert new["metadata"]["labels"] == {"tier": "b", "extra": "x"}
+    with pytest.raises(fm.ApplyConflict):
+        fm.apply(live, pod(labels={"tier": "b"}), "other", entries, POD)
+    with pytest.raises(fm.ApplyConflict):
+        fm.apply(live, pod(labels={"tier": "a", "extra": "y"}), "kubectl", entries, POD)
