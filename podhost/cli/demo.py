@@ -33,7 +33,6 @@ from podhost.errors import FailedPrecondition, NotFound
 from podhost.runtime.image.build import demo_image_archive, find_deb
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_MANIFEST = REPO / "examples" / "shared-namespace-demo.yaml"
 DEMO_BRIDGE = "phdemo0"
 DEMO_SUBNET = "10.244.250.0/24"
 API_TIMEOUT = 30.0
