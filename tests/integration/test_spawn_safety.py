@@ -8,6 +8,7 @@ runtime forked without the mark (its init, hooks).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -15,6 +16,8 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -248,6 +251,15 @@ def test_runtime_create_error_is_reported_and_cleaned(bundle: Bundle) -> None:
     assert procs.marked(bundle.instance) == {}
 
 
+def unread_bytes(fifo: Path) -> int:
+    """Bytes written to `fifo` that its reader has not read yet (FIONREAD reads none of them)."""
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, bytes(4)), sys.byteorder)
+    finally:
+        os.close(fd)
+
+
 def test_container_without_log_path_touches_no_log_file(bundle: Bundle) -> None:
     """Finding 3: `-l none:` (not k8s-file:/dev/null). Create, start, reopen the log, exit: /dev/null stays
     the device, conmon holds no regular file but its ctl/winsz fifos and cgroup files, writes no file but
@@ -259,7 +271,7 @@ def test_container_without_log_path_touches_no_log_file(bundle: Bundle) -> None:
     monitor = procs.Proc.of(conmon.read_pid_file(spec.conmon_pid_file))
     bundle.runtime.start(bundle.id)
     conmon.ctl(bundle.dir, conmon.CTL_REOPEN_LOG)
-    time.sleep(0.3)  # conmon serves the ctl fifo in its own loop
+    wait_for("conmon to take the reopen command", lambda: unread_bytes(bundle.dir / "ctl") == 0, 5)
     held = {os.readlink(f"/proc/{monitor.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{monitor.pid}/fd")}
     files = {h for h in held if h.startswith("/") and not h.startswith(("/dev/null", "/sys/fs/cgroup/"))}
     assert files <= {str(bundle.dir / "ctl"), str(bundle.dir / "winsz")}
