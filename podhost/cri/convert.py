@@ -93,57 +93,92 @@ def _set_scalar(msg: Message, fd: Any, value: Any) -> None:
     setattr(msg, fd.name, value)
 
 
+_Plan = list[tuple[str, int, Any, str, Any, bool]]
+_plans: dict[tuple[Any, ...], _Plan] = {}
+
+
+def _plan(cls: Any, descriptors: tuple[Any, ...]) -> _Plan:
+    """How each field of dataclass `cls` maps to the messages of `descriptors`: (name, which message, its
+    field, how, the model's type, whether None is allowed). Worked out once per pair (a race computes
+    the same plan twice), as resolving type hints is most of a conversion's cost."""
+    plan = _plans.get((cls, *descriptors))
+    if plan is None:
+        plan = _plans[(cls, *descriptors)] = _make_plan(cls, descriptors)
+    return plan
+
+
+def _make_plan(cls: Any, descriptors: tuple[Any, ...]) -> _Plan:
+    hints = typing.get_type_hints(cls)
+    plan = []
+    for f in dataclasses.fields(cls):
+        i = next((i for i, d in enumerate(descriptors) if f.name in d.fields_by_name), None)
+        if i is None:
+            continue
+        fd = descriptors[i].fields_by_name[f.name]
+        hint, optional = _optional(hints[f.name])
+        if _is_map(fd):
+            how = "map"
+        elif fd.is_repeated:
+            how = "messages" if fd.message_type else "list"
+            hint = typing.get_args(hint)[0]
+        elif fd.message_type is not None:
+            how = "message" if dataclasses.is_dataclass(hint) else "wrapper"
+        else:
+            how = "enum" if fd.enum_type is not None else "value"
+        plan.append((f.name, i, fd, how, hint, optional))
+    return plan
+
+
 def _from_pb(cls: type[T], *msgs: Message, **given: Any) -> T:
     """`cls` from the same-named fields of `msgs` (the first that has the name wins); `given` holds the
     fields that differ on purpose, converted by the caller. A message whose model type is no dataclass
     is a one-field wrapper (`Int64Value`, `PodSandboxStateValue`): the model holds its field."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        msg = next((m for m in msgs if f.name in m.DESCRIPTOR.fields_by_name), None)
-        if f.name in given or msg is None:
+    for name, i, fd, how, hint, optional in _plan(cls, tuple(m.DESCRIPTOR for m in msgs)):
+        if name in given:
             continue
-        fd = msg.DESCRIPTOR.fields_by_name[f.name]
-        hint, optional = _optional(hints[f.name])
-        value = getattr(msg, f.name)
-        if _is_map(fd):
-            given[f.name] = dict(value)
-        elif fd.is_repeated:
-            (item,) = typing.get_args(hint)
-            items = [_from_pb(item, v) for v in value] if fd.message_type else list(value)
-            given[f.name] = None if optional and not items else items
-        elif fd.message_type is None:
-            given[f.name] = _scalar(hint, msg, fd)
-        elif optional and not msg.HasField(f.name):
-            given[f.name] = None
-        elif dataclasses.is_dataclass(hint):
-            given[f.name] = _from_pb(hint, value)  # type: ignore[arg-type]
+        msg = msgs[i]
+        value = getattr(msg, name)
+        if how == "value":
+            given[name] = value
+        elif how == "map":
+            given[name] = dict(value)
+        elif how in ("list", "messages"):
+            items = [_from_pb(hint, v) for v in value] if how == "messages" else list(value)
+            given[name] = None if optional and not items else items
+        elif how == "enum":
+            given[name] = _scalar(hint, msg, fd)
+        elif optional and not msg.HasField(name):
+            given[name] = None
+        elif how == "message":
+            given[name] = _from_pb(hint, value)
         else:
-            given[f.name] = _scalar(hint, value, value.DESCRIPTOR.fields[0])
+            given[name] = _scalar(hint, value, value.DESCRIPTOR.fields[0])
     return cls(**given)
 
 
 def _to_pb(obj: Any, *msgs: Message, skip: Iterable[str] = ()) -> None:
     """Fill `msgs` (the first that has the name wins) from the same-named fields of `obj`: the inverse of
     `_from_pb`. None leaves a field unset; `skip` names the fields the caller sets itself."""
-    for f in dataclasses.fields(obj):
-        msg = next((m for m in msgs if f.name in m.DESCRIPTOR.fields_by_name), None)
-        value = getattr(obj, f.name)
-        if f.name in skip or msg is None or value is None:
+    for name, i, fd, how, _, _ in _plan(type(obj), tuple(m.DESCRIPTOR for m in msgs)):
+        value = getattr(obj, name)
+        if value is None or name in skip:
             continue
-        fd = msg.DESCRIPTOR.fields_by_name[f.name]
-        target = getattr(msg, f.name)
-        if _is_map(fd):
-            target.update(value)
-        elif fd.is_repeated and fd.message_type is not None:
-            for v in value:
-                _to_pb(v, target.add())
-        elif fd.is_repeated:
-            target.extend(value)
-        elif fd.message_type is None:
+        msg = msgs[i]
+        if how == "value":
+            setattr(msg, name, value)
+        elif how == "enum":
             _set_scalar(msg, fd, value)
+        elif how == "map":
+            getattr(msg, name).update(value)
+        elif how == "list":
+            getattr(msg, name).extend(value)
+        elif how == "messages":
+            for v in value:
+                _to_pb(v, getattr(msg, name).add())
         else:
+            target = getattr(msg, name)
             target.SetInParent()
-            if dataclasses.is_dataclass(value):
+            if how == "message":
                 _to_pb(value, target)
             else:
                 _set_scalar(target, target.DESCRIPTOR.fields[0], value)
