@@ -173,7 +173,8 @@ class KubeletInstance(Instance):
         for pod in self.pods.get("pods"):
             if pod["metadata"].get("annotations", {}).get("kubernetes.io/config.source") != "file":
                 with contextlib.suppress(Exception):  # already going
-                    self.pods.delete("pod", pod["metadata"]["name"], pod["metadata"]["namespace"])
+                    # At once, as the tests' cleanup: a PID 1 ignoring SIGTERM would hold 30 s each.
+                    self.pods.delete("pod", pod["metadata"]["name"], pod["metadata"]["namespace"], 0)
 
 
 def condition(pod: dict[str, Any], type_: str) -> dict[str, Any]:
