@@ -24,6 +24,7 @@ Rules kept here so they are kept once:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 import typing
@@ -93,21 +94,13 @@ def _set_scalar(msg: Message, fd: Any, value: Any) -> None:
     setattr(msg, fd.name, value)
 
 
-_Plan = list[tuple[str, int, Any, str, Any, bool]]
-_plans: dict[tuple[Any, ...], _Plan] = {}
-
-
-def _plan(cls: Any, descriptors: tuple[Any, ...]) -> _Plan:
-    """How each field of dataclass `cls` maps to the messages of `descriptors`: (name, which message, its
-    field, how, the model's type, whether None is allowed). Worked out once per pair (a race computes
-    the same plan twice), as resolving type hints is most of a conversion's cost."""
-    plan = _plans.get((cls, *descriptors))
-    if plan is None:
-        plan = _plans[(cls, *descriptors)] = _make_plan(cls, descriptors)
-    return plan
-
-
-def _make_plan(cls: Any, descriptors: tuple[Any, ...]) -> _Plan:
+@functools.cache
+def _plan(key: tuple[Any, ...]) -> list[tuple[str, int, Any, str, Any, bool]]:
+    """How each field of dataclass `key[0]` maps to the messages of descriptors `key[1:]`: (name, which
+    message, its field, how, the model's type, whether None is allowed). Worked out once per key, as
+    resolving type hints is most of a conversion's cost. A multi-field message the model holds as a
+    plain value (`ContainerConfig.image`) is not same-named data: the caller converts it."""
+    cls, *descriptors = key
     hints = typing.get_type_hints(cls)
     plan = []
     for f in dataclasses.fields(cls):
@@ -123,6 +116,8 @@ def _make_plan(cls: Any, descriptors: tuple[Any, ...]) -> _Plan:
             hint = typing.get_args(hint)[0]
         elif fd.message_type is not None:
             how = "message" if dataclasses.is_dataclass(hint) else "wrapper"
+            if how == "wrapper" and len(fd.message_type.fields) != 1:
+                continue
         else:
             how = "enum" if fd.enum_type is not None else "value"
         plan.append((f.name, i, fd, how, hint, optional))
@@ -133,7 +128,7 @@ def _from_pb(cls: type[T], *msgs: Message, **given: Any) -> T:
     """`cls` from the same-named fields of `msgs` (the first that has the name wins); `given` holds the
     fields that differ on purpose, converted by the caller. A message whose model type is no dataclass
     is a one-field wrapper (`Int64Value`, `PodSandboxStateValue`): the model holds its field."""
-    for name, i, fd, how, hint, optional in _plan(cls, tuple(m.DESCRIPTOR for m in msgs)):
+    for name, i, fd, how, hint, optional in _plan((cls, *(m.DESCRIPTOR for m in msgs))):
         if name in given:
             continue
         msg = msgs[i]
@@ -159,7 +154,7 @@ def _from_pb(cls: type[T], *msgs: Message, **given: Any) -> T:
 def _to_pb(obj: Any, *msgs: Message, skip: Iterable[str] = ()) -> None:
     """Fill `msgs` (the first that has the name wins) from the same-named fields of `obj`: the inverse of
     `_from_pb`. None leaves a field unset; `skip` names the fields the caller sets itself."""
-    for name, i, fd, how, _, _ in _plan(type(obj), tuple(m.DESCRIPTOR for m in msgs)):
+    for name, i, fd, how, _, _ in _plan((type(obj), *(m.DESCRIPTOR for m in msgs))):
         value = getattr(obj, name)
         if value is None or name in skip:
             continue
@@ -238,16 +233,6 @@ def _seccomp(m: pb.LinuxSandboxSecurityContext | pb.LinuxContainerSecurityContex
     return {"seccomp_profile_type": kind, "seccomp_localhost_ref": ref}
 
 
-def _pb_seccomp(
-    c: model.PodSandboxConfig | model.ContainerSecurityContext,
-    out: pb.LinuxSandboxSecurityContext | pb.LinuxContainerSecurityContext,
-) -> None:
-    if c.seccomp_profile_type:
-        out.seccomp.CopyFrom(
-            pb.SecurityProfile(profile_type=c.seccomp_profile_type, localhost_ref=c.seccomp_localhost_ref)
-        )
-
-
 def linux_container_resources(m: pb.LinuxContainerResources) -> model.LinuxContainerResources:
     return _from_pb(model.LinuxContainerResources, m)
 
@@ -275,16 +260,6 @@ def pod_sandbox_config(m: pb.PodSandboxConfig, *, validate: bool = True) -> mode
         namespace_options=namespace_option(sc.namespace_options),
         **_seccomp(sc),
     )
-
-
-def pb_pod_sandbox_config(c: model.PodSandboxConfig) -> pb.PodSandboxConfig:
-    """The inverse of `pod_sandbox_config`."""
-    out = pb.PodSandboxConfig()
-    sc = out.linux.security_context
-    _to_pb(c, out, out.linux, sc, skip=("namespace_options",))
-    sc.namespace_options.CopyFrom(pb_namespace_option(c.namespace_options))
-    _pb_seccomp(c, sc)
-    return out
 
 
 def mount(m: pb.Mount) -> model.Mount:
@@ -328,19 +303,6 @@ def container_config(m: pb.ContainerConfig) -> model.ContainerConfig:
         mounts=[mount(x) for x in m.mounts],
         security_context=container_security_context(m.linux.security_context),
     )
-
-
-def pb_container_config(c: model.ContainerConfig) -> pb.ContainerConfig:
-    """The inverse of `container_config`."""
-    out = pb.ContainerConfig(image=pb.ImageSpec(image=c.image))
-    _to_pb(c, out, out.linux, skip=("image", "envs", "mounts", "security_context"))
-    out.envs.extend(pb.KeyValue(key=k, value=v.encode("utf-8", "surrogateescape")) for k, v in c.envs)
-    out.mounts.extend(pb_mount(x) for x in c.mounts)
-    sc = out.linux.security_context
-    _to_pb(c.security_context, sc, skip=("namespace_options",))
-    sc.namespace_options.CopyFrom(pb_namespace_option(c.security_context.namespace_options))
-    _pb_seccomp(c.security_context, sc)
-    return out
 
 
 def env_value(value: bytes) -> str:

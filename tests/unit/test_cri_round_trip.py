@@ -2,7 +2,8 @@
 
 The requests are filled from their descriptors (every field set, to a value unlike any other), converted
 by `podhost.cri.convert` into the model, written and read back as a record on disk is (JSON through
-`to_dict`/`from_dict`), and converted back. A field that does not come back must be in `UNSUPPORTED` with
+`to_dict`/`from_dict`), and built back into messages (the inverses below). No inverse can bring back a
+value the model lost, and each value is unique, so a field that comes back equal was carried. A field that does not come back must be in `UNSUPPORTED` with
 the reason podhost drops it: a field a new CRI version adds fails this test until it is carried or listed.
 """
 
@@ -121,9 +122,40 @@ def as_record(obj: Any) -> Any:
     return model.from_dict(type(obj), json.loads(json.dumps(model.to_dict(obj))))
 
 
+def seccomp_message(c: model.PodSandboxConfig | model.ContainerSecurityContext) -> pb.SecurityProfile | None:
+    if not c.seccomp_profile_type:
+        return None
+    return pb.SecurityProfile(profile_type=c.seccomp_profile_type, localhost_ref=c.seccomp_localhost_ref)
+
+
+def sandbox_config_message(c: model.PodSandboxConfig) -> pb.PodSandboxConfig:
+    """The inverse of `convert.pod_sandbox_config`: same-named fields, then the deliberate differences."""
+    out = pb.PodSandboxConfig()
+    sc = out.linux.security_context
+    convert._to_pb(c, out, out.linux, sc, skip=("namespace_options",))
+    sc.namespace_options.CopyFrom(convert.pb_namespace_option(c.namespace_options))
+    if (seccomp := seccomp_message(c)) is not None:
+        sc.seccomp.CopyFrom(seccomp)
+    return out
+
+
+def container_config_message(c: model.ContainerConfig) -> pb.ContainerConfig:
+    """The inverse of `convert.container_config`."""
+    out = pb.ContainerConfig(image=pb.ImageSpec(image=c.image))
+    convert._to_pb(c, out, out.linux, skip=("envs", "mounts", "security_context"))
+    out.envs.extend(pb.KeyValue(key=k, value=v.encode("utf-8", "surrogateescape")) for k, v in c.envs)
+    out.mounts.extend(convert.pb_mount(x) for x in c.mounts)
+    sc = out.linux.security_context
+    convert._to_pb(c.security_context, sc, skip=("namespace_options",))
+    sc.namespace_options.CopyFrom(convert.pb_namespace_option(c.security_context.namespace_options))
+    if (seccomp := seccomp_message(c.security_context)) is not None:
+        sc.seccomp.CopyFrom(seccomp)
+    return out
+
+
 ROUND_TRIPS: dict[str, tuple[type[Message], Callable[[Any], Any], Callable[[Any], Message]]] = {
-    "RunPodSandbox": (pb.PodSandboxConfig, convert.pod_sandbox_config, convert.pb_pod_sandbox_config),
-    "CreateContainer": (pb.ContainerConfig, convert.container_config, convert.pb_container_config),
+    "RunPodSandbox": (pb.PodSandboxConfig, convert.pod_sandbox_config, sandbox_config_message),
+    "CreateContainer": (pb.ContainerConfig, convert.container_config, container_config_message),
     "UpdateContainerResources": (
         pb.LinuxContainerResources,
         convert.linux_container_resources,
