@@ -3,8 +3,10 @@
 The requests are filled from their descriptors (every field set, to a value unlike any other), converted
 by `podhost.cri.convert` into the model, written and read back as a record on disk is (JSON through
 `to_dict`/`from_dict`), and built back into messages (the inverses below). No inverse can bring back a
-value the model lost, and each value is unique, so a field that comes back equal was carried. A field that does not come back must be in `UNSUPPORTED` with
-the reason podhost drops it: a field a new CRI version adds fails this test until it is carried or listed.
+value the model lost, and each value is unique, so a field that comes back equal was carried. A field
+that does not come back must be in `UNSUPPORTED` with the reason podhost drops it: a field a new CRI
+version adds fails this test until it is carried or listed. Enums are set to their last value, so a
+value a new CRI version appends fails too (podhost refuses values it does not know).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from podhost.runtime import model
 UNSUPPORTED: dict[str, str] = {
     "PodSandboxConfig.windows": "podhost runs Linux pods only",
     "ContainerConfig.windows": "podhost runs Linux containers only",
-    "LinuxPodSandboxConfig.overhead": "the pod cgroup is sized from linux.resources, which includes overhead",
+    "LinuxPodSandboxConfig.overhead": "informative: linux.resources, which size the pod cgroup, include it",
     "LinuxSandboxSecurityContext.selinux_options": "no SELinux: these hosts run without it",
     "LinuxContainerSecurityContext.selinux_options": "no SELinux: these hosts run without it",
     "LinuxSandboxSecurityContext.apparmor": "no AppArmor profiles are applied",
