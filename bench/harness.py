@@ -24,7 +24,10 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -139,6 +142,8 @@ class RuntimeUnderTest(Protocol):
 
     def new_pod(self, name: str) -> pb.PodSandboxConfig: ...
 
+    def list_pods_command(self) -> list[str] | None: ...
+
     def pod_processes(self) -> set[int]:
         """Every process the pods added (pause, conmon or shim, the workload), the daemon excluded."""
         ...
@@ -172,6 +177,9 @@ class PodhostUnderTest:
     def new_pod(self, name: str) -> pb.PodSandboxConfig:
         uid = uuid.uuid4().hex
         return sandbox_config(name, uid, self.root / "logs" / uid)
+
+    def list_pods_command(self) -> list[str] | None:
+        return [str(Path(sys.executable).with_name("podhost")), "--root", str(self.root), "cri", "pods"]
 
     def pod_processes(self) -> set[int]:
         pids = metrics.cgroup_pids(self.instance.config.cgroup_parent)
@@ -227,6 +235,10 @@ class ContainerdUnderTest:
         uid = uuid.uuid4().hex
         return sandbox_config(name, uid, self.root / "logs" / uid, self.peer.pod_cgroup_parent(uid))
 
+    def list_pods_command(self) -> list[str] | None:
+        crictl = os.environ.get("CRICTL") or shutil.which("crictl")
+        return [crictl, "--runtime-endpoint", self.peer.endpoint, "pods"] if crictl else None
+
     def pod_processes(self) -> set[int]:
         # containerd runs in <parent>/containerd and its shims inherit that cgroup; the pods are below
         # <parent>/pod<uid>: everything under the parent but containerd itself is what the pods added.
@@ -255,6 +267,15 @@ class PodTimes:
     start: float
     stop: float = 0.0
     remove: float = 0.0
+
+
+def time_command(argv: list[str]) -> float:
+    """Wall seconds of one run of `argv` (output discarded; a failure is an error, not a figure)."""
+    t0 = time.perf_counter()
+    subprocess.run(
+        argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
+    return time.perf_counter() - t0
 
 
 def start_pod(rt: RuntimeUnderTest, name: str, with_container: bool) -> tuple[str, float]:
@@ -427,6 +448,8 @@ class Bench:
         self._latency("sandbox", with_container=False)
         self.progress(f"sandbox + container start, stop, remove x{p.runs} on each runtime, interleaved")
         self._latency("pod", with_container=True)
+        self.progress(f"client command listing pods x{p.runs} on each runtime, interleaved")
+        self._cli()
         self.progress(f"pause kill -> sandbox NotReady x{p.kills} on each runtime, interleaved")
         self._pause_kills()
         for rt in self.runtimes:
@@ -445,6 +468,21 @@ class Bench:
                 "remove_s": [t.remove for t in lives],
                 "stop_remove_s": [t.stop + t.remove for t in lives],
             }
+
+    def _cli(self) -> None:
+        """Each runtime's everyday client listing its pods, as a user runs it: a whole process, started
+        by a shell-like exec, interleaved. podhost's is `podhost cri pods`; containerd's is crictl (found
+        on PATH or as $CRICTL; the row says "n/a" without it: CI cannot build crictl)."""
+        samples: dict[str, list[float]] = {rt.name: [] for rt in self.runtimes}
+        commands = {rt.name: rt.list_pods_command() for rt in self.runtimes}
+        for i in range(self.params.runs):
+            order = self.runtimes if i % 2 == 0 else list(reversed(self.runtimes))
+            for rt in order:
+                if (argv := commands[rt.name]) is not None:
+                    samples[rt.name].append(time_command(argv))
+        for name, values in samples.items():
+            if values:
+                self.results[name]["cli_list_pods_s"] = values
 
     def _pause_kills(self) -> None:
         samples: dict[str, list[float | None]] = {rt.name: [] for rt in self.runtimes}
@@ -543,7 +581,7 @@ def pause_kill_to_ready(rt: RuntimeUnderTest, kills: int, timeout: float = 10.0)
             found.append(_one_restart(rt, pods, timeout))
         return found
     finally:
-        pods.delete("pod", RESTART_POD, RESTART_NAMESPACE)
+        pods.delete("pod", RESTART_POD, RESTART_NAMESPACE, 0)  # sleep ignores SIGTERM: no 30 s grace
         gone_by = time.monotonic() + 120  # the pod is removed once its containers have stopped
         while time.monotonic() < gone_by and pods.get("pods", RESTART_NAMESPACE):
             time.sleep(0.05)

@@ -104,6 +104,12 @@ ROWS: list[tuple[str, str, str, Extract]] = [
     ),
     ("idle_wakeups", "daemon wake-ups, idle", "/s", _scaled("idle_cpu", "daemon_wakeups_per_s")),
     (
+        "cli_list_pods_p50",
+        "client command listing pods (podhost cri pods | crictl pods) p50",
+        "ms",
+        _pct_ms("cli_list_pods_s", "", 50),
+    ),
+    (
         "pause_kill_to_notready",
         "pause kill -> sandbox NotReady (runtime) p50",
         "ms",
