@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import base64
 import datetime
-import ipaddress
+import hashlib
+import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CONTEXT = "podhost"
 USER = "podhost-admin"
@@ -35,6 +33,8 @@ CA_DAYS = 3650
 LEAF_DAYS = 365
 #: A leaf certificate with less than this left is made again at start.
 RENEW_BEFORE = datetime.timedelta(days=30)
+#: What was made, and until when it needs no look (ensure_credentials).
+STAMP = "stamp.json"
 
 
 @dataclass(frozen=True)
@@ -81,141 +81,40 @@ def write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _name(common_name: str, organization: str = "") -> x509.Name:
-    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-    if organization:
-        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
-    return x509.Name(attrs)
-
-
-def make_ca(common_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = _key()
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(_name(common_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def make_leaf(
-    ca_cert: x509.Certificate,
-    ca_key: ec.EllipticCurvePrivateKey,
-    subject: x509.Name,
-    *,
-    server: bool,
-    hosts: tuple[str, ...] = (),
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A serving (`server`, with `hosts` as DNS names or IP addresses) or client certificate."""
-    key = _key()
-    now = datetime.datetime.now(datetime.UTC)
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=LEAF_DAYS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-    )
-    if hosts:
-        names: list[x509.GeneralName] = []
-        for host in hosts:
-            try:
-                names.append(x509.IPAddress(ipaddress.ip_address(host)))
-            except ValueError:
-                names.append(x509.DNSName(host))
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    return builder.sign(ca_key, hashes.SHA256()), key
-
-
-def _load_cert(path: Path) -> x509.Certificate | None:
-    try:
-        return x509.load_pem_x509_certificate(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-
-
-def _fresh(cert: x509.Certificate | None, key_path: Path) -> bool:
-    if cert is None or not key_path.exists():
-        return False
-    return cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC) > RENEW_BEFORE
-
-
 def ensure_credentials(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> Credentials:
-    """The instance's credentials, made where missing, unreadable or about to expire. A new CA means
-    new leaves too: a leaf must be signed by the CA the kubeconfig names."""
+    """The instance's credentials, made where missing, unreadable or about to expire (certmaker).
+
+    `stamp.json` records, when they were made, the files' digests, the hosts and when the first needs
+    renewing: while all of that still holds, nothing is parsed and `cryptography` is never imported."""
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     creds = Credentials(directory)
-    ca_cert = _load_cert(creds.ca_cert)
-    renewed_ca = False
-    if ca_cert is None or not _fresh(ca_cert, creds.ca_key):
-        ca_cert, ca_key = make_ca("podhost-ca")
-        write_private(creds.ca_key, _key_pem(ca_key))
-        write_private(creds.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
-        renewed_ca = True
-    else:
-        loaded = serialization.load_pem_private_key(creds.ca_key.read_bytes(), password=None)
-        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
-        ca_key = loaded
-    server = _load_cert(creds.server_cert)
-    wanted_hosts = set(hosts)
-    if server is not None:
-        try:
-            san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            have = {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
-            have |= set(san.get_values_for_type(x509.DNSName))
-        except x509.ExtensionNotFound:
-            have = set()
-        if not wanted_hosts <= have:
-            server = None
-    if renewed_ca or not _fresh(server, creds.server_key):
-        cert, key = make_leaf(ca_cert, ca_key, _name("podhost-apiserver"), server=True, hosts=hosts)
-        write_private(creds.server_key, _key_pem(key))
-        write_private(creds.server_cert, cert.public_bytes(serialization.Encoding.PEM))
-    if renewed_ca or not _fresh(_load_cert(creds.client_cert), creds.client_key):
-        cert, key = make_leaf(ca_cert, ca_key, _name(USER, ADMIN_GROUP), server=False)
-        write_private(creds.client_key, _key_pem(key))
-        write_private(creds.client_cert, cert.public_bytes(serialization.Encoding.PEM))
+    files = (
+        creds.ca_cert,
+        creds.ca_key,
+        creds.server_cert,
+        creds.server_key,
+        creds.client_cert,
+        creds.client_key,
+    )
+    stamp = directory / STAMP
+    try:
+        recorded = json.loads(stamp.read_text())
+        current = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+        if (
+            recorded.get("files") == current
+            and recorded.get("hosts") == sorted(hosts)
+            and time.time() < float(recorded.get("renew_at", 0))
+        ):
+            return creds
+    except (OSError, ValueError, AttributeError):
+        pass
+    from podhost.apiserver import certmaker
+
+    renew_at = certmaker.renew(creds, hosts)
+    digests = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    doc = {"files": digests, "hosts": sorted(hosts), "renew_at": renew_at.timestamp()}
+    write_private(stamp, json.dumps(doc, indent=1).encode())
     return creds
 
 

@@ -162,6 +162,31 @@ def test_credentials_are_private_and_reused(tmp_path: Path) -> None:
     assert (creds.ca_cert.read_bytes(), creds.client_cert.read_bytes()) == before
 
 
+def test_credentials_are_looked_at_again_only_when_their_stamp_no_longer_holds(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    creds = certs.ensure_credentials(tmp_path / "kube-api")
+    stamp = tmp_path / "kube-api" / certs.STAMP
+    assert stat.S_IMODE(stamp.stat().st_mode) == 0o600
+    # A later start in a fresh process: the stamp holds, so cryptography is never imported.
+    probe = (
+        "import sys; from pathlib import Path; from podhost.apiserver import certs; "
+        f"certs.ensure_credentials(Path({str(tmp_path / 'kube-api')!r})); "
+        "print('cryptography' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    # A replaced server certificate (or new hosts) is noticed and made again.
+    old_server = creds.server_cert.read_bytes()
+    creds.server_cert.write_bytes(creds.client_cert.read_bytes())
+    certs.ensure_credentials(tmp_path / "kube-api")
+    assert creds.server_cert.read_bytes() not in (old_server, creds.client_cert.read_bytes())
+    before = creds.server_cert.read_bytes()
+    certs.ensure_credentials(tmp_path / "kube-api", hosts=("127.0.0.1", "localhost", "podhost.local"))
+    assert creds.server_cert.read_bytes() != before
+
+
 def test_kubeconfig_file_is_private_and_names_its_port(tmp_path: Path) -> None:
     creds = certs.ensure_credentials(tmp_path / "kube-api")
     path = tmp_path / "kubeconfig"
