@@ -28,6 +28,9 @@ PROTOBUF_TYPES = (
     "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
     "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
 )
+#: What kube-openapi's handler answers with either way: "@" is no token character for Go's
+#: mime.ParseMediaType, which client-go runs on the response.
+PROTOBUF_CONTENT_TYPE = PROTOBUF_TYPES[1]
 _V2_PREFIX = "#/definitions/"
 QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
 #: JSON-Schema keywords with no swagger 2.0 (or gnostic) field; `enum` is dropped too (old validators

@@ -180,10 +180,9 @@ class Routes:
         """Swagger 2.0 for older clients: gnostic's protobuf when asked for (kubectl 1.20 asks for
         nothing else), JSON otherwise."""
         accept = request.headers.get("Accept", "")
-        proto = next((t for t in openapi_v2.PROTOBUF_TYPES if t in accept), "")
-        if proto:
+        if any(t in accept for t in openapi_v2.PROTOBUF_TYPES):
             body = await self.run(openapi_v2.protobuf_document, served_kinds())
-            return web.Response(body=body, headers={"Content-Type": proto})
+            return web.Response(body=body, headers={"Content-Type": openapi_v2.PROTOBUF_CONTENT_TYPE})
         return _json(await self.run(openapi_v2.document, served_kinds()))
 
     async def openapi_root(self, request: web.Request) -> web.Response:

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,10 +39,10 @@ _REPO = str(Path(__file__).resolve().parents[2])
 
 
 class Kube:
-    """kubectl with the instance's kubeconfig."""
+    """kubectl (`binary`: the one on PATH unless given) with the instance's kubeconfig."""
 
-    def __init__(self, inst: KubeletInstance) -> None:
-        self.inst = inst
+    def __init__(self, inst: KubeletInstance, binary: str | None = None) -> None:
+        self.inst, self.binary = inst, binary or KUBECTL
         self.kubeconfig = inst.config.state_dir / "kubeconfig"
         self.home = inst.root / "home"
         self.home.mkdir(exist_ok=True)
@@ -52,9 +53,9 @@ class Kube:
     def __call__(
         self, *args: str, check: bool = True, timeout: float = 90
     ) -> subprocess.CompletedProcess[str]:
-        assert KUBECTL is not None
+        assert self.binary is not None
         proc = subprocess.run(
-            [KUBECTL, "--kubeconfig", str(self.kubeconfig), *args],
+            [self.binary, "--kubeconfig", str(self.kubeconfig), *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -70,9 +71,9 @@ class Kube:
         return proc
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        assert KUBECTL is not None
+        assert self.binary is not None
         return subprocess.Popen(
-            [KUBECTL, "--kubeconfig", str(self.kubeconfig), *args],
+            [self.binary, "--kubeconfig", str(self.kubeconfig), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -324,3 +325,178 @@ def test_watch_shows_the_pod_come_and_go(kube: Kube) -> None:
         out = watch.stop()
     assert re.search(r"^MODIFIED\s+watched\s.*Terminating", out, re.M), out
     assert re.search(r"^DELETED\s+watched\s", out, re.M), out
+
+
+def test_events_watch(kube: Kube) -> None:
+    """`kubectl get events --watch`: the list, then each new event as it is recorded."""
+    watch = Watch(kube.popen("get", "events", "--watch", "--request-timeout", "0"))
+    try:
+        kube("apply", "-f", kube.write("ev-w.yaml", CRASHER.replace("crasher", "evwatched")))
+        wait_for(
+            "the pod's events in the watch",
+            lambda: re.search(r"\sNormal\s+Started\s+pod/evwatched\s+Started container side", watch.text),
+            timeout=30,
+        )
+        wait_for(
+            "a later event (the crash loop's) in the watch",
+            lambda: re.search(r"\sWarning\s+BackOff\s+pod/evwatched\s", watch.text),
+            timeout=30,
+        )
+    finally:
+        out = watch.stop()
+    assert out.splitlines()[0].split()[:5] == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT"], out
+
+
+def test_watch_of_one_named_pod_prints_every_change(kube: Kube) -> None:
+    """`kubectl get pod NAME -w -o jsonpath=...` watches with fieldSelector=metadata.name=NAME from
+    resourceVersion 0: the object, then one line per change (the synthetic ADDED is kubectl's to skip)."""
+    kube("apply", "-f", kube.write("one.yaml", CRASHER.replace("crasher", "one")))
+    template = '{.metadata.name} {.metadata.labels.step}{"\\n"}'
+    watch = Watch(
+        kube.popen("get", "pod", "one", "-w", "-o", f"jsonpath={template}", "--request-timeout", "0")
+    )
+    try:
+        wait_for("the object", lambda: len(watch.lines) >= 1, timeout=30)
+        for step in ("1", "2", "3"):
+            kube("label", "pod", "one", f"step={step}", "--overwrite")
+            wait_for(f"step {step} in the watch", lambda s=step: f"one {s}" in watch.lines, timeout=30)
+    finally:
+        out = watch.stop()
+    assert out.splitlines()[0].strip() == "one", out
+
+
+SSA = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: NAME
+  labels:
+    tier: TIER
+spec:
+  containers:
+  - name: main
+    image: localhost/podhost/busybox:latest
+    command: ["sleep", "3600"]
+"""
+
+
+def ssa_pod(name: str, tier: str) -> str:
+    return SSA.replace("NAME", name).replace("TIER", tier)
+
+
+def managers(kube: Kube, name: str) -> dict[str, dict[str, Any]]:
+    pod = json.loads(kube("get", "pod", name, "-o", "json", "--show-managed-fields").stdout)
+    return {m["manager"]: m for m in pod["metadata"].get("managedFields", [])}
+
+
+def test_server_side_apply_field_managers_and_conflicts(kube: Kube) -> None:
+    """`kubectl apply --server-side`: the fields are kubectl's (managedFields), re-applying is fine,
+    another manager changing one of them gets kube-apiserver's conflict and kubectl's advice, and
+    `--force-conflicts` takes the field over."""
+    path = kube.write("ssa.yaml", ssa_pod("ssa", "a"))
+    assert kube("apply", "--server-side", "-f", path).stdout.strip() == "pod/ssa serverside-applied"
+    owned = managers(kube, "ssa")["kubectl"]
+    assert owned["operation"] == "Apply" and owned["fieldsType"] == "FieldsV1"
+    assert "f:tier" in owned["fieldsV1"]["f:metadata"]["f:labels"]
+    assert 'k:{"name":"main"}' in owned["fieldsV1"]["f:spec"]["f:containers"]
+    assert kube("apply", "--server-side", "-f", path).stdout.strip() == "pod/ssa serverside-applied"
+    wait_for("ssa Running", lambda: "1/1" in pods_line(kube, "ssa"), timeout=30)
+
+    other = kube.write("ssa-b.yaml", ssa_pod("ssa", "b"))
+    refused = kube("apply", "--server-side", "--field-manager", "other", "-f", other, check=False)
+    assert refused.returncode != 0
+    assert 'Apply failed with 1 conflict: conflict with "kubectl": .metadata.labels.tier' in refused.stderr, (
+        refused.stderr
+    )
+    assert "--force-conflicts" in refused.stderr, refused.stderr
+    forced = kube("apply", "--server-side", "--field-manager", "other", "--force-conflicts", "-f", other)
+    assert forced.stdout.strip() == "pod/ssa serverside-applied"
+    assert kube("get", "pod", "ssa", "-o", "jsonpath={.metadata.labels.tier}").stdout == "b"
+    owners = managers(kube, "ssa")
+    assert "f:tier" in owners["other"]["fieldsV1"]["f:metadata"]["f:labels"]
+    assert "f:labels" not in owners["kubectl"]["fieldsV1"].get("f:metadata", {}), owners
+
+    # the server's strict validation and the pod update rule hold for an apply as for any write
+    typo = kube(
+        "apply",
+        "--server-side",
+        "-f",
+        kube.write("ssa-t.yaml", ssa_pod("ssa", "b").replace("command:", "comand:")),
+        check=False,
+    )
+    assert (
+        "failed to create typed patch object (default/ssa; /v1, Kind=Pod): "
+        ".spec.containers[0].comand: field not declared in schema"
+    ) in typo.stderr, typo.stderr
+    changed = kube.write("ssa-c.yaml", ssa_pod("ssa", "b").replace('"3600"', '"3601"'))
+    forbidden = kube("apply", "--server-side", "--force-conflicts", "-f", changed, check=False)
+    assert "Forbidden: pod updates may not change fields other than" in forbidden.stderr, forbidden.stderr
+
+
+def test_server_side_apply_over_a_client_side_applied_pod(kube: Kube) -> None:
+    """A pod made by `kubectl apply` (client-side: manager kubectl-client-side-apply, operation Update) is
+    taken over by `kubectl apply --server-side`: kubectl moves the old manager's fields to its own
+    (a JSON patch of managedFields), then applies without a conflict."""
+    kube("apply", "-f", kube.write("csa.yaml", ssa_pod("csa", "a")))
+    assert managers(kube, "csa")["kubectl-client-side-apply"]["operation"] == "Update"
+    applied = kube("apply", "--server-side", "-f", kube.write("csa-b.yaml", ssa_pod("csa", "b")))
+    assert applied.stdout.strip() == "pod/csa serverside-applied"
+    assert kube("get", "pod", "csa", "-o", "jsonpath={.metadata.labels.tier}").stdout == "b"
+    assert managers(kube, "csa")["kubectl"]["operation"] == "Apply"
+
+
+def old_kubectl() -> str | None:
+    """A kubectl that fetches /openapi/v2 (before 1.24; Debian's kubernetes-client is 1.20):
+    $PODHOST_OLD_KUBECTL, or the one on PATH or in /usr/bin when it is that old."""
+    for candidate in (os.environ.get("PODHOST_OLD_KUBECTL"), KUBECTL, "/usr/bin/kubectl"):
+        if not candidate or not os.access(candidate, os.X_OK):
+            continue
+        out = subprocess.run(
+            [candidate, "version", "--client", "-o", "json"], capture_output=True, text=True, timeout=30
+        )
+        try:
+            minor = int(re.sub(r"\D", "", json.loads(out.stdout)["clientVersion"]["minor"]))
+        except (ValueError, KeyError):
+            continue
+        if minor < 24:
+            return candidate
+    return None
+
+
+def test_the_articles_demo_with_an_older_kubectl(kube: Kube) -> None:
+    """The same demo with kubectl 1.20 (Debian's kubernetes-client): it validates against /openapi/v2
+    (gnostic protobuf), prints tables, and execs over SPDY/3.1."""
+    binary = old_kubectl()
+    if binary is None:
+        pytest.skip("no kubectl older than 1.24 (set PODHOST_OLD_KUBECTL to Debian's kubernetes-client)")
+    old = Kube(kube.inst, binary)
+    old.home = kube.inst.root / "home-old"  # a discovery cache of its own
+    old.home.mkdir(exist_ok=True)
+    assert old("apply", "-f", str(DEMO)).stdout.strip() == "pod/shared-namespace-demo created"
+    wait_for(
+        "2/2 Running",
+        lambda: re.match(
+            r"shared-namespace-demo\s+2/2\s+Running\s+0\s", pods_line(old, "shared-namespace-demo")
+        ),
+        timeout=60,
+    )
+    ps = old("exec", "shared-namespace-demo", "-c", "shell", "--", "ps", "ax").stdout
+    assert re.search(r"^\s*1\s+\S+\s+/pause$", ps, re.M), ps
+    assert "sleep 3600" in ps, ps  # the shell container; its neighbour in the shared PID namespace too
+    assert len(ps.splitlines()) >= 4, ps
+    assert old("apply", "-f", str(DEMO)).stdout.strip() == "pod/shared-namespace-demo unchanged"
+    typo = old(
+        "apply",
+        "-f",
+        old.write("typo-old.yaml", DEMO.read_text().replace("command:", "comand:")),
+        check=False,
+    )
+    assert typo.returncode != 0 and 'unknown field "comand"' in typo.stderr, typo.stderr
+    assert "Normal" in old("describe", "pod", "shared-namespace-demo").stdout
+    old("logs", "shared-namespace-demo", "-c", "nginx")
+    explained = old("explain", "pod.spec.containers.image").stdout
+    assert "FIELD:    image <string>" in explained, explained
+    deleted = old("delete", "-f", str(DEMO)).stdout.strip()
+    assert deleted == 'pod "shared-namespace-demo" deleted'
+    gone = old("get", "pod", "shared-namespace-demo", check=False)
+    assert 'pods "shared-namespace-demo" not found' in gone.stderr, gone.stderr
