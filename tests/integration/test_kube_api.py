@@ -355,14 +355,22 @@ def test_watch_of_one_named_pod_prints_every_change(kube: Kube) -> None:
     watch = Watch(
         kube.popen("get", "pod", "one", "-w", "-o", f"jsonpath={template}", "--request-timeout", "0")
     )
+    # without a newline in the template kubectl prints the objects back to back on one line (as against
+    # kube-apiserver): the changes are all there, only a line reader sees nothing until the end
+    bare = Watch(
+        kube.popen(
+            "get", "pod", "one", "-w", "-o", "jsonpath={.metadata.labels.step}", "--request-timeout", "0"
+        )
+    )
     try:
         wait_for("the object", lambda: len(watch.lines) >= 1, timeout=30)
         for step in ("1", "2", "3"):
             kube("label", "pod", "one", f"step={step}", "--overwrite")
             wait_for(f"step {step} in the watch", lambda s=step: f"one {s}" in watch.lines, timeout=30)
     finally:
-        out = watch.stop()
+        out, run_together = watch.stop(), bare.stop()
     assert out.splitlines()[0].strip() == "one", out
+    assert re.fullmatch(r"1+2+3+", run_together), run_together
 
 
 SSA = """\
