@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from bench import report
+from bench import podman_peer, report
 from bench.harness import Bench, Params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"LEFT BEHIND by {name}: " + "; ".join(found), file=sys.stderr)
     if interrupted:
         return 130
+    podman: dict[str, object] | None = None
+    if shutil.which("podman") and not args.only:
+        progress(f"podman (the second peer): pod + sleep container x{params.runs}, {params.pods} pods")
+        podman = podman_peer.run(min(params.pods, 30), params.runs)
+        if podman.get("podman_leaks"):
+            leaks["podman"] = podman["podman_leaks"]  # type: ignore[assignment]
     param_dict = {**params.__dict__, "runtimes": list(bench.results)}
     machine["load_avg_at_end"] = list(os.getloadavg())
     doc = report.document(
@@ -115,8 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         machine=machine,
         git=report.git_info(REPO),
     )
+    if podman is not None:
+        doc["podman"] = podman
     report.write_json(doc, output)
     print(report.render_table(report.build_rows(bench.results, param_dict)))
+    if podman is not None:
+        print()
+        podman_peer.print_table(podman)
     print(f"\n{mode} run, {time.monotonic() - t0:.0f} s; data in {output}")
     return 1 if leaks else 0
 

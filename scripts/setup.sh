@@ -11,7 +11,7 @@ fi
 
 DEBS=(runc crun conmon containernetworking-plugins busybox-static docker-registry containerd skopeo
       iptables iproute2 procps util-linux tmux gcc libc6-dev python3 python3-venv python3-dev curl
-      ca-certificates)
+      ca-certificates podman)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -36,6 +36,8 @@ if ! ls /var/cache/apt/archives/nginx_*.deb >/dev/null 2>&1; then
 fi
 # The containerd package ships a systemd unit; podhost runs its own instances, never the system one.
 systemctl disable --now containerd >/dev/null 2>&1 || true
+# podman is the benchmark's second peer (bench/podman_peer.py); its socket unit is not wanted either.
+systemctl disable --now podman.socket >/dev/null 2>&1 || true
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
