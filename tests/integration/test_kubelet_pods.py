@@ -442,6 +442,10 @@ def test_pause_death_watched_with_kubectl(k: KubeletInstance) -> None:
     dropped = next(i for i, row in enumerate(rows) if not re.match(r"web\s+2/2\s", row))
     assert re.match(r"web\s+2/2\s+Running\s+2 \(\d+s ago\)\s", rows[-1]), table_out
     assert dropped < len(rows) - 1
+    # Ready only once the new containers' readiness probe passed: after the drop, READY climbs to 2/2 and
+    # stays (it showed 2/2 for a moment, then 1/2, when a probe without its tracker yet counted as passed)
+    after = [row.split()[1] for row in rows[dropped:]]
+    assert all(ready == "2/2" for ready in after[after.index("2/2") :]), table_out
     lines = [line.split() for line in conditions_out.splitlines()]
     assert lines[0] == ["NAME", "PODREADYTOSTARTCONTAINERS", "READY"], conditions_out
     assert ["web", "False", "False"] in lines, conditions_out  # PodReadyToStartContainers=False
@@ -656,26 +660,66 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_an_image_that_cannot_be_pulled_shows_err_image_pull(k: KubeletInstance) -> None:
-    """A failed pull shows as the kubelet shows it: the container waits with ErrImagePull, in the status,
-    kubectl's STATUS column and the events. The registry is 127.0.0.1 on a port nothing listens on: no
-    pull ever leaves the machine. (ImagePullBackOff while the next pull waits: not yet.)"""
+def test_an_image_that_cannot_be_pulled_shows_err_image_pull_then_image_pull_back_off(
+    k: KubeletInstance,
+) -> None:
+    """A failed pull shows as the kubelet shows it: the container waits with ErrImagePull, then with
+    ImagePullBackOff while the image's next pull waits (per image, the restart back-off's steps: 1 s
+    doubling here), in the status, kubectl's STATUS column (watched) and the events. The registry is
+    127.0.0.1 on a port nothing listens on: no pull ever leaves the machine."""
     image = f"127.0.0.1:{closed_port()}/podhost/nothing:1"
-    k.apply(_pod("unpullable", "sleep 3600").replace(BUSYBOX, image))
-    waiting = wait_for(
-        "ErrImagePull",
-        lambda: (
-            (w := container(k.pod("unpullable"), "main")["state"].get("waiting", {})).get("reason")
-            == "ErrImagePull"
-            and w
+    table = k.kubectl_watch("get", "pods", "-w")
+    try:
+        k.apply(_pod("unpullable", "sleep 3600").replace(BUSYBOX, image))
+        waiting = wait_for(
+            "ErrImagePull",
+            lambda: (
+                (w := container(k.pod("unpullable"), "main")["state"].get("waiting", {})).get("reason")
+                == "ErrImagePull"
+                and w
+            ),
+            interval=0.05,
+        )
+        assert waiting["message"].startswith(f'Failed to pull image "{image}"'), waiting
+        backing_off = wait_for(
+            "ImagePullBackOff",
+            lambda: (
+                (w := container(k.pod("unpullable"), "main")["state"].get("waiting", {})).get("reason")
+                == "ImagePullBackOff"
+                and w
+            ),
+            interval=0.05,
+        )
+        assert backing_off["message"] == f'Back-off pulling image "{image}"', backing_off
+        wait_for(
+            "both in the watched STATUS column",
+            lambda: (
+                re.search(r"^unpullable\s+0/1\s+ErrImagePull\s", table.text, re.M)
+                and re.search(r"^unpullable\s+0/1\s+ImagePullBackOff\s", table.text, re.M)
+            ),
+            timeout=30,
+        )
+    finally:
+        table.stop()
+    wait_for(
+        "ImagePullBackOff in kubectl get pods",
+        lambda: re.search(
+            r"^unpullable\s+0/1\s+ImagePullBackOff\s+0\s", k.kubectl("get", "pods").stdout, re.M
         ),
+        timeout=30,
+        interval=0.1,
     )
-    assert waiting["message"].startswith(f'Failed to pull image "{image}"'), waiting
-    table = k.kubectl("get", "pods").stdout
-    assert re.search(r"^unpullable\s+0/1\s+ErrImagePull\s+0\s", table, re.M), table
     described = k.kubectl("describe", "pod", "unpullable").stdout
-    assert re.search(r"State:\s+Waiting\s+Reason:\s+ErrImagePull", described), described
-    assert re.search(rf'Warning\s+Failed\s+.*Failed to pull image "{re.escape(image)}"', described), described
+    assert re.search(r"State:\s+Waiting\s+Reason:\s+(ErrImagePull|ImagePullBackOff)", described), described
+    quoted = re.escape(f'"{image}"')
+    for event in (
+        rf"Normal\s+Pulling\s+.*Pulling image {quoted}",
+        rf"Warning\s+Failed\s+.*Failed to pull image {quoted}",
+        r"Warning\s+Failed\s+.*Error: ErrImagePull",
+        rf"Normal\s+BackOff\s+.*Back-off pulling image {quoted}",
+        r"Warning\s+Failed\s+.*Error: ImagePullBackOff",
+    ):
+        assert re.search(event, described), (event, described)
 
 
 def test_broken_manifests_name_the_field(k: KubeletInstance) -> None:
