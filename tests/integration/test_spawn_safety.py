@@ -114,6 +114,8 @@ def test_other_owners_are_left_alone(tmp_path: Path, instance: str, orphan_reape
         ["/bin/sleep", "1000"], env=procs.mark_env(instance, "pod-other"), start_new_session=True
     )
     try:
+        # Marked once it has exec'd sleep: until then /proc shows the environment of the forked test.
+        wait_for("the bystander's mark", lambda: "pod-other" in procs.marked(instance), 5)
         fake = script(tmp_path / "pause", "exit 1\n")
         with pytest.raises(RuntimeFailure, match="exit status 1"):
             start_pause(fake, PauseSpec([], "", [], ""), instance, "pod-1")
