@@ -144,8 +144,33 @@ def strict_error(kind: str, unknown: list[str]) -> BadRequest:
     )
 
 
+class Invalid(InvalidArgument):
+    """422 Invalid with kube-apiserver's details (errors.NewInvalid): the kind, the name and one cause
+    per field error, which kubectl prints as `The Pod "web" is invalid: spec: Forbidden: ...`."""
+
+    def __init__(self, kind: str, name: str, message: str) -> None:
+        super().__init__(f'{kind} "{name}" is invalid: {message}')
+        field, _, body = message.partition(": ")
+        if not body:
+            field, body = "", message
+        reason = next((t for p, t in _CAUSE_TYPES if body.startswith(p)), "FieldValueInvalid")
+        cause = {"reason": reason, "message": body, "field": field}
+        self.details = {"name": name, "kind": kind, "causes": [cause]}
+
+
+#: field.ErrorType's words -> the StatusCause type kube-apiserver sends.
+_CAUSE_TYPES = (
+    ("Forbidden", "FieldValueForbidden"),
+    ("Required value", "FieldValueRequired"),
+    ("Unsupported value", "FieldValueNotSupported"),
+    ("Duplicate value", "FieldValueDuplicate"),
+    ("Too many", "FieldValueTooMany"),
+    ("Too long", "FieldValueTooLong"),
+)
+
+
 def invalid(kind: str, name: str, message: str) -> InvalidArgument:
-    return InvalidArgument(f'{kind} "{name}" is invalid: {message}')
+    return Invalid(kind, name, message)
 
 
 class API:

@@ -393,7 +393,10 @@ def ssa_pod(name: str, tier: str) -> str:
 
 
 def managers(kube: Kube, name: str) -> dict[str, dict[str, Any]]:
-    pod = json.loads(kube("get", "pod", name, "-o", "json", "--show-managed-fields").stdout)
+    shown = kube("get", "pod", name, "-o", "json", "--show-managed-fields", check=False)
+    if "unknown flag" in shown.stderr:  # before kubectl 1.21 -o json showed them always
+        shown = kube("get", "pod", name, "-o", "json")
+    pod = json.loads(shown.stdout)
     return {m["manager"]: m for m in pod["metadata"].get("managedFields", [])}
 
 
@@ -432,10 +435,12 @@ def test_server_side_apply_field_managers_and_conflicts(kube: Kube) -> None:
         kube.write("ssa-t.yaml", ssa_pod("ssa", "b").replace("command:", "comand:")),
         check=False,
     )
-    assert (
-        "failed to create typed patch object (default/ssa; /v1, Kind=Pod): "
-        ".spec.containers[0].comand: field not declared in schema"
-    ) in typo.stderr, typo.stderr
+    assert typo.returncode != 0 and "comand" in typo.stderr, typo.stderr
+    if "error validating data" not in typo.stderr:  # kubectl before 1.25 validates against /openapi/v2
+        assert (
+            "failed to create typed patch object (default/ssa; /v1, Kind=Pod): "
+            ".spec.containers[0].comand: field not declared in schema"
+        ) in typo.stderr, typo.stderr
     changed = kube.write("ssa-c.yaml", ssa_pod("ssa", "b").replace('"3600"', '"3601"'))
     forbidden = kube("apply", "--server-side", "--force-conflicts", "-f", changed, check=False)
     assert "Forbidden: pod updates may not change fields other than" in forbidden.stderr, forbidden.stderr

@@ -474,3 +474,24 @@ def test_daemon_flags_reach_the_config() -> None:
     assert api_settings(args) == {"kube_api": False, "kube_api_port": 7443}
     defaults = build_parser().parse_args(["daemon"])
     assert api_settings(defaults) == {"kube_api": None, "kube_api_port": None}  # the config file decides
+
+
+def test_invalid_carries_kube_apiservers_details() -> None:
+    """kubectl prints a 422 from its details (`The Pod "web" is invalid: spec: Forbidden: ...`); older
+    clients print only "The request is invalid" without them."""
+    from podhost.apiserver.resources import invalid
+
+    error = invalid("Pod", "web", "spec: Forbidden: pod updates may not change fields")
+    assert str(error) == 'Pod "web" is invalid: spec: Forbidden: pod updates may not change fields'
+    assert status_object(error, error.details)["details"] == {
+        "name": "web",
+        "kind": "Pod",
+        "causes": [
+            {
+                "reason": "FieldValueForbidden",
+                "message": "Forbidden: pod updates may not change fields",
+                "field": "spec",
+            }
+        ],
+    }
+    assert code_and_reason(error) == (422, "Invalid")
