@@ -29,6 +29,7 @@ pytestmark = pytest.mark.root
 
 BRIDGE, SUBNET = "phnri0", "10.231.22.0/26"
 REQUEST_TIMEOUT = 1.5
+REGISTRATION_TIMEOUT = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,7 @@ def instance(orphan_reaper: OrphanReaper) -> Iterator[Instance]:
     inst = Instance(Path(f"/tmp/ph-nri-{secrets.token_hex(4)}"), BRIDGE, SUBNET)
     with inst.config_file.open("a") as f:
         f.write(f'nri_socket = "{inst.root}/nri/nri.sock"\nnri_request_timeout = {REQUEST_TIMEOUT}\n')
+        f.write(f"nri_registration_timeout = {REGISTRATION_TIMEOUT}\n")
     inst.config = Config.load(root=inst.root, config_file=inst.config_file, bridge=BRIDGE, subnet=SUBNET)
     try:
         inst.start()
@@ -233,3 +235,30 @@ def test_after_a_daemon_crash_plugins_reconnect_and_see_what_runs(
     ph.start()
     after = connect(ph, plugins, "after-crash")
     assert pod_id in after.synced_pods and container_id in after.synced_containers
+
+
+def test_garbage_and_silent_connections_are_dropped_and_the_socket_keeps_serving(
+    ph: Instance, plugins: list[TestPlugin]
+) -> None:
+    """A peer that sends a frame larger than ttrpc allows, one that sends bytes that are no protocol at
+    all, and one that connects and never registers: each is disconnected, and a real plugin still gets in."""
+    import socket
+    import struct
+
+    assert ph.config.nri_socket is not None
+    oversized = socket.socket(socket.AF_UNIX)
+    oversized.connect(str(ph.config.nri_socket))
+    oversized.sendall(struct.pack(">II", 2, 64 << 20))  # a 64 MiB mux frame: refused at the header
+    garbage = socket.socket(socket.AF_UNIX)
+    garbage.connect(str(ph.config.nri_socket))
+    garbage.sendall(struct.pack(">II", 2, 12) + b"\xff" * 12)  # a ttrpc frame cut short, then silence
+    silent = socket.socket(socket.AF_UNIX)
+    silent.connect(str(ph.config.nri_socket))
+    for peer in (oversized, silent):
+        peer.settimeout(REGISTRATION_TIMEOUT + 5)
+        assert peer.recv(1) == b"", "the daemon kept a connection that broke the protocol or never registered"
+    garbage.close()
+    plugin = connect(ph, plugins, "after-garbage")
+    pod_id, _ = pod_with_container(ph, "nri-after-garbage", ["sleep", "3600"])
+    wait_for("CreateContainer at the plugin", lambda: "CreateContainer" in [e.kind for e in plugin.events], 5)
+    assert "protocol error" in (ph.root / "daemon.log").read_text()
