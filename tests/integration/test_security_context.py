@@ -195,3 +195,27 @@ def test_runtime_advertises_recursive_read_only_mounts(ph: Instance) -> None:
     assert handlers and all(h.features.recursive_read_only_mounts for h in handlers)
     # The default handler is listed by the empty name too, as the CRI names it (critest looks it up so).
     assert [h.name for h in handlers] == ["", *ph.config.runtimes]
+
+
+@pytest.mark.parametrize("ambient", [True, False], ids=["ambient", "none"])
+def test_ambient_capability_lets_a_non_root_process_bind_port_80(ph: Instance, ambient: bool) -> None:
+    """CRI add_ambient_capabilities (KEP-2763): uid 1000 with NET_BIND_SERVICE ambient binds port 80 in
+    the pod; without it the bind is refused. The kernel's own view: CapAmb of the container's process."""
+    name = f"ambient-{'yes' if ambient else 'no'}"
+    pod = ph.pod_config(name)
+    pod_id = ph.client.run_pod_sandbox(pod)
+    config = ph.container_config(name, ["sh", "-c", "httpd -f -p 80 -h /tmp; sleep 3600"])
+    sc = config.linux.security_context
+    sc.run_as_user.value = UID
+    if ambient:
+        sc.capabilities.add_ambient_capabilities.append("NET_BIND_SERVICE")
+    cid = ph.client.create_container(pod_id, config, pod)
+    ph.client.start_container(cid)
+    cap_amb = ph.exec(cid, "sh", "-c", "grep CapAmb /proc/self/status")[1].split()[1]
+    assert int(cap_amb, 16) == (1 << 10 if ambient else 0)  # CAP_NET_BIND_SERVICE is capability 10
+    listening = lambda: ":0050 " in ph.exec(cid, "cat", "/proc/net/tcp", "/proc/net/tcp6")[1]  # noqa: E731
+    if ambient:
+        assert wait_for("httpd listening on port 80", listening, 10)
+    else:
+        assert wait_for("httpd gone (bind refused)", lambda: "httpd" not in ph.exec(cid, "ps")[1], 10)
+        assert not listening()

@@ -194,6 +194,20 @@ def test_capabilities() -> None:
     )
 
 
+def test_ambient_capabilities_are_applied_as_containerd_does() -> None:
+    """CRI add_ambient_capabilities: ambient and inheritable, and in the bounding, effective and permitted
+    sets too (a capability outside them cannot be ambient), even when the default set lacks it."""
+    sc = ContainerSecurityContext(
+        capabilities=Capability(add_ambient_capabilities=["NET_BIND_SERVICE", "CAP_SYS_TIME"]),
+        run_as_user=1000,
+    )
+    caps = build(container(security_context=sc))["process"]["capabilities"]
+    assert caps["ambient"] == caps["inheritable"] == ["CAP_NET_BIND_SERVICE", "CAP_SYS_TIME"]
+    for kind in ("bounding", "effective", "permitted"):
+        assert {"CAP_NET_BIND_SERVICE", "CAP_SYS_TIME"} <= set(caps[kind]), kind
+    assert "ambient" not in build(container())["process"]["capabilities"]
+
+
 def test_privileged_and_all_grant_only_the_capabilities_podhost_holds() -> None:
     """On a node whose bounding set lacks CAP_SYS_RESOURCE, asking runc for it fails (critest's privileged
     specs did); like containerd, "all" means all that the runtime itself holds."""

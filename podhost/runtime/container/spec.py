@@ -368,6 +368,10 @@ def build_oci_spec(
         passwd, group, sc.supplemental_groups_policy,
     )  # fmt: skip
     caps = capabilities(config, runtime_info.capabilities)
+    # CRI add_ambient_capabilities (KEP-2763), as containerd applies them: also added to the bounding,
+    # effective and permitted sets, and inheritable, which ambient capabilities require.
+    ambient = [_cap_name(c) for c in (sc.capabilities.add_ambient_capabilities if sc.capabilities else [])]
+    caps += [c for c in ambient if c not in caps]
     requested_oom = config.resources.oom_score_adj if config.resources else 0
     oom = clamp_oom_score_adj(requested_oom, runtime_info)
     if oom != requested_oom:
@@ -384,7 +388,8 @@ def build_oci_spec(
         "args": args,
         "env": process_env(config, image.config, pod_hostname(sandbox, runtime_info)),
         "cwd": config.working_dir or image.config.working_dir or "/",
-        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps}
+        | ({"inheritable": ambient, "ambient": ambient} if ambient else {}),
         "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
         "noNewPrivileges": sc.no_new_privs,
         "oomScoreAdj": oom,
