@@ -37,6 +37,7 @@ from podhost.cri import api_pb2 as pb
 from podhost.cri.streaming import requests as streaming
 from podhost.errors import InvalidArgument
 from podhost.runtime import metrics, model
+from podhost.runtime.container import signals
 from podhost.runtime.image.registry.auth import AuthConfig
 from podhost.runtime.runtime import (
     ContainerFilter,
@@ -302,6 +303,7 @@ def container_config(m: pb.ContainerConfig) -> model.ContainerConfig:
         envs=[(kv.key, env_value(kv.value)) for kv in m.envs],
         mounts=[mount(x) for x in m.mounts],
         security_context=container_security_context(m.linux.security_context),
+        stop_signal=signals.from_cri(pb.Signal.Name(m.stop_signal)),
     )
 
 
@@ -473,6 +475,7 @@ def container_status(c: model.Container) -> pb.ContainerStatus:
         mounts=[pb_mount(m) for m in c.config.mounts],
         log_path=c.log_path,
         image_id=c.image_id,
+        stop_signal=signals.to_cri(c.stop_signal),  # type: ignore[arg-type]  # the one it is stopped with
     )
     if c.config.resources is not None:
         status.resources.linux.SetInParent()

@@ -6,10 +6,14 @@ import json
 import struct
 from pathlib import Path
 
+import pytest
+
+from podhost.errors import InvalidArgument
 from podhost.runtime import linux
 from podhost.runtime.cgroups import child, normalize, parse_mountinfo
 from podhost.runtime.container import conmon, exits, ocirt
-from podhost.runtime.container.service import exit_reason, parse_signal
+from podhost.runtime.container.service import exit_reason
+from podhost.runtime.container.signals import parse_signal
 
 HYBRID = """\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
@@ -130,3 +134,22 @@ def test_exit_reason_and_signal() -> None:
     assert exit_reason(137, True) == "OOMKilled"
     assert parse_signal("") == 15 and parse_signal("SIGQUIT") == 3 and parse_signal("int") == 2
     assert parse_signal("9") == 9
+
+
+def test_stop_signals_by_name_number_and_cri_enum() -> None:
+    import signal as sig
+
+    from podhost.runtime.container import signals
+
+    assert signals.parse_signal("SIGRTMIN+1") == sig.SIGRTMIN + 1
+    assert signals.parse_signal("rtmax-2") == sig.SIGRTMAX - 2
+    assert signals.signal_name(sig.SIGRTMIN + 3) == "SIGRTMIN+3" and signals.signal_name(3) == "SIGQUIT"
+    assert signals.to_cri("QUIT") == signals.to_cri("3") == "SIGNAL_SIGQUIT"
+    assert signals.to_cri("") == "SIGNAL_SIGTERM"  # what a container without one is stopped with
+    assert signals.to_cri("SIGRTMAX-1") == "SIGNAL_SIGRTMAXMINUS1"
+    assert (
+        signals.from_cri("SIGNAL_SIGRTMINPLUS4") == "SIGRTMIN+4"
+        and signals.from_cri("SIGNAL_RUNTIME_DEFAULT") == ""
+    )
+    with pytest.raises(InvalidArgument, match="unknown stop signal"):
+        signals.parse_signal("SIGRTMIN+999")

@@ -22,6 +22,7 @@ from google.protobuf.message import Message
 from podhost.cri import api_pb2 as pb
 from podhost.cri import convert
 from podhost.runtime import model
+from podhost.runtime.container import signals
 
 #: "Message.field" (descriptor names) -> why podhost does not carry it.
 UNSUPPORTED: dict[str, str] = {
@@ -37,7 +38,6 @@ UNSUPPORTED: dict[str, str] = {
     "LinuxContainerSecurityContext.seccomp_profile_path": "deprecated spelling, read only without `seccomp`",
     "LinuxContainerResources.hugepage_limits": "hugetlb limits are not applied",
     "ContainerConfig.CDI_devices": "no CDI registry",
-    "ContainerConfig.stop_signal": "the image's StopSignal is used (KEP-4960 not implemented)",
     "ImageSpec.annotations": "images are resolved by reference alone",
     "ImageSpec.user_specified_image": "images are resolved by reference alone",
     "ImageSpec.runtime_handler": "no per-image runtime handler: the sandbox's handler runs every container",
@@ -144,7 +144,8 @@ def sandbox_config_message(c: model.PodSandboxConfig) -> pb.PodSandboxConfig:
 def container_config_message(c: model.ContainerConfig) -> pb.ContainerConfig:
     """The inverse of `convert.container_config`."""
     out = pb.ContainerConfig(image=pb.ImageSpec(image=c.image))
-    convert._to_pb(c, out, out.linux, skip=("envs", "mounts", "security_context"))
+    convert._to_pb(c, out, out.linux, skip=("envs", "mounts", "security_context", "stop_signal"))
+    out.stop_signal = pb.Signal.Value(signals.to_cri(c.stop_signal)) if c.stop_signal else 0  # type: ignore[assignment]
     out.envs.extend(pb.KeyValue(key=k, value=v.encode("utf-8", "surrogateescape")) for k, v in c.envs)
     out.mounts.extend(convert.pb_mount(x) for x in c.mounts)
     sc = out.linux.security_context

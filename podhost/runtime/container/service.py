@@ -57,6 +57,7 @@ from podhost.runtime import procs
 from podhost.runtime.cgroups import Cgroups, child
 from podhost.runtime.container import conmon, ocirt, recursive_read_only, spec
 from podhost.runtime.container.exits import ExitWatcher
+from podhost.runtime.container.signals import parse_signal
 from podhost.runtime.events import EventBus
 from podhost.runtime.hooks import LifecycleHooks
 from podhost.runtime.image.rootfs import (
@@ -105,19 +106,6 @@ def exit_reason(exit_code: int, oom_killed: bool) -> str:
     if oom_killed:
         return "OOMKilled"
     return "Completed" if exit_code == 0 else "Error"
-
-
-def parse_signal(name: str) -> int:
-    """An image StopSignal ("SIGQUIT", "QUIT", "3") as a number; SIGTERM when empty."""
-    if not name:
-        return int(signal.SIGTERM)
-    if name.isdigit():
-        return int(name)
-    upper = name.upper()
-    try:
-        return int(signal.Signals[upper if upper.startswith("SIG") else "SIG" + upper])
-    except KeyError as e:
-        raise InvalidArgument(f"unknown stop signal {name!r}") from e
 
 
 IMAGE_VOLUMES_DIR = "image-volumes"  # in the bundle: one mount point per image volume, by mount index
@@ -207,7 +195,7 @@ class ContainerService(RecordLookup[Container, ContainerStage]):
             raise InvalidArgument("ContainerConfig.metadata.name is required")
         spec.validate_resources(config.resources)
         spec.process_args(config, image.config)  # a missing command fails before any side effect
-        stop_signal = image.config.stop_signal
+        stop_signal = config.stop_signal or image.config.stop_signal  # CRI's (KEP-4960), else the image's
         parse_signal(stop_signal)
         runtime = self.runtime(sandbox.runtime_handler)
         container_id = self._new_id()
@@ -229,7 +217,7 @@ class ContainerService(RecordLookup[Container, ContainerStage]):
         container_id: str,
         image_volumes: Sequence[ImageVolume] = (),
     ) -> Container:
-        stop_signal = image.config.stop_signal
+        stop_signal = config.stop_signal or image.config.stop_signal
         key = container_name_key(sandbox.id, config)
         log_path = ""
         if sandbox.config.log_directory and config.log_path:
