@@ -12,8 +12,8 @@ copy of the truth:
     objects     pure renderers: Pod, Node, Namespace, Event as kube-apiserver serves them
     printers    pure server-side printing (meta.k8s.io Table) with kubectl's columns and status rules
     patch       pure strategic-merge, JSON-merge and JSON patches; the pod update (immutability) check
-    schema      upstream OpenAPI data (the `kubernetes-validate` package) -> OpenAPI v3 documents and
-                strict field validation
+    openapi_v2/v3  the OpenAPI documents kubectl reads, from the upstream definitions (`kubeapi.schema`,
+                which also does strict field validation)
     status      the one place podhost errors become `Status` objects with an HTTP code and a reason
     logs        pods/log from the CRI log files the pod manager locates
     streaming   pods/exec, pods/attach, pods/portforward: a CRI streaming URL, the connection proxied to it

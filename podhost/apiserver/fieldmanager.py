@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from podhost.apiserver import patch as patches
-from podhost.apiserver import schema as sch
 from podhost.apiserver.status import Conflict
+from podhost.kubeapi import schema as sch
 
 Path = tuple[str, ...]
 APPLY = "Apply"

@@ -21,7 +21,8 @@ import functools
 import json
 from typing import Any
 
-from podhost.apiserver import schema as sch
+from podhost.apiserver.openapi_v3 import ServedKind
+from podhost.kubeapi import schema as sch
 
 #: The media type older clients ask for (client-go's discovery `mimePb`), and newer ones' spelling.
 PROTOBUF_TYPES = (
@@ -47,8 +48,8 @@ def _swagger(node: Any) -> Any:
     for key, value in node.items():
         if key in _DROPPED:
             continue
-        if key == "$ref" and isinstance(value, str) and value.startswith(sch._DEF_PREFIX):
-            out[key] = _V2_PREFIX + value[len(sch._DEF_PREFIX) :]
+        if key == "$ref" and isinstance(value, str) and value.startswith(sch.DEF_PREFIX):
+            out[key] = _V2_PREFIX + value[len(sch.DEF_PREFIX) :]
         elif key == "type" and isinstance(value, list):
             types = [t for t in value if t != "null"]
             if types:
@@ -79,17 +80,17 @@ def _document(roots: tuple[str, ...]) -> dict[str, Any]:
         "swagger": "2.0",
         "info": {"title": "Kubernetes", "version": f"v{sch.KUBERNETES_VERSION}"},
         "paths": {},
-        "definitions": {name: definition(name) for name in sch._closure(list(roots))},
+        "definitions": {name: definition(name) for name in sch.closure(list(roots))},
     }
 
 
-def roots(kinds: list[sch.ServedKind]) -> tuple[str, ...]:
+def roots(kinds: list[ServedKind]) -> tuple[str, ...]:
     names = [sch.CORE + k.kind for k in kinds] + [sch.CORE + k.kind + "List" for k in kinds]
     names += [sch.META + n for n in ("Status", "DeleteOptions", "Patch", "WatchEvent", "APIResourceList")]
     return tuple(names)
 
 
-def document(kinds: list[sch.ServedKind]) -> dict[str, Any]:
+def document(kinds: list[ServedKind]) -> dict[str, Any]:
     """`/openapi/v2` as JSON: swagger 2.0 with the served kinds' definitions."""
     return _document(roots(kinds))
 
@@ -151,6 +152,6 @@ def _protobuf(roots: tuple[str, ...]) -> bytes:
     return data
 
 
-def protobuf_document(kinds: list[sch.ServedKind]) -> bytes:
+def protobuf_document(kinds: list[ServedKind]) -> bytes:
     """`/openapi/v2` as gnostic's `openapi.v2.Document`, serialized."""
     return _protobuf(roots(kinds))

@@ -17,8 +17,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from podhost.apiserver import schema as sch
 from podhost.apiserver.status import BadRequest, Conflict
+from podhost.kubeapi import schema as sch
 
 _ORDER = "$setElementOrder/"
 _DELETE_PRIMITIVE = "$deleteFromPrimitiveList/"

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from podhost.apiserver import fieldmanager, objects, patch, printers
-from podhost.apiserver import schema as sch
+from podhost.apiserver.openapi_v3 import ServedKind
 from podhost.apiserver.status import (
     BadRequest,
     Conflict,
@@ -39,6 +39,7 @@ from podhost.apiserver.status import (
 )
 from podhost.apiserver.store import ResourceStore
 from podhost.errors import AlreadyExists, InvalidArgument, NotFound
+from podhost.kubeapi import schema as sch
 
 if TYPE_CHECKING:
     from podhost.kubelet.manager import PodManager
@@ -97,8 +98,8 @@ KINDS: dict[str, Kind] = {
 }
 
 
-def served_kinds() -> list[sch.ServedKind]:
-    return [sch.ServedKind(k.name, k.kind, k.namespaced, k.verbs) for k in KINDS.values()]
+def served_kinds() -> list[ServedKind]:
+    return [ServedKind(k.name, k.kind, k.namespaced, k.verbs) for k in KINDS.values()]
 
 
 def api_resource_list() -> dict[str, Any]:

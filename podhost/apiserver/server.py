@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from podhost.apiserver import certs, logs, objects, openapi_v2, schema, streaming
+from podhost.apiserver import certs, logs, objects, openapi_v2, openapi_v3, streaming
 from podhost.apiserver.resources import API, APPLY_PATCH, KINDS, Kind, api_resource_list, served_kinds
 from podhost.apiserver.status import (
     BadRequest,
@@ -41,6 +41,7 @@ from podhost.apiserver.status import (
 )
 from podhost.apiserver.store import field_selector, label_selector
 from podhost.errors import NotFound, PodhostError
+from podhost.kubeapi.schema import KUBERNETES_VERSION
 
 if TYPE_CHECKING:
     from podhost.config import Config
@@ -138,12 +139,12 @@ class Routes:
     # --- discovery -----------------------------------------------------------------------------------
 
     async def version(self, request: web.Request) -> web.Response:
-        major, minor, _ = schema.KUBERNETES_VERSION.split(".")
+        major, minor, _ = KUBERNETES_VERSION.split(".")
         return _json(
             {
                 "major": major,
                 "minor": minor,
-                "gitVersion": f"v{schema.KUBERNETES_VERSION}+podhost",
+                "gitVersion": f"v{KUBERNETES_VERSION}+podhost",
                 "gitCommit": "",
                 "gitTreeState": "clean",
                 "buildDate": "",
@@ -174,7 +175,7 @@ class Routes:
         return web.Response(text="ok")
 
     def _core_document(self) -> bytes:
-        return schema.core_v1_document(served_kinds())
+        return openapi_v3.core_v1_document(served_kinds())
 
     async def openapi_v2(self, request: web.Request) -> web.Response:
         """Swagger 2.0 for older clients: gnostic's protobuf when asked for (kubectl 1.20 asks for
@@ -187,7 +188,7 @@ class Routes:
 
     async def openapi_root(self, request: web.Request) -> web.Response:
         doc = await self.run(self._core_document)
-        return _json(schema.discovery_document(doc))
+        return _json(openapi_v3.discovery_document(doc))
 
     async def openapi_core(self, request: web.Request) -> web.Response:
         doc = await self.run(self._core_document)
@@ -434,7 +435,7 @@ class KubeAPIServer:
         node = objects.node_facts(
             Path(self.config.state_dir),
             gateway_address(self.config.subnet),
-            schema.KUBERNETES_VERSION,
+            KUBERNETES_VERSION,
             created=_created(creds.ca_cert),
         )
         self.api = API(self.manager, node)

@@ -12,11 +12,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from podhost.apiserver import certs, logs, patch, printers
-from podhost.apiserver import schema as sch
+from podhost.apiserver import certs, logs, openapi_v3, patch, printers
 from podhost.apiserver.status import BadRequest, Gone, code_and_reason, status_object
 from podhost.apiserver.store import ResourceStore, field_selector, label_selector
 from podhost.errors import AlreadyExists, InvalidArgument, NotFound
+from podhost.kubeapi import schema as sch
 
 NOW = 1_800_000_000.0
 
@@ -280,8 +280,10 @@ def test_unknown_fields_are_named_by_path_and_pruned() -> None:
 def test_openapi_v3_lets_kubectl_leave_validation_to_the_server() -> None:
     import json
 
-    kinds = [sch.ServedKind("pods", "Pod", True, ("get", "list", "patch", "create", "delete", "update"))]
-    doc = json.loads(sch.core_v1_document(kinds))
+    kinds = [
+        openapi_v3.ServedKind("pods", "Pod", True, ("get", "list", "patch", "create", "delete", "update"))
+    ]
+    doc = json.loads(openapi_v3.core_v1_document(kinds))
     patches = [
         op["patch"]
         for op in doc["paths"].values()
@@ -297,7 +299,7 @@ def test_openapi_v3_lets_kubectl_leave_validation_to_the_server() -> None:
     assert containers["items"]["$ref"] == "#/components/schemas/" + sch.CORE + "Container"
     assert schemas[sch.INT_OR_STRING]["format"] == "int-or-string"
     assert "$defs" not in json.dumps(doc)
-    root = sch.discovery_document(sch.core_v1_document(kinds))
+    root = openapi_v3.discovery_document(openapi_v3.core_v1_document(kinds))
     assert root["paths"]["api/v1"]["serverRelativeURL"].startswith("/openapi/v3/api/v1?hash=")
 
 
@@ -307,7 +309,9 @@ def test_openapi_v2_for_older_clients_json_and_gnostic_protobuf() -> None:
     from podhost.apiserver import openapi_v2
     from podhost.apiserver import openapiv2_pb2 as v2
 
-    kinds = [sch.ServedKind("pods", "Pod", True, ("get", "list", "patch", "create", "delete", "update"))]
+    kinds = [
+        openapi_v3.ServedKind("pods", "Pod", True, ("get", "list", "patch", "create", "delete", "update"))
+    ]
     doc = openapi_v2.document(kinds)
     assert doc["swagger"] == "2.0" and "$defs" not in json.dumps(doc)
     defs = doc["definitions"]

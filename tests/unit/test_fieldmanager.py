@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from podhost.apiserver import fieldmanager as fm
-from podhost.apiserver import schema as sch
+from podhost.kubeapi import schema as sch
 
 POD = sch.definition(sch.CORE + "Pod")
 
