@@ -17,6 +17,7 @@ Loaded once, lazily: the file is 1.3 MB of JSON and a daemon that nobody asks ne
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 from importlib import resources
@@ -140,11 +141,12 @@ def _walk(value: Any, schema: dict[str, Any], path: str, found: list[str], prune
             _walk(item, schema["items"], f"{path}[{i}]", found, prune)
 
 
-#: JSON Schema's type names -> whether a decoded YAML/JSON value is one (bool is not an integer).
+#: JSON Schema's type names -> whether a decoded YAML/JSON value is one (bool is not an integer; a YAML
+#: timestamp is a string, as kubectl's YAML-to-JSON conversion makes it).
 _IS_TYPE = {
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
+    "string": lambda v: isinstance(v, str | datetime.date),
     "boolean": lambda v: isinstance(v, bool),
     "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
@@ -174,11 +176,15 @@ def _check(value: Any, schema: dict[str, Any], path: str, found: list[str]) -> N
     if value is None:
         return
     if types and not any(_IS_TYPE[t](value) for t in types):
-        got = next(
-            (t for t in ("boolean", "integer", "number", "string", "array", "object") if _IS_TYPE[t](value)),
-            "",
+        shown = (
+            "object"
+            if isinstance(value, dict)
+            else "array"
+            if isinstance(value, list)
+            else json.dumps(value, default=str)
         )
-        found.append(f"{path}: Invalid value: {got}: must be {' or '.join(types)}")
+        expected = " or ".join(("an " if t[0] in "aeiou" else "a ") + t for t in types)
+        found.append(f"{path}: Invalid value: {shown}: must be {expected}")
         return
     if isinstance(value, dict):
         props = schema.get("properties") or {}

@@ -1,8 +1,12 @@
-"""Kubernetes v1 Pod manifests: YAML in, typed and validated `Pod` records out.
+"""Kubernetes v1 Pod and Service manifests: YAML in, typed and validated records out.
 
-Every error names the field the way kubectl does (`spec.containers[1].image: required`), and a field
-podhost does not support is an error naming it, never silently dropped: a pod that runs differently from
-what its manifest says is worse than one that does not run.
+One validator, in three steps (`_validate`), for every manifest (static pods, applied files and the API
+server's writes alike): Kubernetes' own schema first (`podhost.kubeapi.schema`: an unknown field is
+refused as kube-apiserver's strict decoding refuses it, `unknown field "spec.containers[0].comand"`;
+then types and required fields), then `_SUPPORTED`, the table of what podhost runs (a field it does not
+run is refused by name, `spec.nodeSelector: not supported on this node`, never silently dropped: a pod
+that runs differently from what its manifest says is worse than one that does not run), then the value
+checks of the typed view below, each error naming its field as kubectl does.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 import yaml
 
 from podhost.errors import InvalidArgument
+from podhost.kubeapi import schema as sch
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -175,140 +180,194 @@ def parse_quantity(value: Any, path: str) -> int:
     return int(float(number) * _SUFFIX[suffix])
 
 
+# --- what podhost runs ---------------------------------------------------------------------------------
+
+#: The fields podhost runs, per upstream definition a manifest reaches. A field the schema has and this
+#: table has not is refused by name ("not supported on this node", unlike an "unknown field", which the
+#: schema does not have at all), never dropped: a pod that runs differently from what its manifest says is
+#: worse than one that does not run.
+_SUPPORTED: dict[str, str] = {
+    "Pod": "apiVersion kind metadata spec",
+    "Service": "apiVersion kind metadata spec",
+    "ObjectMeta": "name namespace uid labels annotations",
+    "PodSpec": "containers initContainers restartPolicy shareProcessNamespace hostNetwork hostUsers hostname "
+    "dnsPolicy dnsConfig volumes terminationGracePeriodSeconds securityContext",
+    "Container": "name image command args workingDir stdin stdinOnce tty env ports resources securityContext "
+    "volumeMounts livenessProbe readinessProbe startupProbe",
+    "EnvVar": "name value",
+    "ContainerPort": "containerPort hostPort protocol name hostIP",
+    "ResourceRequirements": "limits requests",
+    "SecurityContext": "runAsUser runAsGroup privileged readOnlyRootFilesystem allowPrivilegeEscalation "
+    "capabilities",
+    "Capabilities": "add drop",
+    "VolumeMount": "name mountPath readOnly subPath",
+    "Probe": "exec httpGet tcpSocket initialDelaySeconds periodSeconds timeoutSeconds successThreshold "
+    "failureThreshold",
+    "ExecAction": "command",
+    "HTTPGetAction": "port host path scheme httpHeaders",
+    "HTTPHeader": "name value",
+    "TCPSocketAction": "port host",
+    "Volume": "name emptyDir hostPath image",
+    "EmptyDirVolumeSource": "",  # medium, sizeLimit: podhost backs emptyDir with plain disk only
+    "HostPathVolumeSource": "path type",
+    "ImageVolumeSource": "reference pullPolicy",
+    "PodDNSConfig": "nameservers searches options",
+    "PodDNSConfigOption": "name value",
+    "PodSecurityContext": "runAsUser runAsGroup fsGroup supplementalGroups supplementalGroupsPolicy sysctls",
+    "Sysctl": "name value",
+    "ServiceSpec": "selector type clusterIP ports",
+    "ServicePort": "port targetPort protocol name",
+}
+#: Accepted and not used: what the API server and its defaults set, status, and settings that change
+#: nothing here (podhost resolves images from its store whatever the pull policy).
+_IGNORED: dict[str, str] = {
+    "Pod": "status",
+    "Service": "status",
+    "ObjectMeta": "creationTimestamp resourceVersion generateName managedFields",
+    "PodSpec": "schedulerName nodeName serviceAccountName enableServiceLinks priority tolerations "
+    "preemptionPolicy",
+    "Container": "imagePullPolicy terminationMessagePath terminationMessagePolicy",
+    "ServiceSpec": "sessionAffinity ipFamilies ipFamilyPolicy internalTrafficPolicy",
+}
+#: Maps whose keys are names podhost must know (resource names).
+_MAP_KEYS: dict[str, str] = {
+    "ResourceRequirements.limits": "cpu memory",
+    "ResourceRequirements.requests": "cpu memory",
+}
+
+
+def _unsupported(value: Any, schema: dict[str, Any], path: str) -> str:
+    """The path of the first field in `value` that podhost does not run, or ""."""
+    name = sch.ref_name(schema).rpartition(".")[2]
+    schema = sch.resolve(schema)
+    props = schema.get("properties")
+    if isinstance(value, dict) and props is not None:
+        fields, ignored = _SUPPORTED.get(name, "").split(), _IGNORED.get(name, "").split()
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else key
+            if item is None or key in ignored:
+                continue
+            if key not in fields:
+                return where
+            keys = _MAP_KEYS.get(f"{name}.{key}")
+            extra = [k for k in item if k not in keys.split()] if keys is not None else []
+            found = f"{where}.{extra[0]}" if extra else _unsupported(item, props[key], where)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _unsupported(item, sch.items_schema(schema), f"{path}[{i}]")
+            if found:
+                return found
+    return ""
+
+
+def _validate(doc: Any, kind: str) -> None:
+    """The one check of a manifest against Kubernetes' own schema (`kubeapi.schema`: unknown fields as
+    kube-apiserver's strict decoding names them, types, required fields), then against what podhost runs."""
+    if not isinstance(doc, dict):
+        raise ManifestError(f"expected an object, got {type(doc).__name__}")
+    definition = sch.CORE + kind
+    unknown = sch.unknown_fields(doc, definition)
+    if unknown:
+        raise ManifestError(", ".join(f'unknown field "{f}"' for f in unknown))
+    invalid = sch.invalid_fields(doc, definition)
+    if invalid:
+        raise ManifestError(invalid[0])
+    unsupported = _unsupported(doc, sch.definition(definition), "")
+    if unsupported:
+        raise ManifestError(f"{unsupported}: not supported on this node")
+
+
 class _Reader:
-    """Walks one mapping, tracking its path, and refuses keys nobody read (unsupported fields)."""
+    """One mapping of a manifest that `_validate` passed (so every value has its upstream type and every
+    field is one podhost runs), with its path for the errors of the checks left to make here."""
 
     def __init__(self, data: Any, path: str) -> None:
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ManifestError(f"{path}: expected an object, got {type(data).__name__}")
-        self.data, self.path = data, path
-        self.seen: set[str] = set()
+        self.data: dict[str, Any] = data or {}
+        self.path = path
 
     def _p(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
 
-    def get(
-        self, key: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False
-    ) -> Any:
-        self.seen.add(key)
-        if key not in self.data or self.data[key] is None:
+    def get(self, key: str, default: Any = None, required: bool = False) -> Any:
+        value = self.data.get(key)
+        if value is None:
             if required:
-                raise ManifestError(f"{self._p(key)}: required")
+                raise ManifestError(f"{self._p(key)}: Required value")
             return default
-        value = self.data[key]
-        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-            raise ManifestError(f"{self._p(key)}: expected {names}, got {type(value).__name__}")
         return value
 
-    def str_list(self, key: str) -> list[str]:
-        items = self.get(key, list, [])
-        for i, item in enumerate(items):
-            if not isinstance(item, str | int | float):
-                raise ManifestError(f"{self._p(key)}[{i}]: expected string")
-        return [str(x) for x in items]
-
-    def str_map(self, key: str) -> dict[str, str]:
-        items = self.get(key, dict, {})
-        return {str(k): str(v) for k, v in items.items()}
-
     def child(self, key: str) -> _Reader:
-        return _Reader(self.get(key, dict, {}), self._p(key))
+        return _Reader(self.data.get(key), self._p(key))
 
-    def done(self, ignore: tuple[str, ...] = ()) -> None:
-        unknown = [k for k in self.data if k not in self.seen and k not in ignore]
-        if unknown:
-            raise ManifestError(f"{self._p(unknown[0])}: field is not supported by podhost")
+    def children(self, key: str) -> list[_Reader]:
+        return [_Reader(item, f"{self._p(key)}[{i}]") for i, item in enumerate(self.data.get(key) or [])]
 
 
-def _container(data: Any, path: str, names: set[str]) -> ContainerSpec:
-    r = _Reader(data, path)
-    name = r.get("name", str, required=True)
+def _container(r: _Reader, names: set[str]) -> ContainerSpec:
+    path, name = r.path, r.get("name", required=True)
     if not _DNS1123_LABEL.match(name):
         raise ManifestError(f"{path}.name: {name!r} must be a DNS-1123 label")
     if name in names:
         raise ManifestError(f"{path}.name: duplicate container name {name!r}")
     names.add(name)
-    c = ContainerSpec(name=name, image=r.get("image", str, required=True))
+    c = ContainerSpec(name=name, image=r.get("image", "", required=True))
     if not c.image.strip():
-        raise ManifestError(f"{path}.image: required")
-    c.command, c.args = r.str_list("command"), r.str_list("args")
-    c.working_dir = r.get("workingDir", str, "")
-    c.stdin, c.stdin_once, c.tty = (
-        r.get("stdin", bool, False),
-        r.get("stdinOnce", bool, False),
-        r.get("tty", bool, False),
-    )
-    r.get("imagePullPolicy", str, "")  # accepted: podhost resolves images from its store either way
-    r.get("terminationMessagePath", str, "")
-    r.get("terminationMessagePolicy", str, "")
-    for i, env in enumerate(r.get("env", list, [])):
-        er = _Reader(env, f"{path}.env[{i}]")
-        c.env.append((er.get("name", str, required=True), str(er.get("value", (str, int, float, bool), ""))))
-        er.done()
-    for i, port in enumerate(r.get("ports", list, [])):
-        pr = _Reader(port, f"{path}.ports[{i}]")
+        raise ManifestError(f"{path}.image: Required value")
+    c.command, c.args, c.working_dir = r.get("command", []), r.get("args", []), r.get("workingDir", "")
+    c.stdin, c.stdin_once, c.tty = r.get("stdin", False), r.get("stdinOnce", False), r.get("tty", False)
+    c.env = [(e.get("name"), e.get("value", "")) for e in r.children("env")]
+    for pr in r.children("ports"):
         cp = ContainerPort(
-            container_port=pr.get("containerPort", int, required=True),
-            host_port=pr.get("hostPort", int, 0),
-            protocol=pr.get("protocol", str, "TCP"),
-            name=pr.get("name", str, ""),
-            host_ip=pr.get("hostIP", str, ""),
+            container_port=pr.get("containerPort"),
+            host_port=pr.get("hostPort", 0),
+            protocol=pr.get("protocol", "TCP"),
+            name=pr.get("name", ""),
+            host_ip=pr.get("hostIP", ""),
         )
         if not 0 < cp.container_port < 65536:
-            raise ManifestError(f"{path}.ports[{i}].containerPort: must be between 1 and 65535")
+            raise ManifestError(f"{pr.path}.containerPort: must be between 1 and 65535")
         if cp.protocol not in ("TCP", "UDP", "SCTP"):
-            raise ManifestError(f"{path}.ports[{i}].protocol: unsupported value {cp.protocol!r}")
-        pr.done()
+            raise ManifestError(f"{pr.path}.protocol: unsupported value {cp.protocol!r}")
         c.ports.append(cp)
     res = r.child("resources")
     for kind in ("limits", "requests"):
-        q = res.child(kind)
-        cpu, mem = q.get("cpu", (str, int, float)), q.get("memory", (str, int, float))
-        q.done()
-        limit = kind == "limits"
-        if cpu is not None:
-            milli = parse_quantity(cpu, f"{path}.resources.{kind}.cpu")
+        q, limit = res.get(kind, {}), kind == "limits"
+        if q.get("cpu") is not None:
+            milli = parse_quantity(q["cpu"], f"{path}.resources.{kind}.cpu")
             setattr(c.resources, "cpu_limit_milli" if limit else "cpu_request_milli", milli)
-        if mem is not None:
-            value = parse_quantity(mem, f"{path}.resources.{kind}.memory")
+        if q.get("memory") is not None:
+            value = parse_quantity(q["memory"], f"{path}.resources.{kind}.memory")
             if value <= 0:
                 raise ManifestError(f"{path}.resources.{kind}.memory: must be positive")
             setattr(c.resources, "memory_limit" if limit else "memory_request", value)
-    res.done()
     sc = r.child("securityContext")
-    c.run_as_user, c.run_as_group = sc.get("runAsUser", int), sc.get("runAsGroup", int)
-    c.privileged = sc.get("privileged", bool, False)
-    c.read_only_root_filesystem = sc.get("readOnlyRootFilesystem", bool, False)
-    c.allow_privilege_escalation = sc.get("allowPrivilegeEscalation", bool)
+    c.run_as_user, c.run_as_group = sc.get("runAsUser"), sc.get("runAsGroup")
+    c.privileged = sc.get("privileged", False)
+    c.read_only_root_filesystem = sc.get("readOnlyRootFilesystem", False)
+    c.allow_privilege_escalation = sc.get("allowPrivilegeEscalation")
     caps = sc.child("capabilities")
-    c.capabilities_add, c.capabilities_drop = caps.str_list("add"), caps.str_list("drop")
-    caps.done()
-    sc.done()
-    for i, vm in enumerate(r.get("volumeMounts", list, [])):
-        vr = _Reader(vm, f"{path}.volumeMounts[{i}]")
+    c.capabilities_add, c.capabilities_drop = caps.get("add", []), caps.get("drop", [])
+    for vr in r.children("volumeMounts"):
         mount = VolumeMount(
-            name=vr.get("name", str, required=True),
-            mount_path=vr.get("mountPath", str, required=True),
-            read_only=vr.get("readOnly", bool, False),
-            sub_path=vr.get("subPath", str, ""),
+            name=vr.get("name"),
+            mount_path=vr.get("mountPath"),
+            read_only=vr.get("readOnly", False),
+            sub_path=vr.get("subPath", ""),
         )
         if mount.sub_path.startswith("/") or ".." in mount.sub_path.split("/"):
-            raise ManifestError(f"{path}.volumeMounts[{i}].subPath: must be a relative path without '..'")
+            raise ManifestError(f"{vr.path}.subPath: must be a relative path without '..'")
         if not mount.mount_path.startswith("/"):
-            raise ManifestError(f"{path}.volumeMounts[{i}].mountPath: must be an absolute path")
-        vr.done()
+            raise ManifestError(f"{vr.path}.mountPath: must be an absolute path")
         c.volume_mounts.append(mount)
     for key, attr in (
         ("livenessProbe", "liveness_probe"),
         ("readinessProbe", "readiness_probe"),
         ("startupProbe", "startup_probe"),
     ):
-        if r.get(key, dict) is not None:
+        if r.get(key) is not None:
             setattr(c, attr, _probe(r.child(key), single_success=key != "readinessProbe"))
-    r.done()
     return c
 
 
@@ -341,38 +400,31 @@ _PROBE_TIMING = (
 def _probe(r: _Reader, single_success: bool) -> Probe:
     timing: dict[str, int] = {}
     for key, attr, minimum in _PROBE_TIMING:
-        value = r.get(key, int)
+        value = r.get(key)
         if value is not None:
             if value < minimum:
                 raise ManifestError(f"{r.path}.{key}: must be at least {minimum}")
             timing[attr] = value
     handlers = [h for h in _PROBE_HANDLERS if r.data.get(h) is not None]
     if len(handlers) != 1:
-        if not handlers:
-            r.done()  # an unsupported handler (grpc) is named here
         raise ManifestError(f"{r.path}: exactly one of exec, httpGet, tcpSocket is required")
     probe = Probe(handler=handlers[0], **timing)  # type: ignore[arg-type]
     h = r.child(probe.handler)
     if probe.handler == "exec":
-        probe.command = h.str_list("command")
+        probe.command = h.get("command", [])
         if not probe.command:
-            raise ManifestError(f"{h.path}.command: required")
+            raise ManifestError(f"{h.path}.command: Required value")
     else:
-        probe.port = _port(h.get("port", (int, str), required=True), f"{h.path}.port")
-        probe.host = h.get("host", str, "")
+        probe.port = _port(h.get("port"), f"{h.path}.port")
+        probe.host = h.get("host", "")
     if probe.handler == "httpGet":
-        probe.path = h.get("path", str, "/") or "/"
-        probe.scheme = h.get("scheme", str, "HTTP")
+        probe.path = h.get("path", "/") or "/"
+        probe.scheme = h.get("scheme", "HTTP")
         if probe.scheme != "HTTP":
             raise ManifestError(f"{h.path}.scheme: only HTTP is supported by podhost")
-        for i, header in enumerate(h.get("httpHeaders", list, [])):
-            hr = _Reader(header, f"{h.path}.httpHeaders[{i}]")
-            probe.http_headers.append((hr.get("name", str, required=True), hr.get("value", str, "")))
-            hr.done()
-    h.done()
+        probe.http_headers = [(hr.get("name"), hr.get("value", "")) for hr in h.children("httpHeaders")]
     if single_success and probe.success_threshold != 1:
         raise ManifestError(f"{r.path}.successThreshold: must be 1 for liveness and startup probes")
-    r.done()
     return probe
 
 
@@ -380,61 +432,60 @@ _PULL_POLICIES = ("", "Always", "IfNotPresent", "Never")
 _HOST_PATH_TYPES = ("", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket")
 
 
-def _volume(data: Any, path: str) -> Volume:
-    r = _Reader(data, path)
-    name = r.get("name", str, required=True)
+def _volume(r: _Reader) -> Volume:
+    path, name = r.path, r.get("name")
     if not _DNS1123_LABEL.match(name):
         raise ManifestError(f"{path}.name: {name!r} must be a DNS-1123 label")
     kinds = [k for k in ("emptyDir", "hostPath", "image") if k in r.data]
     if len(kinds) != 1:
-        r.get("emptyDir", dict)
-        r.get("hostPath", dict)
-        r.get("image", dict)
-        r.done()  # names an unsupported volume type (configMap, secret, ...) first
         raise ManifestError(f"{path}: exactly one of emptyDir, hostPath, image is required")
     volume = Volume(name=name, kind=kinds[0])
     v = r.child(volume.kind)
     if volume.kind == "hostPath":
-        volume.path = v.get("path", str, required=True)
+        volume.path = v.get("path")
         if not volume.path.startswith("/"):
             raise ManifestError(f"{path}.hostPath.path: must be an absolute path")
-        volume.host_path_type = v.get("type", str, "")
+        volume.host_path_type = v.get("type", "")
         if volume.host_path_type not in _HOST_PATH_TYPES:
             raise ManifestError(f"{path}.hostPath.type: unsupported value {volume.host_path_type!r}")
     if volume.kind == "image":
-        volume.reference = v.get("reference", str, required=True)
-        volume.pull_policy = v.get("pullPolicy", str, "")
+        volume.reference = v.get("reference", required=True)
+        volume.pull_policy = v.get("pullPolicy", "")
         if volume.pull_policy not in _PULL_POLICIES:
             raise ManifestError(f"{path}.image.pullPolicy: unsupported value {volume.pull_policy!r}")
-    v.done()  # emptyDir.medium and sizeLimit are refused: podhost backs emptyDir with plain disk only
-    r.done()
     return volume
+
+
+def _kind(doc: Any, kind: str, refusal: str) -> _Reader:
+    """`doc` checked (`_validate`) as a v1 `kind`, for reading."""
+    if isinstance(doc, dict):
+        api, got = doc.get("apiVersion"), doc.get("kind")
+        for key, value in (("apiVersion", api), ("kind", got)):
+            if not value:
+                raise ManifestError(f"{key}: Required value")
+        if api != "v1" or got != kind:
+            raise ManifestError(f"kind: {refusal}, not {api}/{got}")
+    _validate(doc, kind)
+    return _Reader(doc, "")
 
 
 def parse_pod(doc: dict[str, Any]) -> Pod:
     """One Pod document (already loaded from YAML) to a validated `Pod`."""
-    r = _Reader(doc, "")
-    api, kind = r.get("apiVersion", str, required=True), r.get("kind", str, required=True)
-    if api != "v1" or kind != "Pod":
-        raise ManifestError(f"kind: podhost runs v1 Pods, not {api}/{kind}")
+    r = _kind(doc, "Pod", "podhost runs v1 Pods")
     name, namespace, uid, labels, annotations = _metadata(r)
     pod = Pod(name=name, namespace=namespace, uid=uid, labels=labels, annotations=annotations)
     spec = r.child("spec")
     names: set[str] = set()
-    containers = spec.get("containers", list, required=True)
-    if not containers:
+    if not spec.get("containers"):
         raise ManifestError("spec.containers: must have at least one container")
-    pod.init_containers = [
-        _container(c, f"spec.initContainers[{i}]", names)
-        for i, c in enumerate(spec.get("initContainers", list, []))
-    ]
-    pod.containers = [_container(c, f"spec.containers[{i}]", names) for i, c in enumerate(containers)]
-    pod.restart_policy = spec.get("restartPolicy", str, "Always")
+    pod.init_containers = [_container(c, names) for c in spec.children("initContainers")]
+    pod.containers = [_container(c, names) for c in spec.children("containers")]
+    pod.restart_policy = spec.get("restartPolicy", "Always")
     if pod.restart_policy not in ("Always", "OnFailure", "Never"):
         raise ManifestError(f"spec.restartPolicy: unsupported value {pod.restart_policy!r}")
-    pod.share_process_namespace = spec.get("shareProcessNamespace", bool, False)
-    pod.host_network = spec.get("hostNetwork", bool, False)
-    pod.host_users = spec.get("hostUsers", bool, True)
+    pod.share_process_namespace = spec.get("shareProcessNamespace", False)
+    pod.host_network = spec.get("hostNetwork", False)
+    pod.host_users = spec.get("hostUsers", True)
     if not pod.host_users and pod.host_network:
         raise ManifestError("spec.hostUsers: Forbidden: when `hostUsers` is false, hostNetwork must be false")
     if not pod.host_users and USERNS_ANNOTATION in pod.annotations:
@@ -442,31 +493,25 @@ def parse_pod(doc: dict[str, Any]) -> Pod:
             pod.userns_host_id = int(pod.annotations[USERNS_ANNOTATION])
         except ValueError as e:
             raise ManifestError(f"metadata.annotations[{USERNS_ANNOTATION!r}]: not a host id") from e
-    pod.hostname = spec.get("hostname", str, "")
-    # spec.subdomain is left unread, so `done()` refuses it by name: the kubelet honours it with a hosts
+    pod.hostname = spec.get("hostname", "")
+    # spec.subdomain is not in `_SUPPORTED`, so it is refused by name: the kubelet honours it with a hosts
     # file of its own (hostname.subdomain.<namespace>.svc.<cluster domain>) mounted over every container's
     # /etc/hosts, and podhost's pod manager has none; the runtime writes /etc/hosts from the CRI hostname.
-    pod.dns_policy = spec.get("dnsPolicy", str, "ClusterFirst")
+    pod.dns_policy = spec.get("dnsPolicy", "ClusterFirst")
     if pod.dns_policy not in ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"):
         raise ManifestError(f"spec.dnsPolicy: unsupported value {pod.dns_policy!r}")
     dns = spec.child("dnsConfig")
+    options = [{"name": o.get("name", ""), "value": o.get("value", "")} for o in dns.children("options")]
     pod.dns_config = {
-        "nameservers": dns.str_list("nameservers"),
-        "searches": dns.str_list("searches"),
-        "options": [],
+        "nameservers": dns.get("nameservers", []),
+        "searches": dns.get("searches", []),
+        "options": options,
     }
-    for i, option in enumerate(dns.get("options", list, [])):
-        orr = _Reader(option, f"spec.dnsConfig.options[{i}]")
-        pod.dns_config["options"].append(
-            {"name": orr.get("name", str, required=True), "value": str(orr.get("value", (str, int), ""))}
-        )
-        orr.done()
-    dns.done()
     if not any(pod.dns_config.values()):
         pod.dns_config = {}
     if pod.dns_policy == "None" and not pod.dns_config.get("nameservers"):
         raise ManifestError("spec.dnsConfig.nameservers: required when dnsPolicy is None")
-    pod.volumes = [_volume(v, f"spec.volumes[{i}]") for i, v in enumerate(spec.get("volumes", list, []))]
+    pod.volumes = [_volume(v) for v in spec.children("volumes")]
     volume_kinds: dict[str, str] = {}
     for i, v in enumerate(pod.volumes):
         if v.name in volume_kinds:
@@ -484,37 +529,20 @@ def parse_pod(doc: dict[str, Any]) -> Pod:
                         f"spec.{kind}[{ci}].volumeMounts[{mi}].subPath: podhost supports it for image "
                         "volumes only"
                     )
-    pod.termination_grace_period_seconds = spec.get("terminationGracePeriodSeconds", int, 30)
+    pod.termination_grace_period_seconds = spec.get("terminationGracePeriodSeconds", 30)
     psc = spec.child("securityContext")
-    pod.run_as_user, pod.run_as_group = psc.get("runAsUser", int), psc.get("runAsGroup", int)
-    pod.fs_group = psc.get("fsGroup", int)
-    groups = psc.get("supplementalGroups", list, [])
-    if not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in groups):
+    pod.run_as_user, pod.run_as_group = psc.get("runAsUser"), psc.get("runAsGroup")
+    pod.fs_group = psc.get("fsGroup")
+    pod.supplemental_groups = psc.get("supplementalGroups", [])
+    if not all(g >= 0 for g in pod.supplemental_groups):
         raise ManifestError("spec.securityContext.supplementalGroups: must be a list of group ids")
-    pod.supplemental_groups = list(groups)
-    pod.supplemental_groups_policy = psc.get("supplementalGroupsPolicy", str, "")
+    pod.supplemental_groups_policy = psc.get("supplementalGroupsPolicy", "")
     if pod.supplemental_groups_policy not in ("", "Merge", "Strict"):
         raise ManifestError(
             "spec.securityContext.supplementalGroupsPolicy: Unsupported value: "
             f'"{pod.supplemental_groups_policy}": supported values: "Merge", "Strict"'
         )
-    for i, s in enumerate(psc.get("sysctls", list, [])):
-        sr = _Reader(s, f"spec.securityContext.sysctls[{i}]")
-        pod.sysctls[sr.get("name", str, required=True)] = str(sr.get("value", (str, int), required=True))
-        sr.done()
-    psc.done()
-    spec.done(
-        ignore=(
-            "schedulerName",
-            "nodeName",
-            "serviceAccountName",
-            "enableServiceLinks",
-            "priority",
-            "tolerations",
-            "preemptionPolicy",
-        )
-    )
-    r.done(ignore=("status",))
+    pod.sysctls = {s.get("name"): s.get("value") for s in psc.children("sysctls")}
     return pod
 
 
@@ -561,58 +589,47 @@ class Service:
 
 def _metadata(r: _Reader) -> tuple[str, str, str, dict[str, str], dict[str, str]]:
     meta = r.child("metadata")
-    name = meta.get("name", str, required=True)
+    name = meta.get("name", required=True)
     if not _DNS1123_SUBDOMAIN.match(name) or len(name) > 253:
         raise ManifestError(f"metadata.name: {name!r} must be a DNS-1123 subdomain")
-    namespace = meta.get("namespace", str, "default")
+    namespace = meta.get("namespace", "default")
     if not _DNS1123_LABEL.match(namespace):
         raise ManifestError(f"metadata.namespace: {namespace!r} must be a DNS-1123 label")
-    uid = meta.get("uid", str, "")
-    labels, annotations = meta.str_map("labels"), meta.str_map("annotations")
-    meta.done(ignore=("creationTimestamp", "resourceVersion", "generateName", "managedFields"))
-    return name, namespace, uid, labels, annotations
+    return name, namespace, meta.get("uid", ""), meta.get("labels", {}), meta.get("annotations", {})
 
 
 def parse_service(doc: dict[str, Any]) -> Service:
     """One v1 Service document to a validated `Service` (selector and ports; ClusterIP or headless)."""
-    r = _Reader(doc, "")
-    api, kind = r.get("apiVersion", str, required=True), r.get("kind", str, required=True)
-    if api != "v1" or kind != "Service":
-        raise ManifestError(f"kind: expected v1/Service, not {api}/{kind}")
+    r = _kind(doc, "Service", "expected v1/Service")
     name, namespace, uid, labels, annotations = _metadata(r)
     svc = Service(name=name, namespace=namespace, uid=uid, labels=labels, annotations=annotations)
     spec = r.child("spec")
-    svc.selector = spec.str_map("selector")
-    kind_ = spec.get("type", str, "ClusterIP")
+    svc.selector = spec.get("selector", {})
+    kind_ = spec.get("type", "ClusterIP")
     if kind_ != "ClusterIP":
         raise ManifestError(f"spec.type: podhost keeps endpoints only; {kind_!r} is not supported")
-    cluster_ip = spec.get("clusterIP", str, "")
-    if cluster_ip not in ("", "None"):
+    if spec.get("clusterIP", "") not in ("", "None"):
         raise ManifestError("spec.clusterIP: podhost allocates no cluster IPs; leave it out or use None")
     port_names: set[str] = set()
-    for i, port in enumerate(spec.get("ports", list, [])):
-        pr = _Reader(port, f"spec.ports[{i}]")
-        number = pr.get("port", int, required=True)
+    for pr in spec.children("ports"):
+        number = pr.get("port")
         if not 0 < number < 65536:
-            raise ManifestError(f"spec.ports[{i}].port: must be between 1 and 65535")
-        target = pr.get("targetPort", (int, str))
+            raise ManifestError(f"{pr.path}.port: must be between 1 and 65535")
+        target = pr.get("targetPort")
         sp = ServicePort(
             port=number,
-            target_port=number if target is None else _port(target, f"spec.ports[{i}].targetPort"),
-            protocol=pr.get("protocol", str, "TCP"),
-            name=pr.get("name", str, ""),
+            target_port=number if target is None else _port(target, f"{pr.path}.targetPort"),
+            protocol=pr.get("protocol", "TCP"),
+            name=pr.get("name", ""),
         )
         if sp.protocol not in ("TCP", "UDP", "SCTP"):
-            raise ManifestError(f"spec.ports[{i}].protocol: unsupported value {sp.protocol!r}")
+            raise ManifestError(f"{pr.path}.protocol: unsupported value {sp.protocol!r}")
         if sp.name in port_names:
-            raise ManifestError(f"spec.ports[{i}].name: duplicate port name {sp.name!r}")
+            raise ManifestError(f"{pr.path}.name: duplicate port name {sp.name!r}")
         port_names.add(sp.name)
-        pr.done()
         svc.ports.append(sp)
     if len(svc.ports) > 1 and "" in port_names:
         raise ManifestError("spec.ports: every port needs a name when there is more than one")
-    spec.done(ignore=("sessionAffinity", "ipFamilies", "ipFamilyPolicy", "internalTrafficPolicy"))
-    r.done(ignore=("status",))
     return svc
 
 

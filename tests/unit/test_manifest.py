@@ -30,15 +30,15 @@ def test_the_articles_manifest_parses_verbatim() -> None:
     [
         (
             pod_doc(containers=[{"name": "a", "image": "x"}, {"name": "b"}]),
-            r"spec.containers\[1\].image: required",
+            r"spec.containers\[1\].image: Required value",
         ),
         (pod_doc(containers=[]), "spec.containers: must have at least one container"),
         (
             pod_doc(containers=[{"name": "a", "image": "x", "bogus": 1}]),
-            r"spec.containers\[0\].bogus: field is not supported",
+            r'unknown field "spec.containers\[0\].bogus"',
         ),
-        (pod_doc(nodeSelector={"a": "b"}), "spec.nodeSelector: field is not supported"),
-        (pod_doc(hostname="web", subdomain="db"), "spec.subdomain: field is not supported"),
+        (pod_doc(nodeSelector={"a": "b"}), "spec.nodeSelector: not supported on this node"),
+        (pod_doc(hostname="web", subdomain="db"), "spec.subdomain: not supported on this node"),
         (pod_doc(restartPolicy="Sometimes"), "spec.restartPolicy: unsupported value"),
         (pod_doc(containers=[{"name": "A_B", "image": "x"}]), r"spec.containers\[0\].name: .* DNS-1123"),
         (
@@ -54,7 +54,12 @@ def test_the_articles_manifest_parses_verbatim() -> None:
             r"ports\[0\].containerPort: must be between",
         ),
         ({"apiVersion": "apps/v1", "kind": "Deployment"}, "podhost runs v1 Pods"),
-        ({"apiVersion": "v1", "kind": "Pod", "spec": {}}, "metadata.name: required"),
+        ({"apiVersion": "v1", "kind": "Pod", "spec": {}}, "spec.containers: Required value"),
+        ({**pod_doc(), "metadata": {}}, "metadata.name: Required value"),
+        (
+            pod_doc(containers=[{"name": "a", "image": 5}]),
+            r"containers\[0\].image: Invalid value: 5: must be a string",
+        ),
     ],
 )
 def test_broken_manifests_name_the_field(doc: dict, message: str) -> None:
@@ -134,8 +139,12 @@ def test_pod_security_context_reaches_every_container_as_the_kubelet_passes_it()
     ("security", "message"),
     [
         ({"supplementalGroupsPolicy": "Loose"}, r"supplementalGroupsPolicy: Unsupported value: \"Loose\""),
-        ({"supplementalGroups": ["wheel"]}, "supplementalGroups: must be a list of group ids"),
-        ({"runAsNonRootish": True}, "spec.securityContext.runAsNonRootish: field is not supported"),
+        (
+            {"supplementalGroups": ["wheel"]},
+            r'supplementalGroups\[0\]: Invalid value: "wheel": must be an integer',
+        ),
+        ({"supplementalGroups": [-1]}, "supplementalGroups: must be a list of group ids"),
+        ({"runAsNonRootish": True}, 'unknown field "spec.securityContext.runAsNonRootish"'),
     ],
 )
 def test_broken_pod_security_contexts_name_the_field(security: dict, message: str) -> None:
