@@ -13,9 +13,10 @@ server-side apply over the same entries (conflicts, `force`).
 Writes are checked as kube-apiserver checks them before the manager sees them: the kind and namespace of
 the body, strict field validation against the upstream schema (`fieldValidation=Strict` fails naming the
 fields, Warn answers with Warning headers, Ignore drops them silently; in every case unknown fields are
-dropped, as decoding does), preconditions, and the pod update rule (`patch.pod_spec_change`). The
-manager then validates what podhost can run (`kubelet.manifest`), and its refusals come back as 422
-Invalid naming the object.
+dropped, as decoding does), preconditions, and the pod update rule (`patch.pod_spec_change`). What
+is left is validated once, by the validator static pods go through too (`kubelet.manifest.parse_object`:
+the upstream schema, then what podhost runs), dry runs included; its refusals come back as 422 Invalid
+naming the object.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from podhost.apiserver.status import (
 from podhost.apiserver.store import ResourceStore
 from podhost.errors import AlreadyExists, InvalidArgument, NotFound
 from podhost.kubeapi import schema as sch
+from podhost.kubelet.manifest import parse_object
 
 if TYPE_CHECKING:
     from podhost.kubelet.manager import PodManager
@@ -287,6 +289,14 @@ class API:
         keep = {k: meta[k] for k in ("name", "namespace", "uid", "labels", "annotations") if meta.get(k)}
         return {"apiVersion": "v1", "kind": obj["kind"], "metadata": keep, "spec": spec}
 
+    @staticmethod
+    def _validate(kind: Kind, name: str, manifest: dict[str, Any]) -> None:
+        """What `_apply` would refuse, without applying (a dry run)."""
+        try:
+            parse_object(manifest)
+        except InvalidArgument as e:
+            raise invalid(kind.kind, name, str(e)) from None
+
     def _apply(self, kind: Kind, name: str, manifest: dict[str, Any]) -> None:
         try:
             self.manager.apply(json.dumps(manifest))
@@ -352,6 +362,7 @@ class API:
         ):
             meta.pop(server_set, None)
         if params.get("dryRun"):
+            self._validate(kind, name, self._manifest(obj, obj.get("spec", {})))
             return WriteResult(obj, 201, warnings)
         schema = sch.definition(sch.CORE + kind.kind)
         if managed is None:
@@ -473,6 +484,7 @@ class API:
         else:
             manifest = self._manifest(new, new.get("spec", {}))
         if params.get("dryRun"):
+            self._validate(kind, name, manifest)
             return WriteResult(new, 200, warnings)
         if managed is None:
             sent, had = meta.get("managedFields"), current["metadata"].get("managedFields")
