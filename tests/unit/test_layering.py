@@ -20,6 +20,7 @@ FORBIDDEN = {
     "cri": ("podhost.cli", "podhost.apiserver", "podhost.kubelet"),
     "runtime": ("podhost.cli", "podhost.apiserver", "podhost.kubelet", "podhost.cri"),
     "pause": ("podhost.cli", "podhost.apiserver", "podhost.kubelet", "podhost.cri"),
+    "kubeapi": ("podhost.cli", "podhost.apiserver", "podhost.kubelet", "podhost.cri", "podhost.runtime"),
 }
 
 
