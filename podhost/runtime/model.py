@@ -264,7 +264,9 @@ class ContainerConfig:
     tty: bool = False
     resources: LinuxContainerResources | None = None
     security_context: ContainerSecurityContext = field(default_factory=ContainerSecurityContext)
-    stop_signal: str = ""  # CRI's (KEP-4960), e.g. "SIGQUIT" or "SIGRTMIN+1"; empty: the image's, else SIGTERM
+    stop_signal: str = (
+        ""  # CRI's (KEP-4960), e.g. "SIGQUIT" or "SIGRTMIN+1"; empty: the image's, else SIGTERM
+    )
 
 
 # --- records -------------------------------------------------------------------------------------------

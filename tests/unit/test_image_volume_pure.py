@@ -159,7 +159,7 @@ def test_a_pod_s_image_volume_becomes_a_cri_image_mount() -> None:
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        (image_pod({}, {"name": "v", "image": {}}), r"spec.volumes\[0\].image.reference: required"),
+        (image_pod({}, {"name": "v", "image": {}}), r"spec.volumes\[0\].image.reference: Required value"),
         (
             image_pod({}, {"name": "v", "image": {"reference": IMAGE, "pullPolicy": "Sometimes"}}),
             r"spec.volumes\[0\].image.pullPolicy: unsupported value",
