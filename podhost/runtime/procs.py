@@ -125,21 +125,37 @@ def _marks_of(pid: int) -> tuple[str, str]:
     return mark.decode(errors="replace"), call.decode(errors="replace")
 
 
+#: A process caught inside execve shows an empty environment for an instant: unread processes are read
+#: again once, after this long, so one that was just forked (a plugin's child) is not missed.
+_EXEC_SETTLE_S = 0.005
+
+
 def marked(instance: str, call: str = "") -> dict[str, list[Proc]]:
     """The live processes marked for `instance` (and `call`, when given), by owner id. Zombies are left
     out (nothing to kill)."""
     prefix = instance + "/"
     found: dict[str, list[Proc]] = {}
+    unread: list[int] = []
+
+    def consider(pid: int, mark: str, mark_call: str) -> None:
+        if not mark.startswith(prefix) or (call and mark_call != call):
+            return
+        proc = Proc.of(pid)
+        if proc.start_time and state(pid) not in ("", "Z", "X"):
+            found.setdefault(mark[len(prefix) :], []).append(proc)
+
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         pid = int(entry.name)
         mark, mark_call = _marks_of(pid)
-        if not mark.startswith(prefix) or (call and mark_call != call):
-            continue
-        proc = Proc.of(pid)
-        if proc.start_time and state(pid) not in ("", "Z", "X"):
-            found.setdefault(mark[len(prefix) :], []).append(proc)
+        if not mark and pid != 2 and _parent(pid) not in (0, 2):  # kernel threads have no environment
+            unread.append(pid)
+        consider(pid, mark, mark_call)
+    if unread:
+        time.sleep(_EXEC_SETTLE_S)
+        for pid in unread:
+            consider(pid, *_marks_of(pid))
     return found
 
 
