@@ -163,11 +163,11 @@ class Adaptation(LifecycleHooks):
     # --- life ------------------------------------------------------------------------------------
 
     def start(self, sandboxes: list[PodSandbox], containers: list[Container]) -> None:
+        pods = {sandbox.id: self._pod(sandbox) for sandbox in sandboxes}
+        known = {record.id: self._container(record) for record in containers}  # takes the lock itself
         with self._lock:
-            for sandbox in sandboxes:
-                self._pods[sandbox.id] = self._pod(sandbox)
-            for record in containers:
-                self._containers[record.id] = self._container(record)
+            self._pods.update(pods)
+            self._containers.update(known)
         self._listener = _listen(self.socket_path)
         threading.Thread(target=self._accept_loop, name="nri-accept", daemon=True).start()
         log.info("NRI: serving plugins on %s", self.socket_path)
@@ -290,16 +290,27 @@ class Adaptation(LifecycleHooks):
         log.warning("NRI: plugin %s failed %s (%s): disconnecting it", plugin, method, error)
         plugin.trunk.close()
 
-    def _call(self, plugin: Plugin, event: int, method: str, request: Message, response: Message) -> Any:
+    def _call(
+        self,
+        plugin: Plugin,
+        event: int,
+        method: str,
+        request: Message,
+        response: Message,
+        unimplemented: Callable[[], Any] | None = None,
+    ) -> Any:
         """One call; None when the plugin was dropped (timeout, connection gone). A plugin's error is
-        raised as RuntimeFailure for refusable events, logged for the others."""
+        raised as RuntimeFailure for refusable events, logged for the others; a method the plugin lacks
+        refuses nothing, and `unimplemented` (an older form of the call) is tried instead."""
         try:
             return plugin.call(method, request, response, self.config.nri_request_timeout)
         except (TimeoutError, ConnectionClosed) as e:
             self._drop(plugin, method, e)
             return None
         except TtrpcError as e:
-            if event in _REFUSABLE and e.code != UNIMPLEMENTED:  # a method it lacks refuses nothing
+            if e.code == UNIMPLEMENTED and unimplemented is not None:
+                return unimplemented()
+            if event in _REFUSABLE and e.code != UNIMPLEMENTED:
                 raise RuntimeFailure(f"NRI plugin {plugin} refused {method}: {e}") from e
             log.warning("NRI: plugin %s: %s failed: %s", plugin, method, e)
             return None
@@ -308,22 +319,14 @@ class Adaptation(LifecycleHooks):
         """A notification to every subscribed plugin, by its dedicated method (StateChange for plugins
         that lack it). Call with the gate held."""
         method, request_type, response_type = _NOTIFICATIONS[event]
+        request = request_type(pod=pod) if container is None else request_type(pod=pod, container=container)
+        state = nri.StateChangeEvent(event=event, pod=pod, container=container)  # type: ignore[arg-type]
         for plugin in self._active(event):
-            request = (
-                request_type(pod=pod) if container is None else request_type(pod=pod, container=container)
-            )
-            try:
-                plugin.call(method, request, response_type(), self.config.nri_request_timeout)
-            except (TimeoutError, ConnectionClosed) as e:
-                self._drop(plugin, method, e)
-            except TtrpcError as e:
-                if e.code == UNIMPLEMENTED:
-                    state = nri.StateChangeEvent(event=event, pod=pod, container=container)  # type: ignore[arg-type]
-                    self._call(plugin, event, "StateChange", state, nri.Empty())
-                elif event in _REFUSABLE:
-                    raise RuntimeFailure(f"NRI plugin {plugin} refused {method}: {e}") from e
-                else:
-                    log.warning("NRI: plugin %s: %s failed: %s", plugin, method, e)
+
+            def older(p: Plugin = plugin) -> Any:  # plugins before the dedicated methods
+                return self._call(p, event, "StateChange", state, nri.Empty())
+
+            self._call(plugin, event, method, request, response_type(), unimplemented=older)
 
     def _apply_updates(
         self, plugin: object, updates: Any, raise_on_failure: bool
@@ -356,10 +359,14 @@ class Adaptation(LifecycleHooks):
     def _pod(self, sandbox: PodSandbox) -> nri.PodSandbox:
         return objects.pod_sandbox(sandbox, self.config.cgroup_parent)
 
-    def _container(self, record: Container, spec: dict[str, Any] | None = None) -> nri.Container:
-        if spec is None:
-            spec = objects.read_spec(self.config.container_run_dir(record.id))
-        return objects.container(record, spec)
+    def _container(self, record: Container) -> nri.Container:
+        """The NRI view of `record`: the one announced at create, refreshed; config.json is read only for
+        a container the registry does not know yet (at start-up)."""
+        with self._lock:
+            known = self._containers.get(record.id)
+        if known is not None:
+            return objects.refreshed(known, record)
+        return objects.container(record, objects.read_spec(self.config.container_run_dir(record.id)))
 
     def _pod_of(self, container: Container) -> nri.PodSandbox:
         with self._lock:
@@ -491,9 +498,7 @@ class Adaptation(LifecycleHooks):
                 )
                 if reply is not None:
                     updates.extend(u for u in reply.update if u.container_id != container.id)
-        for update in updates:
-            with contextlib.suppress(Exception):
-                self._update(update.container_id, update.linux.resources)
+        self._apply_updates("UpdateContainer", updates, raise_on_failure=False)
 
     def post_update_container(self, container: Container) -> None:
         self._container_event(nri.POST_UPDATE_CONTAINER, container)
@@ -512,11 +517,7 @@ class Adaptation(LifecycleHooks):
                 )
                 if reply is not None:
                     updates.extend(reply.update)
-        for update in updates:
-            try:
-                self._update(update.container_id, update.linux.resources)
-            except Exception as e:
-                log.info("NRI: update of %s after a stop failed: %s", update.container_id[:13], e)
+        self._apply_updates("StopContainer", updates, raise_on_failure=False)
 
     def remove_container(self, container: Container) -> None:
         self._container_event(nri.REMOVE_CONTAINER, container, forget=True)

@@ -116,6 +116,19 @@ def container(record: Container, spec: dict[str, Any] | None) -> nri.Container:
     return out
 
 
+def refreshed(known: nri.Container, record: Container) -> nri.Container:
+    """`known` (built from the spec at create) with the record's status and resources now: what a later
+    event needs, without reading config.json again."""
+    out = nri.Container()
+    out.CopyFrom(known)
+    out.state, out.pid = _STATES[record.stage], record.pid
+    out.started_at, out.finished_at, out.exit_code = record.started_at, record.finished_at, record.exit_code
+    out.status_reason, out.status_message = record.reason, record.message
+    if record.config.resources is not None:
+        out.linux.resources.CopyFrom(resources_from_cri(record.config.resources))
+    return out
+
+
 def resources_from_oci(resources: dict[str, Any]) -> nri.LinuxResources:
     out = nri.LinuxResources()
     memory, cpu = resources.get("memory", {}), resources.get("cpu", {})
