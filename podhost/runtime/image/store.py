@@ -375,9 +375,8 @@ class ImageStore:
             futures = {
                 diff_id: pool.submit(self._prepare_layer, tx, *items[i]) for diff_id, i in first.items()
             }
-        errors = [f.exception() for f in futures.values() if f.exception() is not None]
-        if errors:
-            raise errors[0]  # type: ignore[misc]
+        if errors := [e for f in futures.values() if (e := f.exception()) is not None]:
+            raise errors[0]
         return [futures[diff_id].result() for diff_id in diff_ids]
 
     def _prepare_layer(

@@ -237,7 +237,7 @@ class Adaptation(LifecycleHooks):
             if not name or "/" in name or len(index) != 2 or not index.isdigit():
                 raise TtrpcError(INVALID_ARGUMENT, f"invalid plugin name {name!r} or index {index!r}")
             plugin.name, plugin.index = name, index
-            plugin.trunk._name = str(plugin)
+            plugin.trunk.name = str(plugin)
             plugin.registered.set()
             log.info("NRI: plugin %s registered (pid %d)", plugin, plugin.trunk.peer_pid())
             return nri.Empty().SerializeToString()

@@ -67,7 +67,7 @@ class Trunk:
         self._sock = sock
         self._handlers = handlers
         self._on_close = on_close
-        self._name = name
+        self.name = name
         self._write_lock = threading.Lock()
         self._lock = threading.Lock()
         self._pending: dict[tuple[int, int], Future[bytes]] = {}
@@ -104,7 +104,7 @@ class Trunk:
         future: Future[bytes] = Future()
         with self._lock:
             if self.closed:
-                raise ConnectionClosed(f"plugin {self._name}: connection closed")
+                raise ConnectionClosed(f"plugin {self.name}: connection closed")
             stream_id = self._next_stream.get(conn_id, 1)
             self._next_stream[conn_id] = stream_id + 2  # client-initiated streams are odd
             self._pending[(conn_id, stream_id)] = future
@@ -114,7 +114,7 @@ class Trunk:
                 answer = future.result(timeout)
             except FutureTimeout:
                 raise TimeoutError(
-                    f"plugin {self._name}: {method} did not answer within {timeout:g} s"
+                    f"plugin {self.name}: {method} did not answer within {timeout:g} s"
                 ) from None
         finally:
             with self._lock:
@@ -127,7 +127,7 @@ class Trunk:
             response.ParseFromString(reply.payload)
         except DecodeError as e:
             self.close()
-            raise ConnectionClosed(f"plugin {self._name}: undecodable {method} response: {e}") from e
+            raise ConnectionClosed(f"plugin {self.name}: undecodable {method} response: {e}") from e
         return response
 
     def close(self) -> None:
@@ -143,11 +143,11 @@ class Trunk:
         self._sock.close()
         for future in pending:
             if not future.done():
-                future.set_exception(ConnectionClosed(f"plugin {self._name}: connection closed"))
+                future.set_exception(ConnectionClosed(f"plugin {self.name}: connection closed"))
         try:
             self._on_close()
         except Exception:
-            log.exception("plugin %s: close callback failed", self._name)
+            log.exception("plugin %s: close callback failed", self.name)
 
     def _send(self, conn_id: int, data: bytes) -> None:
         try:
@@ -158,7 +158,7 @@ class Trunk:
                 self._sock.sendall(frames)
         except OSError as e:
             self.close()
-            raise ConnectionClosed(f"plugin {self._name}: {e}") from e
+            raise ConnectionClosed(f"plugin {self.name}: {e}") from e
 
     def _read_loop(self) -> None:
         mux = MuxReader()
@@ -172,10 +172,10 @@ class Trunk:
                     for frame in reader.feed(payload):
                         self._dispatch(conn_id, frame)
         except ProtocolError as e:
-            log.warning("plugin %s: protocol error, disconnecting: %s", self._name, e)
+            log.warning("plugin %s: protocol error, disconnecting: %s", self.name, e)
         except OSError as e:
             if not self.closed:
-                log.info("plugin %s: connection lost: %s", self._name, e)
+                log.info("plugin %s: connection lost: %s", self.name, e)
         finally:
             self.close()
 
@@ -194,7 +194,7 @@ class Trunk:
         threading.Thread(
             target=self._serve,
             args=(conn_id, frame.stream_id, frame.data, handler),
-            name=f"nri-{self._name}-serve",
+            name=f"nri-{self.name}-serve",
             daemon=True,
         ).start()
 
@@ -213,7 +213,7 @@ class Trunk:
         except DecodeError as e:
             reply.status.code, reply.status.message = INVALID_ARGUMENT, f"undecodable request: {e}"
         except Exception as e:
-            log.exception("plugin %s: serving a request failed", self._name)
+            log.exception("plugin %s: serving a request failed", self.name)
             reply.status.code, reply.status.message = UNKNOWN, str(e)
         with contextlib.suppress(ConnectionClosed):
             self._send(conn_id, ttrpc_frame(stream_id, TYPE_RESPONSE, reply.SerializeToString()))
