@@ -23,8 +23,8 @@ import json
 from importlib import resources
 from typing import Any
 
-#: The Kubernetes release whose API this server speaks (kubectl 1.32 is the client on these machines).
-KUBERNETES_VERSION = "1.32.0"
+#: The Kubernetes release whose API this server speaks (its Pods as issue 14 asks; kubectl 1.32 and 1.20 work).
+KUBERNETES_VERSION = "1.36.0"
 DEF_PREFIX = "#/$defs/"
 CORE = "io.k8s.api.core.v1."
 META = "io.k8s.apimachinery.pkg.apis.meta.v1."

@@ -152,7 +152,7 @@ def test_unauthenticated_requests_get_401_and_the_daemon_keeps_serving(kube: Kub
     assert curl.stdout == "401"
     assert kube.inst.daemon is not None and kube.inst.daemon.poll() is None
     version = kube("version").stdout
-    assert "Server Version: v1.32" in version or 'GitVersion:"v1.32.0+podhost"' in version, version
+    assert "Server Version: v1.36" in version or 'GitVersion:"v1.36.0+podhost"' in version, version
     # nothing but the configured address listens
     host = kube.url.split("//")[1].rsplit(":", 1)[0]
     assert host == "127.0.0.1"
