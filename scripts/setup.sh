@@ -29,6 +29,16 @@ if ! command -v kubectl >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null ||
     echo "podhost setup: kubernetes-client did not install; put any kubectl on PATH (README)" >&2
 fi
+# The second client the Kubernetes API is tested with: Debian's kubernetes-client (kubectl 1.20, SPDY only),
+# unpacked under .tools/ (not installed: it would replace the kubectl on PATH). Best effort.
+OLD_KUBECTL=.tools/kubernetes-client/usr/bin/kubectl
+if [ ! -x "$OLD_KUBECTL" ]; then
+  ls /var/cache/apt/archives/kubernetes-client_*.deb >/dev/null 2>&1 ||
+    (cd /var/cache/apt/archives && apt-get download -qq kubernetes-client >/dev/null 2>&1) ||
+    echo "podhost setup: could not download Debian's kubernetes-client (its tests will be skipped)" >&2
+  deb=$(ls /var/cache/apt/archives/kubernetes-client_*.deb 2>/dev/null | head -n1)
+  if [ -n "$deb" ]; then mkdir -p .tools && dpkg-deb -x "$deb" .tools/kubernetes-client; fi
+fi
 # The demo's nginx is Debian's, built into an image offline from its .deb: keep one in apt's cache.
 if ! ls /var/cache/apt/archives/nginx_*.deb >/dev/null 2>&1; then
   apt-get install -y -qq --download-only --no-install-recommends nginx >/dev/null ||

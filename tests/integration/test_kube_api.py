@@ -300,7 +300,7 @@ def test_node_namespaces_and_events(kube: Kube) -> None:
     nodes = kube("get", "nodes", "-o", "wide").stdout.splitlines()
     assert nodes[0].split()[:5] == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
     assert re.search(
-        r"\sReady\s+control-plane\s+\S+\s+v1\.32\.0\s+10\.231\.20\.1\s+<none>\s+.*podhost://", nodes[1]
+        r"\sReady\s+control-plane\s+\S+\s+v1\.36\.0\s+10\.231\.20\.1\s+<none>\s+.*podhost://", nodes[1]
     ), nodes
     node = json.loads(kube("get", "nodes", "-o", "json").stdout)["items"][0]
     assert int(node["status"]["capacity"]["cpu"]) == os.cpu_count()
@@ -470,8 +470,10 @@ def test_server_side_apply_over_a_client_side_applied_pod(kube: Kube) -> None:
 
 def old_kubectl() -> str | None:
     """A kubectl that fetches /openapi/v2 (before 1.24; Debian's kubernetes-client is 1.20):
-    $PODHOST_OLD_KUBECTL, or the one on PATH or in /usr/bin when it is that old."""
-    for candidate in (os.environ.get("PODHOST_OLD_KUBECTL"), KUBECTL, "/usr/bin/kubectl"):
+    $PODHOST_OLD_KUBECTL, the one setup unpacks under .tools/, or the one on PATH or in /usr/bin when it
+    is that old."""
+    unpacked = str(Path(_REPO) / ".tools" / "kubernetes-client" / "usr" / "bin" / "kubectl")
+    for candidate in (os.environ.get("PODHOST_OLD_KUBECTL"), unpacked, KUBECTL, "/usr/bin/kubectl"):
         if not candidate or not os.access(candidate, os.X_OK):
             continue
         out = subprocess.run(

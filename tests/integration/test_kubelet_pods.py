@@ -12,6 +12,7 @@ a pause death); pause's PID is found as crictl finds it, by inspecting the pod's
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -33,6 +34,7 @@ from podhost.cri import api_pb2 as pb
 from podhost.cri.client import CRIClient
 from podhost.runtime.image import build
 from podhost.runtime.image.archive import ImageBlobs, sha256_digest, write_oci_archive
+from podhost.runtime.network import conflist, plugin
 from tests.instance import Instance, OrphanReaper
 from tests.leaks import find_leaks
 from tests.wait import wait_for
@@ -237,10 +239,42 @@ def kubelet_instance(
         inst.cleanup()
 
 
+GATED_BRIDGE = """#!/bin/sh
+# Debian's bridge plugin, whose ADD waits (30 s at most) while {flag} exists: a test holds a pod's next
+# sandbox back with it, to look at the pod between two sandboxes.
+if [ "$CNI_COMMAND" = ADD ]; then
+  i=0
+  while [ -e {flag} ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+fi
+exec {bridge} "$@"
+"""
+
+
+def gate_sandbox_networks(inst: Instance) -> Path:
+    """Give `inst` (not yet started) a conflist whose bridge plugin waits while the returned flag file
+    exists: a real CNI plugin that hangs, for as long as a test wants."""
+    bindir, flag = inst.root / "cni-bin", inst.root / "hold-cni-add"
+    bindir.mkdir()
+    wrapper = bindir / "ph-gated-bridge"
+    bridge = plugin.find_plugin("bridge", inst.config.cni_bin_dirs)
+    wrapper.write_text(GATED_BRIDGE.format(flag=flag, bridge=bridge))
+    wrapper.chmod(0o755)
+    net = conflist.default_conflist(inst.config)
+    for p in net["plugins"]:
+        if p["type"] == "bridge":
+            p["type"] = wrapper.name
+    inst.config.cni_conf_dir.mkdir(parents=True, exist_ok=True)
+    (inst.config.cni_conf_dir / "10-gated.conflist").write_text(json.dumps(net))
+    with open(inst.config_file, "a") as f:
+        f.write(f"cni_bin_dirs = {json.dumps([str(bindir), *map(str, inst.config.cni_bin_dirs)])}\n")
+    return flag
+
+
 @pytest.fixture(scope="module")
 def kube(orphan_reaper: OrphanReaper) -> Iterator[KubeletInstance]:
     def flags(inst: KubeletInstance) -> None:
         inst.extra = ["--restart-backoff", "1", "--manifests", str(inst.manifests)]
+        gate_sandbox_networks(inst)
 
     yield from kubelet_instance("ph-kub", BRIDGE, SUBNET, flags)
 
@@ -388,8 +422,9 @@ CONDITIONS = (
 def test_pause_death_watched_with_kubectl(k: KubeletInstance) -> None:
     """The issue's "pause death, watched": `kubectl get pods -w` runs while pause is killed; the watch shows
     the pod drop and come back, the pod's conditions (watched as kubectl prints them) show
-    PodReadyToStartContainers=False, `kubectl get endpoints` drops the pod, `kubectl describe` tells why,
-    and the pod is Ready again on a new sandbox."""
+    PodReadyToStartContainers=False, `kubectl get endpoints` drops the pod, `kubectl describe` shows the
+    condition False and tells why (the next sandbox's CNI ADD is held meanwhile by a real plugin that waits,
+    so describe sees the pod between two sandboxes), and the pod is Ready again on a new sandbox."""
     k.apply(WATCHED)
     pod = wait_for("web Ready", lambda: is_ready(p := k.pod("web")) and p, timeout=30)
     ip = pod["status"]["podIP"]
@@ -402,16 +437,23 @@ def test_pause_death_watched_with_kubectl(k: KubeletInstance) -> None:
     try:
         wait_for("both watches listed", lambda: len(table.lines) >= 2 and len(conditions.lines) >= 2)
         old = k.sandbox(pod)
-        os.kill(k.pause_pid(pod), signal.SIGKILL)
-        wait_for(
-            "PodReadyToStartContainers=False",
-            lambda: condition(k.pod("web"), "PodReadyToStartContainers")["status"] == "False",
-            timeout=1.0,
-            interval=0.005,
-        )
-        out = k.kubectl("get", "endpoints", "web").stdout
-        assert re.search(r"^web\s+<none>\s", out, re.M), out
-        described = k.kubectl("describe", "pod", "web").stdout
+        hold = k.root / "hold-cni-add"  # the next sandbox's CNI ADD waits: the pod stays between two
+        hold.touch()
+        try:
+            os.kill(k.pause_pid(pod), signal.SIGKILL)
+            wait_for(
+                "PodReadyToStartContainers=False",
+                lambda: condition(k.pod("web"), "PodReadyToStartContainers")["status"] == "False",
+                timeout=1.0,
+                interval=0.005,
+            )
+            out = k.kubectl("get", "endpoints", "web").stdout
+            assert re.search(r"^web\s+<none>\s", out, re.M), out
+            described = k.kubectl("describe", "pod", "web").stdout
+        finally:
+            hold.unlink()
+        assert re.search(r"^\s+PodReadyToStartContainers\s+False\s*$", described, re.M), described
+        assert re.search(r"^\s+Ready\s+False\s*$", described, re.M), described
         assert re.search(
             r"SandboxChanged\s+\S+\s+kubelet\s+Pod sandbox changed, it will be killed and re-created: "
             r"pause \(pid \d+\) killed by signal 9 \(SIGKILL\)",
