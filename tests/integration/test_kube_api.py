@@ -296,6 +296,37 @@ def test_logs_and_crash_loop_as_kubectl_shows_them(kube: Kube) -> None:
     assert wrong.returncode != 0 and "nope" in wrong.stderr
 
 
+def as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+    """`argv` run as user and group 65534 (nobody), no supplementary groups, HOME in /tmp."""
+    setpriv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp"}
+    return subprocess.run(
+        [*setpriv, *argv], capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL
+    )
+
+
+def test_a_user_without_the_kubeconfig_is_refused(kube: Kube) -> None:
+    """A non-root user cannot read the instance's kubeconfig (0600, root's), and without its client
+    certificate the API answers 401 to kubectl too; podhost's own pass-through says so without a
+    traceback; the daemon keeps serving."""
+    assert KUBECTL is not None
+    assert stat.S_IMODE(kube.kubeconfig.stat().st_mode) == 0o600
+    unreadable = as_nobody(KUBECTL, "--kubeconfig", str(kube.kubeconfig), "get", "pods")
+    assert unreadable.returncode != 0 and "permission denied" in unreadable.stderr, unreadable.stderr
+    # a guessed bearer token is no credential (without any, kubectl would prompt for a user name)
+    server = ("--server", kube.url, "--insecure-skip-tls-verify", "--token", "guessed")
+    anonymous = as_nobody(KUBECTL, *server, "get", "pods")
+    assert anonymous.returncode != 0 and "You must be logged in" in anonymous.stderr, anonymous.stderr
+    root = str(kube.inst.root)
+    passthrough = as_nobody(
+        sys.executable, "-m", "podhost.cli.main", "--root", root, "kubectl", "get", "pods"
+    )
+    assert passthrough.returncode != 0, passthrough.stdout
+    assert "Traceback" not in passthrough.stderr and "kubeconfig" in passthrough.stderr, passthrough.stderr
+    assert kube.inst.daemon is not None and kube.inst.daemon.poll() is None
+    assert kube("get", "pods", "-A").returncode == 0
+
+
 def test_node_namespaces_and_events(kube: Kube) -> None:
     nodes = kube("get", "nodes", "-o", "wide").stdout.splitlines()
     assert nodes[0].split()[:5] == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
