@@ -6,8 +6,8 @@ it in a worker thread): reads come from the store, writes go to the manager's pu
 `delete`) and are read back through a store sync, so a client sees its own write with its
 resourceVersion, as from kube-apiserver.
 
-Every write records its field manager in `metadata.managedFields` (fieldmanager.py; kept here, in
-memory, per object and uid: a daemon restart forgets them), and `application/apply-patch+yaml` is
+Every write records its field manager in `metadata.managedFields` (fieldmanager.py; stored with the
+object's manifest, so a daemon restart keeps them, and cached here per object and uid), and `application/apply-patch+yaml` is
 server-side apply over the same entries (conflicts, `force`).
 
 Writes are checked as kube-apiserver checks them before the manager sees them: the kind and namespace of
@@ -311,9 +311,11 @@ class API:
         """Give the manager `manifest` with the object's managedFields in place first (the store renders
         both at once); on a refusal the entries are as they were."""
         key = (kind.name, str(manifest["metadata"].get("namespace", "")), name)
+        entries = [m.to_entry() for m in managed]
+        manifest["metadata"]["managedFields"] = copy.deepcopy(entries)  # stored with it: kept at restart
         with self._managed_lock:
             before = self._managed.get(key)
-            self._managed[key] = (uid, [m.to_entry() for m in managed])
+            self._managed[key] = (uid, entries)
             self._managed_version += 1
         try:
             self._apply(kind, name, manifest)

@@ -450,6 +450,8 @@ class PodManager:
             meta["labels"] = e.pod.labels
         if e.pod.annotations:
             meta["annotations"] = e.pod.annotations
+        if managed := (e.manifest.get("metadata") or {}).get("managedFields"):
+            meta["managedFields"] = managed  # the API server's, stored with the manifest
         if e.deletion_requested:
             meta["deletionTimestamp"] = st.rfc3339(e.deletion_requested)
         if e.source != API_SOURCE:

@@ -794,10 +794,13 @@ def test_daemon_restart_keeps_pods_and_does_not_restart_containers(k: KubeletIns
     k.apply(_pod("keeper", "exec sleep 3600") + "---\n" + WEB.split("---\n")[1])
     before = wait_for("keeper Ready", lambda: is_ready(p := k.pod("keeper")) and p)
     cid = container(before, "main")["containerID"]
+    managers = before["metadata"]["managedFields"]
+    assert [m["manager"] for m in managers] == ["kubectl-client-side-apply"], managers
     k.kill()  # SIGKILL: a crash
     k.start()
     after = wait_for("keeper Ready after restart", lambda: is_ready(p := k.pod("keeper")) and p)
     assert container(after, "main")["containerID"] == cid and container(after, "main")["restartCount"] == 0
+    assert after["metadata"]["managedFields"] == managers  # stored with the pod, not only in memory
     assert [s["metadata"]["name"] for s in k.pods.get("services")] == ["web"]
     k.stop()  # SIGTERM: a clean stop; kubectl then finds no API and starts nothing
     proc = k.kubectl("get", "pods", "--request-timeout", "5s", check=False)
