@@ -113,6 +113,8 @@ class StageTimer:
         now = time.monotonic()
         if self.current:
             self._times.append((self.current, (now - self._mark) * 1e3))
+            if self.verb and log.isEnabledFor(logging.DEBUG):  # `podhost daemon --debug`: where time goes
+                log.debug("%s: %s took %.1f ms", self.verb, self.current, self._times[-1][1])
         self.current, self._mark = stage, now
         if stage and self.verb:
             checkpoint(self.verb, stage)

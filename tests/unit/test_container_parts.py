@@ -47,6 +47,30 @@ def test_cgroup_paths() -> None:
     assert cg.procs_files("/p")[1] == Path("/sys/fs/cgroup/memory/p/cgroup.procs")
 
 
+def test_cgroup_kill_writes_cgroup_kill_on_v2_only(tmp_path: Path) -> None:
+    """One write of "1" to cgroup.kill kills a cgroup's processes (v2); elsewhere the caller kills."""
+    from podhost.runtime.cgroups import Cgroups
+
+    v2 = Cgroups(f"30 23 0:26 / {tmp_path} rw - cgroup2 cgroup2 rw\n")
+    (tmp_path / "pod" / "ctr").mkdir(parents=True)
+    assert v2.kill("/pod/ctr") and (tmp_path / "pod" / "ctr" / "cgroup.kill").read_text() == "1"
+    assert not v2.kill("/pod/gone"), "no such cgroup: nothing written, the caller falls back"
+    assert not v2.kill("/"), "never the root cgroup"
+    assert not Cgroups(HYBRID).kill("/pod/ctr")
+
+
+def test_poststop_hooks_keep_the_runtime_delete(tmp_path: Path) -> None:
+    from podhost.runtime.container.service import _poststop_hooks
+
+    assert not _poststop_hooks(tmp_path), "no config.json: no hooks"
+    (tmp_path / "config.json").write_text(json.dumps({"hooks": {"poststart": [{"path": "/x"}]}}))
+    assert not _poststop_hooks(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"hooks": {"poststop": [{"path": "/x"}]}}))
+    assert _poststop_hooks(tmp_path)
+    (tmp_path / "config.json").write_text("{broken")
+    assert _poststop_hooks(tmp_path), "an unreadable spec counts as having hooks"
+
+
 def test_runtime_args(tmp_path: Path) -> None:
     rt = ocirt.OciRuntime("runc", "/usr/sbin/runc", ocirt.runtime_root(Path("/run/ph"), "runc"))
     assert rt.command(ocirt.kill_args("c1", 9, True), Path("/l")) == [

@@ -578,6 +578,19 @@ class ContainerService(RecordLookup[Container, ContainerStage]):
         )
 
     def _signal(self, runtime: ocirt.OciRuntime, container: Container, sig: int, all_processes: bool) -> None:
+        """SIGKILL to all its processes: one write to the container cgroup's cgroup.kill; a signal to its
+        init process: a pidfd of the recorded PID (never a reused one). Either saves a runtime exec (a
+        `runc kill` costs 5-10 ms); the runtime's kill remains for what those cannot do."""
+        if (
+            all_processes
+            and sig == signal.SIGKILL
+            and container.cgroup
+            and self.cgroups.kill(container.cgroup)
+        ):
+            return
+        if not all_processes and container.state == ContainerState.CONTAINER_RUNNING and container.pid > 0:
+            procs.kill(procs.Proc(container.pid, container.pid_start_time), sig)
+            return
         try:
             runtime.kill(container.id, sig, all_processes)
         except RuntimeFailure as e:
@@ -597,13 +610,28 @@ class ContainerService(RecordLookup[Container, ContainerStage]):
             if container is None or container.stage == ContainerStage.CREATING:
                 return
             runtime = self.runtime(container.runtime_handler, container.id)
-            runtime.delete(container_id, force=True)
+            if not self._forget_exited(runtime, container):
+                runtime.delete(container_id, force=True)
             self._remove_files(container)
             self.records.delete(container_id)
             self.names.release(container_name_key(container.sandbox_id, container.config), container_id)
             self.hooks.remove_container(container)
         log.info("container %s removed", container_id[:13])
         self.events.publish(container_id, ContainerEventType.CONTAINER_DELETED_EVENT, container.sandbox_id)
+
+    def _forget_exited(self, runtime: ocirt.OciRuntime, container: Container) -> bool:
+        """What `runc delete` does for an exited container without poststop hooks, done here without the
+        exec (5-10 ms a container): remove its cgroup, which must be empty, and the runtime's state
+        directory. False (the runtime deletes, --force) while anything may still run or a hook is due."""
+        if container.stage != ContainerStage.EXITED or _poststop_hooks(self._bundle(container.id)):
+            return False
+        try:
+            if container.cgroup:
+                self.cgroups.remove(container.cgroup)
+        except RuntimeFailure:
+            return False
+        shutil.rmtree(runtime.root / container.id, ignore_errors=True)
+        return True
 
     def _remove_files(self, container: Container) -> None:
         bundle = self._bundle(container.id)
@@ -852,3 +880,15 @@ def _disk_usage(path: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(root, name)).st_size
     return total
+
+
+def _poststop_hooks(bundle: Path) -> bool:
+    """Whether the container's OCI spec has poststop hooks (an NRI plugin may add them): then only the
+    runtime's delete runs them. An unreadable spec counts as having some."""
+    try:
+        hooks = json.loads((bundle / "config.json").read_bytes()).get("hooks") or {}
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, AttributeError):
+        return True
+    return bool(hooks.get("poststop"))

@@ -379,15 +379,24 @@ class SandboxService(RecordLookup[PodSandbox, SandboxStage]):
     def _release_network(self, sandbox: PodSandbox) -> PodSandbox:
         """CNI DEL (releases the IP even when the netns is gone), then drop the namespace pins and the
         shm; the record says so afterwards. A failed DEL raises, leaving pins and record for a retry."""
+        run_dir = self.config.sandbox_run_dir(sandbox.id)
+        netns = sandbox.netns_path or None
+        if not sandbox.config.host_network and self._nothing_runs_in(sandbox):
+            # Nothing of the pod runs (pause dead, its cgroup empty): drop the netns pin first, so the
+            # namespace dies and the kernel removes its veth in its own time, and DEL runs with an empty
+            # CNI_NETNS (SPEC.md: DEL succeeds when the namespace is gone). Removing the veth inside the
+            # namespace was ~30 of a DEL's ~37 ms. host-local hands the released IP out again only after
+            # the rest of its range, long after the kernel is done.
+            namespaces.unpin(str(run_dir / "ns" / "net"))
+            netns = ""
         if not sandbox.config.host_network:
             try:
-                self.network.teardown(sandbox.id, sandbox.netns_path or None)
+                self.network.teardown(sandbox.id, netns)
             except RuntimeFailure:
                 log.exception(
                     "sandbox %s: CNI DEL failed; retried at stop and at daemon start", sandbox.id[:13]
                 )
                 raise
-        run_dir = self.config.sandbox_run_dir(sandbox.id)
         for kind in NAMESPACE_KINDS:
             namespaces.unpin(str(run_dir / "ns" / kind))
         namespaces.unmount(str(run_dir / "shm"))
@@ -398,6 +407,15 @@ class SandboxService(RecordLookup[PodSandbox, SandboxStage]):
             s.ns_paths = {}
 
         return self.lifecycle.update(sandbox.id, None, unpinned)
+
+    def _nothing_runs_in(self, sandbox: PodSandbox) -> bool:
+        """pause is gone and no process is left in the pod cgroup (containers, their execs)."""
+        if sandbox.pid > 0 and procs.alive(sandbox.pid, sandbox.pid_start_time):
+            return False
+        try:
+            return bool(sandbox.cgroup) and not self.cgroups.pids(sandbox.cgroup)
+        except OSError:
+            return False
 
     # --- StopPodSandbox / RemovePodSandbox ---------------------------------------------------------
 
