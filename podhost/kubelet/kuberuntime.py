@@ -163,7 +163,7 @@ class PodRuntime:
         hook = lifecycle.call_hook(
             self.pod, spec.post_start, self.cri, container_id, spec, None, self.terminating
         )
-        if not hook.message:  # succeeded, or the pod is being deleted (its kill ends the hook)
+        if not hook.message or self.terminating.is_set():  # or the pod is being deleted: its kill ends all
             return "", ""
         log.warning("pod %s: container %s: %s", self.key, spec.name, hook.message)
         self.event(WARNING, lifecycle.FAILED_POST_START_HOOK, "PostStartHook failed", spec.name)

@@ -233,6 +233,7 @@ class PodWorker:
     def _terminate(self, obs: Observation) -> None:
         """Deletion: stop the containers with the grace period, then remove every sandbox and file."""
         self.runtime.kill_containers(obs.live(), "the pod is being deleted")
+        self._publish(self._observe(), time.time())  # their exits (137: killed at the grace period)
         for sb in obs.sandboxes:
             self.runtime.stop_pod_sandboxes([sb])
             self.ctx.cri.remove_pod_sandbox(sb.id)

@@ -220,7 +220,11 @@ def test_probes_volumes_and_services_parse() -> None:
     ("spec", "message"),
     [
         (
-            {"containers": [{"name": "a", "image": "i", "lifecycle": {"preStop": {"tcpSocket": {"port": 1}}}}]},
+            {
+                "containers": [
+                    {"name": "a", "image": "i", "lifecycle": {"preStop": {"tcpSocket": {"port": 1}}}}
+                ]
+            },
             r"lifecycle.preStop.tcpSocket: not supported on this node",
         ),
         (
