@@ -188,6 +188,22 @@ def test_pre_stop_runs_before_sigterm_and_a_container_ignoring_it_dies_at_the_gr
     assert ("Killing", "Stopping container main (the pod is being deleted)") in events(kube, "stubborn")
 
 
+def test_kubectl_delete_grace_period_overrides_the_pods(kube: Kube, life: KubeletInstance) -> None:
+    """`kubectl delete --grace-period=3` (DeleteOptions.gracePeriodSeconds) replaces the pod's 60 s: the
+    container that ignores SIGTERM is killed after 3 s, not 60."""
+    shared = shared_dir(life)
+    apply(kube, pod_yaml("patient", STUBBORN, shared, grace=60))
+    wait_for("patient Ready", lambda: is_ready(life.pod("patient")), timeout=60)
+    deleted = time.monotonic()
+    kube("delete", "pod", "patient", "--grace-period=3", "--wait=false")
+    pod = life.pod("patient")
+    assert pod["metadata"]["deletionGracePeriodSeconds"] == 3
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 60
+    wait_for("patient gone", lambda: "patient" not in pod_names(life), timeout=45)
+    assert time.monotonic() - deleted >= 3
+    assert lines(shared / "patient") == ["started"]
+
+
 def test_a_sleep_pre_stop_holds_sigterm_and_http_hooks_reach_their_host(
     kube: Kube, life: KubeletInstance
 ) -> None:
