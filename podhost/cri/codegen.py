@@ -22,9 +22,15 @@ CRI_DIR = Path(__file__).resolve().parent
 PACKAGE_ROOT = CRI_DIR.parent.parent  # the directory holding the `podhost` package
 PROTOS = ("api", "admin")
 #: Protos of other packages, compiled the same way (paths relative to PACKAGE_ROOT): NRI's messages,
-#: gnostic's OpenAPI v2 document (what older kubectl fetches as /openapi/v2).
-OTHER_PROTOS = ("podhost/runtime/nri/api.proto", "podhost/apiserver/openapiv2.proto")
-#: Of those, the ones with messages only (NRI travels over ttrpc, not gRPC): no _grpc module.
+#: gnostic's OpenAPI v2 document (what older kubectl fetches as /openapi/v2), gRPC's health checking
+#: protocol (what a grpc probe calls).
+OTHER_PROTOS = (
+    "podhost/runtime/nri/api.proto",
+    "podhost/apiserver/openapiv2.proto",
+    "podhost/kubelet/health.proto",
+)
+#: Of those, the ones with messages only (NRI travels over ttrpc, not gRPC; the health check is one generic
+#: call): no _grpc module.
 MESSAGE_ONLY = OTHER_PROTOS
 
 

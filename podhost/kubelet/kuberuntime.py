@@ -3,7 +3,8 @@
 `PodRuntime` carries out what the pod worker decided (pod_actions) and nothing else: RunPodSandbox with
 its config (kuberuntime_sandbox.go), startContainer's two halves (kuberuntime_container.go: the images and
 CreateContainer, then StartContainer; a container that cannot start is removed, so the retry makes a new
-attempt), killing containers in parallel with a grace period, stopping and removing sandboxes. A failure
+attempt; then the postStart hook), killing containers (killContainer: the preStop hook, then StopContainer
+with the grace period left; lifecycle.py) in parallel, stopping and removing sandboxes. A failure
 comes back in the words of the container's status ("ErrImagePull", "CreateContainerError", ...); what it
 means for the next try is the worker's retry timer. Every event names the pod (and the container).
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 from podhost.cri import api_pb2 as pb
 from podhost.cri.client import CRIClient
 from podhost.errors import NotFound, PodhostError
-from podhost.kubelet import images, volumes
+from podhost.kubelet import images, lifecycle, volumes
 from podhost.kubelet.backoff import DEFAULT_BASE, image_pull_backoff
 from podhost.kubelet.events import NORMAL, WARNING
 from podhost.kubelet.images import Event
@@ -36,6 +37,7 @@ from podhost.kubelet.podspec import (
 log = logging.getLogger(__name__)
 
 ERR_IMAGE_PULL = "ErrImagePull"
+POST_START_HOOK_ERROR = lifecycle.POST_START_HOOK_ERROR
 
 
 class PodRuntime:
@@ -54,6 +56,7 @@ class PodRuntime:
         self.log_directory, self.volume_directory = log_directory, volume_directory
         self.pod_cgroup_parent = pod_cgroup_parent
         self.key = f"{pod.namespace}/{pod.name}"
+        self.terminating = threading.Event()  # set on deletion: a postStart hook is no longer waited for
 
     # --- the sandbox -----------------------------------------------------------------------------------
 
@@ -144,26 +147,61 @@ class PodRuntime:
         _, until, wait = images.pull_backoff(self.pod, spec, self.pulls, now)
         return until - wait / 2 if wait else now
 
-    def start_container(self, spec: ContainerSpec, container_id: str) -> str:
-        """StartContainer; "" once started, else RunContainerError's message (the container is removed)."""
+    def start_container(self, spec: ContainerSpec, container_id: str) -> tuple[str, str]:
+        """StartContainer, then the postStart hook (lifecycle.py): ("", "") once both ran, else (reason,
+        message): RunContainerError (the container is removed, for a new attempt) or PostStartHookError
+        (the container is killed; its exit restarts it per the restart policy)."""
         try:
             self.cri.start_container(container_id)
         except PodhostError as e:
             with contextlib.suppress(PodhostError):  # a new attempt replaces it at the retry
                 self.cri.remove_container(container_id)
-            return f"Error: failed to start container: {e}"
+            return "RunContainerError", f"Error: failed to start container: {e}"
         self.event(NORMAL, "Started", f"Started container {spec.name}", spec.name)
-        return ""
+        if spec.post_start is None:
+            return "", ""
+        hook = lifecycle.call_hook(
+            self.pod, spec.post_start, self.cri, container_id, spec, None, self.terminating
+        )
+        if not hook.message or self.terminating.is_set():  # or the pod is being deleted: its kill ends all
+            return "", ""
+        log.warning("pod %s: container %s: %s", self.key, spec.name, hook.message)
+        self.event(WARNING, lifecycle.FAILED_POST_START_HOOK, "PostStartHook failed", spec.name)
+        self.kill_container(container_id, spec.name, lifecycle.FAILED_POST_START_HOOK)
+        return POST_START_HOOK_ERROR, hook.message
 
-    def stop_container(self, container_id: str, grace: int | None = None) -> None:
-        """StopContainer with `grace` seconds (the pod's terminationGracePeriodSeconds unless given)."""
+    def _spec(self, name: str) -> ContainerSpec | None:
+        return next((c for c in [*self.pod.init_containers, *self.pod.containers] if c.name == name), None)
+
+    def stop_container(self, container_id: str, grace: int | None = None, name: str = "") -> None:
+        """killContainer's second half: the preStop hook of container `name` when it has one and `grace`
+        (the pod's terminationGracePeriodSeconds unless given) is not 0, its time counted against the
+        grace; then StopContainer with what is left (lifecycle.stop_timeout)."""
         grace = self.pod.termination_grace_period_seconds if grace is None else grace
+        spec, hook_seconds = self._spec(name), 0.0
+        if lifecycle.runs_pre_stop(spec, grace):
+            assert spec is not None and spec.pre_stop is not None
+            hook = lifecycle.call_hook(
+                self.pod, spec.pre_stop, self.cri, container_id, spec, grace, threading.Event()
+            )
+            hook_seconds = hook.seconds
+            if not hook.finished:
+                log.info("pod %s: container %s: preStop hook not completed in grace period", self.key, name)
+            elif hook.message:
+                log.warning("pod %s: container %s: %s", self.key, name, hook.message)
+                self.event(WARNING, lifecycle.FAILED_PRE_STOP_HOOK, "PreStopHook failed", name)
         try:
-            self.cri.stop_container(container_id, grace)
+            self.cri.stop_container(container_id, lifecycle.stop_timeout(grace, hook_seconds))
         except NotFound:
             pass
         except PodhostError as e:
             log.warning("pod %s: stopping container %s: %s", self.key, container_id[:13], e)
+
+    def kill_container(self, container_id: str, name: str, message: str, probe: str = "") -> None:
+        """killContainer: the Killing event, then `stop_container` with the kill's grace period (a failed
+        liveness or startup probe's own, when it has one: lifecycle.kill_grace)."""
+        self.event(NORMAL, "Killing", message, name)
+        self.stop_container(container_id, lifecycle.kill_grace(self.pod, self._spec(name), probe), name)
 
     def kill_containers(self, containers: list[pb.Container], why: str, grace: int | None = None) -> bool:
         """Stop the containers in parallel, each with `grace` seconds (the pod's
@@ -171,8 +209,11 @@ class PodRuntime:
         grace = self.pod.termination_grace_period_seconds if grace is None else grace
         threads = []
         for c in containers:
-            self.event(NORMAL, "Killing", f"Stopping container {c.metadata.name} ({why})", c.metadata.name)
-            threads.append(threading.Thread(target=self.stop_container, args=(c.id, grace), daemon=True))
+            name = c.metadata.name
+            self.event(NORMAL, "Killing", f"Stopping container {name} ({why})", name)
+            threads.append(
+                threading.Thread(target=self.stop_container, args=(c.id, grace, name), daemon=True)
+            )
             threads[-1].start()
         for t in threads:
             t.join()

@@ -454,6 +454,7 @@ class PodManager:
             meta["managedFields"] = managed  # the API server's, stored with the manifest
         if e.deletion_requested:
             meta["deletionTimestamp"] = st.rfc3339(e.deletion_requested)
+            meta["deletionGracePeriodSeconds"] = e.pod.termination_grace_period_seconds  # the deletion's
         if e.source != API_SOURCE:
             meta.setdefault("annotations", {})["kubernetes.io/config.source"] = "file"
         doc = status.to_dict(self.ctx.runtime_name)

@@ -62,21 +62,38 @@ class Resources:
 
 
 @dataclass
-class Probe:
-    """One probe (core/v1 Probe): exactly one handler, with the API's defaults for timing."""
+class Action:
+    """What a probe or a lifecycle hook does (core/v1 ProbeHandler, LifecycleHandler): exactly one handler.
+    Probes and hooks share these fields, and one runner (probes.py) for each kind of action."""
 
-    handler: str  # "exec", "httpGet" or "tcpSocket"
+    handler: str  # "exec", "httpGet", "tcpSocket" or "grpc" (probes); "exec", "httpGet" or "sleep" (hooks)
     command: list[str] = field(default_factory=list)  # exec
-    port: int | str = 0  # httpGet, tcpSocket: a number or a container port name
-    host: str = ""  # httpGet, tcpSocket: default the pod IP
+    port: int | str = 0  # httpGet, tcpSocket, grpc: a number (or, but for grpc, a container port's name)
+    host: str = ""  # httpGet, tcpSocket: default the pod IP (grpc has none: always the pod IP)
     path: str = "/"  # httpGet
     scheme: str = "HTTP"  # httpGet
     http_headers: list[tuple[str, str]] = field(default_factory=list)
+    service: str = ""  # grpc: the service name sent in grpc.health.v1.HealthCheckRequest
+
+
+@dataclass
+class Probe(Action):
+    """One probe (core/v1 Probe), with the API's defaults for timing."""
+
     initial_delay_seconds: int = 0
     period_seconds: int = 10
     timeout_seconds: int = 1
     success_threshold: int = 1
     failure_threshold: int = 3
+    #: liveness and startup probes: the grace period of the kill their failure causes (else the pod's)
+    termination_grace_period_seconds: int | None = None
+
+
+@dataclass
+class LifecycleHandler(Action):
+    """A postStart or preStop hook (core/v1 LifecycleHandler): exec, httpGet or sleep."""
+
+    seconds: int = 0  # sleep
 
 
 @dataclass
@@ -124,6 +141,8 @@ class ContainerSpec:
     liveness_probe: Probe | None = None
     readiness_probe: Probe | None = None
     startup_probe: Probe | None = None
+    post_start: LifecycleHandler | None = None  # lifecycle.postStart
+    pre_stop: LifecycleHandler | None = None  # lifecycle.preStop
 
 
 #: Where a Pod with `hostUsers: false` keeps the first host id of its user namespace (podhost's own key).
@@ -193,7 +212,7 @@ _SUPPORTED: dict[str, str] = {
     "PodSpec": "containers initContainers restartPolicy shareProcessNamespace hostNetwork hostUsers hostname "
     "dnsPolicy dnsConfig volumes terminationGracePeriodSeconds securityContext",
     "Container": "name image command args workingDir stdin stdinOnce tty env ports resources securityContext "
-    "volumeMounts livenessProbe readinessProbe startupProbe",
+    "volumeMounts livenessProbe readinessProbe startupProbe lifecycle",
     "EnvVar": "name value",
     "ContainerPort": "containerPort hostPort protocol name hostIP",
     "ResourceRequirements": "limits requests",
@@ -201,8 +220,12 @@ _SUPPORTED: dict[str, str] = {
     "capabilities",
     "Capabilities": "add drop",
     "VolumeMount": "name mountPath readOnly subPath",
-    "Probe": "exec httpGet tcpSocket initialDelaySeconds periodSeconds timeoutSeconds successThreshold "
-    "failureThreshold",
+    "Probe": "exec httpGet tcpSocket grpc initialDelaySeconds periodSeconds timeoutSeconds successThreshold "
+    "failureThreshold terminationGracePeriodSeconds",
+    "GRPCAction": "port service",
+    "Lifecycle": "postStart preStop",  # stopSignal: not yet
+    "LifecycleHandler": "exec httpGet sleep",  # tcpSocket: the kubelet accepts it and fails it at run time
+    "SleepAction": "seconds",
     "ExecAction": "command",
     "HTTPGetAction": "port host path scheme httpHeaders",
     "HTTPHeader": "name value",
@@ -368,10 +391,16 @@ def _container(r: _Reader, names: set[str]) -> ContainerSpec:
     ):
         if r.get(key) is not None:
             setattr(c, attr, _probe(r.child(key), single_success=key != "readinessProbe"))
+    hooks = r.child("lifecycle")
+    if hooks.get("postStart") is not None:
+        c.post_start = _hook(hooks.child("postStart"))
+    if hooks.get("preStop") is not None:
+        c.pre_stop = _hook(hooks.child("preStop"))
     return c
 
 
-_PROBE_HANDLERS = ("exec", "httpGet", "tcpSocket")
+_PROBE_HANDLERS = ("exec", "httpGet", "tcpSocket", "grpc")
+_HOOK_HANDLERS = ("exec", "httpGet", "sleep")
 
 
 def _port(value: Any, path: str) -> int | str:
@@ -407,25 +436,70 @@ def _probe(r: _Reader, single_success: bool) -> Probe:
             timing[attr] = value
     handlers = [h for h in _PROBE_HANDLERS if r.data.get(h) is not None]
     if len(handlers) != 1:
-        raise ManifestError(f"{r.path}: exactly one of exec, httpGet, tcpSocket is required")
+        raise ManifestError(f"{r.path}: exactly one of exec, httpGet, tcpSocket, grpc is required")
     probe = Probe(handler=handlers[0], **timing)  # type: ignore[arg-type]
-    h = r.child(probe.handler)
-    if probe.handler == "exec":
-        probe.command = h.get("command", [])
-        if not probe.command:
-            raise ManifestError(f"{h.path}.command: Required value")
-    else:
-        probe.port = _port(h.get("port"), f"{h.path}.port")
-        probe.host = h.get("host", "")
-    if probe.handler == "httpGet":
-        probe.path = h.get("path", "/") or "/"
-        probe.scheme = h.get("scheme", "HTTP")
-        if probe.scheme != "HTTP":
-            raise ManifestError(f"{h.path}.scheme: only HTTP is supported by podhost")
-        probe.http_headers = [(hr.get("name"), hr.get("value", "")) for hr in h.children("httpHeaders")]
+    _action(r.child(probe.handler), probe)
     if single_success and probe.success_threshold != 1:
         raise ManifestError(f"{r.path}.successThreshold: must be 1 for liveness and startup probes")
+    grace = r.get("terminationGracePeriodSeconds")
+    if grace is not None:
+        where = f"{r.path}.terminationGracePeriodSeconds"
+        if not single_success:  # the kube-apiserver's words (validateContainers)
+            raise ManifestError(f"{where}: Invalid value: {grace}: must not be set for readinessProbes")
+        if grace <= 0:
+            raise ManifestError(f"{where}: Invalid value: {grace}: must be greater than 0")
+        probe.termination_grace_period_seconds = grace
     return probe
+
+
+def _action(h: _Reader, action: Action) -> None:
+    """The fields of one handler (`action.handler` names it) of a probe or a hook."""
+    if action.handler == "exec":
+        action.command = h.get("command", [])
+        if not action.command:
+            raise ManifestError(f"{h.path}.command: Required value")
+    elif action.handler == "grpc":
+        port = h.get("port")
+        if not 0 < port < 65536:  # an int32 by the schema: no port names here
+            raise ManifestError(f"{h.path}.port: must be between 1 and 65535")
+        action.port, action.service = port, h.get("service", "")
+    elif action.handler in ("httpGet", "tcpSocket"):
+        action.port = _port(h.get("port"), f"{h.path}.port")
+        action.host = h.get("host", "")
+    if action.handler == "httpGet":
+        action.path = h.get("path", "/") or "/"
+        action.scheme = h.get("scheme", "HTTP")
+        if action.scheme != "HTTP":
+            raise ManifestError(f"{h.path}.scheme: only HTTP is supported by podhost")
+        action.http_headers = [(hr.get("name"), hr.get("value", "")) for hr in h.children("httpHeaders")]
+
+
+def _hook(r: _Reader) -> LifecycleHandler:
+    """lifecycle.postStart or lifecycle.preStop: one handler (the kube-apiserver's validateHandler)."""
+    handlers = [h for h in _HOOK_HANDLERS if r.data.get(h) is not None]
+    if not handlers:
+        raise ManifestError(f"{r.path}: Required value: must specify a handler type")
+    if len(handlers) > 1:
+        raise ManifestError(f"{r.path}.{handlers[1]}: Forbidden: may not specify more than 1 handler type")
+    hook = LifecycleHandler(handler=handlers[0])
+    if hook.handler == "sleep":
+        hook.seconds = r.child("sleep").get("seconds", required=True)
+    else:
+        _action(r.child(hook.handler), hook)
+    return hook
+
+
+def _check_sleep_hooks(pod: Pod) -> None:
+    """A sleep hook lasts no longer than the grace period (validateSleepAction, with 1.34's zero allowed)."""
+    grace = pod.termination_grace_period_seconds
+    for kind, group in (("initContainers", pod.init_containers), ("containers", pod.containers)):
+        for i, c in enumerate(group):
+            for key, hook in (("postStart", c.post_start), ("preStop", c.pre_stop)):
+                if hook is not None and hook.handler == "sleep" and not 0 <= hook.seconds <= grace:
+                    raise ManifestError(
+                        f"spec.{kind}[{i}].lifecycle.{key}.sleep: Invalid value: {hook.seconds}: must be "
+                        f"non-negative and less than terminationGracePeriodSeconds ({grace})"
+                    )
 
 
 _PULL_POLICIES = ("", "Always", "IfNotPresent", "Never")
@@ -530,6 +604,7 @@ def parse_pod(doc: dict[str, Any]) -> Pod:
                         "volumes only"
                     )
     pod.termination_grace_period_seconds = spec.get("terminationGracePeriodSeconds", 30)
+    _check_sleep_hooks(pod)
     psc = spec.child("securityContext")
     pod.run_as_user, pod.run_as_group = psc.get("runAsUser"), psc.get("runAsGroup")
     pod.fs_group = psc.get("fsGroup")

@@ -53,6 +53,7 @@ class ContainerToKill:
     container_id: str
     name: str
     message: str  # the Killing event's words: "Container web failed liveness probe, will be restarted"
+    probe: str = ""  # the probe kind that failed it (its terminationGracePeriodSeconds may apply)
 
 
 CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"
@@ -150,7 +151,7 @@ def compute_pod_actions(
             probe = (unhealthy or {}).get(latest[0].id)
             if probe is not None:
                 message = f"Container {spec.name} failed {probe} probe, will be restarted"
-                actions.containers_to_kill.append(ContainerToKill(latest[0].id, spec.name, message))
+                actions.containers_to_kill.append(ContainerToKill(latest[0].id, spec.name, message, probe))
             continue
         elif latest[1].state == pb.CONTAINER_EXITED and should_restart(
             pod.restart_policy, latest[1].exit_code

@@ -1,10 +1,12 @@
-"""Container probes: running one (exec, httpGet, tcpSocket), turning results into verdicts, scheduling.
+"""Container probes: running one (exec, httpGet, tcpSocket, grpc), turning results into verdicts, scheduling.
 
 `ProbeTracker` is the pure part: the kubelet's thresholds (a verdict flips after `failureThreshold`
 failures or `successThreshold` successes in a row), its initial verdicts (liveness starts "alive",
 readiness and startup start "not yet"), and when the next run is due. `run_probe` does the I/O: an exec
 probe is CRI ExecSync with the probe's timeout (the runtime kills the command when it runs over, and
-reaps it), httpGet and tcpSocket connect from the node to the pod's IP, as the kubelet does.
+reaps it), httpGet, tcpSocket and grpc (grpc.health.v1 Health/Check, health.proto) connect from the node
+to the pod's IP, as the kubelet does. Each kind of action has one runner here (`exec_action`,
+`http_get`, `tcp_socket`, `grpc_check`), which the lifecycle hooks (lifecycle.py) use as well.
 
 `ProberManager` is one pod's prober (the kubelet's prober.Manager, pkg/kubelet/prober/prober_manager.go):
 it keeps a tracker per probe of each running container, runs the due probes on the shared pool, and
@@ -22,9 +24,12 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+import grpc
+
 from podhost.cri.client import CRIClient
 from podhost.errors import DeadlineExceeded, PodhostError
-from podhost.kubelet.manifest import ContainerSpec, Probe
+from podhost.kubelet import health_pb2
+from podhost.kubelet.manifest import Action, ContainerSpec, Probe
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,11 @@ READINESS = "readiness"
 STARTUP = "startup"
 #: Bytes of a failed probe's output kept for its event message.
 MESSAGE_BYTES = 200
+#: The User-Agent of probes and of httpGet hooks (the kubelet's kube-probe/<major>.<minor>, and
+#: "kube-lifecycle/..." for hooks: NewRequestForHTTPGetAction's userAgentFragment).
+USER_AGENT_PROBE = "kube-probe/1.36"
+USER_AGENT_LIFECYCLE = "kube-lifecycle/1.36"
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 
 @dataclass
@@ -75,7 +85,7 @@ class ProbeTracker:
 
 
 def resolve_port(port: int | str, container: ContainerSpec) -> int:
-    """A probe's port: a number, or the name of one of the container's ports."""
+    """A probe's or hook's port: a number, or the name of one of the container's ports."""
     if isinstance(port, int):
         return port
     for p in container.ports:
@@ -90,50 +100,111 @@ def _clip(data: bytes | str) -> str:
     return text if len(text) <= MESSAGE_BYTES else text[:MESSAGE_BYTES] + "..."
 
 
+# --- the actions: one implementation each, for probes and lifecycle hooks alike ----------------------------
+
+
+def exec_action(cri: CRIClient, container_id: str, command: list[str], timeout: int) -> tuple[bool, str]:
+    """CRI ExecSync of `command` (`timeout` 0: as long as it runs); success is exit code 0."""
+    try:
+        r = cri.exec_sync(container_id, command, timeout)
+    except DeadlineExceeded:
+        return False, f"command {command!r} timed out after {timeout}s"
+    except PodhostError as e:
+        return False, f"exec {command!r}: {e}"
+    if r.exit_code == 0:
+        return True, ""
+    output = _clip(r.stdout + r.stderr)
+    return False, f"command {command!r} exited with {r.exit_code}" + (f": {output}" if output else "")
+
+
+def target(action: Action, container: ContainerSpec, pod_ip: str) -> tuple[str, int]:
+    """Where a network action connects: (host, port); the pod's IP unless the action names a host
+    (grpc never does). Raises ValueError when there is nowhere to connect."""
+    port = resolve_port(action.port, container)
+    host = action.host if action.handler != "grpc" and action.host else pod_ip
+    if not host:
+        raise ValueError("the pod has no IP yet")
+    return host, port
+
+
+def http_get(action: Action, host: str, port: int, timeout: float, user_agent: str) -> tuple[int, str]:
+    """GET http://host:port/path with the action's headers: (status code, the body's start), or (0, what
+    failed) when no response came."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", action.path, headers={"User-Agent": user_agent, **dict(action.http_headers)})
+        resp = conn.getresponse()
+        return resp.status, _clip(resp.read(MESSAGE_BYTES))
+    except (OSError, http.client.HTTPException) as e:
+        return 0, f'Get "http://{host}:{port}{action.path}": {e}'
+    finally:
+        conn.close()
+
+
+def tcp_socket(host: str, port: int, timeout: float) -> tuple[bool, str]:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True, ""
+    except OSError as e:
+        return False, f"dial tcp {host}:{port}: {e.strerror or e}"
+
+
+def grpc_check(host: str, port: int, service: str, timeout: float) -> tuple[bool, str]:
+    """grpc.health.v1.Health/Check, in plain text (a probe carries no credentials), as the kubelet's gRPC
+    prober (pkg/probe/grpc) calls it; success is SERVING. The failures read as the kubelet words them."""
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    # Straight to the pod: never through a proxy the daemon's environment may name.
+    options = [("grpc.primary_user_agent", USER_AGENT_PROBE), ("grpc.enable_http_proxy", 0)]
+    with grpc.insecure_channel(address, options=options) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            return False, f"timeout: failed to connect service {address!r} within {timeout:g}s"
+        check = channel.unary_unary(
+            HEALTH_CHECK,
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
+        try:
+            resp = check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.RpcError as e:
+            code = e.code() if isinstance(e, grpc.Call) else None
+            details = e.details() if isinstance(e, grpc.Call) else str(e)
+            if code == grpc.StatusCode.UNIMPLEMENTED:
+                return False, (
+                    "this server does not implement the grpc health protocol (grpc.health.v1.Health): "
+                    f"{details}"
+                )
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return False, f"timeout: health rpc did not complete within {timeout:g}s"
+            return False, f"error: health rpc probe failed: {code.name if code else ''} {details}".strip()
+    if resp.status != health_pb2.HealthCheckResponse.SERVING:
+        name = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+        return False, f'service unhealthy (responded with "{name}")'
+    return True, ""
+
+
 def run_probe(
     probe: Probe, cri: CRIClient, container_id: str, container: ContainerSpec, pod_ip: str
 ) -> tuple[bool, str]:
     """Run `probe` once: (success, what failed)."""
+    timeout = probe.timeout_seconds
     if probe.handler == "exec":
-        try:
-            r = cri.exec_sync(container_id, probe.command, probe.timeout_seconds)
-        except DeadlineExceeded:
-            return False, f"command {probe.command!r} timed out after {probe.timeout_seconds}s"
-        except PodhostError as e:
-            return False, f"exec {probe.command!r}: {e}"
-        if r.exit_code == 0:
-            return True, ""
-        output = _clip(r.stdout + r.stderr)
-        return False, f"command {probe.command!r} exited with {r.exit_code}" + (
-            f": {output}" if output else ""
-        )
+        return exec_action(cri, container_id, probe.command, timeout)
     try:
-        port = resolve_port(probe.port, container)
+        host, port = target(probe, container, pod_ip)
     except ValueError as e:
         return False, str(e)
-    host = probe.host or pod_ip
-    if not host:
-        return False, "the pod has no IP yet"
     if probe.handler == "tcpSocket":
-        try:
-            with socket.create_connection((host, port), timeout=probe.timeout_seconds):
-                return True, ""
-        except OSError as e:
-            return False, f"dial tcp {host}:{port}: {e.strerror or e}"
-    conn = http.client.HTTPConnection(host, port, timeout=probe.timeout_seconds)
-    try:
-        conn.request(
-            "GET", probe.path, headers={"User-Agent": "kube-probe/podhost", **dict(probe.http_headers)}
-        )
-        resp = conn.getresponse()
-        body = resp.read(MESSAGE_BYTES)
-    except (OSError, http.client.HTTPException) as e:
-        return False, f'Get "http://{host}:{port}{probe.path}": {e}'
-    finally:
-        conn.close()
-    if 200 <= resp.status < 400:
+        return tcp_socket(host, port, timeout)
+    if probe.handler == "grpc":
+        return grpc_check(host, port, probe.service, timeout)
+    status, text = http_get(probe, host, port, timeout, USER_AGENT_PROBE)
+    if not status:
+        return False, text
+    if 200 <= status < 400:
         return True, ""
-    return False, f"HTTP probe failed with statuscode: {resp.status} {_clip(body)}".rstrip()
+    return False, f"HTTP probe failed with statuscode: {status} {text}".rstrip()
 
 
 #: A running container to probe: its spec, its id, when it started (seconds).

@@ -32,7 +32,7 @@ from podhost.kubelet import container_gc
 from podhost.kubelet import status as st
 from podhost.kubelet.backoff import RETRY_BASE, SANDBOX, CrashLoopBackOff, retry_backoff
 from podhost.kubelet.events import NORMAL, WARNING, EventRecorder
-from podhost.kubelet.kuberuntime import ERR_IMAGE_PULL, PodRuntime
+from podhost.kubelet.kuberuntime import ERR_IMAGE_PULL, POST_START_HOOK_ERROR, PodRuntime
 from podhost.kubelet.manifest import ContainerSpec, Pod
 from podhost.kubelet.observation import Observation, Observer, seconds
 from podhost.kubelet.pod_actions import ContainerToStart, PodActions, compute_pod_actions
@@ -68,7 +68,6 @@ class PodWorker:
         self.retry = retry_backoff()  # failed RunPodSandbox (SANDBOX) and container starts (by name)
         self._wake = threading.Event()
         self._stopping = threading.Event()  # daemon shutdown: leave the pod as it is
-        self.deleting = False
         self.finished = threading.Event()  # set once a deleted pod is fully gone
         self.status = st.StatusManager(lambda: self.ctx.on_status())
         self.history: dict[str, st.ContainerHistory] = {}
@@ -99,7 +98,7 @@ class PodWorker:
 
     def delete(self) -> None:
         """Stop the pod's containers (with the grace period), remove its sandboxes, then end the worker."""
-        self.deleting = True
+        self.runtime.terminating.set()  # (a postStart hook in progress is no longer waited for)
         self._wake.set()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -139,7 +138,7 @@ class PodWorker:
         """SyncPod: observe, compute the pod actions, carry them out, publish the status."""
         now = time.time()
         obs = self._observe()
-        if self.deleting:
+        if self.runtime.terminating.is_set():  # deleted
             self._terminate(obs)
             return
         actions = self._compute(obs, now)
@@ -234,6 +233,7 @@ class PodWorker:
     def _terminate(self, obs: Observation) -> None:
         """Deletion: stop the containers with the grace period, then remove every sandbox and file."""
         self.runtime.kill_containers(obs.live(), "the pod is being deleted")
+        self._publish(self._observe(), time.time())  # their exits (137: killed at the grace period)
         for sb in obs.sandboxes:
             self.runtime.stop_pod_sandboxes([sb])
             self.ctx.cri.remove_pod_sandbox(sb.id)
@@ -247,10 +247,9 @@ class PodWorker:
 
     def _run_containers(self, actions: PodActions, sandbox: pb.PodSandbox, now: float) -> None:
         """Carry out the container actions: kills (failed probes), back-offs, then starts in order."""
-        for kill in actions.containers_to_kill:
-            self._event(NORMAL, "Killing", kill.message, kill.name)
+        for kill in actions.containers_to_kill:  # with its preStop hook and grace period
             self.prober.forget(kill.container_id)
-            self.runtime.stop_container(kill.container_id)
+            self.runtime.kill_container(kill.container_id, kill.name, kill.message, kill.probe)
             self._acted = True
         for name, started, finished in actions.exits:
             self.backoff.restart_at(name, started, finished)
@@ -275,8 +274,9 @@ class PodWorker:
                 return
             mem.attempt += 1
         self._acted = True
-        if message := self.runtime.start_container(spec, container_id):
-            self._failed(spec, "RunContainerError", message, time.time())
+        reason, message = self.runtime.start_container(spec, container_id)  # then postStart
+        if reason:
+            self._failed(spec, reason, message, time.time())
             return
         mem.wait("", "")
         self.retry.forget(spec.name)
@@ -285,7 +285,7 @@ class PodWorker:
         self._mem(spec.name).wait(reason, message)
         if reason == ERR_IMAGE_PULL:  # its image's back-off holds the retry: a later sync tells it
             self._wakeups.append(self.runtime.pull_back_off_at(spec, now))
-        else:
+        elif reason != POST_START_HOOK_ERROR:  # (that container was killed: its exit restarts it)
             self._wakeups.append(self.retry.step(spec.name, now))
             retrying = f"{message} (retrying in {self.retry.wait(spec.name):.0f}s)"
             self._event(WARNING, "Failed", retrying, spec.name)

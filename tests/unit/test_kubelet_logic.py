@@ -220,8 +220,12 @@ def test_probes_volumes_and_services_parse() -> None:
     ("spec", "message"),
     [
         (
-            {"containers": [{"name": "a", "image": "i", "livenessProbe": {"grpc": {"port": 1}}}]},
-            r"livenessProbe.grpc: not supported on this node",
+            {
+                "containers": [
+                    {"name": "a", "image": "i", "lifecycle": {"preStop": {"tcpSocket": {"port": 1}}}}
+                ]
+            },
+            r"lifecycle.preStop.tcpSocket: not supported on this node",
         ),
         (
             {
