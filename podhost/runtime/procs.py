@@ -79,6 +79,18 @@ def state(pid: int) -> str:
     return fields[0].decode() if fields else ""
 
 
+def pid_namespace_init(pid: int) -> bool:
+    """Whether `pid` is PID 1 of a PID namespace below ours (its `NSpid` ends in 1): killing it makes the
+    kernel kill every process in that namespace."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            line = next((ln for ln in f if ln.startswith(b"NSpid:")), b"")
+    except OSError:
+        return False
+    ids = line.split()[1:]
+    return len(ids) > 1 and ids[-1] == b"1"
+
+
 def alive(pid: int, started: int) -> bool:
     """True while the process `pid` that started at `started` runs (zombies count as gone)."""
     return pid > 0 and start_time(pid) == started and state(pid) not in ("", "Z", "X")

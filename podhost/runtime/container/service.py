@@ -578,18 +578,20 @@ class ContainerService(RecordLookup[Container, ContainerStage]):
         )
 
     def _signal(self, runtime: ocirt.OciRuntime, container: Container, sig: int, all_processes: bool) -> None:
-        """SIGKILL to all its processes: one write to the container cgroup's cgroup.kill; a signal to its
-        init process: a pidfd of the recorded PID (never a reused one). Either saves a runtime exec (a
-        `runc kill` costs 5-10 ms); the runtime's kill remains for what those cannot do."""
-        if (
-            all_processes
-            and sig == signal.SIGKILL
-            and container.cgroup
-            and self.cgroups.kill(container.cgroup)
-        ):
-            return
-        if not all_processes and container.state == ContainerState.CONTAINER_RUNNING and container.pid > 0:
-            procs.kill(procs.Proc(container.pid, container.pid_start_time), sig)
+        """SIGKILL to all its processes: one write to the container cgroup's cgroup.kill (cgroup v2), or,
+        for a container that is PID 1 of its own PID namespace, SIGKILL to that init (the kernel kills the
+        rest); a signal to its init process alone: a pidfd of the recorded PID (never a reused one). Each
+        saves a runtime exec (a `runc kill` costs 5-10 ms); the runtime's kill remains for the rest (a
+        process in the pod's or the node's PID namespace, cgroup v1)."""
+        init = procs.Proc(container.pid, container.pid_start_time)
+        if all_processes and sig == signal.SIGKILL:
+            if container.cgroup and self.cgroups.kill(container.cgroup):
+                return
+            if init.pid > 0 and procs.pid_namespace_init(init.pid):
+                procs.kill(init, sig)
+                return
+        if not all_processes and container.state == ContainerState.CONTAINER_RUNNING and init.pid > 0:
+            procs.kill(init, sig)
             return
         try:
             runtime.kill(container.id, sig, all_processes)
