@@ -204,13 +204,20 @@ class StatusManager:
             return self._status
 
     def set_condition(self, type_: str, status: bool, reason: str, message: str, now: float) -> None:
+        """Set one condition; `on_status` hears of it when that changed the condition."""
         with self._lock:
+            old = self._status.conditions.get(type_)
             self._status.set_condition(type_, status, reason, message, now)
+            changed = old != self._status.conditions[type_]
+        if changed:
+            self._on_status()
 
     def clear_condition(self, type_: str) -> None:
         """Remove a condition that no longer applies (the resize conditions are there only while so)."""
         with self._lock:
-            self._status.conditions.pop(type_, None)
+            changed = self._status.conditions.pop(type_, None) is not None
+        if changed:
+            self._on_status()
 
     def not_ready_to_start(self, reason: str, message: str, now: float) -> None:
         """PodReadyToStartContainers=False: a sandbox is being made, or making it failed."""
