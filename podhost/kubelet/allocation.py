@@ -97,7 +97,9 @@ def actual_resources(allocated: Resources, linux: pb.LinuxContainerResources) ->
     lim: dict[str, str] = {}
     if cpu_request(allocated):
         wanted = cpu_request(allocated)
-        milli = wanted if linux.cpu_shares == cpu_shares(wanted) else linux.cpu_shares * 1000 // 1024
+        milli = (
+            wanted if linux.cpu_shares == cpu_shares(wanted) else -(-linux.cpu_shares * 1000 // 1024)
+        )  # ceil
         req["cpu"] = cpu_quantity(milli)
     if memory_request(allocated):
         req["memory"] = memory_quantity(memory_request(allocated))
