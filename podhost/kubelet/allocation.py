@@ -90,6 +90,21 @@ def requests(res: Resources) -> dict[str, str]:
     return out
 
 
+def resource_requirements(res: Resources) -> dict[str, dict[str, str]]:
+    """A container's requests and limits in the v1 shape (what the resize events show)."""
+    limits = {}
+    if res.cpu_limit_milli:
+        limits["cpu"] = cpu_quantity(res.cpu_limit_milli)
+    if res.memory_limit:
+        limits["memory"] = memory_quantity(res.memory_limit)
+    out: dict[str, dict[str, str]] = {}
+    if limits:
+        out["limits"] = limits
+    if wanted := requests(res):
+        out["requests"] = wanted
+    return out
+
+
 def actual_resources(allocated: Resources, linux: pb.LinuxContainerResources) -> dict[str, Any]:
     """`status.containerStatuses[].resources`: what the runtime reports for a running container, read
     back as the kubelet does, limited to what the allocation has."""

@@ -9,7 +9,8 @@ RestartContainer for a resource that changed, and is UpdateContainerResources ot
 `sync_resize` carries that out for the pod worker (kuberuntime_manager.go doPodResizeAction), and keeps the
 two conditions of 1.33+: PodResizePending (the spec asks for what is not allocated: reason Infeasible, and
 the kubelet's message) and PodResizeInProgress (allocated, not yet what runs; reason Error with the
-message when a resize could not be made). A memory limit below the container's current usage is not
+message when a resize could not be made), and tells the pod's events as the kubelet of 1.35+ does:
+ResizeStarted and ResizeCompleted ("Pod resize started: {"containers":[...]}"), ResizeInfeasible. A memory limit below the container's current usage is not
 applied (the kubelet's best-effort check of 1.34+, against the working set): the resize stays in progress
 with that error until the usage or the spec changes. After a resize that was made, UpdatePodSandboxResources
 tells the runtime the pod's new total (kuberuntime.update_pod_sandbox_resources).
@@ -20,12 +21,13 @@ with the spec's resources, not the allocation's.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 
 from podhost.cri import api_pb2 as pb
 from podhost.kubelet import allocation
-from podhost.kubelet.events import NORMAL
+from podhost.kubelet.events import NORMAL, WARNING
 from podhost.kubelet.kuberuntime import PodRuntime
 from podhost.kubelet.manifest import RESTART_CONTAINER, ContainerSpec, Pod, Resources
 from podhost.kubelet.observation import Observation
@@ -93,6 +95,16 @@ def pod_resources(allocated: Mapping[str, Resources]) -> pb.LinuxContainerResour
     return linux_resources(total)
 
 
+def resize_summary(pod: Pod, allocated: Mapping[str, Resources]) -> str:
+    """The containers' allocated resources as the resize events show them (JSON, Go's key order)."""
+    containers = [
+        {"name": c.name, "resources": allocation.resource_requirements(allocated[c.name])}
+        for c in pod.containers
+        if c.name in allocated
+    ]
+    return json.dumps({"containers": containers}, separators=(",", ":"))
+
+
 @dataclass
 class ResizeResult:
     restarts: list[ContainerToStart] = field(default_factory=list)  # stopped: the worker starts them anew
@@ -109,11 +121,18 @@ def sync_resize(
 ) -> ResizeResult:
     """Admit the spec's resources (the allocation, kept in `history`), resize what runs to them, and set
     the resize conditions."""
-    allocated = {n: h.allocated for n, h in history.items() if h.allocated is not None}
-    allocated, pending = allocation.admit_resize(pod, allocated, allocation.node_capacity())
+    before = {n: h.allocated for n, h in history.items() if h.allocated is not None}
+    allocated, pending = allocation.admit_resize(pod, before, allocation.node_capacity())
     for name, res in allocated.items():
         history.setdefault(name, ContainerHistory()).allocated = res
+    conditions = status.get().conditions
+    if before and allocated != {n: before.get(n) for n in allocated}:
+        runtime.event(NORMAL, "ResizeStarted", f"Pod resize started: {resize_summary(pod, allocated)}", "")
     if pending is not None:
+        told = conditions.get(allocation.POD_RESIZE_PENDING)
+        if told is None or told.message != pending.message:
+            said = f"Pod resize {pending.reason}: {pending.message}"
+            runtime.event(WARNING, f"Resize{pending.reason}", said, "")
         status.set_condition(allocation.POD_RESIZE_PENDING, True, pending.reason, pending.message, now)
     else:
         status.clear_condition(allocation.POD_RESIZE_PENDING)
@@ -139,14 +158,16 @@ def sync_resize(
             errors.append(error)
         else:
             resized = True
-            runtime.event(NORMAL, "ResizeCompleted", f"Container {name} resized in place", name)
     if resized and (sandbox := obs.ready_sandbox) is not None:
         runtime.update_pod_sandbox_resources(sandbox.id, pod_resources(allocated))
     if errors:
         status.set_condition(allocation.POD_RESIZE_IN_PROGRESS, True, "Error", "; ".join(errors), now)
     elif resizes:
         status.set_condition(allocation.POD_RESIZE_IN_PROGRESS, True, "", "", now)
-    else:
+    elif allocation.POD_RESIZE_IN_PROGRESS in conditions:
         status.clear_condition(allocation.POD_RESIZE_IN_PROGRESS)
+        runtime.event(
+            NORMAL, "ResizeCompleted", f"Pod resize completed: {resize_summary(pod, allocated)}", ""
+        )
     result.acted = resized or bool(result.restarts)
     return result

@@ -160,9 +160,12 @@ def test_kubectl_debug_with_a_target_shows_nginxs_processes_and_is_never_restart
     described = kube("describe", "pod", DEMO_POD).stdout
     section = described.split("Ephemeral Containers:", 1)
     assert len(section) == 2, described
-    for name in names:
-        assert f"  {name}:" in section[1], described
-    assert "Target Container Name:  nginx" in section[1] or "nginx" in section[1], described
+    blocks = re.split(r"^  (\S+):$", section[1].split("\nConditions:", 1)[0], flags=re.M)[1:]
+    described_as = dict(zip(blocks[::2], blocks[1::2], strict=True))
+    assert list(described_as) == names, described
+    for block in described_as.values():
+        assert re.search(r"State:\s+Terminated\n\s+Reason:\s+Completed", block), block
+        assert re.search(r"Restart Count:\s+0\n", block) and "Image:         busybox:1.28" in block, block
     # Never restarted: several syncs later (a PLEG relist each second) the same exited containers.
     relists = time.monotonic() + 3
     wait_for("three relists", lambda: time.monotonic() > relists)
@@ -293,6 +296,9 @@ def test_resize_changes_the_cgroup_without_a_restart(kube: StreamingKube) -> Non
     assert pending["message"] == wanted, pending
     assert _cgroup_limits(kube.inst, container_id) == ("20000 100000", 128 * 2**20)
     assert container(kube.inst.pod("resize-demo"), "c")["allocatedResources"]["cpu"] == "200m"
+    events = kube("get", "events", "--field-selector", "involvedObject.name=resize-demo").stdout
+    for reason in ("ResizeStarted", "ResizeCompleted", "ResizeInfeasible"):
+        assert reason in events, events
 
 
 def test_resize_restarts_a_container_whose_policy_says_so(kube: StreamingKube) -> None:

@@ -175,9 +175,11 @@ class Recorder:
     usage: int = 0
     fail: str = ""
     calls: list[tuple[str, Any]] = field(default_factory=list)
+    said: list[str] = field(default_factory=list)  # the events' messages
 
     def event(self, type_: str, reason: str, message: str, container: str = "") -> None:
         self.calls.append(("event", reason))
+        self.said.append(message)
 
     def stop_container(self, container_id: str, grace: int | None = None) -> None:
         self.calls.append(("stop", container_id))
@@ -206,8 +208,15 @@ def test_sync_resize_updates_in_place_and_keeps_the_conditions() -> None:
     assert ("update", ("c1", 20000, 128 * MI)) in runtime.calls and ("sandbox", "sb") in runtime.calls
     assert history["c"].allocated == BIG
     assert conditions(status) == {"PodResizeInProgress": (True, "", "")}
+    summary = '{"containers":[{"name":"c","resources":{"limits":{"cpu":"200m","memory":"128Mi"},'
+    summary += '"requests":{"cpu":"200m","memory":"128Mi"}}}]}'
+    assert ("event", "ResizeStarted") in runtime.calls and ("event", "ResizeCompleted") not in runtime.calls
     result = sync_resize(pod, running(BIG), history, runtime, status, NOW)  # type: ignore[arg-type]
     assert not result.acted and conditions(status) == {}
+    assert (
+        runtime.calls[-1] == ("event", "ResizeCompleted")
+        and runtime.said[-1] == f"Pod resize completed: {summary}"
+    )
 
 
 def test_sync_resize_refuses_a_memory_limit_below_usage_and_reports_errors() -> None:
@@ -242,7 +251,11 @@ def test_sync_resize_restarts_per_policy_and_infeasible_is_pending() -> None:
     runtime, status = Recorder(), st.StatusManager(lambda: None)
     history = {"c": st.ContainerHistory(attempt=0, allocated=SMALL)}
     result = sync_resize(huge, running(SMALL), history, runtime, status, NOW)  # type: ignore[arg-type]
-    assert not result.acted and runtime.calls == [] and history["c"].allocated == SMALL
+    assert (
+        not result.acted
+        and runtime.calls == [("event", "ResizeInfeasible")]
+        and history["c"].allocated == SMALL
+    )
     pending = conditions(status)["PodResizePending"]
     assert pending[:2] == (True, "Infeasible") and pending[2].startswith(
         "Node didn't have enough capacity: cpu"
