@@ -35,6 +35,10 @@ from podhost.kubelet.pod_actions import ContainerToStart
 from podhost.kubelet.podspec import linux_resources
 from podhost.kubelet.status import ContainerHistory, StatusManager
 
+#: How long a resize that could not be made (a memory limit below usage, a runtime error) waits for the
+#: next try, as the kubelet's pod worker resyncs the pod.
+RETRY_SECONDS = 5.0
+
 
 @dataclass(frozen=True)
 class ContainerResize:
@@ -109,6 +113,7 @@ def resize_summary(pod: Pod, allocated: Mapping[str, Resources]) -> str:
 class ResizeResult:
     restarts: list[ContainerToStart] = field(default_factory=list)  # stopped: the worker starts them anew
     acted: bool = False
+    wake_at: list[float] = field(default_factory=list)  # a resize that could not be made is tried again
 
 
 def sync_resize(
@@ -162,6 +167,7 @@ def sync_resize(
         runtime.update_pod_sandbox_resources(sandbox.id, pod_resources(allocated))
     if errors:
         status.set_condition(allocation.POD_RESIZE_IN_PROGRESS, True, "Error", "; ".join(errors), now)
+        result.wake_at.append(now + RETRY_SECONDS)
     elif resizes:
         status.set_condition(allocation.POD_RESIZE_IN_PROGRESS, True, "", "", now)
     elif allocation.POD_RESIZE_IN_PROGRESS in conditions:

@@ -160,7 +160,8 @@ class PodWorker:
         self.status.set_condition(st.POD_READY_TO_START_CONTAINERS, True, "", "", now)
         debug = ephemeral_containers_to_start(self.pod, obs, self.history, self.retry, now)
         resized = sync_resize(self.pod, obs, self.history, self.runtime, self.status, now)
-        self._wakeups, self._acted = self._wakeups + debug.wake_at, self._acted or resized.acted
+        self._wakeups += debug.wake_at + resized.wake_at
+        self._acted |= resized.acted
         self._run_containers(actions, sandbox, now, [*debug.starts, *resized.restarts])  # before init
         self._wakeups += self.prober.collect({c.id: c.metadata.name for c in obs.containers}, now)
         container_gc.remove_dead_containers(self.ctx.cri, self.pod, obs, sandbox.id)
@@ -253,8 +254,7 @@ class PodWorker:
     def _run_containers(
         self, actions: PodActions, sandbox: pb.PodSandbox, now: float, first: list[ContainerToStart]
     ) -> None:
-        """Carry out the container actions: kills (failed probes), back-offs, then starts in order (`first`
-        first: ephemeral containers, resize restarts)."""
+        """Carry out the container actions: kills (failed probes), back-offs, then starts (`first` first)."""
         for kill in actions.containers_to_kill:
             self._event(NORMAL, "Killing", kill.message, kill.name)
             self.prober.forget(kill.container_id)

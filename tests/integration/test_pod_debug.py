@@ -316,3 +316,43 @@ def test_resize_restarts_a_container_whose_policy_says_so(kube: StreamingKube) -
     new_id = after["containerID"].split("://")[1]
     assert _cgroup_limits(kube.inst, new_id) == ("10000 100000", 96 * 2**20)
     assert container(kube.inst.pod("resize-demo"), "c")["restartCount"] == 0
+
+
+def test_a_memory_limit_below_usage_waits_in_progress_until_it_fits(kube: StreamingKube) -> None:
+    """The kubelet's best-effort check of 1.34+: a memory limit is not set below what the container uses
+    (here 40 MiB of its own tmpfs pages in /dev/shm); the resize stays in progress, with reason Error, and
+    is made once the usage is down."""
+    kube("apply", "-f", kube.write("resize.yaml", RESIZE_POD))
+    kube("wait", "--for=condition=Ready", "pod/resize-demo", "--timeout=90s", timeout=120)
+    container_id = container(kube.inst.pod("resize-demo"), "c")["containerID"].split("://")[1]
+    fill = [
+        "exec",
+        "resize-demo",
+        "-c",
+        "c",
+        "--",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/shm/fill",
+        "bs=1M",
+        "count=40",
+    ]
+    kube(*fill)
+    assert _resize(kube, "c", "100m", "32Mi").returncode == 0
+
+    def in_progress() -> dict[str, Any] | None:
+        conditions = kube.inst.pod("resize-demo")["status"]["conditions"]
+        return next((c for c in conditions if c["type"] == "PodResizeInProgress" and c.get("reason")), None)
+
+    blocked = wait_for("PodResizeInProgress with an error", in_progress)
+    assert blocked["reason"] == "Error", blocked
+    assert re.match(rf"attempting to set container c's memory limit \({32 * 2**20}\) below its current usage \(\d+\)$",
+                    blocked["message"]), blocked  # fmt: skip
+    assert _cgroup_limits(kube.inst, container_id) == ("10000 100000", 64 * 2**20)
+    kube("exec", "resize-demo", "-c", "c", "--", "rm", "/dev/shm/fill")
+    wait_for(
+        "the smaller limit", lambda: _cgroup_limits(kube.inst, container_id)[1] == 32 * 2**20, timeout=30
+    )
+    wait_for("no resize in progress", lambda: "PodResizeInProgress" not in [
+        c["type"] for c in kube.inst.pod("resize-demo")["status"]["conditions"]])  # fmt: skip
+    assert container(kube.inst.pod("resize-demo"), "c")["restartCount"] == 0

@@ -24,7 +24,7 @@ from podhost.kubelet.allocation import (
 from podhost.kubelet.manifest import ManifestError, Resources, parse_pod
 from podhost.kubelet.observation import Observation
 from podhost.kubelet.podspec import linux_resources
-from podhost.kubelet.resize import compute_resizes, sync_resize
+from podhost.kubelet.resize import RETRY_SECONDS, compute_resizes, sync_resize
 
 MI = 2**20
 NOW = 1000.0
@@ -223,8 +223,8 @@ def test_sync_resize_refuses_a_memory_limit_below_usage_and_reports_errors() -> 
     pod = parse_pod(manifest(cpu="100m", memory="32Mi"))
     history = {"c": st.ContainerHistory(attempt=0, allocated=SMALL)}
     runtime, status = Recorder(usage=40 * MI), st.StatusManager(lambda: None)
-    sync_resize(pod, running(SMALL), history, runtime, status, NOW)  # type: ignore[arg-type]
-    assert not [c for c in runtime.calls if c[0] == "update"]
+    result = sync_resize(pod, running(SMALL), history, runtime, status, NOW)  # type: ignore[arg-type]
+    assert not [c for c in runtime.calls if c[0] == "update"] and result.wake_at == [NOW + RETRY_SECONDS]
     in_progress = conditions(status)["PodResizeInProgress"]
     assert in_progress == (
         True,
