@@ -356,3 +356,23 @@ def test_a_memory_limit_below_usage_waits_in_progress_until_it_fits(kube: Stream
     wait_for("no resize in progress", lambda: "PodResizeInProgress" not in [
         c["type"] for c in kube.inst.pod("resize-demo")["status"]["conditions"]])  # fmt: skip
     assert container(kube.inst.pod("resize-demo"), "c")["restartCount"] == 0
+
+
+def test_without_a_shared_pid_namespace_the_target_is_whose_processes_it_sees(kube: StreamingKube) -> None:
+    """CRI pid mode TARGET for real: in a pod whose containers each have their own PID namespace, the debug
+    container sees its target's processes (the target's command as PID 1), not the other container's;
+    without a target it sees only its own."""
+    kube("apply", "-f", kube.write("resize.yaml", RESIZE_POD))
+    kube("wait", "--for=condition=Ready", "pod/resize-demo", "--timeout=90s", timeout=120)
+
+    def ps(*target: str) -> dict[int, str]:
+        out = kube("debug", "-i", "resize-demo", f"--image={BUSYBOX}", *target, "--", "ps", "ax").stdout
+        rows = [line.split(None, 2) for line in out.splitlines()]
+        return {int(r[0]): r[2] for r in rows if len(r) == 3 and r[0].isdigit()}
+
+    seen = ps("--target=c")
+    assert seen[1] == "sleep 3600" and not any("trap" in cmd for cmd in seen.values()), seen
+    seen = ps("--target=restarts")
+    assert seen[1].startswith("sh -c trap 'exit 0' TERM") and "sleep 3600" in seen.values(), seen
+    seen = ps()
+    assert list(seen.values()) == ["ps ax"], seen
