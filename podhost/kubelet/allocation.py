@@ -5,7 +5,8 @@ The kubelet's allocation manager (pkg/kubelet/allocation) keeps, per container, 
 *allocated* (admitted), apart from the spec (what was asked) and from what runs (what the runtime
 reports in ContainerStatus.resources). A resize (`kubectl patch pod --subresource resize`) changes the
 spec; `admit_resize` allots it when the pod's requests still fit the node, or leaves the allocation as it
-was and says why in the PodResizePending condition (reason Infeasible: more than the node has at all).
+was and says why in the PodResizePending condition (reason Infeasible: more than the node has at all;
+Deferred: more than is left beside what the node's other pods are allotted, so it may fit later).
 The pod worker then brings the running containers to the allocation (podhost.kubelet.resize).
 
 The status (`status.containerStatuses[]`): `allocatedResources` are the allocated requests; `resources`
@@ -14,8 +15,7 @@ quota, memory limit from the memory limit), with the allocated values where CRI 
 (shares round: 100m and 101m are both 102 shares) or cannot carry them (a memory request).
 
 Where podhost differs: the allocation lives in the pod worker's memory (the kubelet checkpoints it), so a
-daemon restart allots the spec as it is then; a resize is never Deferred (that needs the other pods'
-allocations; the node's capacity is all that is checked).
+daemon restart allots the spec as it is then (and a pod not synced since counts as allotted nothing).
 """
 
 from __future__ import annotations
@@ -133,6 +133,26 @@ def actual_resources(allocated: Resources, linux: pb.LinuxContainerResources) ->
 
 
 @dataclass(frozen=True)
+class Allotted:
+    """What the node's other pods are allotted: the sums of their containers' cpu and memory requests."""
+
+    cpu_milli: int = 0
+    memory: int = 0
+
+
+NOTHING = Allotted()
+
+
+def nothing_allotted(pod_uid: str) -> Allotted:
+    """For a node with one pod manager that does not say what its other pods are allotted."""
+    return NOTHING
+
+
+def allotted(allocations: list[Resources]) -> Allotted:
+    return Allotted(sum(cpu_request(r) for r in allocations), sum(memory_request(r) for r in allocations))
+
+
+@dataclass(frozen=True)
 class Pending:
     """Why a resize waits: PodResizePending's reason (Infeasible, Deferred) and message."""
 
@@ -141,11 +161,12 @@ class Pending:
 
 
 def admit_resize(
-    pod: Pod, allocated: Mapping[str, Resources], capacity: NodeCapacity
+    pod: Pod, allocated: Mapping[str, Resources], capacity: NodeCapacity, others: Allotted = NOTHING
 ) -> tuple[dict[str, Resources], Pending | None]:
     """The allocation after the pod's spec is considered (the kubelet's handlePodResourcesResize): the
-    spec's resources once they fit the node, else the allocation as it was and why not. A container the
-    allocation has not seen yet (a new pod) is allotted its spec."""
+    spec's resources once they fit the node beside `others` (the other pods' allocations), else the
+    allocation as it was and why not. A container the allocation has not seen yet (a new pod) is allotted
+    its spec."""
     desired = {c.name: replace(c.resources) for c in pod.containers}
     current = {name: replace(allocated.get(name, res)) for name, res in desired.items()}
     if current == desired:
@@ -157,5 +178,12 @@ def admit_resize(
     elif cpu > capacity.cpu_milli:
         message = f"cpu, requested: {cpu}, capacity: {capacity.cpu_milli}"
     else:
+        for name, wanted, used, total in (
+            ("cpu", cpu, others.cpu_milli, capacity.cpu_milli),
+            ("memory", memory, others.memory, capacity.memory),
+        ):
+            if total and wanted + used > total:  # the scheduler's fit words, as the kubelet's admission
+                detail = f"{name}, requested: {wanted}, used: {used}, capacity: {total}"
+                return current, Pending(DEFERRED, f"Node didn't have enough resource: {detail}")
         return desired, None
     return current, Pending(INFEASIBLE, f"Node didn't have enough capacity: {message}")

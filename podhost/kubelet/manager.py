@@ -28,6 +28,7 @@ from typing import Any
 from podhost.config import Config
 from podhost.cri.client import CRIClient
 from podhost.errors import FailedPrecondition, InvalidArgument, NotFound, PodhostError
+from podhost.kubelet import allocation
 from podhost.kubelet import status as st
 from podhost.kubelet.endpoints import PodView, endpoints_for
 from podhost.kubelet.events import WARNING, EventRecorder
@@ -122,6 +123,7 @@ class PodManager:
             backoff_base=settings.backoff_base,
             pod_cgroup_parent=settings.pod_cgroup_parent,
             on_status=self._bump,
+            allotted=self._allotted_elsewhere,
         )
         self.pleg = PLEG(self.cri, self._wake, self._wake_all, settings.relist_period)
         self._stop = threading.Event()
@@ -220,6 +222,17 @@ class PodManager:
         with self._changed:
             self._changed.wait_for(lambda: self.version != version or self._stop.is_set(), timeout)
             return self.version
+
+    def _allotted_elsewhere(self, uid: str) -> allocation.Allotted:
+        """What the node's pods other than `uid` (and not finished or going) are allotted: the room an
+        in-place resize must fit in, beside them (the kubelet's admission of a resize)."""
+        with self._lock:
+            workers = [e.worker for e in self._pods.values() if e.pod.uid != uid and not e.deletion_requested]
+        allotted = []
+        for w in workers:
+            if w.snapshot().phase not in (st.SUCCEEDED, st.FAILED):
+                allotted += [h.allocated for h in list(w.history.values()) if h.allocated is not None]
+        return allocation.allotted(allotted)
 
     def _wake(self, uid: str) -> None:
         with self._lock:

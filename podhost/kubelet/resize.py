@@ -22,7 +22,7 @@ with the spec's resources, not the allocation's.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 
 from podhost.cri import api_pb2 as pb
@@ -123,11 +123,13 @@ def sync_resize(
     runtime: PodRuntime,
     status: StatusManager,
     now: float,
+    allotted: Callable[[str], allocation.Allotted] = allocation.nothing_allotted,
 ) -> ResizeResult:
-    """Admit the spec's resources (the allocation, kept in `history`), resize what runs to them, and set
-    the resize conditions."""
+    """Admit the spec's resources (the allocation, kept in `history`) beside what the node's other pods
+    are allotted (`allotted(the pod's uid)`), resize what runs to them, and set the resize conditions."""
+    result = ResizeResult()
     before = {n: h.allocated for n, h in history.items() if h.allocated is not None}
-    allocated, pending = allocation.admit_resize(pod, before, allocation.node_capacity())
+    allocated, pending = allocation.admit_resize(pod, before, allocation.node_capacity(), allotted(pod.uid))
     for name, res in allocated.items():
         history.setdefault(name, ContainerHistory()).allocated = res
     conditions = status.get().conditions
@@ -139,9 +141,11 @@ def sync_resize(
             said = f"Pod resize {pending.reason}: {pending.message}"
             runtime.event(WARNING, f"Resize{pending.reason}", said, "")
         status.set_condition(allocation.POD_RESIZE_PENDING, True, pending.reason, pending.message, now)
+        if pending.reason == allocation.DEFERRED:  # it may fit once another pod is gone or smaller
+            result.wake_at.append(now + RETRY_SECONDS)
     else:
         status.clear_condition(allocation.POD_RESIZE_PENDING)
-    result, errors, resized = ResizeResult(), [], False
+    errors, resized = [], False
     resizes = compute_resizes(pod, obs, allocated)
     for r in resizes:
         name = r.spec.name

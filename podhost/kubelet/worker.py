@@ -28,7 +28,7 @@ from pathlib import Path
 from podhost.cri import api_pb2 as pb
 from podhost.cri.client import CRIClient
 from podhost.errors import PodhostError
-from podhost.kubelet import container_gc
+from podhost.kubelet import allocation, container_gc
 from podhost.kubelet import status as st
 from podhost.kubelet.backoff import RETRY_BASE, SANDBOX, CrashLoopBackOff, retry_backoff
 from podhost.kubelet.ephemeral import ephemeral_containers_to_start
@@ -57,6 +57,7 @@ class WorkerContext:
     pod_cgroup_parent: str = ""  # when set, each pod's cgroup is <this>/pod<uid> (what containerd needs)
     runtime_name: str = "cri"
     on_status: Callable[[], None] = lambda: None
+    allotted: Callable[[str], allocation.Allotted] = allocation.nothing_allotted  # by the node's other pods
 
 
 class PodWorker:
@@ -159,7 +160,7 @@ class PodWorker:
             self.status.sandbox_ready(sandbox.id, sandbox.metadata.attempt, obs.sandbox_ip, now)
         self.status.set_condition(st.POD_READY_TO_START_CONTAINERS, True, "", "", now)
         debug = ephemeral_containers_to_start(self.pod, obs, self.history, self.retry, now)
-        resized = sync_resize(self.pod, obs, self.history, self.runtime, self.status, now)
+        resized = sync_resize(self.pod, obs, self.history, self.runtime, self.status, now, self.ctx.allotted)
         self._wakeups += debug.wake_at + resized.wake_at
         self._acted |= resized.acted
         self._run_containers(actions, sandbox, now, [*debug.starts, *resized.restarts])  # before init

@@ -309,10 +309,10 @@ def test_resize_restarts_a_container_whose_policy_says_so(kube: StreamingKube) -
 
     def restarted() -> dict[str, Any] | None:
         cs = container(kube.inst.pod("resize-demo"), "restarts")
-        return cs if cs["restartCount"] == 1 and "running" in cs["state"] else None
+        new = cs["containerID"] != before["containerID"]
+        return cs if new and cs["restartCount"] == 1 and "running" in cs["state"] else None
 
     after = wait_for("restarts restarted", restarted)
-    assert after["containerID"] != before["containerID"]
     new_id = after["containerID"].split("://")[1]
     assert _cgroup_limits(kube.inst, new_id) == ("10000 100000", 96 * 2**20)
     assert container(kube.inst.pod("resize-demo"), "c")["restartCount"] == 0
@@ -376,3 +376,39 @@ def test_without_a_shared_pid_namespace_the_target_is_whose_processes_it_sees(ku
     assert seen[1].startswith("sh -c trap 'exit 0' TERM") and "sleep 3600" in seen.values(), seen
     seen = ps()
     assert list(seen.values()) == ["ps ax"], seen
+
+
+def test_a_resize_beside_a_pod_that_takes_the_room_is_deferred_until_it_is_gone(kube: StreamingKube) -> None:
+    capacity = (os.cpu_count() or 1) * 1000
+    hog = f"""\
+apiVersion: v1
+kind: Pod
+metadata: {{name: hog}}
+spec:
+  containers:
+  - name: hog
+    image: busybox:1.28
+    command: ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+    resources:
+      requests: {{cpu: {capacity - 300}m}}
+"""
+    kube("apply", "-f", kube.write("resize.yaml", RESIZE_POD), "-f", kube.write("hog.yaml", hog))
+    kube("wait", "--for=condition=Ready", "pod/resize-demo", "pod/hog", "--timeout=90s", timeout=120)
+    wait_for("hog's allocation", lambda: container(kube.inst.pod("hog"), "hog").get("allocatedResources"))
+    container_id = container(kube.inst.pod("resize-demo"), "c")["containerID"].split("://")[1]
+    assert _resize(kube, "c", "300m", "64Mi").returncode == 0  # the pod's 200m become 400m: 100m are left
+
+    def pending() -> dict[str, Any] | None:
+        conditions = kube.inst.pod("resize-demo")["status"]["conditions"]
+        return next((c for c in conditions if c["type"] == "PodResizePending"), None)
+
+    deferred = wait_for("PodResizePending", pending)
+    assert (deferred["reason"], deferred["message"]) == (
+        "Deferred",
+        f"Node didn't have enough resource: cpu, requested: 400, used: {capacity - 300}, capacity: {capacity}",
+    )
+    assert _cgroup_limits(kube.inst, container_id)[0] == "10000 100000"
+    kube("delete", "pod", "hog", "--wait=true", timeout=60)
+    wait_for("the deferred resize made", lambda: _cgroup_limits(kube.inst, container_id)[0] == "30000 100000")
+    wait_for("no resize pending", lambda: pending() is None)
+    assert container(kube.inst.pod("resize-demo"), "c")["restartCount"] == 0

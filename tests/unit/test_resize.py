@@ -115,6 +115,21 @@ def test_admission_allots_what_fits_and_says_why_not() -> None:
     assert pending is None and fresh["c"].cpu_limit_milli == 3000
 
 
+def test_a_resize_that_fits_the_node_but_not_beside_the_other_pods_is_deferred() -> None:
+    pod = parse_pod(manifest(cpu="500m", memory="128Mi"))
+    before = {"c": Resources(100, 100, 64 * MI, 64 * MI)}
+    others = allocation.allotted([Resources(cpu_request_milli=1600), Resources(memory_request=MI)])
+    assert others == allocation.Allotted(cpu_milli=1600, memory=MI)
+    allotted, pending = admit_resize(pod, before, NODE, others)
+    assert allotted == before and pending is not None
+    assert (pending.reason, pending.message) == (
+        "Deferred",
+        "Node didn't have enough resource: cpu, requested: 500, used: 1600, capacity: 2000",
+    )
+    allotted, pending = admit_resize(pod, before, NODE, allocation.Allotted(cpu_milli=1500))
+    assert pending is None and allotted["c"].cpu_limit_milli == 500  # it fits exactly
+
+
 def test_status_resources_are_read_back_from_cri_with_the_allocation_where_cri_cannot_tell() -> None:
     allotted = Resources(
         cpu_limit_milli=200, cpu_request_milli=200, memory_limit=128 * MI, memory_request=128 * MI
@@ -260,3 +275,8 @@ def test_sync_resize_restarts_per_policy_and_infeasible_is_pending() -> None:
     assert pending[:2] == (True, "Infeasible") and pending[2].startswith(
         "Node didn't have enough capacity: cpu"
     )
+    assert result.wake_at == []  # Infeasible waits for a new spec, not for time
+    busy = allocation.Allotted(cpu_milli=allocation.node_capacity().cpu_milli)
+    pod = parse_pod(manifest(cpu="200m", memory="64Mi"))
+    result = sync_resize(pod, running(SMALL), history, runtime, status, NOW, lambda uid: busy)  # type: ignore[arg-type]
+    assert conditions(status)["PodResizePending"][1] == "Deferred" and result.wake_at == [NOW + RETRY_SECONDS]
