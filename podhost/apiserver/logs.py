@@ -32,8 +32,9 @@ def default_container(pod: dict[str, Any], asked: str) -> str:
     spec, meta = pod.get("spec", {}), pod.get("metadata", {})
     names = [c.get("name", "") for c in spec.get("containers") or []]
     init = [c.get("name", "") for c in spec.get("initContainers") or []]
+    ephemeral = [c.get("name", "") for c in spec.get("ephemeralContainers") or []]
     if asked:
-        if asked not in names and asked not in init:
+        if asked not in [*names, *init, *ephemeral]:
             raise BadRequest(f"container {asked} is not valid for pod {meta.get('name')}")
         return asked
     annotated = (meta.get("annotations") or {}).get(DEFAULT_CONTAINER_ANNOTATION, "")

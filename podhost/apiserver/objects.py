@@ -198,7 +198,7 @@ def pod_object(managed: dict[str, Any], node: NodeFacts) -> dict[str, Any]:
     status = pod.setdefault("status", {})
     for key in _PRIVATE_STATUS:
         status.pop(key, None)
-    for group in ("initContainerStatuses", "containerStatuses"):
+    for group in ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"):
         for cs in status.get(group) or []:
             for key in _PRIVATE_CONTAINER_STATUS:
                 cs.pop(key, None)

@@ -10,6 +10,9 @@
 - `pod_spec_change`: the first path where an update changes a Pod's spec. The pod manager runs a pod as
   it was created, so any spec change is refused, in kube-apiserver's words ("Forbidden: pod updates may
   not change fields other than ...") naming what podhost allows.
+- `ephemeral_containers_update` and `resize_update`: what a write to `pods/ephemeralcontainers` and to
+  `pods/resize` may change, as kube-apiserver's strategies for them take it (dropNonEphemeralContainerUpdates,
+  dropNonResizeUpdates: everything but that part is the stored pod's) and validate it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from podhost.apiserver.objects import qos_class
 from podhost.apiserver.status import BadRequest, Conflict
 from podhost.kubeapi import schema as sch
 
@@ -282,3 +286,71 @@ def pod_spec_change(old_spec: dict[str, Any], new_spec: dict[str, Any]) -> str:
         f"spec: Forbidden: pod updates may not change fields other than {POD_MUTABLE} "
         f"(podhost runs a pod as it was created; delete it and create it again); spec.{where} differs"
     )
+
+
+# --- the pods/ephemeralcontainers and pods/resize subresources ----------------------------------------
+
+
+def ephemeral_containers_update(
+    old_spec: dict[str, Any], new_spec: dict[str, Any]
+) -> tuple[dict[str, Any], str]:
+    """(the spec to store, "" or kube-apiserver's refusal) for a write to `pods/ephemeralcontainers`: the
+    stored spec with the written `ephemeralContainers`; one already there may not be removed or changed
+    (ValidatePodEphemeralContainersUpdate). Everything else the write changed is ignored, as there."""
+    spec = copy.deepcopy(old_spec)
+    written = [c for c in new_spec.get("ephemeralContainers") or [] if isinstance(c, dict)]
+    if written:
+        spec["ephemeralContainers"] = copy.deepcopy(written)
+    else:
+        spec.pop("ephemeralContainers", None)
+    by_name = {c.get("name"): c for c in written}
+    for old in old_spec.get("ephemeralContainers") or []:
+        name = old.get("name")
+        if name not in by_name:
+            return (
+                spec,
+                f'spec.ephemeralContainers: Forbidden: existing ephemeral containers "{name}" may not be removed',
+            )
+        where = first_difference(old, by_name[name])
+        if where is not None:
+            return spec, (
+                f'spec.ephemeralContainers: Forbidden: existing ephemeral containers "{name}" may not be '
+                f"changed ({where} differs)"
+            )
+    return spec, ""
+
+
+#: The resources a resize may change (ValidatePodResize: "only cpu and memory resources are mutable").
+RESIZABLE = ("cpu", "memory")
+
+
+def resize_update(old_spec: dict[str, Any], new_spec: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """(the spec to store, "" or kube-apiserver's refusal) for a write to `pods/resize`: the stored spec
+    with each container's written `resources` and `resizePolicy` (by name; nothing else is taken), checked
+    as ValidatePodResize checks it: requests and limits are not removed, the QoS class stays."""
+    spec = copy.deepcopy(old_spec)
+    written = {c.get("name"): c for c in new_spec.get("containers") or [] if isinstance(c, dict)}
+    for i, c in enumerate(spec.get("containers") or []):
+        new = written.get(c.get("name"))
+        if new is None:
+            continue
+        for key in ("resources", "resizePolicy"):
+            if new.get(key) is not None:
+                c[key] = copy.deepcopy(new[key])
+            else:
+                c.pop(key, None)
+        old = (old_spec.get("containers") or [])[i].get("resources") or {}
+        for kind in ("requests", "limits"):
+            for name in old.get(kind) or {}:
+                if name not in ((c.get("resources") or {}).get(kind) or {}):
+                    return (
+                        spec,
+                        f"spec.containers[{i}].resources.{kind}[{name}]: Forbidden: resource removal is not supported",
+                    )
+            for name in (c.get("resources") or {}).get(kind) or {}:
+                if name not in RESIZABLE and (old.get(kind) or {}).get(name) != c["resources"][kind][name]:
+                    return spec, "spec: Forbidden: only cpu and memory resources are mutable"
+    before, after = qos_class(old_spec), qos_class(spec)
+    if before != after:
+        return spec, f'spec: Invalid value: "{after}": Pod QOS Class may not change as a result of resizing'
+    return spec, ""

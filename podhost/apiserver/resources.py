@@ -55,6 +55,12 @@ PATCH_TYPES = (
 )
 
 READ = ("get", "list", "watch")
+#: The pod subresources a write goes to (the rest are read-only or streaming): each changes one part of
+#: the spec, which the pod manager carries out on the running pod (PodManager.update_pod_spec).
+POD_SPEC_SUBRESOURCES = {
+    "ephemeralcontainers": patch.ephemeral_containers_update,
+    "resize": patch.resize_update,
+}
 WRITE = ("create", "delete", "get", "list", "patch", "update", "watch")
 
 
@@ -89,9 +95,11 @@ KINDS: dict[str, Kind] = {
             ("all",),
             (
                 ("attach", ("create", "get")),
+                ("ephemeralcontainers", ("get", "patch", "update")),
                 ("exec", ("create", "get")),
                 ("log", ("get",)),
                 ("portforward", ("create", "get")),
+                ("resize", ("get", "patch", "update")),
                 ("status", ("get",)),
             ),
         ),
@@ -305,8 +313,23 @@ class API:
         except InvalidArgument as e:
             raise invalid(kind.kind, name, str(e)) from None
 
+    def _update_pod_spec(self, kind: Kind, name: str, manifest: dict[str, Any]) -> None:
+        namespace = str(manifest["metadata"].get("namespace", ""))
+        try:
+            self.manager.update_pod_spec(namespace, name, manifest["spec"])
+        except NotFound:
+            raise
+        except InvalidArgument as e:
+            raise invalid(kind.kind, name, str(e)) from None
+
     def _write(
-        self, kind: Kind, name: str, manifest: dict[str, Any], uid: str, managed: list[fieldmanager.Manager]
+        self,
+        kind: Kind,
+        name: str,
+        manifest: dict[str, Any],
+        uid: str,
+        managed: list[fieldmanager.Manager],
+        subresource: str = "",
     ) -> None:
         """Give the manager `manifest` with the object's managedFields in place first (the store renders
         both at once); on a refusal the entries are as they were."""
@@ -318,7 +341,10 @@ class API:
             self._managed[key] = (uid, entries)
             self._managed_version += 1
         try:
-            self._apply(kind, name, manifest)
+            if subresource:
+                self._update_pod_spec(kind, name, manifest)
+            else:
+                self._apply(kind, name, manifest)
         except Exception:
             with self._managed_lock:
                 if before is None:
@@ -340,6 +366,8 @@ class API:
         if not name:
             raise invalid(kind.kind, "", "metadata.name: Required value: name or generateName is required")
         warnings = self._check_fields(kind, obj, params.get("fieldValidation", "Warn"))
+        if kind.name == "pods" and (obj.get("spec") or {}).get("ephemeralContainers"):
+            raise invalid(kind.kind, name, "spec.ephemeralContainers: Forbidden: cannot be set on create")
         if self.store.get(kind.name, namespace, name) is not None:
             raise AlreadyExists(f'{kind.name} "{name}" already exists')
         return self._create(kind, namespace, obj, params, None, warnings)
@@ -420,12 +448,19 @@ class API:
         return WriteResult(result.obj, result.code, warnings + result.warnings)
 
     def patch(
-        self, kind: Kind, namespace: str, name: str, body: bytes, content_type: str, params: dict[str, str]
+        self,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        body: bytes,
+        content_type: str,
+        params: dict[str, str],
+        subresource: str = "",
     ) -> WriteResult:
         if "patch" not in kind.verbs:
             raise MethodNotAllowed(f"podhost does not patch {kind.name}")
         media = content_type.split(";")[0].strip()
-        if media == APPLY_PATCH:  # YAML, and it may create the object
+        if media == APPLY_PATCH and not subresource:  # YAML, and it may create the object
             return self.server_side_apply(kind, namespace, name, body, params)
         current = self.get(kind, namespace, name)
         try:
@@ -442,7 +477,7 @@ class API:
             raise UnsupportedMediaType(
                 f"the body of the request was in an unknown format - accepted media types include: {', '.join(PATCH_TYPES)}"
             )
-        return self.update(kind, namespace, name, new, params, current)
+        return self.update(kind, namespace, name, new, params, current, subresource=subresource)
 
     def update(
         self,
@@ -453,6 +488,7 @@ class API:
         params: dict[str, str],
         current: dict[str, Any] | None = None,
         managed: list[fieldmanager.Manager] | None = None,
+        subresource: str = "",
     ) -> WriteResult:
         """PUT (and what a patch or an apply made): `managed` are an apply's entries; otherwise the update
         moves the fields it changed to its `fieldManager` (over the entries it sent, when it sent others)."""
@@ -477,7 +513,15 @@ class API:
                 f"Precondition failed: UID in precondition: {meta['uid']}, UID in object meta: "
                 f"{current['metadata'].get('uid')}"
             )
-        if kind.name == "pods":
+        if kind.name == "pods" and subresource:
+            if subresource not in POD_SPEC_SUBRESOURCES:
+                raise MethodNotAllowed(f"podhost serves {kind.name}/{subresource} read-only")
+            spec, forbidden = POD_SPEC_SUBRESOURCES[subresource](current.get("spec", {}), new.get("spec", {}))
+            if forbidden:
+                raise invalid(kind.kind, name, forbidden)
+            manifest = self._manifest(current, spec)  # metadata is not written through a subresource
+            new = {**current, "spec": spec}
+        elif kind.name == "pods":
             forbidden = patch.pod_spec_change(current.get("spec", {}), new.get("spec", {}))
             if forbidden:
                 raise invalid(kind.kind, name, forbidden)
@@ -495,7 +539,8 @@ class API:
             managed = fieldmanager.update(
                 current, new, field_manager, entries, sch.definition(sch.CORE + kind.kind)
             )
-        self._write(kind, name, manifest, str(current["metadata"].get("uid", "")), managed)
+        uid = str(current["metadata"].get("uid", ""))
+        self._write(kind, name, manifest, uid, managed, subresource)
         return WriteResult(self.get(kind, namespace, name), 200, warnings)
 
     def delete(

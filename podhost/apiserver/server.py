@@ -31,7 +31,15 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from podhost.apiserver import certs, logs, objects, openapi_v2, openapi_v3, streaming
-from podhost.apiserver.resources import API, APPLY_PATCH, KINDS, Kind, api_resource_list, served_kinds
+from podhost.apiserver.resources import (
+    API,
+    APPLY_PATCH,
+    KINDS,
+    POD_SPEC_SUBRESOURCES,
+    Kind,
+    api_resource_list,
+    served_kinds,
+)
 from podhost.apiserver.status import (
     BadRequest,
     MethodNotAllowed,
@@ -233,7 +241,7 @@ class Routes:
         if method == "GET":
             obj = await self.run(self.api.get, kind, namespace, name)
             return self._respond(request, kind, obj, [obj], q)
-        if sub:
+        if sub and (kind.name != "pods" or sub not in POD_SPEC_SUBRESOURCES):
             raise MethodNotAllowed(f"podhost serves {kind.name}/{sub} read-only: the pod manager owns it")
         if "fieldManager" not in q and request.content_type != APPLY_PATCH:
             # kube-apiserver's default manager of an update: the client's User-Agent up to its first "/"
@@ -243,10 +251,10 @@ class Routes:
             result = await self.run(self.api.create, kind, namespace, body, q)
         elif method == "PATCH" and name:
             raw = await request.read()
-            result = await self.run(self.api.patch, kind, namespace, name, raw, request.content_type, q)
+            result = await self.run(self.api.patch, kind, namespace, name, raw, request.content_type, q, sub)
         elif method == "PUT" and name:
             body = await self._body(request)
-            result = await self.run(self.api.update, kind, namespace, name, body, q)
+            result = await self.run(self.api.update, kind, namespace, name, body, q, None, None, sub)
         elif method == "DELETE" and name:
             raw = await request.read()
             options = json.loads(raw) if raw.strip() else {}

@@ -123,6 +123,10 @@ class CRIClient:
         request = pb.UpdateContainerResourcesRequest(container_id=container_id, linux=linux)
         self._call(self.runtime.UpdateContainerResources, request)
 
+    def update_pod_sandbox_resources(self, sandbox_id: str, resources: pb.LinuxContainerResources) -> None:
+        request = pb.UpdatePodSandboxResourcesRequest(pod_sandbox_id=sandbox_id, resources=resources)
+        self._call(self.runtime.UpdatePodSandboxResources, request)
+
     def reopen_container_log(self, container_id: str) -> None:
         self._call(self.runtime.ReopenContainerLog, pb.ReopenContainerLogRequest(container_id=container_id))
 

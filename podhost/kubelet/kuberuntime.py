@@ -20,7 +20,7 @@ from pathlib import Path
 
 from podhost.cri import api_pb2 as pb
 from podhost.cri.client import CRIClient
-from podhost.errors import NotFound, PodhostError
+from podhost.errors import NotFound, PodhostError, Unimplemented
 from podhost.kubelet import images, lifecycle, volumes
 from podhost.kubelet.backoff import DEFAULT_BASE, image_pull_backoff
 from podhost.kubelet.events import NORMAL, WARNING
@@ -121,17 +121,18 @@ class PodRuntime:
     # --- containers ------------------------------------------------------------------------------------
 
     def create_container(
-        self, spec: ContainerSpec, attempt: int, sandbox: pb.PodSandbox, now: float
+        self, spec: ContainerSpec, attempt: int, sandbox: pb.PodSandbox, now: float, target_id: str = ""
     ) -> tuple[str, str, str]:
         """The images, then CreateContainer: (container id, "", "") once created, or ("", waiting
-        reason, message) when a pull (ErrImagePull; its image's back-off stepped) or the create failed."""
+        reason, message) when a pull (ErrImagePull; its image's back-off stepped) or the create failed.
+        `target_id`: an ephemeral container's target, whose PID namespace it joins."""
         pod = self.pod
         if failure := images.ensure_images(self.cri, pod, spec, self.event, attempt == 0, self.pulls, now):
             self.event(WARNING, "Failed", f"Error: {ERR_IMAGE_PULL}", spec.name)  # as startContainer's
             return "", ERR_IMAGE_PULL, failure
         paths = volumes.volume_paths(pod, self.volume_directory)
         mounts = container_mounts(spec, paths, images.image_volumes(pod))
-        config = container_config(pod, spec, attempt, mounts)
+        config = container_config(pod, spec, attempt, mounts, target_id)
         try:
             container_id = self.cri.create_container(
                 sandbox.id, config, self.sandbox_config(sandbox.metadata.attempt)
@@ -169,6 +170,32 @@ class PodRuntime:
         self.event(WARNING, lifecycle.FAILED_POST_START_HOOK, "PostStartHook failed", spec.name)
         self.kill_container(container_id, spec.name, lifecycle.FAILED_POST_START_HOOK)
         return POST_START_HOOK_ERROR, hook.message
+
+    def update_container_resources(self, container_id: str, resources: pb.LinuxContainerResources) -> str:
+        """UpdateContainerResources (an in-place resize); "" once done, else the runtime's error."""
+        try:
+            self.cri.update_container_resources(container_id, resources)
+        except PodhostError as e:
+            return f"updating container {container_id[:13]}: {e}"
+        return ""
+
+    def update_pod_sandbox_resources(self, sandbox_id: str, resources: pb.LinuxContainerResources) -> None:
+        """UpdatePodSandboxResources after a resize, which tells the runtime (and its NRI plugins) the
+        pod's new total; a runtime without it (Unimplemented, podhost's own) is fine, as for the kubelet:
+        the pod cgroup podhost's pod manager asks for carries no limits of its own."""
+        try:
+            self.cri.update_pod_sandbox_resources(sandbox_id, resources)
+        except Unimplemented:
+            pass
+        except PodhostError as e:
+            log.warning("pod %s: UpdatePodSandboxResources: %s", self.key, e)
+
+    def memory_usage(self, container_id: str) -> int:
+        """The container's memory working set in bytes (ContainerStats; 0 when it cannot be read)."""
+        try:
+            return int(self.cri.container_stats(container_id).memory.working_set_bytes.value)
+        except PodhostError:
+            return 0
 
     def _spec(self, name: str) -> ContainerSpec | None:
         return next((c for c in [*self.pod.init_containers, *self.pod.containers] if c.name == name), None)

@@ -28,6 +28,7 @@ from typing import Any
 from podhost.config import Config
 from podhost.cri.client import CRIClient
 from podhost.errors import FailedPrecondition, InvalidArgument, NotFound, PodhostError
+from podhost.kubelet import allocation
 from podhost.kubelet import status as st
 from podhost.kubelet.endpoints import PodView, endpoints_for
 from podhost.kubelet.events import WARNING, EventRecorder
@@ -122,6 +123,7 @@ class PodManager:
             backoff_base=settings.backoff_base,
             pod_cgroup_parent=settings.pod_cgroup_parent,
             on_status=self._bump,
+            allotted=self._allotted_elsewhere,
         )
         self.pleg = PLEG(self.cri, self._wake, self._wake_all, settings.relist_period)
         self._stop = threading.Event()
@@ -221,6 +223,17 @@ class PodManager:
             self._changed.wait_for(lambda: self.version != version or self._stop.is_set(), timeout)
             return self.version
 
+    def _allotted_elsewhere(self, uid: str) -> allocation.Allotted:
+        """What the node's pods other than `uid` (and not finished or going) are allotted: the room an
+        in-place resize must fit in, beside them (the kubelet's admission of a resize)."""
+        with self._lock:
+            workers = [e.worker for e in self._pods.values() if e.pod.uid != uid and not e.deletion_requested]
+        allotted = []
+        for w in workers:
+            if w.snapshot().phase not in (st.SUCCEEDED, st.FAILED):
+                allotted += [h.allocated for h in list(w.history.values()) if h.allocated is not None]
+        return allocation.allotted(allotted)
+
     def _wake(self, uid: str) -> None:
         with self._lock:
             for entry in self._pods.values():
@@ -314,6 +327,29 @@ class PodManager:
         entry.manifest = doc
         self.store.put(PODS, obj.namespace, obj.name, doc, entry.created_at)
         return f"pod/{obj.name} configured"
+
+    def update_pod_spec(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
+        """A spec change the API makes through a pod's subresource (`ephemeralcontainers`, `resize`; it has
+        checked that nothing else changed): validated as any manifest, stored, and handed to the running
+        pod in place (its ephemeral containers, its containers' resources and resize policies), so the
+        worker starts the new ephemeral containers and resizes, and nothing restarts for it."""
+        with self._lock:
+            entry = self._pods.get((namespace, name))
+            if entry is None:
+                raise NotFound(f'pods "{name}" not found')
+            if entry.source != API_SOURCE:
+                raise FailedPrecondition(f"pod/{name}: is a static pod from {entry.source}; edit that file")
+            if entry.deletion_requested:
+                raise FailedPrecondition(f"pod/{name}: is being deleted")
+            doc = {**entry.manifest, "spec": spec}
+            (pod,) = [o for o in load_objects_from(doc) if isinstance(o, Pod)]
+            for running, wanted in zip(entry.pod.containers, pod.containers, strict=True):
+                running.resources, running.resize_policy = wanted.resources, wanted.resize_policy
+            entry.pod.ephemeral_containers = pod.ephemeral_containers
+            entry.manifest = doc
+            self.store.put(PODS, namespace, name, doc, entry.created_at)
+            entry.worker.wake()
+        self._bump()
 
     def delete(
         self,
@@ -459,10 +495,11 @@ class PodManager:
             meta.setdefault("annotations", {})["kubernetes.io/config.source"] = "file"
         doc = status.to_dict(self.ctx.runtime_name)
         doc["sandbox"] = {"id": status.sandbox_id, "attempt": status.sandbox_attempt}
-        for group in ("initContainerStatuses", "containerStatuses"):
-            statuses = (
-                status.init_container_statuses if group.startswith("init") else status.container_statuses
-            )
+        for group, statuses in (
+            ("initContainerStatuses", status.init_container_statuses),
+            ("containerStatuses", status.container_statuses),
+            ("ephemeralContainerStatuses", status.ephemeral_container_statuses),
+        ):
             for cs, rendered in zip(statuses, doc.get(group, []), strict=False):
                 rendered["logPath"] = cs.log_path
         return {
@@ -534,7 +571,8 @@ class PodManager:
                 )
             container = names[0]
         status = entry.worker.snapshot()
-        for cs in [*status.init_container_statuses, *status.container_statuses]:
+        statuses = [*status.init_container_statuses, *status.container_statuses]
+        for cs in [*statuses, *status.ephemeral_container_statuses]:
             if cs.name != container:
                 continue
             log_path = cs.previous_log_path if previous else cs.log_path

@@ -143,6 +143,10 @@ class ContainerSpec:
     startup_probe: Probe | None = None
     post_start: LifecycleHandler | None = None  # lifecycle.postStart
     pre_stop: LifecycleHandler | None = None  # lifecycle.preStop
+    #: resizePolicy: resource name (cpu, memory) -> NotRequired or RestartContainer (absent: NotRequired).
+    resize_policy: dict[str, str] = field(default_factory=dict)
+    #: An ephemeral container's targetContainerName: it joins that container's PID namespace.
+    target_container_name: str = ""
 
 
 #: Where a Pod with `hostUsers: false` keeps the first host id of its user namespace (podhost's own key).
@@ -160,6 +164,8 @@ class Pod:
     annotations: dict[str, str] = field(default_factory=dict)
     containers: list[ContainerSpec] = field(default_factory=list)
     init_containers: list[ContainerSpec] = field(default_factory=list)
+    #: spec.ephemeralContainers (added through the ephemeralcontainers subresource only; never restarted).
+    ephemeral_containers: list[ContainerSpec] = field(default_factory=list)
     restart_policy: str = "Always"
     share_process_namespace: bool = False
     host_network: bool = False
@@ -210,9 +216,13 @@ _SUPPORTED: dict[str, str] = {
     "Service": "apiVersion kind metadata spec",
     "ObjectMeta": "name namespace uid labels annotations",
     "PodSpec": "containers initContainers restartPolicy shareProcessNamespace hostNetwork hostUsers hostname "
-    "dnsPolicy dnsConfig volumes terminationGracePeriodSeconds securityContext",
+    "dnsPolicy dnsConfig volumes terminationGracePeriodSeconds securityContext ephemeralContainers",
     "Container": "name image command args workingDir stdin stdinOnce tty env ports resources securityContext "
-    "volumeMounts livenessProbe readinessProbe startupProbe lifecycle",
+    "volumeMounts livenessProbe readinessProbe startupProbe lifecycle resizePolicy",
+    "ContainerResizePolicy": "resourceName restartPolicy",
+    # What the API allows an ephemeral container (the rest is Forbidden first: `_ephemeral_forbidden`).
+    "EphemeralContainer": "name image command args workingDir stdin stdinOnce tty env resources "
+    "securityContext volumeMounts targetContainerName",
     "EnvVar": "name value",
     "ContainerPort": "containerPort hostPort protocol name hostIP",
     "ResourceRequirements": "limits requests",
@@ -250,6 +260,7 @@ _IGNORED: dict[str, str] = {
     "PodSpec": "schedulerName nodeName serviceAccountName enableServiceLinks priority tolerations "
     "preemptionPolicy",
     "Container": "imagePullPolicy terminationMessagePath terminationMessagePolicy",
+    "EphemeralContainer": "imagePullPolicy terminationMessagePath terminationMessagePolicy",
     "ServiceSpec": "sessionAffinity ipFamilies ipFamilyPolicy internalTrafficPolicy",
 }
 #: Maps whose keys are names podhost must know (resource names).
@@ -297,9 +308,47 @@ def _validate(doc: Any, kind: str) -> None:
     invalid = sch.invalid_fields(doc, definition)
     if invalid:
         raise ManifestError(invalid[0])
+    forbidden = _ephemeral_forbidden(doc) if kind == "Pod" else ""
+    if forbidden:
+        raise ManifestError(forbidden)
     unsupported = _unsupported(doc, sch.definition(definition), "")
     if unsupported:
         raise ManifestError(f"{unsupported}: not supported on this node")
+
+
+#: The EphemeralContainer fields the API forbids (validation's allowedEphemeralContainerFields: "fields such
+#: as Lifecycle, probes, resources and ports" that pod services could come to rely on).
+EPHEMERAL_FORBIDDEN = (
+    "ports",
+    "resources",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "lifecycle",
+    "resizePolicy",
+    "restartPolicy",
+    "restartPolicyRules",
+)
+
+
+def _ephemeral_forbidden(doc: dict[str, Any]) -> str:
+    """kube-apiserver's refusal of a field an ephemeral container may not have ("" when none): a field
+    is set when it is not Go's zero value (`resources: {}`, which kubectl debug sends, is not set)."""
+    spec = doc.get("spec")
+    ephemeral = spec.get("ephemeralContainers") if isinstance(spec, dict) else None
+    for i, ec in enumerate(ephemeral if isinstance(ephemeral, list) else []):
+        path = f"spec.ephemeralContainers[{i}]"
+        for key in EPHEMERAL_FORBIDDEN:
+            value = ec.get(key) if isinstance(ec, dict) else None
+            if value not in (None, {}, []) and not (isinstance(value, dict) and not any(value.values())):
+                return f"{path}.{key}: Forbidden: cannot be set for an Ephemeral Container"
+        for j, m in enumerate((ec.get("volumeMounts") if isinstance(ec, dict) else None) or []):
+            for key in ("subPath", "subPathExpr"):
+                if isinstance(m, dict) and m.get(key):
+                    return (
+                        f"{path}.volumeMounts[{j}].{key}: Forbidden: cannot be set for an Ephemeral Container"
+                    )
+    return ""
 
 
 class _Reader:
@@ -384,6 +433,21 @@ def _container(r: _Reader, names: set[str]) -> ContainerSpec:
         if not mount.mount_path.startswith("/"):
             raise ManifestError(f"{vr.path}.mountPath: must be an absolute path")
         c.volume_mounts.append(mount)
+    for pr in r.children("resizePolicy"):
+        resource, policy = pr.get("resourceName", ""), pr.get("restartPolicy", "")
+        if resource not in ("cpu", "memory"):
+            raise ManifestError(
+                f'{pr.path}.resourceName: Unsupported value: "{resource}": supported values: "cpu", "memory"'
+            )
+        if policy not in RESIZE_POLICIES:
+            raise ManifestError(
+                f'{pr.path}.restartPolicy: Unsupported value: "{policy}": supported values: '
+                '"NotRequired", "RestartContainer"'
+            )
+        if resource in c.resize_policy:
+            raise ManifestError(f'{pr.path}.resourceName: Duplicate value: "{resource}"')
+        c.resize_policy[resource] = policy
+    c.target_container_name = r.get("targetContainerName", "")
     for key, attr in (
         ("livenessProbe", "liveness_probe"),
         ("readinessProbe", "readiness_probe"),
@@ -398,6 +462,10 @@ def _container(r: _Reader, names: set[str]) -> ContainerSpec:
         c.pre_stop = _hook(hooks.child("preStop"))
     return c
 
+
+#: ContainerResizePolicy.restartPolicy: the container is resized in place, or restarted to be.
+NOT_REQUIRED, RESTART_CONTAINER = "NotRequired", "RestartContainer"
+RESIZE_POLICIES = (NOT_REQUIRED, RESTART_CONTAINER)
 
 _PROBE_HANDLERS = ("exec", "httpGet", "tcpSocket", "grpc")
 _HOOK_HANDLERS = ("exec", "httpGet", "sleep")
@@ -554,6 +622,18 @@ def parse_pod(doc: dict[str, Any]) -> Pod:
         raise ManifestError("spec.containers: must have at least one container")
     pod.init_containers = [_container(c, names) for c in spec.children("initContainers")]
     pod.containers = [_container(c, names) for c in spec.children("containers")]
+    for i, c in enumerate(pod.init_containers):
+        if c.resize_policy:
+            raise ManifestError(
+                f"spec.initContainers[{i}].resizePolicy: Invalid value: must not be set for init containers"
+            )
+    targets = set(names)
+    pod.ephemeral_containers = [_container(c, names) for c in spec.children("ephemeralContainers")]
+    for i, ec in enumerate(pod.ephemeral_containers):
+        if ec.target_container_name and ec.target_container_name not in targets:
+            raise ManifestError(
+                f'spec.ephemeralContainers[{i}].targetContainerName: Not found: "{ec.target_container_name}"'
+            )
     pod.restart_policy = spec.get("restartPolicy", "Always")
     if pod.restart_policy not in ("Always", "OnFailure", "Never"):
         raise ManifestError(f"spec.restartPolicy: unsupported value {pod.restart_policy!r}")
@@ -591,7 +671,11 @@ def parse_pod(doc: dict[str, Any]) -> Pod:
         if v.name in volume_kinds:
             raise ManifestError(f"spec.volumes[{i}].name: duplicate volume name {v.name!r}")
         volume_kinds[v.name] = v.kind
-    for kind, group in (("initContainers", pod.init_containers), ("containers", pod.containers)):
+    for kind, group in (
+        ("initContainers", pod.init_containers),
+        ("containers", pod.containers),
+        ("ephemeralContainers", pod.ephemeral_containers),
+    ):
         for ci, c in enumerate(group):
             for mi, m in enumerate(c.volume_mounts):
                 if m.name not in volume_kinds:

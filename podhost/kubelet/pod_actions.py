@@ -46,6 +46,7 @@ class ContainerToStart:
     reason: str  # why it starts: "not created yet", "exited with code 1 (restartPolicy Always)", ...
     container_id: str = ""  # a container created but not started: start it, make no other
     exited: pb.ContainerStatus | None = None  # the exit this start restarts after
+    target_id: str = ""  # an ephemeral container's target: it joins that container's PID namespace
 
 
 @dataclass(frozen=True)

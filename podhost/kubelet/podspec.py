@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from podhost.cri import api_pb2 as cri
-from podhost.kubelet.manifest import USERNS_LENGTH, ContainerSpec, Pod
+from podhost.kubelet.manifest import USERNS_LENGTH, ContainerSpec, Pod, Resources
 
 CPU_PERIOD = 100_000
 MIN_SHARES = 2
@@ -139,17 +139,24 @@ def container_mounts(
     ]
 
 
-def container_config(
-    pod: Pod, c: ContainerSpec, attempt: int, mounts: Sequence[cri.Mount] = ()
-) -> cri.ContainerConfig:
-    """The CreateContainer config for container `c`; `attempt` is its restart count."""
-    res = c.resources
-    resources = cri.LinuxContainerResources(
+def linux_resources(res: Resources) -> cri.LinuxContainerResources:
+    """The CRI resources of a container's requests and limits (what CreateContainer and an in-place
+    resize's UpdateContainerResources send)."""
+    return cri.LinuxContainerResources(
         cpu_period=CPU_PERIOD if res.cpu_limit_milli else 0,
         cpu_quota=res.cpu_limit_milli * CPU_PERIOD // 1000 if res.cpu_limit_milli else 0,
         cpu_shares=cpu_shares(res.cpu_request_milli or res.cpu_limit_milli),
         memory_limit_in_bytes=res.memory_limit,
     )
+
+
+def container_config(
+    pod: Pod, c: ContainerSpec, attempt: int, mounts: Sequence[cri.Mount] = (), target_id: str = ""
+) -> cri.ContainerConfig:
+    """The CreateContainer config for container `c`; `attempt` is its restart count. `target_id`: for an
+    ephemeral container with a target, that container's id: it gets PID namespace mode TARGET (its
+    net, IPC and UTS namespaces are the pod's, as for every container)."""
+    resources = linux_resources(c.resources)
     security = cri.LinuxContainerSecurityContext(
         capabilities=cri.Capability(
             add_capabilities=c.capabilities_add, drop_capabilities=c.capabilities_drop
@@ -157,7 +164,8 @@ def container_config(
         privileged=c.privileged,
         namespace_options=cri.NamespaceOption(
             network=cri.NODE if pod.host_network else cri.POD,
-            pid=cri.POD if pod.share_process_namespace else cri.CONTAINER,
+            pid=cri.TARGET if target_id else cri.POD if pod.share_process_namespace else cri.CONTAINER,
+            target_id=target_id,
             ipc=cri.POD,
             userns_options=user_namespace(pod),
         ),

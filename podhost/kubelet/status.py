@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from podhost.cri import api_pb2 as pb
-from podhost.kubelet.manifest import ContainerSpec, Pod
+from podhost.kubelet import allocation
+from podhost.kubelet.manifest import ContainerSpec, Pod, Resources
 from podhost.kubelet.observation import Observation, seconds
 from podhost.kubelet.pod_actions import should_restart
 from podhost.kubelet.probes import READINESS, STARTUP, ProbeTracker
@@ -30,7 +31,14 @@ POD_READY_TO_START_CONTAINERS = "PodReadyToStartContainers"
 INITIALIZED = "Initialized"
 CONTAINERS_READY = "ContainersReady"
 READY = "Ready"
-CONDITION_TYPES = (POD_READY_TO_START_CONTAINERS, INITIALIZED, CONTAINERS_READY, READY)
+CONDITION_TYPES = (
+    POD_READY_TO_START_CONTAINERS,
+    INITIALIZED,
+    CONTAINERS_READY,
+    READY,
+    allocation.POD_RESIZE_PENDING,
+    allocation.POD_RESIZE_IN_PROGRESS,
+)
 
 
 def rfc3339(ts: float) -> str:
@@ -76,6 +84,9 @@ class ContainerStatus:
     log_path: str = ""
     previous_log_path: str = ""
     unready_reason: str = ""  # why not ready (probe failure), for the conditions' messages
+    allocated_resources: dict[str, str] | None = None  # the allocated requests (in-place resize)
+    resources: dict[str, Any] | None = None  # what the runtime runs it with (ContainerStatus.resources)
+    ephemeral: bool = False  # an ephemeral container's status has no `started`
 
     def to_dict(self, runtime: str = "cri") -> dict[str, Any]:
         state: dict[str, Any]
@@ -98,8 +109,14 @@ class ContainerStatus:
             "started": self.started,
             "restartCount": self.restart_count,
         }
+        if self.ephemeral:
+            del d["started"]
         if self.container_id:
             d["containerID"] = f"{runtime}://{self.container_id}"
+        if self.allocated_resources:
+            d["allocatedResources"] = self.allocated_resources
+        if self.resources is not None:
+            d["resources"] = self.resources
         return d
 
 
@@ -136,6 +153,7 @@ class PodStatus:
     conditions: dict[str, Condition] = field(default_factory=dict)
     init_container_statuses: list[ContainerStatus] = field(default_factory=list)
     container_statuses: list[ContainerStatus] = field(default_factory=list)
+    ephemeral_container_statuses: list[ContainerStatus] = field(default_factory=list)
 
     @property
     def ready(self) -> bool:
@@ -166,6 +184,8 @@ class PodStatus:
         if self.init_container_statuses:
             d["initContainerStatuses"] = [c.to_dict(runtime) for c in self.init_container_statuses]
         d["containerStatuses"] = [c.to_dict(runtime) for c in self.container_statuses]
+        if self.ephemeral_container_statuses:
+            d["ephemeralContainerStatuses"] = [c.to_dict(runtime) for c in self.ephemeral_container_statuses]
         return d
 
 
@@ -184,8 +204,20 @@ class StatusManager:
             return self._status
 
     def set_condition(self, type_: str, status: bool, reason: str, message: str, now: float) -> None:
+        """Set one condition; `on_status` hears of it when that changed the condition."""
         with self._lock:
+            old = self._status.conditions.get(type_)
             self._status.set_condition(type_, status, reason, message, now)
+            changed = old != self._status.conditions[type_]
+        if changed:
+            self._on_status()
+
+    def clear_condition(self, type_: str) -> None:
+        """Remove a condition that no longer applies (the resize conditions are there only while so)."""
+        with self._lock:
+            changed = self._status.conditions.pop(type_, None) is not None
+        if changed:
+            self._on_status()
 
     def not_ready_to_start(self, reason: str, message: str, now: float) -> None:
         """PodReadyToStartContainers=False: a sandbox is being made, or making it failed."""
@@ -282,6 +314,7 @@ class ContainerHistory:
     waiting_reason: str = ""  # set when a create/start/pull failed or a back-off holds the restart
     waiting_message: str = ""
     last_exit: Terminated | None = None  # the newest exit seen (its container may be gone since)
+    allocated: Resources | None = None  # the resources allotted to it (allocation.py; in-place resize)
 
     def wait(self, reason: str, message: str) -> None:
         self.waiting_reason, self.waiting_message = reason, message
@@ -309,7 +342,7 @@ def remember_attempts(obs: Observation, history: dict[str, ContainerHistory]) ->
 
 def remember_exits(pod: Pod, obs: Observation, history: dict[str, ContainerHistory]) -> None:
     """Keep each container's last exit (its lastState) before its sandbox, and so its record, goes."""
-    for spec in [*pod.init_containers, *pod.containers]:
+    for spec in [*pod.init_containers, *pod.containers, *pod.ephemeral_containers]:
         found = obs.of(spec.name)
         if found and obs.statuses[found[0].id].state == pb.CONTAINER_EXITED:
             history.setdefault(spec.name, ContainerHistory()).last_exit = terminated(
@@ -329,8 +362,11 @@ def container_status(
     """One container's status; the newest exit seen is recorded in `history` (its `last_exit`).
 
     `trackers`: the probe trackers by container id, then by kind (ProberManager.trackers)."""
-    cs = ContainerStatus(name=spec.name, image=spec.image)
+    ephemeral = spec in pod.ephemeral_containers
+    cs = ContainerStatus(name=spec.name, image=spec.image, ephemeral=ephemeral)
     cs.restart_count = max(history.attempt, 0)
+    if history.allocated is not None and not ephemeral:
+        cs.allocated_resources = allocation.requests(history.allocated) or None
     cs.log_path = f"{log_directory}/{spec.name}/{cs.restart_count}.log"
     if cs.restart_count:
         cs.previous_log_path = f"{log_directory}/{spec.name}/{cs.restart_count - 1}.log"
@@ -354,6 +390,8 @@ def container_status(
     cs.log_path = s.log_path or cs.log_path
     if s.state == pb.CONTAINER_RUNNING and latest.pod_sandbox_id == sandbox_id:
         cs.state, cs.started_at = "running", seconds(s.started_at)
+        if history.allocated is not None and not ephemeral and s.resources.HasField("linux"):
+            cs.resources = allocation.actual_resources(history.allocated, s.resources.linux)
         # A probe the spec has but no tracker yet (the container started in this sync; the prober makes
         # its trackers after the status is out) counts as not yet passed: a new container with a
         # readiness probe is never Ready (nor in an endpoint list) before the probe passes.
@@ -361,7 +399,7 @@ def container_status(
         startup, readiness = probes.get(STARTUP), probes.get(READINESS)
         cs.started = startup.verdict if startup is not None else spec.startup_probe is None
         passed = readiness.verdict if readiness is not None else spec.readiness_probe is None
-        cs.ready = cs.started and passed
+        cs.ready = cs.started and passed and not ephemeral
         if not cs.started:
             cs.unready_reason = "startup probe has not succeeded yet" + (
                 f" ({startup.message})" if startup and startup.message else ""
@@ -375,7 +413,9 @@ def container_status(
     elif s.state == pb.CONTAINER_EXITED:
         exit_ = terminated(s)
         history.last_exit = exit_
-        restarts = should_restart(pod.restart_policy, s.exit_code) or spec in pod.init_containers
+        restarts = not ephemeral and (
+            should_restart(pod.restart_policy, s.exit_code) or spec in pod.init_containers
+        )
         if history.waiting_reason and restarts:
             cs.state, cs.reason, cs.message = WAITING, history.waiting_reason, history.waiting_message
             cs.last_state = exit_
@@ -406,6 +446,7 @@ def build_pod_status(
 
     init = [one(c) for c in pod.init_containers]
     containers = [one(c) for c in pod.containers]
+    ephemeral = [one(c) for c in pod.ephemeral_containers]
     initialized = all(c.state == TERMINATED and c.terminated and c.terminated.exit_code == 0 for c in init)
     if not initialized and sandbox_id is None and any(c.container_id for c in containers):
         initialized = True  # init ran in an earlier sandbox; the containers did run
@@ -419,6 +460,7 @@ def build_pod_status(
         conditions=dict(old.conditions),
         init_container_statuses=init,
         container_statuses=containers,
+        ephemeral_container_statuses=ephemeral,
     )
     if sandbox_id is None and POD_READY_TO_START_CONTAINERS not in new.conditions:
         new.set_condition(

@@ -28,9 +28,10 @@ from pathlib import Path
 from podhost.cri import api_pb2 as pb
 from podhost.cri.client import CRIClient
 from podhost.errors import PodhostError
-from podhost.kubelet import container_gc
+from podhost.kubelet import allocation, container_gc
 from podhost.kubelet import status as st
 from podhost.kubelet.backoff import RETRY_BASE, SANDBOX, CrashLoopBackOff, retry_backoff
+from podhost.kubelet.ephemeral import ephemeral_containers_to_start
 from podhost.kubelet.events import NORMAL, WARNING, EventRecorder
 from podhost.kubelet.kuberuntime import ERR_IMAGE_PULL, POST_START_HOOK_ERROR, PodRuntime
 from podhost.kubelet.manifest import ContainerSpec, Pod
@@ -38,6 +39,7 @@ from podhost.kubelet.observation import Observation, Observer, seconds
 from podhost.kubelet.pod_actions import ContainerToStart, PodActions, compute_pod_actions
 from podhost.kubelet.podspec import pod_log_directory
 from podhost.kubelet.probes import ProberManager
+from podhost.kubelet.resize import sync_resize
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class WorkerContext:
     pod_cgroup_parent: str = ""  # when set, each pod's cgroup is <this>/pod<uid> (what containerd needs)
     runtime_name: str = "cri"
     on_status: Callable[[], None] = lambda: None
+    allotted: Callable[[str], allocation.Allotted] = allocation.nothing_allotted  # by the node's other pods
 
 
 class PodWorker:
@@ -155,7 +158,11 @@ class PodWorker:
             self._ready_sandbox = sandbox.id
             self.status.sandbox_ready(sandbox.id, sandbox.metadata.attempt, obs.sandbox_ip, now)
         self.status.set_condition(st.POD_READY_TO_START_CONTAINERS, True, "", "", now)
-        self._run_containers(actions, sandbox, now)
+        debug = ephemeral_containers_to_start(self.pod, obs, self.history, self.retry, now)
+        resized = sync_resize(self.pod, obs, self.history, self.runtime, self.status, now, self.ctx.allotted)
+        self._wakeups += debug.wake_at + resized.wake_at
+        self._acted |= resized.acted
+        self._run_containers(actions, sandbox, now, [*debug.starts, *resized.restarts])  # before init
         self._wakeups += self.prober.collect({c.id: c.metadata.name for c in obs.containers}, now)
         container_gc.remove_dead_containers(self.ctx.cri, self.pod, obs, sandbox.id)
         if self._publish(obs, now).phase in (st.SUCCEEDED, st.FAILED):
@@ -245,8 +252,10 @@ class PodWorker:
 
     # --- containers ------------------------------------------------------------------------------------
 
-    def _run_containers(self, actions: PodActions, sandbox: pb.PodSandbox, now: float) -> None:
-        """Carry out the container actions: kills (failed probes), back-offs, then starts in order."""
+    def _run_containers(
+        self, actions: PodActions, sandbox: pb.PodSandbox, now: float, first: list[ContainerToStart]
+    ) -> None:
+        """Carry out the container actions: kills (failed probes), back-offs, then starts (`first` first)."""
         for kill in actions.containers_to_kill:  # with its preStop hook and grace period
             self.prober.forget(kill.container_id)
             self.runtime.kill_container(kill.container_id, kill.name, kill.message, kill.probe)
@@ -260,7 +269,7 @@ class PodWorker:
                 for type_, reason, message in held.events:
                     self._event(type_, reason, message, name)
         self._wakeups += actions.wake_at
-        for start in actions.starts:
+        for start in [*first, *actions.starts]:
             self._start(start, sandbox, now)
 
     def _start(self, start: ContainerToStart, sandbox: pb.PodSandbox, now: float) -> None:
@@ -268,7 +277,9 @@ class PodWorker:
         spec, mem, container_id = start.spec, self._mem(start.spec.name), start.container_id
         log.debug("pod %s: starting container %s: %s", self.key, spec.name, start.reason)
         if not container_id:
-            container_id, reason, message = self.runtime.create_container(spec, mem.attempt + 1, sandbox, now)
+            container_id, reason, message = self.runtime.create_container(
+                spec, mem.attempt + 1, sandbox, now, start.target_id
+            )
             if not container_id:
                 self._failed(spec, reason, message, now)
                 return

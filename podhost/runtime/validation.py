@@ -399,6 +399,14 @@ def _security_context(sc: ContainerSecurityContext) -> None:
     for name in ("masked_paths", "readonly_paths"):
         for i, path in enumerate(getattr(sc, name) or []):
             _path(f"{field}.{name}[{i}]", path, absolute=True)
+    ns = sc.namespace_options
+    if ns.pid == NamespaceMode.TARGET and not ns.target_id:
+        raise InvalidArgument(f"{field}.namespace_options.target_id: required when pid is TARGET")
+    if ns.target_id and ns.pid != NamespaceMode.TARGET:
+        raise InvalidArgument(f"{field}.namespace_options.target_id: only with pid TARGET")
+    for kind in ("network", "ipc"):
+        if getattr(ns, kind) == NamespaceMode.TARGET:
+            raise InvalidArgument(f"{field}.namespace_options.{kind}: TARGET is for the PID namespace only")
 
 
 def _image_volume(field: str, mount: Mount) -> None:

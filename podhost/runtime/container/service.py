@@ -51,6 +51,7 @@ from podhost.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
+    NotFound,
     RuntimeFailure,
 )
 from podhost.runtime import procs
@@ -85,6 +86,7 @@ from podhost.runtime.model import (
     Image,
     LinuxContainerResources,
     LinuxContainerUser,
+    NamespaceMode,
     PodSandbox,
 )
 from podhost.runtime.stages import StageTimer, UndoStack
@@ -272,6 +274,7 @@ class ContainerService(RecordLookup[Container, ContainerStage]):
                 oci = spec.build_oci_spec(
                     container, sandbox, image, target, self.config.sandbox_run_dir(sandbox.id), self.limits,
                     passwd=passwd, group=group, rro_sources=rro_sources,
+                    target_pid_ns=self._target_pid_namespace(sandbox, config),
                 )  # fmt: skip
                 stages.enter("NRI plugins")  # may adjust the spec (and annotations) before it is written
                 undo.callback(self.hooks.container_undone, container)
@@ -647,6 +650,26 @@ class ContainerService(RecordLookup[Container, ContainerStage]):
         shutil.rmtree(self.config.container_state_dir(container.id), ignore_errors=True)
         (self.exit_dir / container.id).unlink(missing_ok=True)
         (self.socket_dir / container.id).unlink(missing_ok=True)
+
+    def _target_pid_namespace(self, sandbox: PodSandbox, config: ContainerConfig) -> str:
+        """CRI pid mode TARGET (the kubelet sends it for an ephemeral container with a target): the PID
+        namespace of `target_id`, a running container of the same sandbox, as /proc/<pid>/ns/pid ("" for
+        the other modes). Refused when the target is elsewhere or not running, as containerd refuses it."""
+        options = config.security_context.namespace_options
+        if options.pid != NamespaceMode.TARGET:
+            return ""
+        field = "ContainerConfig.linux.security_context.namespace_options.target_id"
+        try:
+            target = self.status(self.resolve(options.target_id).id)
+        except NotFound:
+            raise InvalidArgument(f"{field}: no container {options.target_id[:13]}") from None
+        if target.sandbox_id != sandbox.id:
+            raise InvalidArgument(f"{field}: container {target.id[:13]} is not in sandbox {sandbox.id[:13]}")
+        if target.state != ContainerState.CONTAINER_RUNNING or not procs.alive(
+            target.pid, target.pid_start_time
+        ):
+            raise FailedPrecondition(f"{field}: container {target.id[:13]} is not running")
+        return f"/proc/{target.pid}/ns/pid"
 
     # --- ContainerStatus ---------------------------------------------------------------------------
 

@@ -255,13 +255,19 @@ def rootfs_propagation(config: ContainerConfig) -> str:
     return ""
 
 
-def namespaces(config: ContainerConfig, sandbox: PodSandbox) -> list[dict[str, str]]:
-    """Join the pod's namespaces by pinned path; own mount namespace; PID per the pod's mode."""
+def namespaces(config: ContainerConfig, sandbox: PodSandbox, target_pid_ns: str = "") -> list[dict[str, str]]:
+    """Join the pod's namespaces by pinned path; own mount namespace; PID per the pod's mode, or, for
+    CRI pid mode TARGET (an ephemeral container with a target), the target container's PID namespace
+    at `target_pid_ns` (/proc/<its pid>/ns/pid), as containerd joins it."""
     ns: list[dict[str, str]] = []
     if "user" in sandbox.ns_paths:  # first: runc joins it before the others, which it owns
         ns.append({"type": "user", "path": sandbox.ns_paths["user"]})
     pid_mode = config.security_context.namespace_options.pid
-    if sandbox.config.shares_pid and "pid" in sandbox.ns_paths:
+    if pid_mode == NamespaceMode.TARGET:
+        if not target_pid_ns:
+            raise InvalidArgument("pid namespace TARGET: the target container's namespace is not known")
+        ns.append({"type": "pid", "path": target_pid_ns})
+    elif sandbox.config.shares_pid and "pid" in sandbox.ns_paths:
         ns.append({"type": "pid", "path": sandbox.ns_paths["pid"]})
     elif pid_mode != NamespaceMode.NODE:
         ns.append({"type": "pid"})
@@ -355,10 +361,11 @@ def build_oci_spec(
     passwd: str = "",
     group: str = "",
     rro_sources: Mapping[int, str] | None = None,
+    target_pid_ns: str = "",
 ) -> dict[str, Any]:
     """config.json for `container` in `sandbox`. `passwd`/`group` are the image rootfs's /etc files
     (needed only when a user or group is given by name); `rro_sources` the prepared recursive read-only
-    copies, by mount index (`cri_mounts`)."""
+    copies, by mount index (`cri_mounts`); `target_pid_ns` the PID namespace of a TARGET container."""
     config = container.config
     sc = config.security_context
     validate_resources(config.resources)
@@ -397,7 +404,7 @@ def build_oci_spec(
     resources = oci_resources(config.resources)
     resources["devices"] = [{"allow": sc.privileged, "access": "rwm"}]
     linux: dict[str, Any] = {
-        "namespaces": namespaces(config, sandbox),
+        "namespaces": namespaces(config, sandbox, target_pid_ns),
         "cgroupsPath": child(sandbox.cgroup or "/", container.id),
         "resources": resources,
         "maskedPaths": [] if sc.privileged else
