@@ -166,8 +166,23 @@ class PodRuntime:
             log.warning("pod %s: stopping container %s: %s", self.key, container_id[:13], e)
 
     def kill_containers(self, containers: list[pb.Container], why: str, grace: int | None = None) -> bool:
-        """Stop the containers in parallel, each with `grace` seconds (the pod's
-        terminationGracePeriodSeconds unless given); True when there were any."""
+        """Stop the containers, each with `grace` seconds (the pod's terminationGracePeriodSeconds unless
+        given); True when there were any. As the kubelet's killContainersWithSyncResult: the app
+        containers (and regular init containers) in parallel first, then the sidecars one at a time in
+        reverse order, so each sidecar outlives what may still use it."""
+        order = {c.name: i for i, c in enumerate(self.pod.sidecars)}
+        apps = [c for c in containers if c.metadata.name not in order]
+        sidecars = sorted(
+            (c for c in containers if c.metadata.name in order),
+            key=lambda c: order[c.metadata.name],
+            reverse=True,
+        )
+        self._kill_in_parallel(apps, why, grace)
+        for c in sidecars:
+            self._kill_in_parallel([c], why, grace)
+        return bool(containers)
+
+    def _kill_in_parallel(self, containers: list[pb.Container], why: str, grace: int | None) -> None:
         grace = self.pod.termination_grace_period_seconds if grace is None else grace
         threads = []
         for c in containers:
@@ -176,4 +191,13 @@ class PodRuntime:
             threads[-1].start()
         for t in threads:
             t.join()
-        return bool(threads)
+
+    def restart_all_containers(self, kill: Iterable[pb.Container], remove: Iterable[str]) -> bool:
+        """KEP-5532's in-place restart: kill the live containers at once (no grace period, as the kubelet
+        does here), then remove every container of the sandbox (the runtime keeps their log files), so
+        the next sync starts the pod from its first init container in the same sandbox. True: it acted."""
+        self.kill_containers(list(kill), "all containers are restarting", grace=0)
+        for container_id in remove:
+            with contextlib.suppress(NotFound):
+                self.cri.remove_container(container_id)
+        return True

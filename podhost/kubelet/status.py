@@ -215,17 +215,17 @@ class StatusManager:
         self._on_status()
 
     def restarting_all(self, message: str, now: float) -> None:
-        """AllContainersRestarting: True with `message` while the in-place restart kills and removes the
-        containers, False (no reason, as the kubelet) once they are gone. Told at once, both ways."""
-        reason = RESTART_ALL_STARTED if message else ""
+        """AllContainersRestarting=True with `message`: the in-place restart kills and removes every
+        container; the pod is not Ready meanwhile. Told at once (build_pod_status turns it False once
+        the containers are gone)."""
         with self._lock:
-            self._status.set_condition(ALL_CONTAINERS_RESTARTING, bool(message), reason, message, now)
-            if message:
-                for cs in [*self._status.container_statuses, *self._status.init_container_statuses]:
-                    cs.ready = False
-                why = f"all containers are restarting: {message}"
-                self._status.set_condition(CONTAINERS_READY, False, "ContainersNotReady", why, now)
-                self._status.set_condition(READY, False, "ContainersNotReady", why, now)
+            status = self._status
+            status.set_condition(ALL_CONTAINERS_RESTARTING, True, RESTART_ALL_STARTED, message, now)
+            for cs in [*status.container_statuses, *status.init_container_statuses]:
+                cs.ready = False
+            why = f"all containers are restarting: {message}"
+            status.set_condition(CONTAINERS_READY, False, "ContainersNotReady", why, now)
+            status.set_condition(READY, False, "ContainersNotReady", why, now)
         self._on_status()
 
     def sandbox_ready(self, sandbox_id: str, attempt: int, pod_ip: str, now: float) -> None:
@@ -510,10 +510,17 @@ def build_pod_status(
         new.set_condition(CONTAINERS_READY, False, reason, message, now)
         new.set_condition(READY, False, reason, message, now)
     if any(r.action == RESTART_ALL_CONTAINERS for c in specs.values() for r in c.restart_policy_rules):
+        # True from the worker's `restarting_all` until every container of the sandbox is gone (the
+        # kubelet's termination phase of the restart); then False, with no reason, as the kubelet has it.
         restarting = new.conditions.get(ALL_CONTAINERS_RESTARTING)
+        gone = sandbox_id is not None and not any(c.pod_sandbox_id == sandbox_id for c in obs.containers)
         if finished:
             new.set_condition(ALL_CONTAINERS_RESTARTING, False, terminal, "", now)
-        elif restarting is None or (restarting.reason and not restarting.status):
+        elif (
+            restarting is None
+            or (restarting.status and gone)
+            or (restarting.reason and not restarting.status)
+        ):
             new.set_condition(ALL_CONTAINERS_RESTARTING, False, "", "", now)
     if finished and sandbox_id is None:
         c = new.conditions.get(POD_READY_TO_START_CONTAINERS)
