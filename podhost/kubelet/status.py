@@ -214,6 +214,21 @@ class StatusManager:
             status.set_condition(CONTAINERS_READY, False, reason, message, now)
         self._on_status()
 
+    def set_external_conditions(self, conditions: list[dict[str, Any]], now: float) -> None:
+        """The conditions not the kubelet's (`CONDITION_TYPES`, PodScheduled), as the API has them now:
+        the ones it set, such as a readiness gate's. "Unknown" counts as not True."""
+        theirs = {
+            str(c["type"]): c for c in conditions if c["type"] not in (*CONDITION_TYPES, "PodScheduled")
+        }
+        with self._lock:
+            status = self._status
+            for type_ in [t for t in status.conditions if t not in CONDITION_TYPES and t not in theirs]:
+                del status.conditions[type_]
+            for type_, c in theirs.items():
+                reason, message = str(c.get("reason", "")), str(c.get("message", ""))
+                status.set_condition(type_, c.get("status") == "True", reason, message, now)
+        self._on_status()
+
     def restarting_all(self, message: str, now: float) -> None:
         """AllContainersRestarting=True with `message`: the in-place restart kills and removes every
         container; the pod is not Ready meanwhile. Told at once (build_pod_status turns it False once

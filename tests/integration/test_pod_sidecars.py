@@ -240,3 +240,102 @@ def test_restart_all_containers_keeps_the_sandbox_its_pause_its_ip_and_volumes(k
     assert kube.inst.client.pod_sandbox_status(sandbox.id).status.network.ip == ip
     pods_out = kube("get", "pods", "-o", "wide").stdout
     assert "restart-all" in pods_out and ip in pods_out
+
+
+GATED_POD = """\
+apiVersion: v1
+kind: Pod
+metadata: {{name: gated}}
+spec:
+  terminationGracePeriodSeconds: 1
+  readinessGates:
+  - conditionType: example.com/lb-ready
+  containers:
+  - name: main
+    image: {image}
+    command: [sh, -c, 'while true; do sleep 0.1; done']
+"""
+
+
+def test_a_readiness_gate_holds_ready_until_its_condition_is_patched_true(kube: Kube) -> None:
+    kube("apply", "-f", kube.write("gated.yaml", GATED_POD.format(image=BUSYBOX)))
+
+    def ready_condition() -> dict[str, Any]:
+        return {c["type"]: c for c in pod(kube, "gated")["status"]["conditions"]}.get("Ready", {})
+
+    held = wait_for(
+        "the gate holding Ready",
+        lambda: (r := ready_condition()).get("reason") == "ReadinessGatesNotReady" and r,
+    )
+    assert held["status"] == "False"
+    assert (
+        held["message"]
+        == 'corresponding condition of pod readiness gate "example.com/lb-ready" does not exist.'
+    )
+    wide = kube("get", "pods", "-o", "wide").stdout
+    line = next(line for line in wide.splitlines() if line.startswith("gated "))
+    assert line.split()[1] == "1/1" and line.split()[-1] == "0/1", wide  # READY, READINESS GATES
+
+    # A controller says the load balancer is ready: the status subresource, as kubectl patches it.
+    patch = '{"status":{"conditions":[{"type":"example.com/lb-ready","status":"True","reason":"LBReady"}]}}'
+    kube("patch", "pod", "gated", "--subresource", "status", "-p", patch)
+    wait_for("Ready", lambda: ready_condition().get("status") == "True", timeout=30)
+    conditions = {c["type"]: c for c in pod(kube, "gated")["status"]["conditions"]}
+    assert conditions["example.com/lb-ready"]["status"] == "True"
+    assert conditions["example.com/lb-ready"]["reason"] == "LBReady"
+    wide = kube("get", "pods", "-o", "wide").stdout
+    line = next(line for line in wide.splitlines() if line.startswith("gated "))
+    assert line.split()[-1] == "1/1", wide
+
+    # And back: the gate False holds Ready again, in the kubelet's words.
+    kube("patch", "pod", "gated", "--subresource", "status", "-p", patch.replace('"True"', '"False"'))
+    held = wait_for(
+        "Ready held again", lambda: (r := ready_condition()).get("status") == "False" and r, timeout=30
+    )
+    assert held["reason"] == "ReadinessGatesNotReady"
+    assert (
+        held["message"] == 'the status of pod readiness gate "example.com/lb-ready" is not "True", but False'
+    )
+
+
+RULES_POD = """\
+apiVersion: v1
+kind: Pod
+metadata: {{name: rules}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: retried
+    image: {image}
+    restartPolicy: Never
+    restartPolicyRules:
+    - action: Restart
+      exitCodes: {{operator: In, values: [3]}}
+    command: [sh, -c, 'sleep 0.2; exit 3']
+  - name: done
+    image: {image}
+    command: [sh, -c, 'exit 4']
+  - name: always
+    image: {image}
+    restartPolicy: Always
+    command: [sh, -c, 'sleep 0.2; exit 0']
+"""
+
+
+def test_container_restart_policies_and_rules_decide_each_exit(kube: Kube) -> None:
+    """KEP-5307 in a Never pod: a rule restarts exit 3, the pod's Never keeps exit 4, a container's own
+    Always restarts a clean exit."""
+    kube("apply", "-f", kube.write("rules.yaml", RULES_POD.format(image=BUSYBOX)))
+
+    def restarted_twice() -> dict[str, Any] | None:
+        p = pod(kube, "rules")
+        counts = [container(p, n)["restartCount"] for n in ("retried", "always")]
+        return p if min(counts) >= 2 else None
+
+    p = wait_for("the rule and the container policy restarting", restarted_twice, timeout=60)
+    retried = container(p, "retried")
+    assert retried["lastState"]["terminated"]["exitCode"] == 3
+    done = container(p, "done")
+    assert done["restartCount"] == 0 and done["state"]["terminated"]["exitCode"] == 4
+    assert p["status"]["phase"] == "Running"  # containers still to restart: not Failed

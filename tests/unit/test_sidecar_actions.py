@@ -397,6 +397,25 @@ def test_all_containers_restarting_is_published_for_pods_with_such_a_rule() -> N
     assert cond(gone, st.ALL_CONTAINERS_RESTARTING) == (False, "", "")
 
 
+def test_a_status_patch_sets_only_the_conditions_that_are_not_the_kubelets() -> None:
+    manager = st.StatusManager(lambda: None)
+    manager.set_condition(st.READY, False, "ContainersNotReady", "", NOW)
+    theirs = [
+        {"type": "example.com/lb", "status": "True", "reason": "LBReady"},
+        {"type": st.READY, "status": "True"},  # the kubelet's own: not a client's to set
+        {"type": "PodScheduled", "status": "True"},
+    ]
+    manager.set_external_conditions(theirs, NOW)
+    conditions = manager.get().conditions
+    assert cond(manager.get(), st.READY) == (False, "ContainersNotReady", "")
+    assert cond(manager.get(), "example.com/lb") == (True, "LBReady", "")
+    assert "PodScheduled" not in conditions
+    manager.set_external_conditions([{"type": "example.com/lb", "status": "True"}], NOW + 5)
+    assert manager.get().conditions["example.com/lb"].last_transition == NOW  # no change, no transition
+    manager.set_external_conditions([], NOW + 6)
+    assert "example.com/lb" not in manager.get().conditions
+
+
 # --- manifest ---------------------------------------------------------------------------------------------
 
 
