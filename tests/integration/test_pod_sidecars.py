@@ -339,3 +339,55 @@ def test_container_restart_policies_and_rules_decide_each_exit(kube: Kube) -> No
     done = container(p, "done")
     assert done["restartCount"] == 0 and done["state"]["terminated"]["exitCode"] == 4
     assert p["status"]["phase"] == "Running"  # containers still to restart: not Failed
+
+
+JOB_POD = """\
+apiVersion: v1
+kind: Pod
+metadata: {{name: job-with-sidecar}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 5
+  initContainers:
+  - name: logshipper
+    image: {image}
+    restartPolicy: Always
+    command: [sh, -c, 'trap "exit 0" TERM; while true; do sleep 0.1; done']
+  containers:
+  - name: job
+    image: {image}
+    command: [sh, -c, 'sleep 0.5; echo done']
+"""
+
+
+def test_a_job_pod_completes_though_its_sidecar_never_exits(kube: Kube) -> None:
+    """The sidecar use the KEP was made for: once the app containers are done, the pod is Succeeded and
+    its sidecar is stopped (and not restarted), its sandbox given back."""
+    kube("apply", "-f", kube.write("job.yaml", JOB_POD.format(image=BUSYBOX)))
+    p = wait_for(
+        "Succeeded",
+        lambda: (p := pod(kube, "job-with-sidecar"))["status"]["phase"] == "Succeeded" and p,
+        timeout=30,
+    )
+    wait_for(
+        "the sidecar stopped",
+        lambda: (
+            "terminated"
+            in container(pod(kube, "job-with-sidecar"), "logshipper", "initContainerStatuses")["state"]
+        ),
+        timeout=30,
+    )
+    p = pod(kube, "job-with-sidecar")
+    sidecar = container(p, "logshipper", "initContainerStatuses")
+    assert sidecar["restartCount"] == 0 and sidecar["state"]["terminated"]["exitCode"] == 0
+    assert container(p, "job")["state"]["terminated"]["reason"] == "Completed"
+    line = next(
+        line for line in kube("get", "pods").stdout.splitlines() if line.startswith("job-with-sidecar ")
+    )
+    assert line.split()[1:3] == ["0/2", "Completed"], line
+    assert (
+        kube.inst.client.list_pod_sandbox(
+            pb.PodSandboxFilter(state=pb.PodSandboxStateValue(state=pb.SANDBOX_READY))
+        )
+        == []
+    )
