@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from podhost.kubelet.podspec import (
 log = logging.getLogger(__name__)
 
 ERR_IMAGE_PULL = "ErrImagePull"
+MINIMUM_GRACE = 2  # seconds a sidecar stopped after the app containers gets at least
 
 
 class PodRuntime:
@@ -169,7 +172,10 @@ class PodRuntime:
         """Stop the containers, each with `grace` seconds (the pod's terminationGracePeriodSeconds unless
         given); True when there were any. As the kubelet's killContainersWithSyncResult: the app
         containers (and regular init containers) in parallel first, then the sidecars one at a time in
-        reverse order, so each sidecar outlives what may still use it."""
+        reverse order, so each sidecar outlives what may still use it. The grace period is the pod's, not
+        each container's: a sidecar gets what is left of it, at least MINIMUM_GRACE seconds (as the
+        kubelet's minimumGracePeriodInSeconds)."""
+        grace = self.pod.termination_grace_period_seconds if grace is None else grace
         order = {c.name: i for i, c in enumerate(self.pod.sidecars)}
         apps = [c for c in containers if c.metadata.name not in order]
         sidecars = sorted(
@@ -177,13 +183,14 @@ class PodRuntime:
             key=lambda c: order[c.metadata.name],
             reverse=True,
         )
+        deadline = time.monotonic() + grace
         self._kill_in_parallel(apps, why, grace)
         for c in sidecars:
-            self._kill_in_parallel([c], why, grace)
+            left = max(math.ceil(deadline - time.monotonic()), min(MINIMUM_GRACE, grace))
+            self._kill_in_parallel([c], why, left)
         return bool(containers)
 
-    def _kill_in_parallel(self, containers: list[pb.Container], why: str, grace: int | None) -> None:
-        grace = self.pod.termination_grace_period_seconds if grace is None else grace
+    def _kill_in_parallel(self, containers: list[pb.Container], why: str, grace: int) -> None:
         threads = []
         for c in containers:
             self.event(NORMAL, "Killing", f"Stopping container {c.metadata.name} ({why})", c.metadata.name)

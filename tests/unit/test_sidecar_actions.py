@@ -10,11 +10,15 @@ sidecar, "+startup" after it gives it a startup probe.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from podhost.cri import api_pb2 as pb
+from podhost.kubelet import kuberuntime
 from podhost.kubelet import status as st
 from podhost.kubelet.backoff import CrashLoopBackOff, retry_backoff
 from podhost.kubelet.manifest import ContainerSpec, ManifestError, Pod, Probe, RestartRule, parse_pod
@@ -414,6 +418,40 @@ def test_a_status_patch_sets_only_the_conditions_that_are_not_the_kubelets() -> 
     assert manager.get().conditions["example.com/lb"].last_transition == NOW  # no change, no transition
     manager.set_external_conditions([], NOW + 6)
     assert "example.com/lb" not in manager.get().conditions
+
+
+class _FakeCRI:
+    """Records StopContainer calls; an app container's stop takes `app_stop` seconds of a fake clock."""
+
+    def __init__(self, app_stop: float) -> None:
+        self.now, self.app_stop, self.stops = 0.0, app_stop, list[tuple[str, int]]()
+        self._lock = threading.Lock()
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def stop_container(self, container_id: str, grace: int) -> None:
+        with self._lock:
+            self.stops.append((container_id, grace))
+            if not container_id.startswith("s"):
+                self.now = max(self.now, self.app_stop)
+
+
+def test_sidecars_stop_after_the_apps_in_reverse_order_with_what_is_left_of_the_grace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    p = Pod("p", termination_grace_period_seconds=10, containers=[spec("a"), spec("b")])
+    p.init_containers = [spec("s1:Always"), spec("i"), spec("s2:Always")]
+    cri = _FakeCRI(app_stop=6.5)
+    monkeypatch.setattr(kuberuntime, "time", cri)
+    runtime = kuberuntime.PodRuntime(cri, p, lambda *a: None, "/nonexistent", Path("/nonexistent"))  # type: ignore[arg-type]
+    live = [pb.Container(id=n, metadata=pb.ContainerMetadata(name=n)) for n in ("s1", "s2", "a", "b")]
+    assert runtime.kill_containers(live, "test")
+    assert sorted(cri.stops[:2]) == [("a", 10), ("b", 10)]  # the apps first, together
+    assert cri.stops[2:] == [("s2", 4), ("s1", 4)]  # then the sidecars, last one first, 10 - 6.5 left
+    cri.stops, cri.now = [], 0.0
+    runtime.kill_containers(live, "test", grace=3)
+    assert cri.stops[2:] == [("s2", 2), ("s1", 2)]  # at least 2 s each
 
 
 # --- manifest ---------------------------------------------------------------------------------------------
