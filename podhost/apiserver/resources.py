@@ -100,7 +100,7 @@ KINDS: dict[str, Kind] = {
                 ("log", ("get",)),
                 ("portforward", ("create", "get")),
                 ("resize", ("get", "patch", "update")),
-                ("status", ("get",)),
+                ("status", ("get", "patch")),
             ),
         ),
         Kind("services", "Service", True, WRITE, ("svc",), ("all",)),
@@ -463,6 +463,11 @@ class API:
         if media == APPLY_PATCH and not subresource:  # YAML, and it may create the object
             return self.server_side_apply(kind, namespace, name, body, params)
         current = self.get(kind, namespace, name)
+        new = self._patched(kind, current, body, media)
+        return self.update(kind, namespace, name, new, params, current, subresource=subresource)
+
+    def _patched(self, kind: Kind, current: dict[str, Any], body: bytes, media: str) -> Any:
+        """`current` with a JSON patch (strategic merge, merge or JSON patch, per `media`) applied."""
         try:
             data = json.loads(body or b"null")
         except ValueError as e:
@@ -477,7 +482,24 @@ class API:
             raise UnsupportedMediaType(
                 f"the body of the request was in an unknown format - accepted media types include: {', '.join(PATCH_TYPES)}"
             )
-        return self.update(kind, namespace, name, new, params, current, subresource=subresource)
+        return new
+
+    def patch_pod_status(self, namespace: str, name: str, body: bytes, content_type: str) -> WriteResult:
+        """PATCH pods/<name>/status (`kubectl patch --subresource status`): what a controller may set there
+        are the pod's conditions beside the kubelet's, such as a readiness gate's (which the kubelet then
+        reads into Ready); every other status field, and the kubelet's own conditions, stay the pod
+        manager's, as the kubelet would overwrite them at its next status update."""
+        kind = KINDS["pods"]
+        current = self.get(kind, namespace, name)
+        new = self._patched(kind, current, body, content_type.split(";")[0].strip())
+        status = new.get("status") if isinstance(new, dict) else None
+        conditions = status.get("conditions") if isinstance(status, dict) else None
+        if not isinstance(conditions, list) or not all(
+            isinstance(c, dict) and c.get("type") for c in conditions
+        ):
+            raise invalid(kind.kind, name, "status.conditions: Invalid value: each condition needs a type")
+        self.manager.set_pod_conditions(namespace, name, conditions)
+        return WriteResult(self.get(kind, namespace, name), 200)
 
     def update(
         self,

@@ -241,6 +241,10 @@ class Routes:
         if method == "GET":
             obj = await self.run(self.api.get, kind, namespace, name)
             return self._respond(request, kind, obj, [obj], q)
+        if method == "PATCH" and kind.name == "pods" and sub == "status":
+            raw = await request.read()
+            result = await self.run(self.api.patch_pod_status, namespace, name, raw, request.content_type)
+            return _json(result.obj, result.code)
         if sub and (kind.name != "pods" or sub not in POD_SPEC_SUBRESOURCES):
             raise MethodNotAllowed(f"podhost serves {kind.name}/{sub} read-only: the pod manager owns it")
         if "fieldManager" not in q and request.content_type != APPLY_PATCH:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 
 ERR_IMAGE_PULL = "ErrImagePull"
 POST_START_HOOK_ERROR = lifecycle.POST_START_HOOK_ERROR
+MINIMUM_GRACE = 2  # seconds a sidecar stopped after the app containers gets at least
 
 
 class PodRuntime:
@@ -231,9 +234,28 @@ class PodRuntime:
         self.stop_container(container_id, lifecycle.kill_grace(self.pod, self._spec(name), probe), name)
 
     def kill_containers(self, containers: list[pb.Container], why: str, grace: int | None = None) -> bool:
-        """Stop the containers in parallel, each with `grace` seconds (the pod's
-        terminationGracePeriodSeconds unless given); True when there were any."""
+        """Stop the containers, each with `grace` seconds (the pod's terminationGracePeriodSeconds unless
+        given); True when there were any. As the kubelet's killContainersWithSyncResult: the app
+        containers (and regular init containers) in parallel first, then the sidecars one at a time in
+        reverse order, so each sidecar outlives what may still use it. The grace period is the pod's, not
+        each container's: a sidecar gets what is left of it, at least MINIMUM_GRACE seconds (as the
+        kubelet's minimumGracePeriodInSeconds)."""
         grace = self.pod.termination_grace_period_seconds if grace is None else grace
+        order = {c.name: i for i, c in enumerate(self.pod.sidecars)}
+        apps = [c for c in containers if c.metadata.name not in order]
+        sidecars = sorted(
+            (c for c in containers if c.metadata.name in order),
+            key=lambda c: order[c.metadata.name],
+            reverse=True,
+        )
+        deadline = time.monotonic() + grace
+        self._kill_in_parallel(apps, why, grace)
+        for c in sidecars:
+            left = max(math.ceil(deadline - time.monotonic()), min(MINIMUM_GRACE, grace))
+            self._kill_in_parallel([c], why, left)
+        return bool(containers)
+
+    def _kill_in_parallel(self, containers: list[pb.Container], why: str, grace: int) -> None:
         threads = []
         for c in containers:
             name = c.metadata.name
@@ -244,4 +266,13 @@ class PodRuntime:
             threads[-1].start()
         for t in threads:
             t.join()
-        return bool(threads)
+
+    def restart_all_containers(self, kill: Iterable[pb.Container], remove: Iterable[str]) -> bool:
+        """KEP-5532's in-place restart: kill the live containers at once (no grace period, as the kubelet
+        does here), then remove every container of the sandbox (the runtime keeps their log files), so
+        the next sync starts the pod from its first init container in the same sandbox. True: it acted."""
+        self.kill_containers(list(kill), "all containers are restarting", grace=0)
+        for container_id in remove:
+            with contextlib.suppress(NotFound):
+                self.cri.remove_container(container_id)
+        return True

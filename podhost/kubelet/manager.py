@@ -510,6 +510,17 @@ class PodManager:
             "status": doc,
         }
 
+    def set_pod_conditions(self, namespace: str, name: str, conditions: list[dict[str, Any]]) -> None:
+        """The pod's conditions that are not the kubelet's (a readiness gate's), as a status patch set
+        them; the pod worker looks again, so Ready follows its readiness gates."""
+        with self._lock:
+            entry = self._pods.get((namespace, name))
+        if entry is None:
+            raise NotFound(f'pods "{name}" not found')
+        entry.worker.status.set_external_conditions(conditions, time.time())
+        entry.worker.wake()
+        self._bump()
+
     def _views(self) -> list[PodView]:
         views = []
         for e in self._entries():

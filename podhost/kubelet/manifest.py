@@ -117,6 +117,23 @@ class Volume:
     pull_policy: str = ""  # image: Always, IfNotPresent, Never ("": IfNotPresent, as for :latest-less tags)
 
 
+@dataclass(frozen=True)
+class RestartRule:
+    """One of a container's `restartPolicyRules` (KEP-5307, KEP-5532): on an exit whose code is `In`
+    (or `NotIn`) `values`, do `action` (Restart, or RestartAllContainers)."""
+
+    action: str
+    operator: str
+    values: tuple[int, ...] = ()
+
+    def matches(self, exit_code: int) -> bool:
+        return (exit_code in self.values) == (self.operator == "In")
+
+
+RESTART = "Restart"
+RESTART_ALL_CONTAINERS = "RestartAllContainers"
+
+
 @dataclass
 class ContainerSpec:
     name: str
@@ -147,6 +164,10 @@ class ContainerSpec:
     resize_policy: dict[str, str] = field(default_factory=dict)
     #: An ephemeral container's targetContainerName: it joins that container's PID namespace.
     target_container_name: str = ""
+    #: The container's own restartPolicy ("" when unset: the pod's decides); Always on an init container
+    #: makes it a sidecar (a restartable init container).
+    restart_policy: str = ""
+    restart_policy_rules: list[RestartRule] = field(default_factory=list)
 
 
 #: Where a Pod with `hostUsers: false` keeps the first host id of its user namespace (podhost's own key).
@@ -184,6 +205,15 @@ class Pod:
     #: spec.hostUsers (false: the pod gets its own user namespace, its root mapped to `userns_host_id`).
     host_users: bool = True
     userns_host_id: int = 0  # the first host id of the pod's 65536 ids; 0 until the pod manager picks
+    readiness_gates: list[str] = field(default_factory=list)  # spec.readinessGates[].conditionType
+
+    @property
+    def sidecars(self) -> list[ContainerSpec]:
+        """The restartable init containers (native sidecars), in order."""
+        return [c for c in self.init_containers if c.restart_policy == "Always"]
+
+    def is_sidecar(self, spec: ContainerSpec) -> bool:
+        return spec.restart_policy == "Always" and any(c is spec for c in self.init_containers)
 
 
 def parse_quantity(value: Any, path: str) -> int:
@@ -216,9 +246,14 @@ _SUPPORTED: dict[str, str] = {
     "Service": "apiVersion kind metadata spec",
     "ObjectMeta": "name namespace uid labels annotations",
     "PodSpec": "containers initContainers restartPolicy shareProcessNamespace hostNetwork hostUsers hostname "
-    "dnsPolicy dnsConfig volumes terminationGracePeriodSeconds securityContext ephemeralContainers",
+    "dnsPolicy dnsConfig volumes terminationGracePeriodSeconds securityContext ephemeralContainers "
+    "readinessGates",
+    "PodReadinessGate": "conditionType",
     "Container": "name image command args workingDir stdin stdinOnce tty env ports resources securityContext "
-    "volumeMounts livenessProbe readinessProbe startupProbe lifecycle resizePolicy",
+    "volumeMounts livenessProbe readinessProbe startupProbe lifecycle resizePolicy restartPolicy "
+    "restartPolicyRules",
+    "ContainerRestartRule": "action exitCodes",
+    "ContainerRestartRuleOnExitCodes": "operator values",
     "ContainerResizePolicy": "resourceName restartPolicy",
     # What the API allows an ephemeral container (the rest is Forbidden first: `_ephemeral_forbidden`).
     "EphemeralContainer": "name image command args workingDir stdin stdinOnce tty env resources "
@@ -460,12 +495,71 @@ def _container(r: _Reader, names: set[str]) -> ContainerSpec:
         c.post_start = _hook(hooks.child("postStart"))
     if hooks.get("preStop") is not None:
         c.pre_stop = _hook(hooks.child("preStop"))
+    c.restart_policy = r.get("restartPolicy", "")
+    c.restart_policy_rules = [_restart_rule(rr) for rr in r.children("restartPolicyRules")]
     return c
 
 
 #: ContainerResizePolicy.restartPolicy: the container is resized in place, or restarted to be.
 NOT_REQUIRED, RESTART_CONTAINER = "NotRequired", "RestartContainer"
 RESIZE_POLICIES = (NOT_REQUIRED, RESTART_CONTAINER)
+
+
+_RESTART_POLICIES = ("Always", "OnFailure", "Never")
+_RULE_ACTIONS = (RESTART, RESTART_ALL_CONTAINERS)
+
+
+def _restart_rule(r: _Reader) -> RestartRule:
+    """One ContainerRestartRule, checked as kube-apiserver checks it (action, exitCodes, operator)."""
+    action = r.get("action", "")
+    if action not in _RULE_ACTIONS:
+        raise ManifestError(
+            f'{r.path}.action: Unsupported value: "{action}": supported values: "Restart", "RestartAllContainers"'
+        )
+    codes = r.child("exitCodes")
+    if r.get("exitCodes") is None:
+        raise ManifestError(f"{codes.path}: Required value")
+    operator, values = codes.get("operator", ""), codes.get("values", [])
+    if operator not in ("In", "NotIn"):
+        raise ManifestError(
+            f'{codes.path}.operator: Unsupported value: "{operator}": supported values: "In", "NotIn"'
+        )
+    if len(values) > 255:
+        raise ManifestError(f"{codes.path}.values: Too many: {len(values)}: must have at most 255 items")
+    if len(set(values)) != len(values):
+        raise ManifestError(f"{codes.path}.values: Duplicate value: {sorted(values)}")
+    return RestartRule(action, operator, tuple(values))
+
+
+def _check_restart_policy(c: ContainerSpec, path: str, init: bool) -> None:
+    """A container's restartPolicy and rules as kube-apiserver allows them (KEP-753, KEP-5307, KEP-5532):
+    rules need an explicit restartPolicy; a regular init container runs no probes; a sidecar's rules may
+    only restart every container."""
+    if c.restart_policy and c.restart_policy not in _RESTART_POLICIES:
+        raise ManifestError(
+            f'{path}.restartPolicy: Unsupported value: "{c.restart_policy}": supported values: '
+            '"Always", "OnFailure", "Never"'
+        )
+    if c.restart_policy_rules and not c.restart_policy:
+        raise ManifestError(f"{path}.restartPolicy: Required value: must be set when restartPolicyRules are")
+    if len(c.restart_policy_rules) > 20:
+        raise ManifestError(f"{path}.restartPolicyRules: Too many: must have at most 20 items")
+    sidecar = init and c.restart_policy == "Always"
+    if sidecar and any(rule.action == RESTART for rule in c.restart_policy_rules):
+        raise ManifestError(
+            f"{path}.restartPolicyRules: Forbidden: a sidecar (restartPolicy Always) is always restarted"
+        )
+    if init and not sidecar:
+        for key, probe in (
+            ("livenessProbe", c.liveness_probe),
+            ("readinessProbe", c.readiness_probe),
+            ("startupProbe", c.startup_probe),
+        ):
+            if probe is not None:
+                raise ManifestError(
+                    f"{path}.{key}: Forbidden: may not be set for init containers without restartPolicy=Always"
+                )
+
 
 _PROBE_HANDLERS = ("exec", "httpGet", "tcpSocket", "grpc")
 _HOOK_HANDLERS = ("exec", "httpGet", "sleep")
@@ -634,6 +728,10 @@ def parse_pod(doc: dict[str, Any]) -> Pod:
             raise ManifestError(
                 f'spec.ephemeralContainers[{i}].targetContainerName: Not found: "{ec.target_container_name}"'
             )
+    for kind, group in (("initContainers", pod.init_containers), ("containers", pod.containers)):
+        for i, c in enumerate(group):
+            _check_restart_policy(c, f"spec.{kind}[{i}]", kind == "initContainers")
+    pod.readiness_gates = [g.get("conditionType", "") for g in spec.children("readinessGates")]
     pod.restart_policy = spec.get("restartPolicy", "Always")
     if pod.restart_policy not in ("Always", "OnFailure", "Never"):
         raise ManifestError(f"spec.restartPolicy: unsupported value {pod.restart_policy!r}")

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import datetime
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from podhost.cri import api_pb2 as pb
 from podhost.kubelet import allocation
-from podhost.kubelet.manifest import ContainerSpec, Pod, Resources
+from podhost.kubelet.manifest import RESTART_ALL_CONTAINERS, ContainerSpec, Pod, Resources
 from podhost.kubelet.observation import Observation, seconds
-from podhost.kubelet.pod_actions import should_restart
+from podhost.kubelet.pod_actions import RESTART_ALL_STARTED, exit_action
 from podhost.kubelet.probes import READINESS, STARTUP, ProbeTracker
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
@@ -31,6 +31,9 @@ POD_READY_TO_START_CONTAINERS = "PodReadyToStartContainers"
 INITIALIZED = "Initialized"
 CONTAINERS_READY = "ContainersReady"
 READY = "Ready"
+ALL_CONTAINERS_RESTARTING = "AllContainersRestarting"  # KEP-5532, while an in-place restart runs
+#: The conditions the kubelet owns, in the order it reports them; any other (a readiness gate's, set
+#: through the API) follows them.
 CONDITION_TYPES = (
     POD_READY_TO_START_CONTAINERS,
     INITIALIZED,
@@ -38,6 +41,7 @@ CONDITION_TYPES = (
     READY,
     allocation.POD_RESIZE_PENDING,
     allocation.POD_RESIZE_IN_PROGRESS,
+    ALL_CONTAINERS_RESTARTING,
 )
 
 
@@ -170,7 +174,8 @@ class PodStatus:
         """The v1 PodStatus shape; `runtime` prefixes container ids ("podhost://...")."""
         d: dict[str, Any] = {
             "phase": self.phase,
-            "conditions": [self.conditions[t].to_dict() for t in CONDITION_TYPES if t in self.conditions],
+            "conditions": [self.conditions[t].to_dict() for t in CONDITION_TYPES if t in self.conditions]
+            + [c.to_dict() for t, c in sorted(self.conditions.items()) if t not in CONDITION_TYPES],
         }
         if self.reason:
             d["reason"] = self.reason
@@ -236,6 +241,35 @@ class StatusManager:
             status.set_condition(CONTAINERS_READY, False, reason, message, now)
         self._on_status()
 
+    def set_external_conditions(self, conditions: list[dict[str, Any]], now: float) -> None:
+        """The conditions not the kubelet's (`CONDITION_TYPES`, PodScheduled), as the API has them now:
+        the ones it set, such as a readiness gate's. "Unknown" counts as not True."""
+        theirs = {
+            str(c["type"]): c for c in conditions if c["type"] not in (*CONDITION_TYPES, "PodScheduled")
+        }
+        with self._lock:
+            status = self._status
+            for type_ in [t for t in status.conditions if t not in CONDITION_TYPES and t not in theirs]:
+                del status.conditions[type_]
+            for type_, c in theirs.items():
+                reason, message = str(c.get("reason", "")), str(c.get("message", ""))
+                status.set_condition(type_, c.get("status") == "True", reason, message, now)
+        self._on_status()
+
+    def restarting_all(self, message: str, now: float) -> None:
+        """AllContainersRestarting=True with `message`: the in-place restart kills and removes every
+        container; the pod is not Ready meanwhile. Told at once (build_pod_status turns it False once
+        the containers are gone)."""
+        with self._lock:
+            status = self._status
+            status.set_condition(ALL_CONTAINERS_RESTARTING, True, RESTART_ALL_STARTED, message, now)
+            for cs in [*status.container_statuses, *status.init_container_statuses]:
+                cs.ready = False
+            why = f"all containers are restarting: {message}"
+            status.set_condition(CONTAINERS_READY, False, "ContainersNotReady", why, now)
+            status.set_condition(READY, False, "ContainersNotReady", why, now)
+        self._on_status()
+
     def sandbox_ready(self, sandbox_id: str, attempt: int, pod_ip: str, now: float) -> None:
         """A new sandbox is Ready: the pod's IP is its IP."""
         with self._lock:
@@ -258,36 +292,69 @@ def _counts_as_stopped(c: ContainerStatus) -> bool:
 
 
 def pod_phase(
-    restart_policy: str, init: list[ContainerStatus], containers: list[ContainerStatus], initialized: bool
+    restart_policy: str,
+    init: list[ContainerStatus],
+    containers: list[ContainerStatus],
+    initialized: bool,
+    will_restart: Callable[[str, int], bool] | None = None,
+    sidecars: Collection[str] = (),
 ) -> str:
-    """The kubelet's getPhase: from the containers' states and the restart policy."""
+    """The kubelet's getPhase: from the containers' states and their restart policies.
+
+    `will_restart(name, exit code)`: whether that exit is restarted (pod_actions.exit_action; by default
+    the pod's `restart_policy`, init containers unless it is Never). A sidecar (`sidecars`, by name) never
+    decides the phase: it is restarted whatever its exit, and stopped once the app containers are done."""
+    if will_restart is None:
+        init_names = {c.name for c in init}
+
+        def will_restart(name: str, code: int) -> bool:
+            if name in init_names:
+                return restart_policy != "Never"
+            return restart_policy == "Always" or (restart_policy == "OnFailure" and code != 0)
+
     for c in init:
-        if (
-            restart_policy == "Never"
-            and c.state == TERMINATED
-            and c.terminated is not None
-            and c.terminated.exit_code != 0
-        ):
+        if c.name in sidecars or c.state != TERMINATED or c.terminated is None:
+            continue
+        if c.terminated.exit_code != 0 and not will_restart(c.name, c.terminated.exit_code):
             return FAILED
     if not initialized:
         return PENDING
-    running = sum(c.state == "running" for c in containers)
-    stopped = sum(_counts_as_stopped(c) for c in containers)
-    waiting = len(containers) - running - stopped
-    succeeded = sum(
-        c.state == TERMINATED and c.terminated is not None and c.terminated.exit_code == 0 for c in containers
-    )
+    running = restarting = waiting = done = succeeded = 0
+    for c in containers:
+        if c.state == "running":
+            running += 1
+        elif c.state == TERMINATED and c.terminated is not None:
+            if will_restart(c.name, c.terminated.exit_code):
+                restarting += 1
+            else:
+                done += 1
+                succeeded += c.terminated.exit_code == 0
+        elif _counts_as_stopped(c):
+            restarting += 1  # waiting for its restart (a back-off), after an exit
+        else:
+            waiting += 1
     if waiting > 0:
         return PENDING
-    if running > 0:
+    if running > 0 or restarting > 0:
         return RUNNING
-    if stopped > 0:
-        if restart_policy == "Always":
-            return RUNNING
-        if succeeded == len(containers):
-            return SUCCEEDED
-        return RUNNING if restart_policy == "OnFailure" else FAILED
+    if done > 0:
+        return SUCCEEDED if succeeded == done else FAILED
     return PENDING
+
+
+def readiness_gates_message(pod: Pod, conditions: Mapping[str, Condition]) -> str:
+    """Why the pod's readiness gates hold Ready ("" when every gate's condition is True), in the
+    kubelet's words (GeneratePodReadyCondition)."""
+    why = []
+    for gate in pod.readiness_gates:
+        c = conditions.get(gate)
+        if c is None:
+            why.append(
+                f"corresponding condition of pod readiness gate {gate!r} does not exist.".replace("'", '"')
+            )
+        elif not c.status:
+            why.append(f'the status of pod readiness gate "{gate}" is not "True", but False')
+    return ", ".join(why)
 
 
 def unready_message(containers: list[ContainerStatus]) -> str:
@@ -413,9 +480,7 @@ def container_status(
     elif s.state == pb.CONTAINER_EXITED:
         exit_ = terminated(s)
         history.last_exit = exit_
-        restarts = not ephemeral and (
-            should_restart(pod.restart_policy, s.exit_code) or spec in pod.init_containers
-        )
+        restarts = not ephemeral and bool(exit_action(pod, spec, s.exit_code))
         if history.waiting_reason and restarts:
             cs.state, cs.reason, cs.message = WAITING, history.waiting_reason, history.waiting_message
             cs.last_state = exit_
@@ -447,10 +512,21 @@ def build_pod_status(
     init = [one(c) for c in pod.init_containers]
     containers = [one(c) for c in pod.containers]
     ephemeral = [one(c) for c in pod.ephemeral_containers]
-    initialized = all(c.state == TERMINATED and c.terminated and c.terminated.exit_code == 0 for c in init)
-    if not initialized and sandbox_id is None and any(c.container_id for c in containers):
-        initialized = True  # init ran in an earlier sandbox; the containers did run
-    phase = pod_phase(pod.restart_policy, init, containers, initialized)
+    sidecars = {c.name for c in pod.sidecars}
+    # GeneratePodInitializedCondition: every regular init container succeeded and every sidecar started;
+    # or an app container ever ran (a sidecar restarting later does not un-initialize the pod).
+    pending = [
+        c
+        for c in init
+        if not (c.started if c.name in sidecars else c.terminated is not None and c.terminated.exit_code == 0)
+    ]
+    initialized = not pending or any(c.container_id or c.last_state is not None for c in containers)
+    specs = {c.name: c for c in [*pod.init_containers, *pod.containers]}
+
+    def will_restart(name: str, code: int) -> bool:
+        return bool(exit_action(pod, specs[name], code))
+
+    phase = pod_phase(pod.restart_policy, init, containers, initialized, will_restart, sidecars)
     new = PodStatus(
         phase=phase,
         pod_ip=obs.sandbox_ip if sandbox_id else "",
@@ -469,18 +545,33 @@ def build_pod_status(
     if initialized:
         new.set_condition(INITIALIZED, True, "", "", now)
     else:
-        pending = [c for c in init if not (c.terminated and c.terminated.exit_code == 0)]
         message = unready_message(pending).replace("unready", "incomplete")
         new.set_condition(INITIALIZED, False, "ContainersNotInitialized", message, now)
     finished = phase in (SUCCEEDED, FAILED)
-    if sandbox_id is not None and all(c.ready for c in containers):
+    terminal = "PodFailed" if phase == FAILED else "PodCompleted"
+    counted = [c for c in init if c.name in sidecars] + containers  # sidecars count toward Ready
+    if sandbox_id is not None and all(c.ready for c in counted):
         new.set_condition(CONTAINERS_READY, True, "", "", now)
-        new.set_condition(READY, True, "", "", now)
+        gates = readiness_gates_message(pod, new.conditions)
+        new.set_condition(READY, not gates, "ReadinessGatesNotReady" if gates else "", gates, now)
     elif sandbox_id is not None or finished:
-        reason = "PodCompleted" if finished else "ContainersNotReady"
-        message = unready_message(containers)
+        reason = terminal if finished else "ContainersNotReady"
+        message = unready_message(counted)
         new.set_condition(CONTAINERS_READY, False, reason, message, now)
         new.set_condition(READY, False, reason, message, now)
+    if any(r.action == RESTART_ALL_CONTAINERS for c in specs.values() for r in c.restart_policy_rules):
+        # True from the worker's `restarting_all` until every container of the sandbox is gone (the
+        # kubelet's termination phase of the restart); then False, with no reason, as the kubelet has it.
+        restarting = new.conditions.get(ALL_CONTAINERS_RESTARTING)
+        gone = sandbox_id is not None and not any(c.pod_sandbox_id == sandbox_id for c in obs.containers)
+        if finished:
+            new.set_condition(ALL_CONTAINERS_RESTARTING, False, terminal, "", now)
+        elif (
+            restarting is None
+            or (restarting.status and gone)
+            or (restarting.reason and not restarting.status)
+        ):
+            new.set_condition(ALL_CONTAINERS_RESTARTING, False, "", "", now)
     if finished and sandbox_id is None:
         c = new.conditions.get(POD_READY_TO_START_CONTAINERS)
         if c is None or c.status:

@@ -36,7 +36,7 @@ from podhost.kubelet.events import NORMAL, WARNING, EventRecorder
 from podhost.kubelet.kuberuntime import ERR_IMAGE_PULL, POST_START_HOOK_ERROR, PodRuntime
 from podhost.kubelet.manifest import ContainerSpec, Pod
 from podhost.kubelet.observation import Observation, Observer, seconds
-from podhost.kubelet.pod_actions import ContainerToStart, PodActions, compute_pod_actions
+from podhost.kubelet.pod_actions import ContainerToStart, PodActions, compute_pod_actions, startup_passed
 from podhost.kubelet.podspec import pod_log_directory
 from podhost.kubelet.probes import ProberManager
 from podhost.kubelet.resize import sync_resize
@@ -163,11 +163,16 @@ class PodWorker:
         self._wakeups += debug.wake_at + resized.wake_at
         self._acted |= resized.acted
         self._run_containers(actions, sandbox, now, [*debug.starts, *resized.restarts])  # before init
+        if (restart := actions.restart_all) is not None:  # KEP-5532: the sandbox, its IP, its volumes stay
+            self.status.restarting_all(restart.message, now)  # False once build_pod_status sees them gone
+            st.remember_exits(self.pod, obs, self.history)
+            self._acted = self.runtime.restart_all_containers(restart.kill, restart.remove)
+            return
         self._wakeups += self.prober.collect({c.id: c.metadata.name for c in obs.containers}, now)
         container_gc.remove_dead_containers(self.ctx.cri, self.pod, obs, sandbox.id)
         if self._publish(obs, now).phase in (st.SUCCEEDED, st.FAILED):
             self._stop_finished_pod(obs)
-        specs = {c.name: c for c in self.pod.containers}
+        specs = {c.name: c for c in [*self.pod.sidecars, *self.pod.containers]}
         running = [(specs[n], c.id, seconds(s.started_at)) for n, c, s in obs.running(specs)]
         self._wakeups += self.prober.schedule(running, obs.sandbox_ip, now)
         if not self._acted:  # settled (the new containers run, their status is out): the old sandboxes go
@@ -180,8 +185,8 @@ class PodWorker:
 
     def _compute(self, obs: Observation, now: float) -> PodActions:
         finished = self.snapshot().phase in (st.SUCCEEDED, st.FAILED)
-        unhealthy, pulls = self.prober.unhealthy(), self.runtime.pulls
-        return compute_pod_actions(self.pod, obs, now, self.backoff, self.retry, unhealthy, finished, pulls)
+        args = self.prober.unhealthy(), finished, self.runtime.pulls, startup_passed(self.prober.trackers)
+        return compute_pod_actions(self.pod, obs, now, self.backoff, self.retry, *args)
 
     def _mem(self, name: str) -> st.ContainerHistory:
         return self.history.setdefault(name, st.ContainerHistory())

@@ -82,7 +82,7 @@ def test_never_exit_1_fails_the_pod() -> None:
     (a,) = status.container_statuses
     assert a.state == st.TERMINATED and a.terminated is not None and a.terminated.exit_code == 1
     assert status.phase == st.FAILED
-    assert condition(status, st.READY) == (False, "PodCompleted")
+    assert condition(status, st.READY) == (False, "PodFailed")
 
 
 def test_init_containers_gate_initialized() -> None:

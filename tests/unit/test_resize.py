@@ -196,7 +196,9 @@ class Recorder:
         self.calls.append(("event", reason))
         self.said.append(message)
 
-    def stop_container(self, container_id: str, grace: int | None = None) -> None:
+    def kill_container(self, container_id: str, name: str, message: str, probe: str = "") -> None:
+        self.calls.append(("event", "Killing"))
+        self.said.append(message)
         self.calls.append(("stop", container_id))
 
     def memory_usage(self, container_id: str) -> int:
