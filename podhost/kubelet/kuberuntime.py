@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import math
+import shutil
 import threading
 import time
 from collections.abc import Iterable
@@ -108,6 +109,15 @@ class PodRuntime:
         )
         thread.start()
         return thread
+
+    def remove_pod(self, sandboxes: Iterable[pb.PodSandbox]) -> None:
+        """A deleted pod's end, once its containers are stopped: every sandbox stopped and removed (CNI DEL,
+        the IP back), then its log and volume directories."""
+        for sb in sandboxes:
+            self.stop_pod_sandboxes([sb])
+            self.cri.remove_pod_sandbox(sb.id)
+        shutil.rmtree(self.log_directory, ignore_errors=True)
+        shutil.rmtree(self.volume_directory, ignore_errors=True)
 
     def remove_pod_sandboxes(self, sandboxes: Iterable[pb.PodSandbox]) -> list[pb.PodSandbox]:
         """RemovePodSandbox of dead sandboxes, with their containers (their log files stay); the ones

@@ -30,6 +30,7 @@ from podhost.cri.client import CRIClient
 from podhost.errors import FailedPrecondition, InvalidArgument, NotFound, PodhostError
 from podhost.kubelet import allocation
 from podhost.kubelet import status as st
+from podhost.kubelet.context import WorkerContext
 from podhost.kubelet.endpoints import PodView, endpoints_for
 from podhost.kubelet.events import WARNING, EventRecorder
 from podhost.kubelet.manifest import (
@@ -44,7 +45,7 @@ from podhost.kubelet.manifest import (
 from podhost.kubelet.pleg import PLEG
 from podhost.kubelet.podspec import LABEL_POD_UID, MANAGED_BY, MANAGER_NAME
 from podhost.kubelet.store import PODS, SERVICES, DesiredState
-from podhost.kubelet.worker import PodWorker, WorkerContext
+from podhost.kubelet.worker import PodWorker
 
 log = logging.getLogger(__name__)
 

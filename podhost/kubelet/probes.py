@@ -29,7 +29,8 @@ import grpc
 from podhost.cri.client import CRIClient
 from podhost.errors import DeadlineExceeded, PodhostError
 from podhost.kubelet import health_pb2
-from podhost.kubelet.manifest import Action, ContainerSpec, Probe
+from podhost.kubelet.manifest import Action, ContainerSpec, Pod, Probe
+from podhost.kubelet.observation import Observation, seconds
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +244,12 @@ class ProberManager:
                     trackers[kind] = ProbeTracker.start(kind, probe, started)
             self.trackers[container_id] = trackers
         return trackers
+
+    def schedule_pod(self, pod: Pod, obs: Observation, now: float) -> list[float]:
+        """`schedule` for the pod's running sidecars and app containers (the ones that have probes)."""
+        specs = {c.name: c for c in [*pod.sidecars, *pod.containers]}
+        running = [(specs[n], c.id, seconds(s.started_at)) for n, c, s in obs.running(specs)]
+        return self.schedule(running, obs.sandbox_ip, now)
 
     def schedule(self, running: list[Running], pod_ip: str, now: float) -> list[float]:
         """Start the probes that are due; forget the containers no longer running. When to look again."""

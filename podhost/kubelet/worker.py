@@ -17,47 +17,26 @@ that is due, a retry) and on deletion. It never runs a process of its own: every
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
 from podhost.cri import api_pb2 as pb
-from podhost.cri.client import CRIClient
 from podhost.errors import PodhostError
-from podhost.kubelet import allocation, container_gc
+from podhost.kubelet import container_gc
 from podhost.kubelet import status as st
 from podhost.kubelet.backoff import RETRY_BASE, SANDBOX, CrashLoopBackOff, retry_backoff
+from podhost.kubelet.context import WorkerContext
 from podhost.kubelet.ephemeral import ephemeral_containers_to_start
-from podhost.kubelet.events import NORMAL, WARNING, EventRecorder
+from podhost.kubelet.events import NORMAL, WARNING
 from podhost.kubelet.kuberuntime import ERR_IMAGE_PULL, POST_START_HOOK_ERROR, PodRuntime
 from podhost.kubelet.manifest import ContainerSpec, Pod
-from podhost.kubelet.observation import Observation, Observer, seconds
+from podhost.kubelet.observation import Observation, Observer
 from podhost.kubelet.pod_actions import ContainerToStart, PodActions, compute_pod_actions, startup_passed
 from podhost.kubelet.podspec import pod_log_directory
 from podhost.kubelet.probes import ProberManager
 from podhost.kubelet.resize import sync_resize
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class WorkerContext:
-    """What every pod worker shares: the runtime, the recorder, the pool for probes, the settings."""
-
-    cri: CRIClient
-    events: EventRecorder
-    probe_pool: ThreadPoolExecutor
-    log_root: Path
-    volume_root: Path
-    backoff_base: float = 10.0
-    pod_cgroup_parent: str = ""  # when set, each pod's cgroup is <this>/pod<uid> (what containerd needs)
-    runtime_name: str = "cri"
-    on_status: Callable[[], None] = lambda: None
-    allotted: Callable[[str], allocation.Allotted] = allocation.nothing_allotted  # by the node's other pods
 
 
 class PodWorker:
@@ -172,9 +151,7 @@ class PodWorker:
         container_gc.remove_dead_containers(self.ctx.cri, self.pod, obs, sandbox.id)
         if self._publish(obs, now).phase in (st.SUCCEEDED, st.FAILED):
             self._stop_finished_pod(obs)
-        specs = {c.name: c for c in [*self.pod.sidecars, *self.pod.containers]}
-        running = [(specs[n], c.id, seconds(s.started_at)) for n, c, s in obs.running(specs)]
-        self._wakeups += self.prober.schedule(running, obs.sandbox_ip, now)
+        self._wakeups += self.prober.schedule_pod(self.pod, obs, now)
         if not self._acted:  # settled (the new containers run, their status is out): the old sandboxes go
             self._dead_sandboxes = self.runtime.remove_pod_sandboxes(self._dead_sandboxes)
 
@@ -246,12 +223,8 @@ class PodWorker:
         """Deletion: stop the containers with the grace period, then remove every sandbox and file."""
         self.runtime.kill_containers(obs.live(), "the pod is being deleted")
         self._publish(self._observe(), time.time())  # their exits (137: killed at the grace period)
-        for sb in obs.sandboxes:
-            self.runtime.stop_pod_sandboxes([sb])
-            self.ctx.cri.remove_pod_sandbox(sb.id)
+        self.runtime.remove_pod(obs.sandboxes)
         self.prober.cancel()
-        shutil.rmtree(self.log_directory, ignore_errors=True)
-        shutil.rmtree(self.volume_directory, ignore_errors=True)
         self._event(NORMAL, "Deleted", "Pod deleted: containers stopped, sandbox removed")
         self.finished.set()
 

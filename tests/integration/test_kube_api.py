@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -99,27 +99,40 @@ class Kube:
         return str(path)
 
 
-@pytest.fixture(scope="module")
-def api_instance(orphan_reaper: OrphanReaper) -> Iterator[KubeletInstance]:
+def kubectl_instance(prefix: str, bridge: str, subnet: str) -> Iterator[KubeletInstance]:
+    """A daemon for a module of kubectl tests (CrashLoopBackOff base 1 s), skipped without a kubectl."""
     if KUBECTL is None:
         pytest.skip("kubectl is not installed")
 
     def flags(inst: KubeletInstance) -> None:
         inst.extra = ["--restart-backoff", "1"]
 
-    yield from kubelet_instance("ph-api", BRIDGE, SUBNET, flags)
+    yield from kubelet_instance(prefix, bridge, subnet, flags)
+
+
+@pytest.fixture(scope="module")
+def api_instance(orphan_reaper: OrphanReaper) -> Iterator[KubeletInstance]:
+    yield from kubectl_instance("ph-api", BRIDGE, SUBNET)
+
+
+K = TypeVar("K", bound=Kube)
+
+
+def kube_checked(inst: KubeletInstance, k: K) -> Iterator[K]:
+    """`k` once the API answers it; afterwards every pod and service goes through the API, and nothing of
+    them may be left behind (for the function fixtures of the modules that drive kubectl)."""
+    wait_for("the kubeconfig", lambda: k.kubeconfig.exists() and k("version", check=False).returncode == 0)
+    yield k
+    inst.delete_everything()
+    wait_for("pods gone", lambda: not inst.pods.get("pods"), timeout=60)
+    assert inst.client.list_pod_sandbox() == []
+    problems = find_leaks(inst.root, inst.bridge, inst.config.cgroup_parent)
+    assert not problems, "leaked: " + "; ".join(problems) + "\n" + inst.log_tail(20)
 
 
 @pytest.fixture
 def kube(api_instance: KubeletInstance) -> Iterator[Kube]:
-    k = Kube(api_instance)
-    wait_for("the kubeconfig", lambda: k.kubeconfig.exists() and k("version", check=False).returncode == 0)
-    yield k
-    api_instance.delete_everything()
-    wait_for("pods gone", lambda: not api_instance.pods.get("pods"), timeout=30)
-    assert api_instance.client.list_pod_sandbox() == []
-    problems = find_leaks(api_instance.root, api_instance.bridge, api_instance.config.cgroup_parent)
-    assert not problems, "leaked: " + "; ".join(problems) + "\n" + api_instance.log_tail(20)
+    yield from kube_checked(api_instance, Kube(api_instance))
 
 
 def pods_line(k: Kube, name: str) -> str:

@@ -27,10 +27,9 @@ from bench.kube_api import KubeAPIError
 from podhost.runtime.cgroups import Cgroups
 from podhost.runtime.image.build import demo_image_archive, find_deb
 from tests.instance import OrphanReaper
-from tests.integration.test_kube_api import KUBECTL
+from tests.integration.test_kube_api import KUBECTL, kube_checked
 from tests.integration.test_kube_api_streaming import StreamingKube
 from tests.integration.test_kubelet_pods import DEMO, KubeletInstance, condition, container, kubelet_instance
-from tests.leaks import find_leaks
 from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
@@ -83,14 +82,7 @@ def instance(orphan_reaper: OrphanReaper) -> Iterator[KubeletInstance]:
 
 @pytest.fixture
 def kube(instance: KubeletInstance) -> Iterator[StreamingKube]:
-    k = StreamingKube(instance)
-    wait_for("the kubeconfig", lambda: k.kubeconfig.exists() and k("version", check=False).returncode == 0)
-    yield k
-    instance.delete_everything()
-    wait_for("pods gone", lambda: not instance.pods.get("pods"), timeout=60)
-    assert instance.client.list_pod_sandbox() == []
-    problems = find_leaks(instance.root, instance.bridge, instance.config.cgroup_parent)
-    assert not problems, "leaked: " + "; ".join(problems) + "\n" + instance.log_tail(20)
+    yield from kube_checked(instance, StreamingKube(instance))
 
 
 def _demo(k: StreamingKube) -> None:

@@ -27,15 +27,13 @@ from typing import Any
 import pytest
 
 from tests.instance import OrphanReaper
-from tests.integration.test_kube_api import KUBECTL, Kube
+from tests.integration.test_kube_api import Kube, kube_checked, kubectl_instance
 from tests.integration.test_kubelet_pods import (
     BUSYBOX,
     KubeletInstance,
     container,
     is_ready,
-    kubelet_instance,
 )
-from tests.leaks import find_leaks
 from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
@@ -50,25 +48,12 @@ STUBBORN = 'trap "" TERM; echo started >> /shared/$NAME; while true; do sleep 1;
 
 @pytest.fixture(scope="module")
 def life(orphan_reaper: OrphanReaper) -> Iterator[KubeletInstance]:
-    if KUBECTL is None:
-        pytest.skip("kubectl is not installed")
-
-    def flags(inst: KubeletInstance) -> None:
-        inst.extra = ["--restart-backoff", "1"]
-
-    yield from kubelet_instance("ph-life", BRIDGE, SUBNET, flags)
+    yield from kubectl_instance("ph-life", BRIDGE, SUBNET)
 
 
 @pytest.fixture
 def kube(life: KubeletInstance) -> Iterator[Kube]:
-    k = Kube(life)
-    wait_for("the kubeconfig", lambda: k.kubeconfig.exists() and k("version", check=False).returncode == 0)
-    yield k
-    life.delete_everything()
-    wait_for("pods gone", lambda: not life.pods.get("pods"), timeout=60)
-    assert life.client.list_pod_sandbox() == []
-    problems = find_leaks(life.root, life.bridge, life.config.cgroup_parent)
-    assert not problems, "leaked: " + "; ".join(problems) + "\n" + life.log_tail(20)
+    yield from kube_checked(life, Kube(life))
 
 
 def shared_dir(life: KubeletInstance) -> Path:

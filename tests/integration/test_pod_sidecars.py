@@ -21,9 +21,8 @@ import pytest
 
 from podhost.cri import api_pb2 as pb
 from tests.instance import OrphanReaper
-from tests.integration.test_kube_api import KUBECTL, Kube
-from tests.integration.test_kubelet_pods import BUSYBOX, KubeletInstance, container, kubelet_instance
-from tests.leaks import find_leaks
+from tests.integration.test_kube_api import Kube, kube_checked, kubectl_instance
+from tests.integration.test_kubelet_pods import BUSYBOX, KubeletInstance, container
 from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
@@ -33,27 +32,12 @@ BRIDGE, SUBNET = "pha0", "10.241.0.0/24"
 
 @pytest.fixture(scope="module")
 def sidecar_instance(orphan_reaper: OrphanReaper) -> Iterator[KubeletInstance]:
-    if KUBECTL is None:
-        pytest.skip("kubectl is not installed")
-
-    def flags(inst: KubeletInstance) -> None:
-        inst.extra = ["--restart-backoff", "1"]
-
-    yield from kubelet_instance("ph-sidecar", BRIDGE, SUBNET, flags)
+    yield from kubectl_instance("ph-sidecar", BRIDGE, SUBNET)
 
 
 @pytest.fixture
 def kube(sidecar_instance: KubeletInstance) -> Iterator[Kube]:
-    k = Kube(sidecar_instance)
-    wait_for("the kubeconfig", lambda: k.kubeconfig.exists() and k("version", check=False).returncode == 0)
-    yield k
-    sidecar_instance.delete_everything()
-    wait_for("pods gone", lambda: not sidecar_instance.pods.get("pods"), timeout=30)
-    assert sidecar_instance.client.list_pod_sandbox() == []
-    problems = find_leaks(
-        sidecar_instance.root, sidecar_instance.bridge, sidecar_instance.config.cgroup_parent
-    )
-    assert not problems, "leaked: " + "; ".join(problems) + "\n" + sidecar_instance.log_tail(20)
+    yield from kube_checked(sidecar_instance, Kube(sidecar_instance))
 
 
 def pod(k: Kube, name: str) -> dict[str, Any]:
