@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from podhost.cri import api_pb2 as cri
+from podhost.kubelet.envvars import expand_command
 from podhost.kubelet.manifest import USERNS_LENGTH, ContainerSpec, Pod
 
 CPU_PERIOD = 100_000
@@ -140,9 +141,18 @@ def container_mounts(
 
 
 def container_config(
-    pod: Pod, c: ContainerSpec, attempt: int, mounts: Sequence[cri.Mount] = ()
+    pod: Pod,
+    c: ContainerSpec,
+    attempt: int,
+    mounts: Sequence[cri.Mount] = (),
+    envs: Sequence[tuple[str, str]] | None = None,
 ) -> cri.ContainerConfig:
-    """The CreateContainer config for container `c`; `attempt` is its restart count."""
+    """The CreateContainer config for container `c`; `attempt` is its restart count. `envs` is the
+    container's environment as `envvars.make_environment` resolved it (None: the literal values only);
+    the command and args are expanded with it."""
+    if envs is None:
+        envs = [(v.name, v.value) for v in c.env if v.value_from is None]
+    command, args = expand_command(c, list(envs))
     res = c.resources
     resources = cri.LinuxContainerResources(
         cpu_period=CPU_PERIOD if res.cpu_limit_milli else 0,
@@ -181,10 +191,10 @@ def container_config(
     return cri.ContainerConfig(
         metadata=cri.ContainerMetadata(name=c.name, attempt=attempt),
         image=cri.ImageSpec(image=c.image),
-        command=c.command,
-        args=c.args,
+        command=command,
+        args=args,
         working_dir=c.working_dir,
-        envs=[cri.KeyValue(key=k, value=v.encode()) for k, v in c.env],
+        envs=[cri.KeyValue(key=k, value=v.encode()) for k, v in envs],
         labels={
             LABEL_POD_NAME: pod.name,
             LABEL_POD_NAMESPACE: pod.namespace,

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from podhost.cri import api_pb2 as pb
@@ -31,6 +31,8 @@ from podhost.errors import PodhostError
 from podhost.kubelet import container_gc
 from podhost.kubelet import status as st
 from podhost.kubelet.backoff import RETRY_BASE, SANDBOX, CrashLoopBackOff, retry_backoff
+from podhost.kubelet.configobjects import ConfigObjects, ConfigSource
+from podhost.kubelet.downward_api import NodeInfo
 from podhost.kubelet.events import NORMAL, WARNING, EventRecorder
 from podhost.kubelet.kuberuntime import ERR_IMAGE_PULL, PodRuntime
 from podhost.kubelet.manifest import ContainerSpec, Pod
@@ -55,6 +57,8 @@ class WorkerContext:
     pod_cgroup_parent: str = ""  # when set, each pod's cgroup is <this>/pod<uid> (what containerd needs)
     runtime_name: str = "cri"
     on_status: Callable[[], None] = lambda: None
+    config: ConfigSource = field(default_factory=ConfigObjects)  # the ConfigMaps and Secrets pods read
+    node: NodeInfo = field(default_factory=NodeInfo)  # what the downward API tells of the node
 
 
 class PodWorker:
@@ -75,7 +79,7 @@ class PodWorker:
         self._backoff_reported: dict[str, float] = {}  # container name -> the back-off (until) told
         self._observer = Observer(ctx.cri, pod.uid)
         settings = (self.log_directory, self.volume_directory, ctx.pod_cgroup_parent, ctx.backoff_base)
-        self.runtime = PodRuntime(ctx.cri, pod, self._event, *settings)
+        self.runtime = PodRuntime(ctx.cri, pod, self._event, *settings, config=ctx.config, node=ctx.node)
         self.prober = ProberManager(
             ctx.probe_pool, ctx.cri, self.key, self.wake, lambda c, m: self._event(WARNING, "Unhealthy", m, c)
         )
@@ -156,6 +160,7 @@ class PodWorker:
             self._ready_sandbox = sandbox.id
             self.status.sandbox_ready(sandbox.id, sandbox.metadata.attempt, obs.sandbox_ip, now)
         self.status.set_condition(st.POD_READY_TO_START_CONTAINERS, True, "", "", now)
+        self._wakeups += self.runtime.sync_volumes(now)  # config volumes follow their objects
         self._run_containers(actions, sandbox, now)
         self._wakeups += self.prober.collect({c.id: c.metadata.name for c in obs.containers}, now)
         container_gc.remove_dead_containers(self.ctx.cri, self.pod, obs, sandbox.id)
@@ -205,6 +210,10 @@ class PodWorker:
             if not actions.create_sandbox:
                 return False
             st.remember_exits(self.pod, self._observe(), self.history)  # their records go with the sandbox
+            if message := self.runtime.mount_volumes():  # FailedMount told; the pod waits for them
+                self.status.not_ready_to_start("FailedMount", message, now)
+                self._wakeups.append(now + RETRY_BASE)
+                return False
             if dead is None:
                 self.status.not_ready_to_start("SandboxCreating", "creating the pod sandbox", now)
             try:
@@ -239,7 +248,7 @@ class PodWorker:
             self.ctx.cri.remove_pod_sandbox(sb.id)
         self.prober.cancel()
         shutil.rmtree(self.log_directory, ignore_errors=True)
-        shutil.rmtree(self.volume_directory, ignore_errors=True)
+        self.runtime.tear_down_volumes()
         self._event(NORMAL, "Deleted", "Pod deleted: containers stopped, sandbox removed")
         self.finished.set()
 
