@@ -112,7 +112,7 @@ def parse_config_object(doc: dict[str, Any]) -> ConfigObject:
         out.pop("stringData", None)
         if encoded:
             out["data"] = encoded
-        type_ = out.setdefault("type", OPAQUE)
+        type_ = out["type"] = out.get("type") or OPAQUE  # the API's default for an empty type
         for key in _TYPE_KEYS.get(type_, ()):
             if key not in obj.data:
                 raise ManifestError(f"data[{key}]: Required value")
