@@ -19,6 +19,7 @@ import ipaddress
 import json
 import logging
 import platform
+import shutil
 import threading
 import time
 import uuid
@@ -31,6 +32,7 @@ from podhost.config import Config
 from podhost.cri.client import CRIClient
 from podhost.errors import FailedPrecondition, InvalidArgument, NotFound, PodhostError
 from podhost.kubelet import status as st
+from podhost.kubelet import tmpfs
 from podhost.kubelet.configobjects import ConfigObject, ConfigObjects, SecretFiles, immutable_change
 from podhost.kubelet.downward_api import this_node
 from podhost.kubelet.endpoints import PodView, endpoints_for
@@ -237,6 +239,21 @@ class PodManager:
                 self.cri.remove_pod_sandbox(sb.id)
             except PodhostError as e:
                 log.warning("removing orphan sandbox %s: %s", sb.id[:13], e)
+        self._collect_orphan_volumes(wanted)
+
+    def _collect_orphan_volumes(self, wanted: set[str]) -> None:
+        """The volume directories of pods deleted while the daemon was down: their tmpfs mounts (secret
+        volumes, emptyDir Memory) unmounted, then the files removed."""
+        root = self.ctx.volume_root
+        for directory in sorted(root.iterdir()) if root.is_dir() else []:
+            if directory.name not in wanted:
+                log.info("removing the volumes of pod uid %s, which is no longer wanted", directory.name)
+                try:
+                    tmpfs.unmount_all(directory)
+                except OSError as e:
+                    log.warning("unmounting %s: %s", directory, e)
+                    continue
+                shutil.rmtree(directory, ignore_errors=True)
 
     # --- change notification -----------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ checked for leaks: no tmpfs of a pod left mounted, and no secrets tmpfs once no 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -155,12 +156,23 @@ spec:
         "the apply reached the file", lambda: sh(kube, "cm-pod", "cat /etc/config/greeting") == "hallo", 60
     )
     kube("patch", "configmap", "app-config", "--type=json", "-p", '[{"op": "remove", "path": "/data/color"}]')
+    edit = subprocess.run(
+        [str(kube.binary), "--kubeconfig", str(kube.kubeconfig), "edit", "configmap", "app-config"],
+        env={**kube.env(), "KUBE_EDITOR": "sed -i s/hallo/servus/"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert edit.returncode == 0 and "configmap/app-config edited" in edit.stdout, edit
+    wait_for(
+        "the edit reached the file", lambda: sh(kube, "cm-pod", "cat /etc/config/greeting") == "servus", 60
+    )
     wait_for("a removed key goes", lambda: "color" not in sh(kube, "cm-pod", "ls /etc/config"), 60)
     # a subPath mount does not follow (as upstream), nor does the environment of a running container
     assert sh(kube, "cm-pod", "cat /etc/pinned/greeting") == "hello"
     assert "GREETING=hello" in sh(kube, "cm-pod", "env").splitlines()
     described = kube("describe", "configmap", "app-config").stdout
-    assert "greeting" in described and "hallo" in described, described
+    assert "greeting" in described and "servus" in described, described
 
 
 def test_a_missing_configmap_holds_the_pod_in_container_creating_until_it_appears(kube: Kube) -> None:
@@ -388,3 +400,56 @@ spec:
     # a label change reaches the downward API file within the resync period
     kube("label", "pod", "dw", "tier=db", "--overwrite")
     wait_for("labels updated", lambda: sh(kube, "dw", "cat /etc/podinfo/labels") == 'app="dw"\ntier="db"', 60)
+
+
+# --- a daemon restart -----------------------------------------------------------------------------------
+
+
+def test_secrets_survive_a_daemon_restart_and_a_pod_deleted_meanwhile_leaves_no_mount(kube: Kube) -> None:
+    inst = kube.inst
+    value = "keep-" + secrets.token_hex(12)
+    kube("create", "secret", "generic", "kept", f"--from-literal=v={value}")
+    kube("create", "configmap", "settings", "--from-literal=mode=fast")
+    pod_yaml = f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: NAME}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: c
+    image: {BUSYBOX}
+    command: [sleep, "3600"]
+    volumeMounts: [{{name: s, mountPath: /s}}, {{name: m, mountPath: /m}}, {{name: c, mountPath: /c}}]
+  volumes:
+  - {{name: s, secret: {{secretName: kept}}}}
+  - {{name: m, emptyDir: {{medium: Memory}}}}
+  - {{name: c, configMap: {{name: settings}}}}
+"""
+    apply(kube, pod_yaml.replace("NAME", "stays"))
+    apply(kube, pod_yaml.replace("NAME", "goes"))
+    uid = running(kube, "stays")["metadata"]["uid"]
+    gone_uid = running(kube, "goes")["metadata"]["uid"]
+    volumes = inst.config.state_dir / "kubelet" / "volumes"
+    assert sorted(mounts_under(volumes / gone_uid)) == sorted(str(volumes / gone_uid / v) for v in ("m", "s"))
+
+    inst.stop()
+    kept = SECRETS_RUN_DIR / inst.config.instance_id / "secrets"
+    assert mounts_under(kept) == [str(kept)]  # the Secrets' tmpfs outlives the daemon
+    (
+        inst.config.state_dir / "kubelet" / "desired" / "pods" / "default_goes.json"
+    ).unlink()  # deleted meanwhile
+    inst.start()
+
+    assert (
+        base64.b64decode(kube("get", "secret", "kept", "-o", "jsonpath={.data.v}").stdout).decode() == value
+    )
+    assert kube("get", "configmap", "settings", "-o", "jsonpath={.data.mode}").stdout == "fast"
+    pod = running(kube, "stays")
+    assert pod["metadata"]["uid"] == uid and pod["status"]["containerStatuses"][0]["restartCount"] == 0
+    assert sh(kube, "stays", "cat /s/v") == value
+    wait_for("the orphan's volumes unmounted", lambda: not mounts_under(volumes / gone_uid), 30)
+    assert not (volumes / gone_uid).exists()
+    kube("patch", "configmap", "settings", "-p", json.dumps({"data": {"mode": "slow"}}))
+    wait_for("the adopted pod's volume follows", lambda: sh(kube, "stays", "cat /c/mode") == "slow", 60)
+    assert value not in (inst.root / "daemon.log").read_text()
