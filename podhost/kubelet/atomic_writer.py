@@ -86,9 +86,10 @@ def _timestamped_dir(target: Path) -> Path:
     return path
 
 
-def write(target: Path, payload: dict[str, FileProjection]) -> bool:
+def write(target: Path, payload: dict[str, FileProjection], gid: int | None = None) -> bool:
     """Make `target` hold exactly `payload` (path -> content and mode), atomically; True when anything
-    changed. `target` is made if missing; raises PayloadError for a path that may not be written."""
+    changed. `target` is made if missing; raises PayloadError for a path that may not be written. With
+    `gid` (the pod's fsGroup) the new files and directories belong to that group."""
     payload = _clean(payload)
     target.mkdir(parents=True, exist_ok=True)
     old = current_payload(target)
@@ -103,9 +104,14 @@ def write(target: Path, payload: dict[str, FileProjection]) -> bool:
             fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 os.write(fd, projection.data)
+                if gid is not None:
+                    os.fchown(fd, -1, gid)
                 os.fchmod(fd, projection.mode)
             finally:
                 os.close(fd)
+        if gid is not None:
+            for directory in [new_dir, *(p for p in new_dir.rglob("*") if p.is_dir())]:
+                os.chown(directory, -1, gid)
         tmp = target / DATA_TMP
         tmp.unlink(missing_ok=True)
         os.symlink(new_dir.name, tmp)

@@ -15,7 +15,8 @@ as one small manager per pod (`PodVolumes`):
 - `tear_down()` when the pod goes: the tmpfs mounts, then the files.
 
 emptyDir on disk with a sizeLimit is accepted and not enforced (the kubelet enforces it by eviction, which
-podhost does not do). File ownership follows the pod manager (root); fsGroup is not applied to these files.
+podhost does not do). With a pod fsGroup the files belong to that group and are group-readable, as
+SetVolumeOwnership leaves them; their owner is root.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def volume_payload(
             payload[item.path] = FileProjection(data[item.key], mode)
     if errors:
         raise VolumeError(errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]")
+    if pod.fs_group is not None:  # the fsGroup may read every file (SetVolumeOwnership's read-only mask)
+        payload = {p: FileProjection(f.data, f.mode | 0o440) for p, f in payload.items()}
     return payload
 
 
@@ -113,7 +116,7 @@ class PodVolumes:
     def _write(self, volume: Volume) -> None:
         payload = volume_payload(volume, self.pod, self.source, PodFacts(self.node))
         try:
-            atomic_writer.write(self.directory / volume.name, payload)
+            atomic_writer.write(self.directory / volume.name, payload, self.pod.fs_group)
         except (OSError, atomic_writer.PayloadError) as e:
             raise VolumeError(f"error writing the volume's files: {e.__class__.__name__}") from None
 

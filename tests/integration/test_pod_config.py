@@ -323,6 +323,7 @@ metadata:
   annotations: {{note: hi}}
 spec:
   terminationGracePeriodSeconds: 0
+  securityContext: {{fsGroup: 2000}}
   containers:
   - name: c
     image: {BUSYBOX}
@@ -392,8 +393,8 @@ spec:
     assert sh(kube, "dw", "cat /etc/podinfo/name") == "dw"
     assert sh(kube, "dw", "cat /etc/podinfo/cpu_limit") == "500"
     assert sh(kube, "dw", "cat /etc/all/name /etc/all/creds/token /etc/all/app") == "exampleabcdw"
-    modes = sh(kube, "dw", "stat -L -c %a /etc/all/name /etc/all/creds/token /etc/all/app").split()
-    assert modes == ["440", "400", "440"]
+    modes = sh(kube, "dw", "stat -L -c %a:%g /etc/all/name /etc/all/creds/token /etc/all/app").split()
+    assert modes == ["440:2000", "440:2000", "440:2000"]  # fsGroup: group-owned, and group-readable
     assert sh(kube, "dw", "stat -f -c %T /etc/all").strip() == "tmpfs"  # a secret source: kept off disk
     fields = sh(kube, "dw", "grep ' /cache ' /proc/mounts").split()
     assert fields[2] == "tmpfs" and "size=16384k" in fields[3], fields

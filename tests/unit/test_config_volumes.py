@@ -303,6 +303,23 @@ def test_config_volume_payloads_items_modes_and_optional() -> None:
     assert [v.tmpfs for v in pod.volumes] == [False, True, False, True]
 
 
+def test_fs_group_makes_every_file_group_readable() -> None:
+    source = _objects(b=_secret("sec", {"pw": "s"}))
+    pod = _pod(
+        {
+            "securityContext": {"fsGroup": 2000},
+            "volumes": [{"name": "v", "secret": {"secretName": "sec", "defaultMode": 0o400}}],
+        }
+    )
+    assert volume_payload(pod.volumes[0], pod, source, PodFacts()) == {"pw": FileProjection(b"s", 0o440)}
+
+
+def test_atomic_writer_gives_files_the_group(tmp_path: Path) -> None:
+    gid = os.getgid()
+    atomic_writer.write(tmp_path, {"d/k": FileProjection(b"v", 0o440)}, gid)
+    assert (tmp_path / "d" / "k").stat().st_gid == gid
+
+
 def test_missing_objects_and_keys_fail_the_volume_with_the_plugins_words() -> None:
     source = _objects(a=_cm("cfg", {"a": "1"}))
     pod = _pod(
