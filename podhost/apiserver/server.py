@@ -264,8 +264,10 @@ class Routes:
         if request.content_type == k8s_protobuf.PROTOBUF:  # client-go's typed clients (create configmap)
             try:
                 return k8s_protobuf.decode(raw)
-            except (k8s_protobuf.DecodeError, UnicodeDecodeError) as e:
+            except k8s_protobuf.DecodeError as e:
                 raise UnsupportedMediaType(f"the body of the request cannot be decoded: {e}") from None
+            except UnicodeDecodeError:  # its message would quote bytes of the body: a Secret's, maybe
+                raise BadRequest("the body of the request holds a string that is not UTF-8") from None
         try:
             if request.content_type in ("application/yaml", "application/x-yaml"):
                 import yaml
