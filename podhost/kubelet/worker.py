@@ -28,11 +28,9 @@ from pathlib import Path
 from podhost.cri import api_pb2 as pb
 from podhost.cri.client import CRIClient
 from podhost.errors import PodhostError
-from podhost.kubelet import container_gc
+from podhost.kubelet import configobjects, container_gc, downward_api
 from podhost.kubelet import status as st
 from podhost.kubelet.backoff import RETRY_BASE, SANDBOX, CrashLoopBackOff, retry_backoff
-from podhost.kubelet.configobjects import ConfigObjects, ConfigSource
-from podhost.kubelet.downward_api import NodeInfo
 from podhost.kubelet.events import NORMAL, WARNING, EventRecorder
 from podhost.kubelet.kuberuntime import ERR_IMAGE_PULL, PodRuntime
 from podhost.kubelet.manifest import ContainerSpec, Pod
@@ -57,8 +55,8 @@ class WorkerContext:
     pod_cgroup_parent: str = ""  # when set, each pod's cgroup is <this>/pod<uid> (what containerd needs)
     runtime_name: str = "cri"
     on_status: Callable[[], None] = lambda: None
-    config: ConfigSource = field(default_factory=ConfigObjects)  # the ConfigMaps and Secrets pods read
-    node: NodeInfo = field(default_factory=NodeInfo)  # what the downward API tells of the node
+    config: configobjects.ConfigSource = field(default_factory=configobjects.ConfigObjects)  # pods read these
+    node: downward_api.NodeInfo = field(default_factory=downward_api.NodeInfo)  # for the downward API
 
 
 class PodWorker:
