@@ -61,6 +61,7 @@ class ConfigObject:
     doc: dict[str, Any]
     data: dict[str, bytes] = field(default_factory=dict)
     immutable: bool = False
+    binary_keys: frozenset[str] = frozenset()  # a ConfigMap's binaryData keys: files only, never env
 
     @property
     def resource(self) -> str:
@@ -100,6 +101,7 @@ def parse_config_object(doc: dict[str, Any]) -> ConfigObject:
                 )
         obj.data = {k: str(v).encode() for k, v in data.items()}
         obj.data.update({k: _b64(v, f"binaryData[{k}]") for k, v in binary.items()})
+        obj.binary_keys = frozenset(binary)
     else:
         encoded = dict(doc.get("data") or {})
         _check_keys(list(encoded), kind, "data")
@@ -140,7 +142,9 @@ class ConfigSource(Protocol):
     @property
     def version(self) -> int: ...
 
-    def config_data(self, kind: str, namespace: str, name: str) -> dict[str, bytes] | None: ...
+    def config_data(
+        self, kind: str, namespace: str, name: str, for_env: bool = False
+    ) -> dict[str, bytes] | None: ...
 
 
 class SecretFiles:
@@ -230,6 +234,13 @@ class ConfigObjects:
         with self._lock:
             return [v for (k, _, _), v in sorted(self._objects.items()) if k == kind]
 
-    def config_data(self, kind: str, namespace: str, name: str) -> dict[str, bytes] | None:
+    def config_data(
+        self, kind: str, namespace: str, name: str, for_env: bool = False
+    ) -> dict[str, bytes] | None:
+        """The object's values by key; `for_env` leaves out a ConfigMap's binaryData (the kubelet reads
+        env from `data` only)."""
         found = self.get(kind, namespace, name)
-        return dict(found[0].data) if found else None
+        if found is None:
+            return None
+        obj = found[0]
+        return {k: v for k, v in obj.data.items() if not (for_env and k in obj.binary_keys)}

@@ -61,7 +61,7 @@ def expand(text: str, env: dict[str, str]) -> str:
 
 
 def _lookup(source: ConfigSource, kind: str, namespace: str, name: str) -> dict[str, bytes] | None:
-    return source.config_data(kind, namespace, name)
+    return source.config_data(kind, namespace, name, for_env=True)
 
 
 def make_environment(

@@ -220,6 +220,14 @@ def test_missing_objects_and_keys_are_config_errors(env: dict[str, Any], message
     assert str(caught.value) == message
 
 
+def test_env_reads_a_configmaps_data_not_its_binary_data() -> None:
+    doc = {**_cm("cfg", {"text": "t"}), "binaryData": {"blob": base64.b64encode(b"\x00").decode()}}
+    pod = _pod({"containers": [{"name": "c", "image": "i", "envFrom": [{"configMapRef": {"name": "cfg"}}]}]})
+    assert make_environment(pod, pod.containers[0], _objects(a=doc), PodFacts()) == [("text", "t")]
+    volume = _pod({"volumes": [{"name": "v", "configMap": {"name": "cfg"}}]}).volumes[0]
+    assert set(volume_payload(volume, pod, _objects(a=doc), PodFacts())) == {"text", "blob"}
+
+
 def test_envfrom_of_a_missing_object_unless_optional() -> None:
     pod = _pod({"containers": [{"name": "c", "image": "i", "envFrom": [{"secretRef": {"name": "s"}}]}]})
     with pytest.raises(ContainerConfigError, match='secret "s" not found'):
