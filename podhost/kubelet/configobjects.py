@@ -77,7 +77,7 @@ def _b64(value: Any, where: str) -> bytes:
         raise ManifestError(f"{where}: Invalid value: illegal base64 data") from None  # never the value
 
 
-def _check_keys(keys: list[str], kind: str, where: str) -> None:
+def _check_keys(keys: list[str], where: str) -> None:
     for key in keys:
         if problem := config_key_error(key):
             raise ManifestError(f"{where}[{key}]: Invalid value: {key!r}: {problem}")
@@ -92,8 +92,8 @@ def parse_config_object(doc: dict[str, Any]) -> ConfigObject:
     obj = ConfigObject(kind, name, namespace, uid, out, immutable=bool(doc.get("immutable", False)))
     if kind == "ConfigMap":
         data, binary = doc.get("data") or {}, doc.get("binaryData") or {}
-        _check_keys(list(data), kind, "data")
-        _check_keys(list(binary), kind, "binaryData")
+        _check_keys(list(data), "data")
+        _check_keys(list(binary), "binaryData")
         for key in data:
             if key in binary:
                 raise ManifestError(
@@ -104,9 +104,9 @@ def parse_config_object(doc: dict[str, Any]) -> ConfigObject:
         obj.binary_keys = frozenset(binary)
     else:
         encoded = dict(doc.get("data") or {})
-        _check_keys(list(encoded), kind, "data")
+        _check_keys(list(encoded), "data")
         strings = doc.get("stringData") or {}
-        _check_keys(list(strings), kind, "stringData")
+        _check_keys(list(strings), "stringData")
         obj.data = {k: _b64(v, f"data[{k}]") for k, v in encoded.items()}
         for key, value in strings.items():  # stringData wins over data, and is write-only
             obj.data[key] = str(value).encode()

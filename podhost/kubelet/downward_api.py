@@ -105,7 +105,6 @@ def resource_value(pod: Pod, ref: ResourceFieldRef, container: ContainerSpec | N
         value = res.memory_request or res.memory_limit
     else:
         raise FieldError(f"unsupported container resource: {ref.resource}")
+    # both in the same unit (millicores, or bytes), as the API's quantities compare them
     divisor = parse_quantity(ref.divisor or "1", "divisor.cpu" if cpu else "divisor")
-    if cpu:
-        return str(math.ceil(value / divisor)) if divisor else "0"
     return str(math.ceil(value / divisor)) if divisor else "0"

@@ -660,7 +660,7 @@ def _resource_ref(r: _Reader, container_required: bool) -> ResourceFieldRef:
 
 def _env_var(r: _Reader) -> EnvVar:
     name = r.get("name", "")
-    if not name or "=" in name or not name.isprintable():
+    if not name or "=" in name or not (name.isascii() and name.isprintable()):
         raise ManifestError(
             f"{r.path}.name: Invalid value: {name!r}: a valid environment variable name "
             "must consist only of printable ASCII characters other than '='"
