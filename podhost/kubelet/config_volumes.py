@@ -3,9 +3,10 @@
 The kubelet's volume plugins for these (pkg/volume/configmap, secret, downwardapi, projected, emptydir)
 as one small manager per pod (`PodVolumes`):
 
-- `set_up()` before the sandbox (the kubelet's WaitForAttachAndMount): every tmpfs mounted (secret
-  volumes and projected volumes with a secret source, so that secret data never touches a disk; emptyDir
-  `medium: Memory`, sized by sizeLimit or the pod's memory limit), then every config volume's payload
+- `set_up()` before the sandbox (the kubelet's WaitForAttachAndMount): every tmpfs mounted (secret,
+  downwardAPI and projected volumes, which upstream wraps in a memory emptyDir, so that secret data never
+  touches a disk; emptyDir `medium: Memory`, sized by sizeLimit or the pod's memory limit; a configMap
+  volume is a directory on disk, as upstream), then every config volume's payload
   written by the atomic writer. A ConfigMap or Secret that is missing and not `optional` fails it with
   the plugin's words (`configmap "cfg" not found`); the pod waits in ContainerCreating and is retried,
   and starts once the object appears.

@@ -158,12 +158,11 @@ class Volume:
 
     @property
     def tmpfs(self) -> bool:
-        """Backed by memory: a secret volume (its files never touch a disk) or emptyDir medium Memory;
-        a projected volume with a secret source is on disk upstream too (it is an emptyDir wrapper), but
-        podhost keeps it on tmpfs so that no secret lands on disk."""
+        """Backed by memory, as the kubelet's plugins wrap them (an emptyDir of medium Memory): secret,
+        downwardAPI and projected volumes, and emptyDir medium Memory; a configMap volume is on disk."""
         if self.kind == "emptyDir":
             return self.medium == "Memory"
-        return any(s.kind == "secret" for s in self.sources)
+        return self.kind in ("secret", "downwardAPI", "projected")
 
 
 @dataclass
