@@ -320,8 +320,8 @@ class PodManager:
             old = self.configs.get(obj.kind, obj.namespace, obj.name)
             if old is None:
                 return "created"
-            if forbidden := immutable_change(old[0], obj):
-                raise InvalidArgument(f"{obj.resource[:-1]}/{obj.name}: {forbidden}")
+            if forbidden := immutable_change(old[0], obj):  # the API server names the object
+                raise InvalidArgument(forbidden)
             return "configured"
         if isinstance(obj, Service):
             return "configured" if (obj.namespace, obj.name) in self._services else "created"

@@ -239,6 +239,38 @@ spec:
     assert "OPTIONAL=now" in sh(kube, "nokey", "env").splitlines()
 
 
+def test_applied_secrets_and_immutable_configmaps_as_kube_apiserver_keeps_them(kube: Kube) -> None:
+    out = apply(
+        kube,
+        """
+apiVersion: v1
+kind: Secret
+metadata: {name: applied}
+type: kubernetes.io/basic-auth
+stringData: {username: admin, password: pw}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: frozen}
+immutable: true
+data: {a: "1"}
+""",
+    )
+    assert out.split() == ["secret/applied", "created", "configmap/frozen", "created"], out
+    secret = json.loads(kube("get", "secret", "applied", "-o", "json").stdout)
+    assert "stringData" not in secret and secret["type"] == "kubernetes.io/basic-auth"
+    assert {k: base64.b64decode(v).decode() for k, v in secret["data"].items()} == {
+        "username": "admin",
+        "password": "pw",
+    }
+    refused = kube("patch", "configmap", "frozen", "-p", json.dumps({"data": {"a": "2"}}), check=False)
+    assert refused.returncode != 0
+    assert 'ConfigMap "frozen" is invalid: data: Forbidden: field is immutable when `immutable` is set' in (
+        refused.stderr
+    ), refused.stderr
+    assert kube("get", "configmap", "frozen", "-o", "jsonpath={.data.a}").stdout == "1"
+
+
 # --- Secrets ----------------------------------------------------------------------------------------------
 
 
