@@ -164,7 +164,7 @@ class SecretFiles:
             return True
         try:
             self.directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmpfs.mount_tmpfs(self.directory, SECRETS_TMPFS_SIZE, mode=0o700)
+            tmpfs.mount_tmpfs(self.directory, SECRETS_TMPFS_SIZE, mode=0o700, private=True)
         except OSError as e:
             log.warning("secrets: no tmpfs at %s (%s): kept in memory only", self.directory, e.strerror)
             self.enabled = False

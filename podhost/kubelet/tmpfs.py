@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 TMPFS_MAGIC = 0x01021994
-MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x2, 0x4, 0x8
+MS_NOSUID, MS_NODEV = 0x2, 0x4
 MNT_DETACH = 0x2
 
 
@@ -47,14 +47,20 @@ def is_mount_point(path: Path) -> bool:
         return any(line.split(" ")[4] == target for line in f)
 
 
-def mount_tmpfs(path: Path, size: int = 0, mode: int = 0o755) -> None:
-    """A fresh tmpfs at `path` (made if missing), nosuid and nodev, `size` bytes at most (0: tmpfs's
-    default, half the memory). Mounted once: a path that is a mount point already is left as it is."""
+def mount_tmpfs(path: Path, size: int = 0, mode: int = 0o755, private: bool = False) -> None:
+    """A fresh tmpfs at `path` (made if missing), `size` bytes at most (0: tmpfs's default, half the
+    memory). Mounted once: a path that is a mount point already is left as it is.
+
+    A pod's volume gets no other flag, as the kubelet's `setupTmpfs` mounts it: nosuid or nodev on the
+    host mount would be locked in a pod with its own user namespace, and the runtime's read-only bind
+    remount there (which does not repeat them) would fail with EPERM. `private` (the pod manager's own
+    store) adds nosuid and nodev."""
     path.mkdir(parents=True, exist_ok=True)
     if is_mount_point(path):
         return
     options = f"mode={mode:o}" + (f",size={size}" if size else "")
-    if _libc().mount(b"tmpfs", os.fsencode(str(path)), b"tmpfs", MS_NOSUID | MS_NODEV, options.encode()) != 0:
+    flags = MS_NOSUID | MS_NODEV if private else 0
+    if _libc().mount(b"tmpfs", os.fsencode(str(path)), b"tmpfs", flags, options.encode()) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount tmpfs at {path}: {os.strerror(err)}")
 

@@ -79,9 +79,12 @@ def apply(k: Kube, text: str) -> str:
 
 
 def running(k: Kube, name: str) -> dict[str, Any]:
-    pod: dict[str, Any] = wait_for(
-        f"{name} Ready", lambda: is_ready(p := k.inst.pods.pod(name)) and p, timeout=90
-    )
+    try:
+        pod: dict[str, Any] = wait_for(
+            f"{name} Ready", lambda: is_ready(p := k.inst.pods.pod(name)) and p, timeout=90
+        )
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{k('describe', 'pod', name, check=False).stdout}") from None
     return pod
 
 
@@ -488,3 +491,33 @@ spec:
     kube("patch", "configmap", "settings", "-p", json.dumps({"data": {"mode": "slow"}}))
     wait_for("the adopted pod's volume follows", lambda: sh(kube, "stays", "cat /c/mode") == "slow", 60)
     assert value not in (inst.root / "daemon.log").read_text()
+
+
+def test_config_volumes_in_a_pod_with_its_own_user_namespace(kube: Kube) -> None:
+    kube("create", "configmap", "ns-cfg", "--from-literal=k=v")
+    kube("create", "secret", "generic", "ns-sec", "--from-literal=s=t")
+    apply(
+        kube,
+        f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: userns}}
+spec:
+  hostUsers: false
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: c
+    image: {BUSYBOX}
+    command: [sleep, "3600"]
+    volumeMounts: [{{name: c, mountPath: /c}}, {{name: s, mountPath: /s}}, {{name: m, mountPath: /m}}]
+  volumes:
+  - {{name: c, configMap: {{name: ns-cfg}}}}
+  - {{name: s, secret: {{secretName: ns-sec}}}}
+  - {{name: m, emptyDir: {{medium: Memory, sizeLimit: 1Mi}}}}
+""",
+    )
+    running(kube, "userns")
+    assert sh(kube, "userns", "cat /c/k /s/s") == "vt"
+    # the files are root's inside the pod's user namespace, as the kubelet's idmapped mounts show them
+    assert sh(kube, "userns", "stat -L -c %u:%g /c/k /s/s").split() == ["0:0", "0:0"]
+    assert sh(kube, "userns", "echo x > /m/f && cat /m/f") == "x\n"
