@@ -365,6 +365,38 @@ def endpoints_row(ep: dict[str, Any], now: float) -> Row:
     ]
 
 
+CONFIGMAP_COLUMNS: list[Column] = [
+    ("Name", "string", 0, "Name must be unique within a namespace."),
+    ("Data", "string", 0, "Data contains the configuration data."),
+    ("Age", "string", 0, "CreationTimestamp is the time the object was created."),
+]
+
+
+def configmap_row(cm: dict[str, Any], now: float) -> Row:
+    count = len(cm.get("data") or {}) + len(cm.get("binaryData") or {})
+    meta = cm.get("metadata", {})
+    return [meta.get("name", ""), count, since(meta.get("creationTimestamp", ""), now)]
+
+
+SECRET_COLUMNS: list[Column] = [
+    ("Name", "string", 0, "Name must be unique within a namespace."),
+    ("Type", "string", 0, "Used to facilitate programmatic handling of secret data."),
+    ("Data", "string", 0, "Data contains the secret data."),
+    ("Age", "string", 0, "CreationTimestamp is the time the object was created."),
+]
+
+
+def secret_row(secret: dict[str, Any], now: float) -> Row:
+    """Never the data: only how many keys it has."""
+    meta = secret.get("metadata", {})
+    return [
+        meta.get("name", ""),
+        secret.get("type", "Opaque"),
+        len(secret.get("data") or {}),
+        since(meta.get("creationTimestamp", ""), now),
+    ]
+
+
 DEFAULT_COLUMNS: list[Column] = [
     ("Name", "string", 0, "Name must be unique within a namespace."),
     ("Created At", "date", 0, "CreationTimestamp is the time the object was created."),
@@ -383,6 +415,8 @@ PRINTERS: dict[str, tuple[list[Column], Callable[[dict[str, Any], float], Row]]]
     "Event": (EVENT_COLUMNS, event_row),
     "Service": (SERVICE_COLUMNS, service_row),
     "Endpoints": (ENDPOINTS_COLUMNS, endpoints_row),
+    "ConfigMap": (CONFIGMAP_COLUMNS, configmap_row),
+    "Secret": (SECRET_COLUMNS, secret_row),
 }
 
 

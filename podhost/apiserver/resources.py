@@ -61,6 +61,11 @@ POD_SPEC_SUBRESOURCES = {
     "ephemeralcontainers": patch.ephemeral_containers_update,
     "resize": patch.resize_update,
 }
+#: The kinds without a spec: what of their body is theirs to keep.
+DATA_FIELDS = {
+    "ConfigMap": ("data", "binaryData", "immutable"),
+    "Secret": ("data", "stringData", "type", "immutable"),
+}
 WRITE = ("create", "delete", "get", "list", "patch", "update", "watch")
 
 
@@ -82,6 +87,7 @@ class Kind:
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
+        Kind("configmaps", "ConfigMap", True, WRITE, ("cm",)),
         Kind("endpoints", "Endpoints", True, READ, ("ep",)),
         Kind("events", "Event", True, READ, ("ev",)),
         Kind("namespaces", "Namespace", False, READ, ("ns",), (), (("status", ("get",)),)),
@@ -103,6 +109,7 @@ KINDS: dict[str, Kind] = {
                 ("status", ("get", "patch")),
             ),
         ),
+        Kind("secrets", "Secret", True, WRITE),
         Kind("services", "Service", True, WRITE, ("svc",), ("all",)),
     )
 }
@@ -211,19 +218,25 @@ class API:
         pods = [objects.pod_object(p, self.node) for p in m.pod_objects()]
         uids = {(p["metadata"]["namespace"], p["metadata"]["name"]): p["metadata"]["uid"] for p in pods}
         services = m.service_objects()
+        configmaps, secrets_ = m.config_objects("ConfigMap"), m.config_objects("Secret")
         endpoints = m.endpoint_objects()
         for ep in endpoints:
             meta = ep["metadata"]
             meta.setdefault("uid", objects.stable_uid("endpoints", meta["namespace"], meta["name"]))
         events = [objects.event_object(e, uids, self.node.name) for e in m.event_objects()]
         with self._managed_lock:
-            for resource, objs in (("pods", pods), ("services", services)):
+            for resource, objs in (
+                ("pods", pods),
+                ("services", services),
+                ("configmaps", configmaps),
+                ("secrets", secrets_),
+            ):
                 for obj in objs:
                     meta = obj["metadata"]
                     uid, entries = self._managed.get((resource, meta["namespace"], meta["name"]), ("", []))
                     if uid and uid == meta.get("uid") and entries:
                         meta["managedFields"] = copy.deepcopy(entries)
-        used = {o["metadata"]["namespace"] for o in [*pods, *services, *events]}
+        used = {o["metadata"]["namespace"] for o in [*pods, *services, *configmaps, *secrets_, *events]}
         namespaces = [
             objects.namespace_object(ns, self.node.created)
             for ns in sorted(set(objects.SYSTEM_NAMESPACES) | used)
@@ -231,6 +244,8 @@ class API:
         return {
             "pods": pods,
             "services": services,
+            "configmaps": configmaps,
+            "secrets": secrets_,
             "endpoints": endpoints,
             "events": events,
             "namespaces": namespaces,
@@ -291,11 +306,14 @@ class API:
 
     @staticmethod
     def _manifest(obj: dict[str, Any], spec: Any) -> dict[str, Any]:
-        """What the pod manager is given: identity, labels, annotations and the spec (server-set metadata
-        and status are the server's, not the manifest's)."""
+        """What the pod manager is given: identity, labels, annotations and the spec, or a ConfigMap's or
+        Secret's data (server-set metadata and status are the server's, not the manifest's)."""
         meta = obj.get("metadata", {})
         keep = {k: meta[k] for k in ("name", "namespace", "uid", "labels", "annotations") if meta.get(k)}
-        return {"apiVersion": "v1", "kind": obj["kind"], "metadata": keep, "spec": spec}
+        manifest = {"apiVersion": "v1", "kind": obj["kind"], "metadata": keep}
+        if obj["kind"] not in DATA_FIELDS:
+            return {**manifest, "spec": spec}
+        return {**manifest, **{k: obj[k] for k in DATA_FIELDS[obj["kind"]] if obj.get(k) is not None}}
 
     @staticmethod
     def _validate(kind: Kind, name: str, manifest: dict[str, Any]) -> None:

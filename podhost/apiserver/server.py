@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from podhost.apiserver import certs, logs, objects, openapi_v2, openapi_v3, streaming
+from podhost.apiserver import certs, k8s_protobuf, logs, objects, openapi_v2, openapi_v3, streaming
 from podhost.apiserver.resources import (
     API,
     APPLY_PATCH,
@@ -44,6 +44,7 @@ from podhost.apiserver.status import (
     BadRequest,
     MethodNotAllowed,
     Unauthorized,
+    UnsupportedMediaType,
     code_and_reason,
     status_object,
 )
@@ -272,6 +273,13 @@ class Routes:
 
     async def _body(self, request: web.Request) -> Any:
         raw = await request.read()
+        if request.content_type == k8s_protobuf.PROTOBUF:  # client-go's typed clients (create configmap)
+            try:
+                return k8s_protobuf.decode(raw)
+            except k8s_protobuf.DecodeError as e:
+                raise UnsupportedMediaType(f"the body of the request cannot be decoded: {e}") from None
+            except UnicodeDecodeError:  # its message would quote bytes of the body: a Secret's, maybe
+                raise BadRequest("the body of the request holds a string that is not UTF-8") from None
         try:
             if request.content_type in ("application/yaml", "application/x-yaml"):
                 import yaml

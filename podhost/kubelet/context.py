@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from podhost.cri.client import CRIClient
-from podhost.kubelet import allocation
+from podhost.kubelet import allocation, configobjects, downward_api
 from podhost.kubelet.events import EventRecorder
 
 
@@ -27,3 +27,5 @@ class WorkerContext:
     runtime_name: str = "cri"
     on_status: Callable[[], None] = lambda: None
     allotted: Callable[[str], allocation.Allotted] = allocation.nothing_allotted  # by the node's other pods
+    config: configobjects.ConfigSource = field(default_factory=configobjects.ConfigObjects)  # pods read these
+    node: downward_api.NodeInfo = field(default_factory=downward_api.NodeInfo)  # for the downward API

@@ -26,6 +26,10 @@ from podhost.cri.client import CRIClient
 from podhost.errors import NotFound, PodhostError, Unimplemented
 from podhost.kubelet import images, lifecycle, volumes
 from podhost.kubelet.backoff import DEFAULT_BASE, image_pull_backoff
+from podhost.kubelet.config_volumes import RESYNC_SECONDS, PodVolumes, VolumeError, host_path
+from podhost.kubelet.configobjects import ConfigObjects, ConfigSource
+from podhost.kubelet.downward_api import NodeInfo, PodFacts
+from podhost.kubelet.envvars import CREATE_CONTAINER_CONFIG_ERROR, ContainerConfigError, make_environment
 from podhost.kubelet.events import NORMAL, WARNING
 from podhost.kubelet.images import Event
 from podhost.kubelet.manifest import ContainerSpec, Pod
@@ -54,8 +58,14 @@ class PodRuntime:
         volume_directory: Path,
         pod_cgroup_parent: str = "",
         pull_backoff_base: float = DEFAULT_BASE,
+        config: ConfigSource | None = None,
+        node: NodeInfo | None = None,
     ) -> None:
         self.cri, self.pod, self.event = cri, pod, event
+        self.config: ConfigSource = config or ConfigObjects()
+        self.node = node or NodeInfo()
+        self.volumes = PodVolumes(pod, volume_directory, self.config, self.node)
+        self._volumes_synced = (-1, 0.0)  # the config version and the time of the last volume sync
         self.pulls = image_pull_backoff(pull_backoff_base)  # by image: what ImagePullBackOff waits for
         self.log_directory, self.volume_directory = log_directory, volume_directory
         self.pod_cgroup_parent = pod_cgroup_parent
@@ -74,9 +84,41 @@ class PodRuntime:
         return config
 
     def run_pod_sandbox(self, attempt: int) -> str:
-        """The pod's directories and volumes, then RunPodSandbox; raises what the runtime raised."""
-        volumes.prepare_pod_dirs(self.pod, self.log_directory, self.volume_directory)
+        """RunPodSandbox (after `mount_volumes`); raises what the runtime raised."""
         return self.cri.run_pod_sandbox(self.sandbox_config(attempt))
+
+    # --- volumes (config_volumes.py) --------------------------------------------------------------------
+
+    def mount_volumes(self) -> str:
+        """The pod's directories, then its config and memory volumes (before RunPodSandbox, as the
+        kubelet's WaitForAttachAndMount); "" when all are set up, else the FailedMount message told."""
+        volumes.prepare_pod_dirs(self.pod, self.log_directory, self.volume_directory)
+        failures = self.volumes.set_up()
+        for name, message in failures:
+            self._failed_mount(name, message)
+        self._volumes_synced = (self.config.version, time.time())
+        if not failures:
+            return ""
+        names = ", ".join(sorted(n for n, _ in failures))
+        return f"Unable to attach or mount volumes: unmounted volumes=[{names}]"
+
+    def sync_volumes(self, now: float) -> list[float]:
+        """Rewrite the config volumes when a ConfigMap or Secret changed or the resync period passed; when
+        to look again (none for a pod without config volumes)."""
+        if not self.volumes.config_volumes:
+            return []
+        version, last = self._volumes_synced
+        if version != self.config.version or now - last >= RESYNC_SECONDS:
+            for name, message in self.volumes.sync():
+                self._failed_mount(name, message)
+            self._volumes_synced = version, last = self.config.version, now
+        return [last + RESYNC_SECONDS]
+
+    def _failed_mount(self, volume: str, message: str) -> None:
+        self.event(WARNING, "FailedMount", f'MountVolume.SetUp failed for volume "{volume}" : {message}', "")
+
+    def tear_down_volumes(self) -> None:
+        self.volumes.tear_down()
 
     def down_reason(self, sandbox: pb.PodSandbox) -> tuple[str, str]:
         """Why the sandbox is not ready, in the runtime's words when it gives them (podhost's verbose
@@ -117,7 +159,7 @@ class PodRuntime:
             self.stop_pod_sandboxes([sb])
             self.cri.remove_pod_sandbox(sb.id)
         shutil.rmtree(self.log_directory, ignore_errors=True)
-        shutil.rmtree(self.volume_directory, ignore_errors=True)
+        self.volumes.tear_down()  # its tmpfs mounts first: no rmtree may walk into one
 
     def remove_pod_sandboxes(self, sandboxes: Iterable[pb.PodSandbox]) -> list[pb.PodSandbox]:
         """RemovePodSandbox of dead sandboxes, with their containers (their log files stay); the ones
@@ -143,9 +185,12 @@ class PodRuntime:
         if failure := images.ensure_images(self.cri, pod, spec, self.event, attempt == 0, self.pulls, now):
             self.event(WARNING, "Failed", f"Error: {ERR_IMAGE_PULL}", spec.name)  # as startContainer's
             return "", ERR_IMAGE_PULL, failure
-        paths = volumes.volume_paths(pod, self.volume_directory)
-        mounts = container_mounts(spec, paths, images.image_volumes(pod))
-        config = container_config(pod, spec, attempt, mounts, target_id)
+        try:
+            envs = make_environment(pod, spec, self.config, self._facts(spec, sandbox))
+            mounts = self._mounts(spec)
+        except (ContainerConfigError, VolumeError) as e:  # the worker tells it (event Failed) and retries
+            return "", CREATE_CONTAINER_CONFIG_ERROR, str(e)
+        config = container_config(pod, spec, attempt, mounts, target_id=target_id, envs=envs)
         try:
             container_id = self.cri.create_container(
                 sandbox.id, config, self.sandbox_config(sandbox.metadata.attempt)
@@ -154,6 +199,31 @@ class PodRuntime:
             return "", "CreateContainerError", f"Error: {e}"
         self.event(NORMAL, "Created", f"Created container {spec.name}", spec.name)
         return container_id, "", ""
+
+    def _facts(self, spec: ContainerSpec, sandbox: pb.PodSandbox) -> PodFacts:
+        """The node, and the pod's IPs when an env var asks for them (from the sandbox's status, as the
+        kubelet reads them)."""
+        wanted = any(v.value_from and v.value_from.field_path.startswith("status.pod") for v in spec.env)
+        ips: tuple[str, ...] = ()
+        if wanted:
+            status = self.cri.pod_sandbox_status(sandbox.id).status
+            ips = tuple(
+                ip for ip in [status.network.ip, *(a.ip for a in status.network.additional_ips)] if ip
+            )
+        return PodFacts(self.node, ips)
+
+    def _mounts(self, spec: ContainerSpec) -> list[pb.Mount]:
+        """CRI mounts of `spec`; the config volumes read-only (as the kubelet mounts them), a subPath of
+        one bound as it resolves now."""
+        paths = volumes.volume_paths(self.pod, self.volume_directory)
+        mounts = container_mounts(spec, paths, images.image_volumes(self.pod))
+        config_names = {v.name for v in self.volumes.config_volumes}
+        for m, mount in zip(spec.volume_mounts, mounts, strict=True):
+            if m.name in config_names:
+                mount.readonly = True
+                if m.sub_path:
+                    mount.host_path = host_path(Path(paths[m.name]), m.sub_path)
+        return mounts
 
     def pull_back_off_at(self, spec: ContainerSpec, now: float) -> float:
         """After ErrImagePull, when a sync tells ImagePullBackOff: halfway through the pull's back-off (the

@@ -15,8 +15,11 @@ the daemon restarts (workers observe first, and a running container is left alon
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
+import platform
+import shutil
 import threading
 import time
 import uuid
@@ -28,9 +31,11 @@ from typing import Any
 from podhost.config import Config
 from podhost.cri.client import CRIClient
 from podhost.errors import FailedPrecondition, InvalidArgument, NotFound, PodhostError
-from podhost.kubelet import allocation
+from podhost.kubelet import allocation, tmpfs
 from podhost.kubelet import status as st
+from podhost.kubelet.configobjects import ConfigObject, ConfigObjects, SecretFiles, immutable_change
 from podhost.kubelet.context import WorkerContext
+from podhost.kubelet.downward_api import this_node
 from podhost.kubelet.endpoints import PodView, endpoints_for
 from podhost.kubelet.events import WARNING, EventRecorder
 from podhost.kubelet.manifest import (
@@ -44,12 +49,14 @@ from podhost.kubelet.manifest import (
 )
 from podhost.kubelet.pleg import PLEG
 from podhost.kubelet.podspec import LABEL_POD_UID, MANAGED_BY, MANAGER_NAME
-from podhost.kubelet.store import PODS, SERVICES, DesiredState
+from podhost.kubelet.store import CONFIGMAPS, PODS, SERVICES, DesiredState
 from podhost.kubelet.worker import PodWorker
 
 log = logging.getLogger(__name__)
 
 STATIC_SCAN_SECONDS = 1.0
+#: Secrets survive a daemon restart on a tmpfs under here (not a reboot), never on a disk.
+SECRETS_RUN_DIR = Path("/run/podhost")
 PROBE_WORKERS = 8
 API_SOURCE = "api"
 
@@ -62,6 +69,11 @@ class ManagerSettings:
     pod_cgroup_parent: str = ""
     manifests_dir: Path | None = None
     relist_period: float = 1.0
+    #: where Secrets are kept across a daemon restart: a tmpfs (mounted here when it is not one); None:
+    #: in memory only. Never a disk (configobjects.SecretFiles).
+    secrets_dir: Path | None = None
+    node_name: str = "localhost"  # the downward API's spec.nodeName
+    host_ip: str = ""  # and status.hostIP
 
 
 def settings_from_config(config: Config) -> ManagerSettings:
@@ -72,6 +84,9 @@ def settings_from_config(config: Config) -> ManagerSettings:
         backoff_base=float(config.kubelet_restart_backoff),
         pod_cgroup_parent=config.kubelet_pod_cgroup_parent,
         manifests_dir=Path(config.kubelet_manifests_dir).absolute() if config.kubelet_manifests_dir else None,
+        secrets_dir=SECRETS_RUN_DIR / config.instance_id / "secrets",
+        node_name=platform.node().lower() or "localhost",
+        host_ip=str(ipaddress.ip_network(config.subnet, strict=False).network_address + 1),
     )
 
 
@@ -109,6 +124,8 @@ class PodManager:
         self.cri = cri or CRIClient(settings.runtime_endpoint)
         self.events = EventRecorder()
         self.store = DesiredState(settings.state_dir / "desired")
+        self.configs = ConfigObjects()  # ConfigMaps and Secrets, which pods read (configobjects.py)
+        self.secret_files = SecretFiles(settings.secrets_dir)
         self._pods: dict[tuple[str, str], _PodEntry] = {}
         self._services: dict[tuple[str, str], _ServiceEntry] = {}
         self._lock = threading.RLock()
@@ -125,6 +142,8 @@ class PodManager:
             pod_cgroup_parent=settings.pod_cgroup_parent,
             on_status=self._bump,
             allotted=self._allotted_elsewhere,
+            config=self.configs,
+            node=this_node(settings.node_name, settings.host_ip),
         )
         self.pleg = PLEG(self.cri, self._wake, self._wake_all, settings.relist_period)
         self._stop = threading.Event()
@@ -140,9 +159,13 @@ class PodManager:
             self.ctx.runtime_name = self.cri.version().runtime_name or "cri"
         except PodhostError as e:
             log.warning("the runtime at %s does not answer yet: %s", self.settings.runtime_endpoint, e)
+        for doc, created_at in self.secret_files.load():
+            self._load_config_object(doc, created_at)
         for stored in self.store.load():
             try:
-                if stored.kind == PODS:
+                if stored.kind == CONFIGMAPS:
+                    self._load_config_object(stored.manifest, stored.created_at)
+                elif stored.kind == PODS:
                     (pod,) = [o for o in load_objects_from(stored.manifest) if isinstance(o, Pod)]
                     self._add_pod(pod, stored.manifest, stored.created_at, API_SOURCE, start=False)
                 else:
@@ -169,6 +192,14 @@ class PodManager:
             len(self._services),
             self.settings.runtime_endpoint,
         )
+
+    def _load_config_object(self, doc: dict[str, Any], created_at: float) -> None:
+        try:
+            (obj,) = [o for o in load_objects_from(doc) if isinstance(o, ConfigObject)]
+        except (ManifestError, ValueError) as e:
+            log.error("a stored ConfigMap or Secret cannot be loaded: %s", e)  # names fields, never data
+            return
+        self.configs.put(obj, created_at)
 
     def close(self) -> None:
         """Stop managing; pods keep running and are adopted by the next start."""
@@ -210,6 +241,21 @@ class PodManager:
                 self.cri.remove_pod_sandbox(sb.id)
             except PodhostError as e:
                 log.warning("removing orphan sandbox %s: %s", sb.id[:13], e)
+        self._collect_orphan_volumes(wanted)
+
+    def _collect_orphan_volumes(self, wanted: set[str]) -> None:
+        """The volume directories of pods deleted while the daemon was down: their tmpfs mounts (secret
+        volumes, emptyDir Memory) unmounted, then the files removed."""
+        root = self.ctx.volume_root
+        for directory in sorted(root.iterdir()) if root.is_dir() else []:
+            if directory.name not in wanted:
+                log.info("removing the volumes of pod uid %s, which is no longer wanted", directory.name)
+                try:
+                    tmpfs.unmount_all(directory)
+                except OSError as e:
+                    log.warning("unmounting %s: %s", directory, e)
+                    continue
+                shutil.rmtree(directory, ignore_errors=True)
 
     # --- change notification -----------------------------------------------------------------------------
 
@@ -277,10 +323,19 @@ class PodManager:
             plan = [self._check_apply(obj) for obj in objects]
             for obj, doc, verdict in zip(objects, docs, plan, strict=True):
                 results.append(self._do_apply(obj, doc, verdict))
+        if any(isinstance(o, ConfigObject) for o in objects):
+            self._wake_all()  # their volumes follow at once (config_volumes.PodVolumes.sync)
         self._bump()
         return results
 
-    def _check_apply(self, obj: Pod | Service) -> str:
+    def _check_apply(self, obj: Pod | Service | ConfigObject) -> str:
+        if isinstance(obj, ConfigObject):
+            old = self.configs.get(obj.kind, obj.namespace, obj.name)
+            if old is None:
+                return "created"
+            if forbidden := immutable_change(old[0], obj):  # the API server names the object
+                raise InvalidArgument(forbidden)
+            return "configured"
         if isinstance(obj, Service):
             return "configured" if (obj.namespace, obj.name) in self._services else "created"
         entry = self._pods.get((obj.namespace, obj.name))
@@ -295,8 +350,10 @@ class PodManager:
             raise InvalidArgument(f"{where}: metadata.uid: cannot change ({entry.pod.uid})")
         return "compare"
 
-    def _do_apply(self, obj: Pod | Service, doc: dict[str, Any], verdict: str) -> str:
+    def _do_apply(self, obj: Pod | Service | ConfigObject, doc: dict[str, Any], verdict: str) -> str:
         now = time.time()
+        if isinstance(obj, ConfigObject):
+            return self._apply_config_object(obj, verdict, now)
         if isinstance(obj, Service):
             key = (obj.namespace, obj.name)
             old = self._services.get(key)
@@ -352,6 +409,35 @@ class PodManager:
             entry.worker.wake()
         self._bump()
 
+    def _apply_config_object(self, obj: ConfigObject, verdict: str, now: float) -> str:
+        """Keep a ConfigMap (on disk, with the pods) or a Secret (memory and tmpfs only)."""
+        old = self.configs.get(obj.kind, obj.namespace, obj.name)
+        obj.uid = old[0].uid if old else (obj.uid or str(uuid.uuid4()))
+        obj.doc = _with_uid(obj.doc, obj.uid)
+        where = f"{obj.kind.lower()}/{obj.name}"
+        if old is not None and old[0].doc == obj.doc:
+            return f"{where} unchanged"
+        created = old[1] if old else now
+        if obj.kind == "Secret":
+            self.secret_files.put(obj.namespace, obj.name, obj.doc, created)
+        else:
+            self.store.put(CONFIGMAPS, obj.namespace, obj.name, obj.doc, created)
+        self.configs.put(obj, created)
+        return f"{where} {verdict}"
+
+    def _delete_config_object(self, kind: str, namespace: str, name: str) -> str:
+        with self._lock:
+            obj = self.configs.pop(kind, namespace, name)
+            if obj is None:
+                raise NotFound(f'{kind.lower()}s "{name}" not found')
+            if kind == "Secret":
+                self.secret_files.delete(namespace, name)
+            else:
+                self.store.delete(CONFIGMAPS, namespace, name)
+        self._wake_all()
+        self._bump()
+        return f'{kind.lower()} "{name}" deleted'
+
     def delete(
         self,
         kind: str,
@@ -370,8 +456,14 @@ class PodManager:
                 self.store.delete(SERVICES, namespace, name)
             self._bump()
             return f'service "{name}" deleted'
+        if kind in ("configmap", "configmaps", "cm", "secret", "secrets"):
+            return self._delete_config_object(
+                "Secret" if kind.startswith("secret") else "ConfigMap", namespace, name
+            )
         if kind not in ("pod", "pods", "po"):
-            raise InvalidArgument(f"cannot delete {kind!r}: podhost deletes pods and services")
+            raise InvalidArgument(
+                f"cannot delete {kind!r}: podhost deletes pods, services, configmaps and secrets"
+            )
         with self._lock:
             entry = self._pods.get((namespace, name))
             if entry is None:
@@ -549,6 +641,21 @@ class PodManager:
             out.append(doc)
         return out
 
+    def config_objects(self, kind: str, namespace: str = "", name: str = "") -> list[dict[str, Any]]:
+        """ConfigMaps or Secrets (`kind`) as v1 objects (Secret data base64, as the API serves it)."""
+        out = []
+        for obj, created_at in self.configs.list(kind):
+            if (namespace and obj.namespace != namespace) or (name and obj.name != name):
+                continue
+            doc = dict(obj.doc)
+            meta = dict(doc.get("metadata") or {})
+            meta.update(namespace=obj.namespace, uid=obj.uid, creationTimestamp=st.rfc3339(created_at))
+            doc["metadata"] = meta
+            out.append(doc)
+        if name and not out:
+            raise NotFound(f'{kind.lower()}s "{name}" not found')
+        return out
+
     def endpoint_objects(self, namespace: str = "", name: str = "") -> list[dict[str, Any]]:
         with self._lock:
             services = [
@@ -618,6 +725,6 @@ def _with_uid(doc: dict[str, Any], uid: str) -> dict[str, Any]:
     return {**doc, "metadata": meta}
 
 
-def load_objects_from(doc: dict[str, Any]) -> list[Pod | Service]:
+def load_objects_from(doc: dict[str, Any]) -> list[Pod | Service | ConfigObject]:
     """Parse one stored manifest dict (as applied) again."""
     return load_objects(json.dumps(doc))

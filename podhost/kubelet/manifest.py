@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from podhost.errors import InvalidArgument
 from podhost.kubeapi import schema as sch
+
+if TYPE_CHECKING:
+    from podhost.kubelet.configobjects import ConfigObject
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -101,20 +104,112 @@ class VolumeMount:
     name: str
     mount_path: str
     read_only: bool = False
-    sub_path: str = ""  # image volumes only: the directory of the image to mount (CRI image_sub_path)
+    #: image volumes: the image's directory (CRI image_sub_path); configMap, secret, downwardAPI and
+    #: projected volumes: a file or directory of the volume, bound as it is at container creation (so it
+    #: does not follow later updates, as upstream).
+    sub_path: str = ""
+
+
+@dataclass
+class ResourceFieldRef:
+    """resourceFieldRef: a container's limits.cpu, requests.memory, ... in units of `divisor`."""
+
+    resource: str
+    container_name: str = ""
+    divisor: str = ""  # a quantity as written ("" means 1)
+
+
+@dataclass
+class KeyToPath:
+    """An `items` entry: object key -> file path in the volume, with its own mode (None: defaultMode)."""
+
+    key: str
+    path: str
+    mode: int | None = None
+
+
+@dataclass
+class DownwardAPIFile:
+    """A downwardAPI item: a file whose content is a pod field (`field_path`) or a container resource."""
+
+    path: str
+    field_path: str = ""
+    resource: ResourceFieldRef | None = None
+    mode: int | None = None
+
+
+@dataclass
+class VolumeProjection:
+    """One source of a config volume: a configMap or secret (`name`, `items`, `optional`) or downward API
+    `files`. A configMap, secret or downwardAPI volume is a projected volume with one source."""
+
+    kind: str  # "configMap", "secret" or "downwardAPI"
+    name: str = ""
+    items: list[KeyToPath] = field(default_factory=list)
+    optional: bool = False
+    files: list[DownwardAPIFile] = field(default_factory=list)
+
+
+#: The volume kinds the kubelet writes with its atomic writer (pkg/volume/util/atomic_writer.go).
+CONFIG_VOLUMES = ("configMap", "secret", "downwardAPI", "projected")
+#: The file mode of a config volume's files unless defaultMode says otherwise (v1 defaults: 0644).
+DEFAULT_MODE = 0o644
 
 
 @dataclass
 class Volume:
-    """A pod volume: `emptyDir` (a directory that lives as long as the pod), `hostPath`, or `image` (an
-    image's files, read-only: KEP-4639, CRI `Mount.image`)."""
+    """A pod volume: `emptyDir` (a directory that lives as long as the pod; with medium Memory a tmpfs),
+    `hostPath`, `image` (an image's files, read-only: KEP-4639, CRI `Mount.image`), or one of the config
+    volumes (`CONFIG_VOLUMES`), whose files the pod manager writes from API objects and the pod itself."""
 
     name: str
-    kind: str  # "emptyDir", "hostPath" or "image"
+    kind: str  # "emptyDir", "hostPath", "image", "configMap", "secret", "downwardAPI" or "projected"
     path: str = ""  # hostPath
     host_path_type: str = ""  # hostPath: "", Directory, DirectoryOrCreate, File, FileOrCreate, Socket...
     reference: str = ""  # image: the image reference
     pull_policy: str = ""  # image: Always, IfNotPresent, Never ("": IfNotPresent, as for :latest-less tags)
+    medium: str = ""  # emptyDir: "" (the node's disk) or "Memory" (a tmpfs)
+    size_limit: int = 0  # emptyDir: bytes (0: none)
+    default_mode: int = DEFAULT_MODE  # config volumes
+    sources: list[VolumeProjection] = field(default_factory=list)  # config volumes
+
+    @property
+    def tmpfs(self) -> bool:
+        """Backed by memory, as the kubelet's plugins wrap them (an emptyDir of medium Memory): secret,
+        downwardAPI and projected volumes, and emptyDir medium Memory; a configMap volume is on disk."""
+        if self.kind == "emptyDir":
+            return self.medium == "Memory"
+        return self.kind in ("secret", "downwardAPI", "projected")
+
+
+@dataclass
+class EnvVarSource:
+    """env[].valueFrom: one of configMapKeyRef / secretKeyRef (`name`, `key`, `optional`), fieldRef
+    (`field_path`) or resourceFieldRef (`resource`)."""
+
+    kind: str  # "configMapKeyRef", "secretKeyRef", "fieldRef" or "resourceFieldRef"
+    name: str = ""
+    key: str = ""
+    optional: bool = False
+    field_path: str = ""
+    resource: ResourceFieldRef | None = None
+
+
+@dataclass
+class EnvVar:
+    name: str
+    value: str = ""
+    value_from: EnvVarSource | None = None
+
+
+@dataclass
+class EnvFromSource:
+    """envFrom[]: every key of a configMap or secret (`kind` configMapRef / secretRef), prefixed."""
+
+    kind: str
+    name: str
+    prefix: str = ""
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,7 +235,8 @@ class ContainerSpec:
     image: str
     command: list[str] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
-    env: list[tuple[str, str]] = field(default_factory=list)
+    env: list[EnvVar] = field(default_factory=list)
+    env_from: list[EnvFromSource] = field(default_factory=list)
     ports: list[ContainerPort] = field(default_factory=list)
     working_dir: str = ""
     resources: Resources = field(default_factory=Resources)
@@ -205,6 +301,8 @@ class Pod:
     #: spec.hostUsers (false: the pod gets its own user namespace, its root mapped to `userns_host_id`).
     host_users: bool = True
     userns_host_id: int = 0  # the first host id of the pod's 65536 ids; 0 until the pod manager picks
+    #: spec.serviceAccountName, for the downward API ("default", as the ServiceAccount admission sets it).
+    service_account_name: str = "default"
     readiness_gates: list[str] = field(default_factory=list)  # spec.readinessGates[].conditionType
 
     @property
@@ -244,21 +342,31 @@ def parse_quantity(value: Any, path: str) -> int:
 _SUPPORTED: dict[str, str] = {
     "Pod": "apiVersion kind metadata spec",
     "Service": "apiVersion kind metadata spec",
+    "ConfigMap": "apiVersion kind metadata data binaryData immutable",
+    "Secret": "apiVersion kind metadata data stringData type immutable",
     "ObjectMeta": "name namespace uid labels annotations",
     "PodSpec": "containers initContainers restartPolicy shareProcessNamespace hostNetwork hostUsers hostname "
     "dnsPolicy dnsConfig volumes terminationGracePeriodSeconds securityContext ephemeralContainers "
     "readinessGates",
     "PodReadinessGate": "conditionType",
-    "Container": "name image command args workingDir stdin stdinOnce tty env ports resources securityContext "
-    "volumeMounts livenessProbe readinessProbe startupProbe lifecycle resizePolicy restartPolicy "
-    "restartPolicyRules",
+    "Container": "name image command args workingDir stdin stdinOnce tty env envFrom ports resources "
+    "securityContext volumeMounts livenessProbe readinessProbe startupProbe lifecycle resizePolicy "
+    "restartPolicy restartPolicyRules",
     "ContainerRestartRule": "action exitCodes",
     "ContainerRestartRuleOnExitCodes": "operator values",
     "ContainerResizePolicy": "resourceName restartPolicy",
     # What the API allows an ephemeral container (the rest is Forbidden first: `_ephemeral_forbidden`).
-    "EphemeralContainer": "name image command args workingDir stdin stdinOnce tty env resources "
+    "EphemeralContainer": "name image command args workingDir stdin stdinOnce tty env envFrom resources "
     "securityContext volumeMounts targetContainerName",
-    "EnvVar": "name value",
+    "EnvVar": "name value valueFrom",
+    "EnvVarSource": "configMapKeyRef secretKeyRef fieldRef resourceFieldRef",
+    "ConfigMapKeySelector": "name key optional",
+    "SecretKeySelector": "name key optional",
+    "ObjectFieldSelector": "apiVersion fieldPath",
+    "ResourceFieldSelector": "containerName resource divisor",
+    "EnvFromSource": "configMapRef secretRef prefix",
+    "ConfigMapEnvSource": "name optional",
+    "SecretEnvSource": "name optional",
     "ContainerPort": "containerPort hostPort protocol name hostIP",
     "ResourceRequirements": "limits requests",
     "SecurityContext": "runAsUser runAsGroup privileged readOnlyRootFilesystem allowPrivilegeEscalation "
@@ -275,8 +383,19 @@ _SUPPORTED: dict[str, str] = {
     "HTTPGetAction": "port host path scheme httpHeaders",
     "HTTPHeader": "name value",
     "TCPSocketAction": "port host",
-    "Volume": "name emptyDir hostPath image",
-    "EmptyDirVolumeSource": "",  # medium, sizeLimit: podhost backs emptyDir with plain disk only
+    "Volume": "name emptyDir hostPath image configMap secret downwardAPI projected",
+    "EmptyDirVolumeSource": "medium sizeLimit",
+    "ConfigMapVolumeSource": "name items defaultMode optional",
+    "SecretVolumeSource": "secretName items defaultMode optional",
+    "KeyToPath": "key path mode",
+    "DownwardAPIVolumeSource": "items defaultMode",
+    "DownwardAPIVolumeFile": "path fieldRef resourceFieldRef mode",
+    "ProjectedVolumeSource": "sources defaultMode",
+    # serviceAccountToken, clusterTrustBundle, podCertificate: refused by name (no token issuer here)
+    "VolumeProjection": "configMap secret downwardAPI",
+    "ConfigMapProjection": "name items optional",
+    "SecretProjection": "name items optional",
+    "DownwardAPIProjection": "items",
     "HostPathVolumeSource": "path type",
     "ImageVolumeSource": "reference pullPolicy",
     "PodDNSConfig": "nameservers searches options",
@@ -424,7 +543,8 @@ def _container(r: _Reader, names: set[str]) -> ContainerSpec:
         raise ManifestError(f"{path}.image: Required value")
     c.command, c.args, c.working_dir = r.get("command", []), r.get("args", []), r.get("workingDir", "")
     c.stdin, c.stdin_once, c.tty = r.get("stdin", False), r.get("stdinOnce", False), r.get("tty", False)
-    c.env = [(e.get("name"), e.get("value", "")) for e in r.children("env")]
+    c.env = [_env_var(e) for e in r.children("env")]
+    c.env_from = [_env_from(e) for e in r.children("envFrom")]
     for pr in r.children("ports"):
         cp = ContainerPort(
             container_port=pr.get("containerPort"),
@@ -668,15 +788,28 @@ _PULL_POLICIES = ("", "Always", "IfNotPresent", "Never")
 _HOST_PATH_TYPES = ("", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket")
 
 
+_VOLUME_KINDS = ("emptyDir", "hostPath", "image", *CONFIG_VOLUMES)
+
+
 def _volume(r: _Reader) -> Volume:
     path, name = r.path, r.get("name")
     if not _DNS1123_LABEL.match(name):
         raise ManifestError(f"{path}.name: {name!r} must be a DNS-1123 label")
-    kinds = [k for k in ("emptyDir", "hostPath", "image") if k in r.data]
+    kinds = [k for k in _VOLUME_KINDS if r.data.get(k) is not None]
     if len(kinds) != 1:
-        raise ManifestError(f"{path}: exactly one of emptyDir, hostPath, image is required")
+        raise ManifestError(f"{path}: exactly one of {', '.join(_VOLUME_KINDS)} is required")
     volume = Volume(name=name, kind=kinds[0])
     v = r.child(volume.kind)
+    if volume.kind == "emptyDir":
+        volume.medium = v.get("medium", "")
+        if volume.medium not in ("", "Memory"):
+            raise ManifestError(
+                f'{path}.emptyDir.medium: Unsupported value: "{volume.medium}": supported values: "", "Memory"'
+            )
+        if v.get("sizeLimit") is not None:
+            volume.size_limit = parse_quantity(v.get("sizeLimit"), f"{path}.emptyDir.sizeLimit")
+    if volume.kind in CONFIG_VOLUMES:
+        _config_volume(volume, v)
     if volume.kind == "hostPath":
         volume.path = v.get("path")
         if not volume.path.startswith("/"):
@@ -690,6 +823,192 @@ def _volume(r: _Reader) -> Volume:
         if volume.pull_policy not in _PULL_POLICIES:
             raise ManifestError(f"{path}.image.pullPolicy: unsupported value {volume.pull_policy!r}")
     return volume
+
+
+# --- configuration: env from objects and fields, config volumes ------------------------------------------
+
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+#: fieldRef paths an env var may read (the API's validEnvDownwardAPIFieldPathExpressions), subscripted
+#: labels and annotations aside.
+ENV_FIELD_PATHS = (
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "spec.nodeName",
+    "spec.serviceAccountName",
+    "status.hostIP",
+    "status.hostIPs",
+    "status.podIP",
+    "status.podIPs",
+)
+#: fieldRef paths a downwardAPI volume file may hold (validVolumeDownwardAPIFieldPathExpressions).
+VOLUME_FIELD_PATHS = (
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "metadata.labels",
+    "metadata.annotations",
+)
+_SUBSCRIPTED = re.compile(r"^metadata\.(labels|annotations)\['([^']+)'\]$")
+RESOURCES = ("limits.cpu", "limits.memory", "requests.cpu", "requests.memory")
+
+
+def config_key_error(key: str) -> str:
+    """Why `key` is not a valid ConfigMap / Secret key (IsConfigMapKey), or ""."""
+    if not key or len(key) > 253 or not _CONFIG_KEY.match(key):
+        return "a valid config key must consist of alphanumeric characters, '-', '_' or '.'"
+    if key in (".", "..") or key.startswith(".."):
+        return "must not be '.' or '..' or start with '..'"
+    return ""
+
+
+def _supported(value: str, allowed: tuple[str, ...], where: str) -> None:
+    if value not in allowed:
+        choices = ", ".join(f'"{a}"' for a in allowed)
+        raise ManifestError(f'{where}: Unsupported value: "{value}": supported values: {choices}')
+
+
+def _field_ref(r: _Reader, allowed: tuple[str, ...]) -> str:
+    if r.get("apiVersion", "v1") != "v1":
+        raise ManifestError(f'{r.path}.apiVersion: Unsupported value: "{r.get("apiVersion")}"')
+    field_path = r.get("fieldPath", "")
+    if not _SUBSCRIPTED.match(field_path):
+        _supported(field_path, allowed, f"{r.path}.fieldPath")
+    return str(field_path)
+
+
+def _resource_ref(r: _Reader, container_required: bool) -> ResourceFieldRef:
+    ref = ResourceFieldRef(
+        resource=r.get("resource", ""),
+        container_name=r.get("containerName", ""),
+        divisor=str(r.get("divisor") or ""),
+    )
+    _supported(ref.resource, RESOURCES, f"{r.path}.resource")
+    if container_required and not ref.container_name:
+        raise ManifestError(f"{r.path}.containerName: Required value")
+    if ref.divisor:
+        where = f"{r.path}.divisor" + (".cpu" if ref.resource.endswith("cpu") else "")
+        if parse_quantity(ref.divisor, where) <= 0:
+            raise ManifestError(f"{r.path}.divisor: Invalid value: {ref.divisor!r}: must be positive")
+    return ref
+
+
+def _env_var(r: _Reader) -> EnvVar:
+    name = r.get("name", "")
+    if not name or "=" in name or not (name.isascii() and name.isprintable()):
+        raise ManifestError(
+            f"{r.path}.name: Invalid value: {name!r}: a valid environment variable name "
+            "must consist only of printable ASCII characters other than '='"
+        )
+    var = EnvVar(name=name, value=r.get("value", ""))
+    if r.get("valueFrom") is None:
+        return var
+    if var.value:
+        raise ManifestError(
+            f'{r.path}.valueFrom: Invalid value: "": may not be specified when `value` is not empty'
+        )
+    src = r.child("valueFrom")
+    kinds = [
+        k
+        for k in ("configMapKeyRef", "secretKeyRef", "fieldRef", "resourceFieldRef")
+        if src.get(k) is not None
+    ]
+    if len(kinds) != 1:
+        raise ManifestError(
+            f'{src.path}: Invalid value: "": must specify exactly one of: `fieldRef`, '
+            "`resourceFieldRef`, `configMapKeyRef` or `secretKeyRef`"
+        )
+    ref = src.child(kinds[0])
+    var.value_from = EnvVarSource(kind=kinds[0])
+    if kinds[0] == "fieldRef":
+        var.value_from.field_path = _field_ref(ref, ENV_FIELD_PATHS)
+    elif kinds[0] == "resourceFieldRef":
+        var.value_from.resource = _resource_ref(ref, container_required=False)
+    else:
+        var.value_from.name = ref.get("name", required=True)
+        var.value_from.key = ref.get("key", required=True)
+        var.value_from.optional = bool(ref.get("optional", False))
+        if problem := config_key_error(var.value_from.key):
+            raise ManifestError(f"{ref.path}.key: Invalid value: {var.value_from.key!r}: {problem}")
+    return var
+
+
+def _env_from(r: _Reader) -> EnvFromSource:
+    kinds = [k for k in ("configMapRef", "secretRef") if r.get(k) is not None]
+    if len(kinds) != 1:
+        raise ManifestError(
+            f'{r.path}: Invalid value: "": must specify one of: `configMapRef` or `secretRef`'
+        )
+    ref = r.child(kinds[0])
+    return EnvFromSource(
+        kind=kinds[0],
+        name=ref.get("name", required=True),
+        prefix=r.get("prefix", ""),
+        optional=bool(ref.get("optional", False)),
+    )
+
+
+def _mode(r: _Reader, key: str) -> int | None:
+    mode = r.get(key)
+    if mode is not None and not 0 <= mode <= 0o777:
+        raise ManifestError(
+            f"{r.path}.{key}: Invalid value: {mode}: must be a number between 0 and 0777 (octal), both inclusive"
+        )
+    return mode  # type: ignore[no-any-return]
+
+
+def _file_path(r: _Reader, key: str = "path") -> str:
+    path = r.get(key, required=True)
+    if path.startswith("/") or ".." in path.split("/") or path.startswith(".."):
+        raise ManifestError(f"{r.path}.{key}: Invalid value: {path!r}: must be a relative path without '..'")
+    return str(path)
+
+
+def _projection(kind: str, r: _Reader, name_key: str = "name") -> VolumeProjection:
+    source = VolumeProjection(kind=kind)
+    if kind == "downwardAPI":
+        for item in r.children("items"):
+            file = DownwardAPIFile(path=_file_path(item), mode=_mode(item, "mode"))
+            refs = [k for k in ("fieldRef", "resourceFieldRef") if item.get(k) is not None]
+            if len(refs) != 1:
+                raise ManifestError(
+                    f'{item.path}: Invalid value: "": fieldRef and resourceFieldRef can not be specified simultaneously'
+                    if refs
+                    else f"{item.path}: Required value: one of fieldRef and resourceFieldRef is required"
+                )
+            if refs[0] == "fieldRef":
+                file.field_path = _field_ref(item.child("fieldRef"), VOLUME_FIELD_PATHS)
+            else:
+                file.resource = _resource_ref(item.child("resourceFieldRef"), container_required=True)
+            source.files.append(file)
+        return source
+    source.name = r.get(name_key, required=True)
+    source.optional = bool(r.get("optional", False))
+    for item in r.children("items"):
+        key = item.get("key", required=True)
+        if problem := config_key_error(key):
+            raise ManifestError(f"{item.path}.key: Invalid value: {key!r}: {problem}")
+        source.items.append(KeyToPath(key=key, path=_file_path(item), mode=_mode(item, "mode")))
+    return source
+
+
+def _config_volume(volume: Volume, v: _Reader) -> None:
+    """A configMap, secret, downwardAPI or projected volume's sources and defaultMode."""
+    mode = _mode(v, "defaultMode")
+    volume.default_mode = DEFAULT_MODE if mode is None else mode
+    if volume.kind == "projected":
+        for s in v.children("sources"):
+            kinds = [k for k in ("configMap", "secret", "downwardAPI") if s.get(k) is not None]
+            if len(kinds) != 1:
+                raise ManifestError(
+                    f'{s.path}: Invalid value: "": may not specify more than 1 volume type per source'
+                    if kinds
+                    else f"{s.path}: Required value: must specify exactly 1 volume type"
+                )
+            volume.sources.append(_projection(kinds[0], s.child(kinds[0])))
+    else:
+        name_key = "secretName" if volume.kind == "secret" else "name"
+        volume.sources.append(_projection(volume.kind, v, name_key))
 
 
 def _kind(doc: Any, kind: str, refusal: str) -> _Reader:
@@ -746,6 +1065,7 @@ def parse_pod(doc: dict[str, Any]) -> Pod:
         except ValueError as e:
             raise ManifestError(f"metadata.annotations[{USERNS_ANNOTATION!r}]: not a host id") from e
     pod.hostname = spec.get("hostname", "")
+    pod.service_account_name = spec.get("serviceAccountName", "") or "default"
     # spec.subdomain is not in `_SUPPORTED`, so it is refused by name: the kubelet honours it with a hosts
     # file of its own (hostname.subdomain.<namespace>.svc.<cluster domain>) mounted over every container's
     # /etc/hosts, and podhost's pod manager has none; the runtime writes /etc/hosts from the CRI hostname.
@@ -780,10 +1100,10 @@ def parse_pod(doc: dict[str, Any]) -> Pod:
                     raise ManifestError(
                         f"spec.{kind}[{ci}].volumeMounts[{mi}].name: no volume named {m.name!r}"
                     )
-                if m.sub_path and volume_kinds[m.name] != "image":
+                if m.sub_path and volume_kinds[m.name] not in ("image", *CONFIG_VOLUMES):
                     raise ManifestError(
-                        f"spec.{kind}[{ci}].volumeMounts[{mi}].subPath: podhost supports it for image "
-                        "volumes only"
+                        f"spec.{kind}[{ci}].volumeMounts[{mi}].subPath: podhost supports it for image, "
+                        "configMap, secret, downwardAPI and projected volumes only"
                     )
     pod.termination_grace_period_seconds = spec.get("terminationGracePeriodSeconds", 30)
     _check_sleep_hooks(pod)
@@ -890,11 +1210,16 @@ def parse_service(doc: dict[str, Any]) -> Service:
     return svc
 
 
-def parse_object(doc: dict[str, Any], where: str = "") -> Pod | Service:
-    """A Pod or a Service; errors are prefixed with `where` ("file.yaml (document 2)") when given."""
+def parse_object(doc: dict[str, Any], where: str = "") -> Pod | Service | ConfigObject:
+    """A Pod, a Service, a ConfigMap or a Secret; errors are prefixed with `where` ("file.yaml (document
+    2)") when given."""
     try:
         if doc.get("kind") == "Service":
             return parse_service(doc)
+        if doc.get("kind") in ("ConfigMap", "Secret"):
+            from podhost.kubelet.configobjects import parse_config_object  # it builds on this module
+
+            return parse_config_object(doc)
         return parse_pod(doc)
     except ManifestError as e:
         if not where:
@@ -902,16 +1227,16 @@ def parse_object(doc: dict[str, Any], where: str = "") -> Pod | Service:
         raise ManifestError(f"{where}: {e}") from None
 
 
-def load_objects(text: str, source: str = "") -> list[Pod | Service]:
+def load_objects(text: str, source: str = "") -> list[Pod | Service | ConfigObject]:
     """Every Pod and Service of a YAML stream, all validated before any is returned (so a broken
     document means nothing is applied); the same object twice is an error."""
-    objects: list[Pod | Service] = []
+    objects: list[Pod | Service | ConfigObject] = []
     seen: set[tuple[str, str, str]] = set()
     docs = load_documents(text)
     for i, doc in enumerate(docs):
         where = f"{source} (document {i + 1})" if len(docs) > 1 else source
         obj = parse_object(doc, where)
-        key = (type(obj).__name__, obj.namespace, obj.name)
+        key = (getattr(obj, "kind", type(obj).__name__), obj.namespace, obj.name)
         if key in seen:
             raise ManifestError(f"{where or 'manifest'}: {key[0].lower()} {obj.name!r} appears twice")
         seen.add(key)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from podhost.cri import api_pb2 as cri
+from podhost.kubelet.envvars import expand_command
 from podhost.kubelet.manifest import USERNS_LENGTH, ContainerSpec, Pod, Resources
 
 CPU_PERIOD = 100_000
@@ -151,11 +152,22 @@ def linux_resources(res: Resources) -> cri.LinuxContainerResources:
 
 
 def container_config(
-    pod: Pod, c: ContainerSpec, attempt: int, mounts: Sequence[cri.Mount] = (), target_id: str = ""
+    pod: Pod,
+    c: ContainerSpec,
+    attempt: int,
+    mounts: Sequence[cri.Mount] = (),
+    *,
+    target_id: str = "",
+    envs: Sequence[tuple[str, str]] | None = None,
 ) -> cri.ContainerConfig:
     """The CreateContainer config for container `c`; `attempt` is its restart count. `target_id`: for an
     ephemeral container with a target, that container's id: it gets PID namespace mode TARGET (its
-    net, IPC and UTS namespaces are the pod's, as for every container)."""
+    net, IPC and UTS namespaces are the pod's, as for every container). `envs` is the container's
+    environment as `envvars.make_environment` resolved it (None: the literal values only); the command
+    and args are expanded with it."""
+    if envs is None:
+        envs = [(v.name, v.value) for v in c.env if v.value_from is None]
+    command, args = expand_command(c, list(envs))
     resources = linux_resources(c.resources)
     security = cri.LinuxContainerSecurityContext(
         capabilities=cri.Capability(
@@ -189,10 +201,10 @@ def container_config(
     return cri.ContainerConfig(
         metadata=cri.ContainerMetadata(name=c.name, attempt=attempt),
         image=cri.ImageSpec(image=c.image),
-        command=c.command,
-        args=c.args,
+        command=command,
+        args=args,
         working_dir=c.working_dir,
-        envs=[cri.KeyValue(key=k, value=v.encode()) for k, v in c.env],
+        envs=[cri.KeyValue(key=k, value=v.encode()) for k, v in envs],
         labels={
             LABEL_POD_NAME: pod.name,
             LABEL_POD_NAMESPACE: pod.namespace,

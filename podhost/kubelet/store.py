@@ -1,6 +1,6 @@
 """Desired state on disk: every applied Pod and Service, so a daemon restart keeps them.
 
-One JSON file per object under `<state dir>/kubelet/{pods,services}/<namespace>_<name>.json`, written
+One JSON file per object under `<state dir>/kubelet/{pods,services,configmaps}/<namespace>_<name>.json`, written
 atomically (`write_json_atomic`): a daemon killed at any instant leaves the old or the new file. A file
 holds the manifest as applied (with the uid podhost gave the pod) and when it was created. Only desired
 state lives here; what actually runs is always read back from the runtime through CRI.
@@ -18,12 +18,13 @@ from podhost.atomicfile import write_json_atomic
 
 log = logging.getLogger(__name__)
 
-PODS, SERVICES = "pods", "services"
+PODS, SERVICES, CONFIGMAPS = "pods", "services", "configmaps"
+KINDS = (PODS, SERVICES, CONFIGMAPS)
 
 
 @dataclass
 class Stored:
-    kind: str  # PODS or SERVICES
+    kind: str  # PODS, SERVICES or CONFIGMAPS (Secrets are never here: configobjects.SecretFiles)
     manifest: dict[str, Any]
     created_at: float
 
@@ -31,7 +32,7 @@ class Stored:
 class DesiredState:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        for kind in (PODS, SERVICES):
+        for kind in KINDS:
             (directory / kind).mkdir(parents=True, exist_ok=True)
 
     def _path(self, kind: str, namespace: str, name: str) -> Path:
@@ -45,7 +46,7 @@ class DesiredState:
 
     def load(self) -> list[Stored]:
         out = []
-        for kind in (PODS, SERVICES):
+        for kind in KINDS:
             for path in sorted((self.directory / kind).glob("*.json")):
                 try:
                     data = json.loads(path.read_bytes())

@@ -56,7 +56,7 @@ class PodWorker:
         self._backoff_reported: dict[str, float] = {}  # container name -> the back-off (until) told
         self._observer = Observer(ctx.cri, pod.uid)
         settings = (self.log_directory, self.volume_directory, ctx.pod_cgroup_parent, ctx.backoff_base)
-        self.runtime = PodRuntime(ctx.cri, pod, self._event, *settings)
+        self.runtime = PodRuntime(ctx.cri, pod, self._event, *settings, config=ctx.config, node=ctx.node)
         self.prober = ProberManager(
             ctx.probe_pool, ctx.cri, self.key, self.wake, lambda c, m: self._event(WARNING, "Unhealthy", m, c)
         )
@@ -141,6 +141,7 @@ class PodWorker:
         resized = sync_resize(self.pod, obs, self.history, self.runtime, self.status, now, self.ctx.allotted)
         self._wakeups += debug.wake_at + resized.wake_at
         self._acted |= resized.acted
+        self._wakeups += self.runtime.sync_volumes(now)  # config volumes follow their objects
         self._run_containers(actions, sandbox, now, [*debug.starts, *resized.restarts])  # before init
         if (restart := actions.restart_all) is not None:  # KEP-5532: the sandbox, its IP, its volumes stay
             self.status.restarting_all(restart.message, now)  # False once build_pod_status sees them gone
@@ -193,6 +194,10 @@ class PodWorker:
             if not actions.create_sandbox:
                 return False
             st.remember_exits(self.pod, self._observe(), self.history)  # their records go with the sandbox
+            if message := self.runtime.mount_volumes():  # FailedMount told; the pod waits for them
+                self.status.not_ready_to_start("FailedMount", message, now)
+                self._wakeups.append(now + RETRY_BASE)
+                return False
             if dead is None:
                 self.status.not_ready_to_start("SandboxCreating", "creating the pod sandbox", now)
             try:

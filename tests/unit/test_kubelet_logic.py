@@ -252,12 +252,12 @@ def test_probes_volumes_and_services_parse() -> None:
             r"readinessProbe.periodSeconds: must be at least 1",
         ),
         (
-            {"volumes": [{"name": "v", "configMap": {"name": "c"}}]},
-            r"spec.volumes\[0\].configMap: not supported on this node",
+            {"volumes": [{"name": "v", "nfs": {"server": "s", "path": "/p"}}]},
+            r"spec.volumes\[0\].nfs: not supported on this node",
         ),
         (
-            {"volumes": [{"name": "v", "emptyDir": {"medium": "Memory"}}]},
-            r"emptyDir.medium: not supported on this node",
+            {"volumes": [{"name": "v", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}]},
+            r"spec.volumes\[0\].projected.sources\[0\].serviceAccountToken: not supported on this node",
         ),
         (
             {

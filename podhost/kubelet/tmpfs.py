@@ -1,0 +1,87 @@
+"""tmpfs mounts the pod manager makes itself: secret volumes, emptyDir medium Memory, the secrets' store.
+
+The kubelet mounts these on the host before a container binds them (pkg/volume/emptydir: `setupTmpfs`),
+so a container sees a tmpfs in /proc/mounts and its files never reach a disk. The pod manager may not
+import the runtime's syscall module (layering, DESIGN.md), so mount(2) and umount2(2) are called here,
+through libc, for these three uses only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import os
+from pathlib import Path
+
+TMPFS_MAGIC = 0x01021994
+MS_NOSUID, MS_NODEV = 0x2, 0x4
+MNT_DETACH = 0x2
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def is_tmpfs(path: Path) -> bool:
+    """True when `path` is on a tmpfs (statfs f_type; a missing path is not)."""
+    try:
+        return _fs_type(path) == TMPFS_MAGIC
+    except OSError:
+        return False
+
+
+def _fs_type(path: Path) -> int:
+    # struct statfs starts with f_type (a long) on every Linux ABI podhost runs on.
+    buf = ctypes.create_string_buffer(256)
+    if _libc().statfs(os.fsencode(str(path)), buf) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(path))
+    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+
+
+def is_mount_point(path: Path) -> bool:
+    target = str(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split(" ")[4] == target for line in f)
+
+
+def mount_tmpfs(path: Path, size: int = 0, mode: int = 0o755, private: bool = False) -> None:
+    """A fresh tmpfs at `path` (made if missing), `size` bytes at most (0: tmpfs's default, half the
+    memory). Mounted once: a path that is a mount point already is left as it is.
+
+    A pod's volume gets no other flag, as the kubelet's `setupTmpfs` mounts it: nosuid or nodev on the
+    host mount would be locked in a pod with its own user namespace, and the runtime's read-only bind
+    remount there (which does not repeat them) would fail with EPERM. `private` (the pod manager's own
+    store) adds nosuid and nodev."""
+    path.mkdir(parents=True, exist_ok=True)
+    if is_mount_point(path):
+        return
+    options = f"mode={mode:o}" + (f",size={size}" if size else "")
+    flags = MS_NOSUID | MS_NODEV if private else 0
+    if _libc().mount(b"tmpfs", os.fsencode(str(path)), b"tmpfs", flags, options.encode()) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount tmpfs at {path}: {os.strerror(err)}")
+
+
+def mounts_under(path: Path) -> list[Path]:
+    """The mount points at or below `path`, deepest first (the order to unmount them in)."""
+    prefix = str(path)
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split(" ")[4] for line in f]
+    found = {p for p in points if p == prefix or p.startswith(prefix + "/")}
+    return [Path(p) for p in sorted(found, key=lambda p: -p.count("/"))]
+
+
+def unmount(path: Path) -> None:
+    """Detach the mount at `path` (lazily: a process still inside keeps its view until it leaves)."""
+    if _libc().umount2(os.fsencode(str(path)), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unmount {path}: {os.strerror(err)}")
+
+
+def unmount_all(path: Path) -> None:
+    """Every mount at or below `path`, deepest first."""
+    for point in mounts_under(path):
+        unmount(point)
