@@ -751,8 +751,10 @@ def _action(h: _Reader, action: Action) -> None:
     if action.handler == "httpGet":
         action.path = h.get("path", "/") or "/"
         action.scheme = h.get("scheme", "HTTP")
-        if action.scheme != "HTTP":
-            raise ManifestError(f"{h.path}.scheme: only HTTP is supported by podhost")
+        if action.scheme not in ("HTTP", "HTTPS"):
+            raise ManifestError(
+                f'{h.path}.scheme: Unsupported value: "{action.scheme}": supported values: "HTTP", "HTTPS"'
+            )
         action.http_headers = [(hr.get("name"), hr.get("value", "")) for hr in h.children("httpHeaders")]
 
 
@@ -1102,8 +1104,9 @@ def parse_pod(doc: dict[str, Any]) -> Pod:
                     )
                 if m.sub_path and volume_kinds[m.name] not in ("image", *CONFIG_VOLUMES):
                     raise ManifestError(
-                        f"spec.{kind}[{ci}].volumeMounts[{mi}].subPath: podhost supports it for image, "
-                        "configMap, secret, downwardAPI and projected volumes only"
+                        f"spec.{kind}[{ci}].volumeMounts[{mi}].subPath: not supported on this node for "
+                        f"{volume_kinds[m.name]} volumes (only image, configMap, secret, downwardAPI, "
+                        "projected)"
                     )
     pod.termination_grace_period_seconds = spec.get("terminationGracePeriodSeconds", 30)
     _check_sleep_hooks(pod)
@@ -1184,9 +1187,11 @@ def parse_service(doc: dict[str, Any]) -> Service:
     svc.selector = spec.get("selector", {})
     kind_ = spec.get("type", "ClusterIP")
     if kind_ != "ClusterIP":
-        raise ManifestError(f"spec.type: podhost keeps endpoints only; {kind_!r} is not supported")
+        raise ManifestError(f"spec.type: {kind_}: not supported on this node (it keeps endpoints only)")
     if spec.get("clusterIP", "") not in ("", "None"):
-        raise ManifestError("spec.clusterIP: podhost allocates no cluster IPs; leave it out or use None")
+        raise ManifestError(
+            "spec.clusterIP: not supported on this node (it allocates no cluster IPs: leave it out or use None)"
+        )
     port_names: set[str] = set()
     for pr in spec.children("ports"):
         number = pr.get("port")

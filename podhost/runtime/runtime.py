@@ -116,7 +116,13 @@ class Runtime:
         )
         self.containers = ContainerService(
             config,
-            RecordStore(config.container_records, Container, config.state_dir / "corrupt"),
+            RecordStore(
+                config.container_records,
+                Container,
+                config.state_dir / "corrupt",
+                # the environment (a Secret's values, perhaps) stays in the run dir, on tmpfs
+                volatile=(config.run_dir / "records" / "container-envs", ("config", "envs")),
+            ),
             self.events,
             cgroups=self.cgroups,
         )

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from podhost.atomicfile import write_atomic
 from podhost.runtime.model import from_dict, to_dict
@@ -24,9 +24,19 @@ R = TypeVar("R")
 class RecordStore(Generic[R]):
     """The records of one kind (sandboxes or containers), keyed by id, cached in memory."""
 
-    def __init__(self, directory: Path, record_type: type[R], corrupt_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        record_type: type[R],
+        corrupt_dir: Path | None = None,
+        volatile: tuple[Path, tuple[str, ...]] | None = None,
+    ) -> None:
+        """`volatile`: (a directory on tmpfs, the key path of a field) keeps that field of each record out
+        of `directory`, in a file of its own there: values that must not reach a disk (a container's
+        environment may hold a Secret's). After a reboot it is gone, and the field reads empty."""
         self.directory = directory
         self.record_type = record_type
+        self.volatile = volatile
         self._cache: dict[str, R] = {}
         self._lock = threading.RLock()  # guards the two dicts, never held across I/O
         self._record_locks: dict[str, threading.Lock] = {}
@@ -37,7 +47,7 @@ class RecordStore(Generic[R]):
             stale.unlink(missing_ok=True)
         for path in directory.glob("*.json"):
             try:
-                record = from_dict(record_type, json.loads(path.read_bytes()))
+                record = from_dict(record_type, self._merged(path.stem, json.loads(path.read_bytes())))
                 if getattr(record, "id", path.stem) != path.stem:
                     raise ValueError("the record names another id")
                 self._cache[path.stem] = record
@@ -49,6 +59,11 @@ class RecordStore(Generic[R]):
                 log.error("record %s is unreadable (%s): moved to %s", path, e, aside)
                 path.rename(aside / f"{directory.name}-{path.stem}-{time.time_ns()}.json")
 
+        if volatile is not None:  # a part whose record never got written (a crash in between)
+            for path in volatile[0].glob("*.json") if volatile[0].is_dir() else []:
+                if path.stem not in self._cache:
+                    path.unlink(missing_ok=True)
+
     def _record_lock(self, record_id: str) -> threading.Lock:
         with self._lock:
             return self._record_locks.setdefault(record_id, threading.Lock())
@@ -59,6 +74,15 @@ class RecordStore(Generic[R]):
         `durable=False` skips the fsyncs (the write still survives the daemon's death, not the machine's)."""
         data = to_dict(record)
         with self._record_lock(record_id):
+            if self.volatile is not None:
+                directory, keys = self.volatile
+                *parents, last = keys
+                holder = data
+                for key in parents:
+                    holder = holder[key]
+                directory.mkdir(parents=True, exist_ok=True)
+                kept = json.dumps(holder.pop(last)).encode()
+                write_atomic(directory / f"{record_id}.json", kept, 0o600, durable=False)
             write_atomic(
                 self.directory / f"{record_id}.json",
                 json.dumps(data, indent=1, sort_keys=True).encode(),
@@ -67,12 +91,29 @@ class RecordStore(Generic[R]):
             with self._lock:
                 self._cache[record_id] = record
 
+    def _merged(self, record_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        """A record read from disk with its volatile field put back (absent after a reboot)."""
+        if self.volatile is None:
+            return data
+        directory, keys = self.volatile
+        *parents, last = keys
+        holder = data
+        for key in parents:
+            holder = holder[key]
+        try:
+            holder[last] = json.loads((directory / f"{record_id}.json").read_bytes())
+        except (OSError, ValueError):
+            holder.pop(last, None)  # the record type's default
+        return data
+
     def get(self, record_id: str) -> R | None:
         return self._cache.get(record_id)  # a dict read is atomic; writers replace whole entries
 
     def delete(self, record_id: str) -> None:
         with self._record_lock(record_id):
             (self.directory / f"{record_id}.json").unlink(missing_ok=True)
+            if self.volatile is not None:
+                (self.volatile[0] / f"{record_id}.json").unlink(missing_ok=True)
             with self._lock:
                 self._cache.pop(record_id, None)
                 self._record_locks.pop(record_id, None)

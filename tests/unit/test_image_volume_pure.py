@@ -168,7 +168,7 @@ def test_a_pod_s_image_volume_becomes_a_cri_image_mount() -> None:
         (image_pod({"subPath": "/etc"}), r"volumeMounts\[0\].subPath: must be a relative path"),
         (
             image_pod({"subPath": "x"}, {"name": "v", "emptyDir": {}}),
-            r"volumeMounts\[0\].subPath: podhost supports it for image, configMap, secret, downwardAPI and projected volumes only",
+            r"volumeMounts\[0\].subPath: not supported on this node for emptyDir volumes",
         ),
     ],
 )

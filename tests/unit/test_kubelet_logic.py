@@ -276,7 +276,7 @@ def test_broken_pods_name_the_field(spec: dict, message: str) -> None:
 
 
 def test_broken_services_and_streams() -> None:
-    with pytest.raises(ManifestError, match=r"spec.type: podhost keeps endpoints only"):
+    with pytest.raises(ManifestError, match=r"spec.type: NodePort: not supported on this node"):
         load_objects("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {type: NodePort}\n")
     with pytest.raises(
         ManifestError, match=r"f.yaml \(document 2\): spec.containers\[0\].image: Required value"

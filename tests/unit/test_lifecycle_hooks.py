@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -122,9 +123,9 @@ def test_hooks_and_grpc_probes_are_parsed() -> None:
             r"livenessProbe: exactly one of exec, httpGet, tcpSocket, grpc is required",
         ),
         (
-            {"lifecycle": {"postStart": {"httpGet": {"port": 80, "scheme": "HTTPS"}}}},
+            {"lifecycle": {"postStart": {"httpGet": {"port": 80, "scheme": "FTP"}}}},
             {},
-            r"postStart.httpGet.scheme: only HTTP",
+            r'postStart.httpGet.scheme: Unsupported value: "FTP": supported values: "HTTP", "HTTPS"',
         ),
     ],
 )
@@ -401,6 +402,30 @@ def test_an_http_hook_takes_any_response_unlike_a_probe(http_server: int) -> Non
     assert _Handler.seen[-1] == ("/broken", "kube-probe/1.36")
     refused = LifecycleHandler("httpGet", path="/x", port=free_port(), host="127.0.0.1")
     assert "Connection refused" in lifecycle.run_hook(refused, RecordingCRI(), "c", spec, 0, never)  # type: ignore[arg-type]
+
+
+def test_an_https_probe_does_not_verify_the_certificate(tmp_path: Path) -> None:
+    """As the kubelet's prober: HTTPS with a certificate no one vouches for still answers the probe."""
+    import ssl
+
+    from podhost.apiserver.certs import ensure_credentials
+
+    creds = ensure_credentials(tmp_path)  # a CA of its own: unknown to any client
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(creds.server_cert, creds.server_key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port, spec = server.server_address[1], ContainerSpec("main", "i")
+        probe = Probe("httpGet", path="/ok", port=port, host="127.0.0.1", scheme="HTTPS")
+        assert run_probe(probe, RecordingCRI(), "c", spec, "") == (True, "")  # type: ignore[arg-type]
+        plain = Probe("httpGet", path="/ok", port=port, host="127.0.0.1")
+        ok, message = run_probe(plain, RecordingCRI(), "c", spec, "")  # type: ignore[arg-type]
+        assert not ok, "HTTP against a TLS server gets no HTTP answer"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # --- grpc probes against a health server on loopback -------------------------------------------------------

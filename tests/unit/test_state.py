@@ -70,3 +70,29 @@ def test_write_atomic_replaces_whole_files_and_leaves_no_temp(tmp_path: Path) ->
     assert target.read_bytes() == b"new"
     assert os.stat(target).st_mode & 0o777 == 0o644
     assert os.listdir(tmp_path) == ["r.json"]
+
+
+def test_a_volatile_field_stays_out_of_the_records_directory(tmp_path: Path) -> None:
+    """A container's environment (a Secret's value, say) is written to the volatile directory (the run
+    dir, a tmpfs), never to the records on disk; a reload puts it back, a reboot (no volatile file) leaves
+    it empty, and a volatile file whose record never got written is removed."""
+    disk, run = tmp_path / "records", tmp_path / "run"
+    volatile = (run, ("config", "envs"))
+    c = Container(id="c" * 64, sandbox_id="s", config=ContainerConfig(envs=[("PASSWORD", "s3cr3t-value")]))
+    store: RecordStore[Container] = RecordStore(disk, Container, volatile=volatile)
+    store.put(c.id, c)
+    assert "s3cr3t-value" not in (disk / f"{c.id}.json").read_text()
+    assert "s3cr3t-value" in (run / f"{c.id}.json").read_text()
+    assert (run / f"{c.id}.json").stat().st_mode & 0o777 == 0o600
+    assert store.get(c.id) == c, "the cache keeps the whole record"
+    (run / ("o" * 64 + ".json")).write_text("[]")  # a crash between the two writes
+    again: RecordStore[Container] = RecordStore(disk, Container, volatile=volatile)
+    assert again.get(c.id) == c
+    assert not (run / ("o" * 64 + ".json")).exists()
+    (run / f"{c.id}.json").unlink()  # a reboot empties the tmpfs
+    rebooted: RecordStore[Container] = RecordStore(disk, Container, volatile=volatile)
+    back = rebooted.get(c.id)
+    assert back is not None and back.config.envs == [] and back.sandbox_id == "s"
+    store.put(c.id, c)
+    store.delete(c.id)
+    assert not (disk / f"{c.id}.json").exists() and not (run / f"{c.id}.json").exists()
