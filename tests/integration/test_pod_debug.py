@@ -7,7 +7,7 @@ master process; it shows in `kubectl describe pod` and in `status.ephemeralConta
 restarted after it exits. `kubectl patch pod --subresource resize` changes a running container's cgroup
 (cpu quota, memory limit) without a restart.
 
-One daemon (root /tmp/ph-dbg-*, bridge phd0, subnet 10.244.0.0/24) serves the module; after each test its
+One daemon (root /tmp/ph-dbg-*, bridge phd0, subnet 10.231.44.0/24) serves the module; after each test its
 pods are deleted and the instance is checked for leaks.
 """
 
@@ -34,7 +34,7 @@ from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
 
-BRIDGE, SUBNET = "phd0", "10.244.0.0/24"
+BRIDGE, SUBNET = "phd0", "10.231.44.0/24"
 BUSYBOX = "busybox:1.28"  # the store's local look-alike (podhost.runtime.image.build), never pulled
 DEMO_POD = "shared-namespace-demo"
 RESIZE_POD = """\

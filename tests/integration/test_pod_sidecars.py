@@ -1,6 +1,6 @@
 """Native sidecars and RestartAllContainers with real pods, driven by the real kubectl (issue 14).
 
-One daemon (root /tmp/ph-sidecar-*, bridge pha0, subnet 10.241.0.0/24, CrashLoopBackOff base 1 s) serves
+One daemon (root /tmp/ph-sidecar-*, bridge pha0, subnet 10.231.41.0/24, CrashLoopBackOff base 1 s) serves
 the module. The sidecar test proves the order of things from inside the pod: the app refuses to run
 without a file only the sidecar writes, and each container's SIGTERM handler appends its name to a file
 on a hostPath volume (the app's handler takes a second first, so a sidecar stopped alongside it would
@@ -27,7 +27,7 @@ from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
 
-BRIDGE, SUBNET = "pha0", "10.241.0.0/24"
+BRIDGE, SUBNET = "pha0", "10.231.41.0/24"
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +178,7 @@ def test_restart_all_containers_keeps_the_sandbox_its_pause_its_ip_and_volumes(k
     sandbox = kube.inst.sandbox(before)
     pause = kube.inst.pause_pid(before)
     ip = before["status"]["podIP"]
-    assert ip.startswith("10.241.0.")
+    assert ip.startswith("10.231.41.")
     assert container(before, "worker")["restartCount"] == 0
     assert {c["type"]: c["status"] for c in before["status"]["conditions"]}[
         "AllContainersRestarting"
