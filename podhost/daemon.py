@@ -112,20 +112,6 @@ def exit_when_overdue(timeout: float, calls: InFlightCalls | None = None) -> thr
     return thread
 
 
-def on_tmpfs(path: Path) -> bool:
-    """Whether `path` lies on a tmpfs (the mount with the longest mount point above it, mountinfo's)."""
-    path = path.resolve()
-    best, fstype = "", ""
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            point, kind = fields[4], fields[fields.index("-") + 1]
-            inside = path == Path(point) or Path(point) in path.parents
-            if inside and len(point) >= len(best):
-                best, fstype = point, kind
-    return fstype == "tmpfs"
-
-
 def run(config: Config) -> None:
     """Serve CRI on `config.socket` until SIGTERM/SIGINT; the pod manager (the `kubelet_*` settings) is
     embedded, and the Kubernetes API (kubectl's) serves it on 127.0.0.1 unless `kube_api` is off."""
@@ -147,13 +133,6 @@ def run(config: Config) -> None:
     # A socket another server answers on (another instance sharing it) is refused before the node is
     # touched, not after the egress guard is installed.
     prepare_socket_path(config.socket)
-    config.run_dir.mkdir(parents=True, exist_ok=True)
-    if not on_tmpfs(config.run_dir):
-        log.warning(
-            "run dir %s is not on a tmpfs: containers' environments (a Secret's values among them), which"
-            " podhost keeps only there, reach this disk; point run_dir at a tmpfs",
-            config.run_dir,
-        )
     if config.pause_binary is None:
         build()
     calls = InFlightCalls()

@@ -205,6 +205,8 @@ class Instance:
                         d.rmdir()
                 with contextlib.suppress(OSError):
                     base.rmdir()
+        for point in sorted(mounts_under(self.root), key=len, reverse=True):  # the run dir's tmpfs too
+            namespaces.unmount(point)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def scrub(self) -> list[str]:

@@ -152,3 +152,17 @@ def mount_points() -> list[str]:
 def is_mountpoint(path: str) -> bool:
     points = mount_points()
     return path in points or os.path.realpath(path) in points
+
+
+def fstype_of(path: str) -> str:
+    """The filesystem type of the mount holding `path` (the deepest mount point above it)."""
+    real = os.path.realpath(path)
+    best, kind = "", ""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            point = _unescape(fields[4])
+            inside = real == point or real.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, kind = point, fields[fields.index("-") + 1]
+    return kind

@@ -18,7 +18,7 @@ from pathlib import Path
 import podhost
 from podhost.config import Config
 from podhost.errors import FailedPrecondition, InvalidArgument, NotFound, RuntimeFailure
-from podhost.runtime import metrics, procs
+from podhost.runtime import metrics, procs, rundir
 from podhost.runtime.cgroups import Cgroups
 from podhost.runtime.container.service import ContainerService, ImageVolume
 from podhost.runtime.container.stdio import AttachIO, ExecIO
@@ -101,6 +101,7 @@ class Runtime:
         self.config = config
         for directory in (config.state_dir, config.run_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        rundir.keep_in_memory(config.run_dir)  # before anything is written there
         self.events = EventBus()
         self.watcher = procs.ProcessWatcher()
         self.cgroups = Cgroups()
@@ -185,12 +186,15 @@ class Runtime:
             self.nri.close()
         self.containers.close()
         self.watcher.close()
-        if not self.sandboxes.list_sandboxes():
+        no_pods = not self.sandboxes.list_sandboxes() and not self.containers.list()
+        if no_pods:
             # Nothing left under them: the daemon's cgroup parent, its egress guard chain and its bridge
             # go too, so a stopped instance with no pods leaves nothing on the node.
             self.cgroups.remove_if_empty(self.config.cgroup_parent)
             self.network.remove_host_state()
         self.image_gc.close()
+        if no_pods:
+            rundir.release(self.config.run_dir)  # last: the run dir's tmpfs, if it is the runtime's
 
     # --- runtime info ------------------------------------------------------------------------------
 

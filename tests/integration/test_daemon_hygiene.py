@@ -126,6 +126,51 @@ def test_stopping_with_no_pods_removes_the_bridge_and_the_guard(running: Instanc
     assert status == 0 and not chain_exists(CHAIN) and not link_exists(BRIDGE)
 
 
+def files_on_disk_holding(root: Path, needle: bytes) -> list[str]:
+    """Regular files under `root`, not on a tmpfs, whose bytes contain `needle`."""
+    from podhost.runtime.mount import fstype_of
+
+    found = []
+    for path in root.rglob("*"):
+        if path.is_symlink() or not path.is_file() or "images" in path.relative_to(root).parts:
+            continue
+        with contextlib.suppress(OSError):
+            if fstype_of(str(path)) != "tmpfs" and needle in path.read_bytes():
+                found.append(str(path))
+    return found
+
+
+def test_a_containers_environment_never_reaches_the_disk(running: Instance) -> None:
+    """The run dir (a disk directory here: /tmp) gets a tmpfs of the runtime's own, where a container's
+    environment lives (its bundle, runc's state, the environment part of its record); the records in the
+    state dir hold no value of it. The tmpfs goes when the daemon stops with no pod left."""
+    run_dir = running.root / "run"
+    assert fstype_of_run(run_dir) == "tmpfs"
+    value = "s3cr3t-" + secrets.token_hex(8)
+    pod_id = running.client.run_pod_sandbox(cfg := running.pod_config("env-pod"))
+    config = running.container_config("env", ["sleep", "3600"])
+    config.envs.add(key="PASSWORD", value=value.encode())
+    cid = running.client.create_container(pod_id, config, cfg)
+    running.client.start_container(cid)
+    assert running.exec(cid, "sh", "-c", "echo $PASSWORD")[1].strip() == value
+    assert files_on_disk_holding(running.root, value.encode()) == []
+    status, _ = sigterm_and_wait(running)  # the pod still runs: the tmpfs stays, with its state
+    assert status == 0 and fstype_of_run(run_dir) == "tmpfs"
+    running.start()
+    assert running.exec(cid, "sh", "-c", "echo $PASSWORD")[1].strip() == value, "adopted, env and all"
+    running.client.stop_pod_sandbox(pod_id)
+    running.client.remove_pod_sandbox(pod_id)
+    status, _ = sigterm_and_wait(running)
+    assert status == 0 and fstype_of_run(run_dir) != "tmpfs", "no pod left: the tmpfs is unmounted"
+    assert files_on_disk_holding(running.root, value.encode()) == []
+
+
+def fstype_of_run(run_dir: Path) -> str:
+    from podhost.runtime.mount import fstype_of
+
+    return fstype_of(str(run_dir))
+
+
 @contextlib.contextmanager
 def silent_registry() -> Iterator[tuple[socket.socket, list[socket.socket]]]:
     """A TCP listener on 127.0.0.1 that accepts connections and never answers (a hung registry)."""
