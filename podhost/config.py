@@ -17,10 +17,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from podhost.defaults import DEFAULT_RUN_DIR, DEFAULT_STATE_DIR, ROOT_ENV, SOCKET_NAME
 from podhost.errors import InvalidArgument
 
-DEFAULT_STATE_DIR = Path("/var/lib/podhost")
-DEFAULT_RUN_DIR = Path("/run/podhost")
 DEFAULT_BRIDGE = "podhost0"
 DEFAULT_SUBNET = "10.88.0.0/16"
 PAUSE_IMAGE = "localhost/podhost/pause:3.10"
@@ -125,7 +124,7 @@ class Config:
     root: Path | None = None
     state_dir: Path = DEFAULT_STATE_DIR
     run_dir: Path = DEFAULT_RUN_DIR
-    socket: Path = DEFAULT_RUN_DIR / "podhost.sock"
+    socket: Path = DEFAULT_RUN_DIR / SOCKET_NAME
     # Network (CNI).
     bridge: str = DEFAULT_BRIDGE
     subnet: str = DEFAULT_SUBNET
@@ -207,7 +206,7 @@ class Config:
                     values.update(tomllib.load(f))
             except (OSError, tomllib.TOMLDecodeError) as e:
                 raise InvalidArgument(f"config file {config_file}: {e}") from e
-        root = root or values.pop("root", None) or os.environ.get("PODHOST_ROOT") or None
+        root = root or values.pop("root", None) or os.environ.get(ROOT_ENV) or None
         values.update({k: v for k, v in overrides.items() if v is not None})
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
@@ -227,7 +226,7 @@ class Config:
         self.root = root
         self.state_dir = root / "state"
         self.run_dir = root / "run"
-        self.socket = root / "podhost.sock"
+        self.socket = root / SOCKET_NAME
         self.cni_conf_dir = root / "cni" / "net.d"
         self.cgroup_parent = "/podhost-" + hashlib.sha256(str(root).encode()).hexdigest()[:10]
 

@@ -252,13 +252,14 @@ _: type[RuntimeAPI] = FakeRuntime  # mypy: the fake has every verb of the protoc
 
 
 @contextlib.contextmanager
-def serving() -> Iterator[tuple[FakeRuntime, CRIClient, Path]]:
-    """A fake-runtime CRI server on a short socket path (unix paths are limited to 108 bytes)."""
+def serving(transport: str = "grpc") -> Iterator[tuple[FakeRuntime, CRIClient, Path]]:
+    """A fake-runtime CRI server on a short socket path (unix paths are limited to 108 bytes), and a client
+    over `transport` (grpcio, or the CLI's own HTTP/2 client: "h2")."""
     root = Path(tempfile.mkdtemp(prefix="phcri-"))
     runtime = FakeRuntime(root)
     sock = root / "cri.sock"
     server = serve(runtime, sock, max_workers=8)
-    client = CRIClient(str(sock), timeout=10)
+    client = CRIClient(str(sock), timeout=10, transport=transport)
     try:
         yield runtime, client, sock
     finally:

@@ -13,12 +13,10 @@ Any `PodhostError` is printed as "podhost: <message>" on stderr with exit status
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 from podhost.cli.parser import KUBECTL_VERBS, build_parser, daemon_overrides
-from podhost.config import Config
 from podhost.errors import PodhostError
 
 EXIT_ERROR = 1
@@ -26,6 +24,8 @@ EXIT_INTERRUPTED = 130
 
 
 def run_daemon(args: argparse.Namespace) -> int:
+    from podhost.config import Config
+
     config = Config.load(root=args.root, config_file=args.config, **daemon_overrides(args))
     from podhost import daemon  # the runtime's whole import graph only when a daemon is wanted
 
@@ -37,13 +37,16 @@ def endpoint(args: argparse.Namespace) -> str:
     """The CRI endpoint the verbs use: the flag, else the socket of the instance `--root` names."""
     if args.runtime_endpoint:
         return str(args.runtime_endpoint)
-    return "unix://" + str(Config.load(root=args.root).socket)
+    from podhost.defaults import socket_path
+
+    return "unix://" + str(socket_path(args.root))
 
 
 def run_cri(args: argparse.Namespace) -> int:
     from podhost.cri.client import CRIClient
 
-    with CRIClient(endpoint(args), timeout=args.call_timeout) as client:
+    # podhost's own HTTP/2 client: a verb's process does not pay grpcio's import (cri/h2.py)
+    with CRIClient(endpoint(args), timeout=args.call_timeout, transport="h2") as client:
         return int(args.func(client, args))
 
 
@@ -68,8 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command != "daemon":
-        logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, stream=sys.stderr)
+    if args.command != "daemon" and args.debug:  # (warnings reach stderr without it, in fewer ms)
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
     try:
         if args.command == "daemon":
             return run_daemon(args)

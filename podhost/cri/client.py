@@ -8,15 +8,14 @@ NotFound / InvalidArgument / ... and the CLI prints the runtime's own words.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-import grpc
-
-from podhost.cri import admin_pb2, admin_pb2_grpc, api_pb2_grpc
+from podhost.cri import admin_pb2
 from podhost.cri import api_pb2 as pb
-from podhost.cri.status import error_from_rpc
 from podhost.cri.transport import channel_options, target
+from podhost.errors import PodhostError
 
 #: Per-call deadline for ordinary verbs: the kubelet's default --runtime-request-timeout.
 DEFAULT_TIMEOUT = 120.0
@@ -29,13 +28,32 @@ M = TypeVar("M")
 class CRIClient:
     """A connection to one CRI endpoint. Cheap to create; `close()` (or `with`) releases the channel."""
 
-    def __init__(self, endpoint: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, endpoint: str, timeout: float = DEFAULT_TIMEOUT, transport: str = "grpc") -> None:
+        """`transport` "h2": unary calls over podhost's own HTTP/2 client (`cri/h2.py`), which spares a
+        short-lived process the import of grpcio (the CLI); "grpc": grpcio, for everything else."""
         self.endpoint = target(endpoint)
         self.timeout = timeout
+        self._channel: Any
+        if transport == "h2":
+            from podhost.cri import h2
+
+            self._channel = h2.Connection(self.endpoint.removeprefix("unix://"), self._peer)
+            self.runtime: Any = h2.Stub(self._channel, pb.DESCRIPTOR.services_by_name["RuntimeService"])
+            self.images: Any = h2.Stub(self._channel, pb.DESCRIPTOR.services_by_name["ImageService"])
+            self.admin: Any = h2.Stub(self._channel, admin_pb2.DESCRIPTOR.services_by_name["Admin"])
+            return
+        import grpc
+
+        from podhost.cri import admin_pb2_grpc, api_pb2_grpc
+
         self._channel = grpc.insecure_channel(self.endpoint, options=channel_options())
         self.runtime = api_pb2_grpc.RuntimeServiceStub(self._channel)
         self.images = api_pb2_grpc.ImageServiceStub(self._channel)
         self.admin = admin_pb2_grpc.AdminStub(self._channel)
+
+    @property
+    def _peer(self) -> str:
+        return f"the runtime at {self.endpoint}"
 
     def close(self) -> None:
         self._channel.close()
@@ -51,8 +69,10 @@ class CRIClient:
         deadline = self.timeout if timeout == -1.0 else timeout
         try:
             return method(request, timeout=deadline)
-        except grpc.RpcError as err:
-            raise error_from_rpc(err, f"the runtime at {self.endpoint}") from None
+        except PodhostError:
+            raise  # the h2 transport's, already in podhost's terms
+        except Exception as err:
+            raise _from_grpc(err, self._peer) from None
 
     def _slack(self, seconds: int) -> float | None:
         return None if seconds <= 0 else max(self.timeout, seconds + TIMEOUT_SLACK)
@@ -180,12 +200,14 @@ class CRIClient:
 
     def get_container_events(self) -> Iterator[pb.ContainerEventResponse]:
         """Events until the caller stops iterating (then the stream is cancelled) or the server ends it."""
+        import grpc
+
         stream = self.runtime.GetContainerEvents(pb.GetEventsRequest())
         try:
             yield from stream
         except grpc.RpcError as err:
             if err.code() != grpc.StatusCode.CANCELLED:
-                raise error_from_rpc(err, f"the runtime at {self.endpoint}") from None
+                raise _from_grpc(err, self._peer) from None
         finally:
             stream.cancel()
 
@@ -222,3 +244,13 @@ class CRIClient:
         """Import an image archive at `path` on the runtime's machine (podhost only)."""
         request = admin_pb2.LoadImageRequest(path=path)
         return list(self._call(self.admin.LoadImage, request, None).images)
+
+
+def _from_grpc(err: Exception, peer: str) -> Exception:
+    """A grpcio failure as the podhost exception its status names; anything else as it is."""
+    grpc = sys.modules.get("grpc")
+    if grpc is None or not isinstance(err, grpc.RpcError):
+        return err
+    from podhost.cri.status import error_from_rpc
+
+    return error_from_rpc(err, peer)

@@ -27,56 +27,21 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _all_error_classes() -> list[type[PodhostError]]:
-    found: list[type[PodhostError]] = []
-    pending: list[type[PodhostError]] = [PodhostError]
-    while pending:
-        cls = pending.pop()
-        found.append(cls)
-        pending.extend(cls.__subclasses__())
-    return found
-
-
 def grpc_code(error: PodhostError) -> grpc.StatusCode:
     """The status code an error travels as; an unknown `grpc_code` name degrades to UNKNOWN."""
     return getattr(grpc.StatusCode, error.grpc_code, grpc.StatusCode.UNKNOWN)
 
 
 def error_class(code: grpc.StatusCode) -> type[PodhostError]:
-    """The podhost exception class for a status code (the most direct one when several share a code)."""
-    # The classes podhost.errors defines win, so e.g. INTERNAL -> RuntimeFailure; then any other subclass.
-    direct: tuple[type[PodhostError], ...] = (
-        errors.NotFound,
-        errors.InvalidArgument,
-        errors.AlreadyExists,
-        errors.FailedPrecondition,
-        errors.Unimplemented,
-        errors.DeadlineExceeded,
-        errors.Cancelled,
-        errors.Unavailable,
-        errors.RuntimeFailure,
-    )
-    for cls in direct:
-        if cls.grpc_code == code.name:
-            return cls
-    for cls in _all_error_classes():
-        if cls.grpc_code == code.name:
-            return cls
-    return PodhostError
+    """The podhost exception class for a status code (`errors.error_class`)."""
+    return errors.error_class(code.name)
 
 
 def error_from_rpc(err: grpc.RpcError, what: str = "") -> PodhostError:
-    """A podhost exception for a failed call; `what` ("the runtime at unix:///...") names the peer in
-    transport failures (unreachable, deadline), where the server's own words are not available."""
+    """A podhost exception for a failed call (`errors.error_for_status`); `what` names the peer."""
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
-    details = (err.details() if hasattr(err, "details") else "") or str(code.name).lower()
-    if code == grpc.StatusCode.UNAVAILABLE and what:
-        details = f"cannot reach {what}: {details}"
-    elif code == grpc.StatusCode.DEADLINE_EXCEEDED and what:
-        details = f"{what}: deadline exceeded ({details})"
-    exc = error_class(code)(details)
-    exc.grpc_code = code.name  # keep the exact code even where it fell back to PodhostError
-    return exc
+    details = err.details() if hasattr(err, "details") else ""
+    return errors.error_for_status(code.name, details or "", what)
 
 
 def _abort(context: grpc.ServicerContext, method: str, exc: BaseException) -> NoReturn:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -354,3 +356,16 @@ def test_podhost_kubectl_execs_the_real_kubectl_with_the_instance_kubeconfig(
     # kubectl's verbs are not podhost's: the user is told what to type
     assert main(["--root", str(tmp_path), "get", "pods"]) == 2
     assert "`podhost kubectl get pods`" in capsys.readouterr().err
+
+
+def test_a_cri_verb_does_not_import_grpcio() -> None:
+    """`podhost cri ...` talks through podhost's own HTTP/2 client (grpcio's import is 60-90 ms here):
+    neither grpc nor the daemon's config machinery is loaded by a verb, even one that fails."""
+    code = (
+        "import sys; from podhost.cli import main as m; "
+        "rc = m.main(['--runtime-endpoint', 'unix:///nonexistent/podhost.sock', 'cri', 'pods']); "
+        "print(rc, sorted(n for n in ('grpc', 'asyncio', 'ssl', 'podhost.config') if n in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split("\n")[0] == "1 []", (out.stdout, out.stderr)
+    assert "cannot reach the runtime at unix:///nonexistent/podhost.sock" in out.stderr

@@ -18,7 +18,7 @@ import pytest
 
 from podhost import errors
 from podhost.cri import api_pb2 as pb
-from podhost.cri import api_pb2_grpc
+from podhost.cri import api_pb2_grpc, h2
 from podhost.cri.client import CRIClient
 from podhost.cri.runtime_service import RuntimeServicer
 from podhost.cri.server import SOCKET_MODE, serve
@@ -27,9 +27,11 @@ from tests.fake_runtime import FakeRuntime, serving
 from tests.wait import wait_for
 
 
-@pytest.fixture
-def env() -> Iterator[tuple[FakeRuntime, CRIClient, Path]]:
-    with serving() as e:
+@pytest.fixture(params=["grpc", "h2"])
+def env(request: pytest.FixtureRequest) -> Iterator[tuple[FakeRuntime, CRIClient, Path]]:
+    """Each test against the real server twice: through grpcio, and through the CLI's own HTTP/2 client
+    (`podhost.cri.h2`), which must give the same answers and raise the same errors."""
+    with serving(request.param) as e:
         yield e
 
 
@@ -156,6 +158,10 @@ def test_status_and_unimplemented(env: tuple[FakeRuntime, CRIClient, Path]) -> N
 
 def test_container_events_stream_until_cancelled(env: tuple[FakeRuntime, CRIClient, Path]) -> None:
     runtime, client, _ = env
+    if isinstance(client.runtime, h2.Stub):
+        with pytest.raises(errors.Unimplemented, match="unary calls only"):
+            next(client.get_container_events())
+        return
     sid = client.run_pod_sandbox(pod_config())
     received: list[pb.ContainerEventResponse] = []
     stream = client.get_container_events()
@@ -230,3 +236,16 @@ def test_deadline_exceeded_travels(env: tuple[FakeRuntime, CRIClient, Path]) -> 
             client._call(client.runtime.Version, pb.VersionRequest(), 0.2)
     finally:
         release.set()
+
+
+def test_the_http2_client_carries_large_requests_and_answers() -> None:
+    """Requests over one 16 KiB frame and answers over HTTP/2's first 64 KiB window, on one connection."""
+    with serving("h2") as (runtime, client, _):
+        sids = [client.run_pod_sandbox(pod_config(f"p{i}-" + "x" * 200)) for i in range(400)]
+        assert sorted(p.id for p in client.list_pod_sandbox()) == sorted(sids)  # ~200 KiB answer
+        config = container_config()
+        config.envs.add(key="BIG", value=b"v" * 100_000)
+        cid = client.create_container(sids[0], config)
+        assert runtime.containers[cid].config.envs[0][1] == "v" * 100_000
+    with pytest.raises(errors.Unavailable, match="cannot reach the runtime"):
+        CRIClient("unix:///nonexistent/podhost.sock", transport="h2").version()

@@ -1,0 +1,236 @@
+"""Unary gRPC calls over HTTP/2 on a unix socket, without grpcio: the CLI's transport.
+
+Importing grpcio costs 60-90 ms here (its core loads asyncio and ssl), more than a short `podhost cri`
+command may take in all. A unary call needs little of gRPC: one HTTP/2 stream carrying a request
+(HEADERS, DATA) and a response (HEADERS, DATA, trailers with grpc-status), framed by `hyperframe` and
+its headers coded by `hpack` (both python-hyper's, pure Python, ~15 ms to import). Streaming calls
+(GetContainerEvents) stay with grpcio. The status comes back as the exception `podhost.errors` names
+for it, exactly as through grpcio (`errors.error_for_status`).
+
+Only for a peer on a unix socket: no TLS, no proxy, one connection per client, one call at a time.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+import urllib.parse
+from typing import Any
+
+import hpack
+from hyperframe import frame as hf
+
+from podhost.errors import PodhostError, Unimplemented, error_for_status
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#: The frames we send carry at most this much (the peer's default SETTINGS_MAX_FRAME_SIZE).
+MAX_FRAME = 16384
+#: Our receive window: large enough that the answer to a long listing flows without WINDOW_UPDATEs.
+WINDOW = 16 * 1024 * 1024
+DEFAULT_WINDOW = 65535
+SETTINGS_INITIAL_WINDOW_SIZE = 0x4
+SETTINGS_MAX_FRAME_SIZE = 0x5
+
+
+class Connection:
+    """One HTTP/2 connection to a gRPC server on a unix socket."""
+
+    def __init__(self, path: str, what: str) -> None:
+        self.path, self.what = path, what
+        self._sock: socket.socket | None = None
+        self._encoder, self._decoder = hpack.Encoder(), hpack.Decoder()
+        self._next_stream = 1
+        self._buffer = b""
+
+    def _connect(self, deadline: float | None) -> socket.socket:
+        if self._sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(_left(deadline, self.what))
+                sock.connect(self.path)
+            except OSError as e:
+                sock.close()
+                raise error_for_status("UNAVAILABLE", e.strerror or str(e), self.what) from None
+            settings = hf.SettingsFrame(0)
+            settings.settings = {SETTINGS_INITIAL_WINDOW_SIZE: WINDOW}
+            update = hf.WindowUpdateFrame(0)
+            update.window_increment = WINDOW - DEFAULT_WINDOW
+            sock.sendall(PREFACE + settings.serialize() + update.serialize())
+            self._sock = sock
+        return self._sock
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def call(self, path: str, request: bytes, timeout: float | None) -> bytes:
+        """POST one gRPC message to `path` ("/runtime.v1.RuntimeService/Version"); the response message,
+        or the status as a podhost exception."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sock = self._connect(deadline)
+        stream, self._next_stream = self._next_stream, self._next_stream + 2
+        headers = [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", "localhost"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ]
+        if timeout is not None:
+            headers.append(("grpc-timeout", f"{max(1, int(timeout * 1000))}m"))
+        out = hf.HeadersFrame(stream, self._encoder.encode(headers))
+        out.flags.add("END_HEADERS")
+        body = b"\0" + struct.pack(">I", len(request)) + request
+        frames = [out.serialize()]
+        for at in range(0, len(body), MAX_FRAME):
+            data = hf.DataFrame(stream, body[at : at + MAX_FRAME])
+            if at + MAX_FRAME >= len(body):
+                data.flags.add("END_STREAM")
+            frames.append(data.serialize())
+        try:
+            sock.settimeout(_left(deadline, self.what))
+            sock.sendall(b"".join(frames))
+            return self._response(stream, deadline)
+        except TimeoutError:
+            self.close()
+            raise error_for_status("DEADLINE_EXCEEDED", "", self.what) from None
+        except OSError as e:
+            self.close()
+            raise error_for_status("UNAVAILABLE", e.strerror or str(e), self.what) from None
+
+    def _response(self, stream: int, deadline: float | None) -> bytes:
+        """Read until our stream ends: its message, its headers and trailers (grpc-status)."""
+        message, headers, block, ending = b"", dict[Any, Any](), b"", False
+        while True:
+            f = self._read_frame(deadline)
+            if isinstance(f, hf.SettingsFrame) and "ACK" not in f.flags:
+                self._send(hf.SettingsFrame(0, flags=["ACK"]))
+            elif isinstance(f, hf.PingFrame) and "ACK" not in f.flags:
+                self._send(hf.PingFrame(0, opaque_data=f.opaque_data, flags=["ACK"]))
+            elif isinstance(f, hf.GoAwayFrame):
+                self.close()
+                raise error_for_status("UNAVAILABLE", "the server closed the connection", self.what)
+            elif f.stream_id != stream:
+                continue  # WINDOW_UPDATEs: what we send fits the peer's first window
+            elif isinstance(f, hf.RstStreamFrame):
+                raise error_for_status("INTERNAL", f"stream reset (HTTP/2 error {f.error_code})", self.what)
+            elif isinstance(f, hf.DataFrame):
+                message += f.data
+                if "END_STREAM" in f.flags:  # no trailers: not a gRPC answer
+                    return _message_or_status(message, headers, self.what)
+            elif isinstance(f, hf.HeadersFrame | hf.ContinuationFrame):
+                if isinstance(f, hf.HeadersFrame):
+                    block, ending = b"", "END_STREAM" in f.flags
+                block += f.data
+                if "END_HEADERS" in f.flags:
+                    headers.update(dict(self._decoder.decode(block)))
+                    if ending:
+                        return _message_or_status(message, headers, self.what)
+
+    def _send(self, f: hf.Frame) -> None:
+        assert self._sock is not None
+        self._sock.sendall(f.serialize())
+
+    def _read_exactly(self, n: int, deadline: float | None) -> bytes:
+        assert self._sock is not None
+        while len(self._buffer) < n:
+            self._sock.settimeout(_left(deadline, self.what))
+            chunk = self._sock.recv(max(65536, n - len(self._buffer)))
+            if not chunk:
+                self.close()
+                raise error_for_status("UNAVAILABLE", "the server closed the connection", self.what)
+            self._buffer += chunk
+        data, self._buffer = self._buffer[:n], self._buffer[n:]
+        return data
+
+    def _read_frame(self, deadline: float | None) -> Any:
+        head = self._read_exactly(9, deadline)
+        f, length = hf.Frame.parse_frame_header(memoryview(head))
+        f.parse_body(memoryview(self._read_exactly(length, deadline)))
+        return f
+
+
+def _text(headers: dict[Any, Any]) -> dict[str, str]:
+    return {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in headers.items()
+    }
+
+
+def _message_or_status(message: bytes, headers: dict[Any, Any], what: str) -> bytes:
+    fields = _text(headers)
+    status = fields.get("grpc-status", "2" if fields.get(":status", "200") == "200" else "14")
+    if status != "0":
+        details = urllib.parse.unquote(fields.get("grpc-message", ""))
+        raise error_for_status(_CODES.get(status, "UNKNOWN"), details, what)
+    if len(message) < 5:
+        raise PodhostError(f"{what}: an empty answer")
+    (length,) = struct.unpack(">I", message[1:5])
+    return message[5 : 5 + length]
+
+
+def _left(deadline: float | None, what: str) -> float | None:
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise error_for_status("DEADLINE_EXCEEDED", "", what)
+    return left
+
+
+_CODES = {
+    str(number): name
+    for number, name in enumerate(
+        [
+            "OK",
+            "CANCELLED",
+            "UNKNOWN",
+            "INVALID_ARGUMENT",
+            "DEADLINE_EXCEEDED",
+            "NOT_FOUND",
+            "ALREADY_EXISTS",
+            "PERMISSION_DENIED",
+            "RESOURCE_EXHAUSTED",
+            "FAILED_PRECONDITION",
+            "ABORTED",
+            "OUT_OF_RANGE",
+            "UNIMPLEMENTED",
+            "INTERNAL",
+            "UNAVAILABLE",
+            "DATA_LOSS",
+            "UNAUTHENTICATED",
+        ]
+    )
+}
+
+
+class Stub:
+    """A service's unary methods as callables `(request, timeout=None) -> response`, like grpcio's stubs
+    (method names and message types from the service's descriptor)."""
+
+    def __init__(self, connection: Connection, service: Any) -> None:
+        self._connection, self._service = connection, service
+
+    def __getattr__(self, name: str) -> Any:
+        method = self._service.methods_by_name.get(name)
+        if method is None:
+            raise AttributeError(name)
+        if method.server_streaming or method.client_streaming:
+            raise Unimplemented(f"{name} streams: podhost's HTTP/2 client makes unary calls only")
+        path = f"/{self._service.full_name}/{name}"
+        response_type = _message_class(method.output_type)
+
+        def call(request: Any, timeout: float | None = None) -> Any:
+            raw = self._connection.call(path, request.SerializeToString(), timeout)
+            return response_type.FromString(raw)
+
+        return call
+
+
+def _message_class(descriptor: Any) -> Any:
+    from google.protobuf import message_factory
+
+    return message_factory.GetMessageClass(descriptor)
