@@ -36,7 +36,9 @@ def keep_in_memory(run_dir: Path) -> bool:
             run_dir,
         )
         return False
-    mount.mount("tmpfs", str(run_dir), "tmpfs", mount.MS_NOSUID | mount.MS_NODEV, "mode=0700")
+    # No nosuid/nodev: runc's read-only re-binds of the pod's hosts/hostname/resolv.conf in a pod with its
+    # own user namespace may not drop flags the parent mount locks (EPERM); plain /run has none either.
+    mount.mount("tmpfs", str(run_dir), "tmpfs", 0, "mode=0755")
     (run_dir / MARKER).touch(mode=0o600)
     log.info("run dir %s: on a tmpfs of the runtime's own (the directory is on a disk)", run_dir)
     return True

@@ -317,7 +317,7 @@ def test_reality_and_leak_checks_see_what_is_planted(case: Case) -> None:
     stray_result = config.cni_state_dir / "results" / f"{ghost}.json"
     stray_ip = config.cni_state_dir / "ipam" / "podhost" / "10.231.4.62"
     runc_dir = config.run_dir / "runc-root" / "runc" / cid
-    hidden = inst.root / "hidden-runc-state"
+    hidden = config.run_dir / "hidden-runc-state"  # beside it: the run dir may be a tmpfs of its own
     try:
         stray_dir.mkdir(parents=True)
         stray_result.write_text("{}")
