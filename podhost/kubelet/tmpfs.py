@@ -1,44 +1,24 @@
 """tmpfs mounts the pod manager makes itself: secret volumes, emptyDir medium Memory, the secrets' store.
 
 The kubelet mounts these on the host before a container binds them (pkg/volume/emptydir: `setupTmpfs`),
-so a container sees a tmpfs in /proc/mounts and its files never reach a disk. The pod manager may not
-import the runtime's syscall module (layering, DESIGN.md), so mount(2) and umount2(2) are called here,
-through libc, for these three uses only.
+so a container sees a tmpfs in /proc/mounts and its files never reach a disk. mount(2) and umount2(2)
+come from `podhost.linux`, the one libc layer, which the runtime uses too.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import os
 from pathlib import Path
 
-TMPFS_MAGIC = 0x01021994
+from podhost import linux
+
 MS_NOSUID, MS_NODEV = 0x2, 0x4
 MNT_DETACH = 0x2
 
 
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
 def is_tmpfs(path: Path) -> bool:
-    """True when `path` is on a tmpfs (statfs f_type; a missing path is not)."""
-    try:
-        return _fs_type(path) == TMPFS_MAGIC
-    except OSError:
-        return False
-
-
-def _fs_type(path: Path) -> int:
-    # struct statfs starts with f_type (a long) on every Linux ABI podhost runs on.
-    buf = ctypes.create_string_buffer(256)
-    if _libc().statfs(os.fsencode(str(path)), buf) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), str(path))
-    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+    """True when `path` exists on a tmpfs."""
+    return path.exists() and linux.fstype_of(str(path)) == "tmpfs"
 
 
 def is_mount_point(path: Path) -> bool:
@@ -60,9 +40,10 @@ def mount_tmpfs(path: Path, size: int = 0, mode: int = 0o755, private: bool = Fa
         return
     options = f"mode={mode:o}" + (f",size={size}" if size else "")
     flags = MS_NOSUID | MS_NODEV if private else 0
-    if _libc().mount(b"tmpfs", os.fsencode(str(path)), b"tmpfs", flags, options.encode()) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount tmpfs at {path}: {os.strerror(err)}")
+    try:
+        linux.mount(b"tmpfs", os.fsencode(str(path)), b"tmpfs", flags, options.encode())
+    except OSError as e:
+        raise OSError(e.errno, f"mount tmpfs at {path}: {e.strerror}") from None
 
 
 def mounts_under(path: Path) -> list[Path]:
@@ -76,9 +57,10 @@ def mounts_under(path: Path) -> list[Path]:
 
 def unmount(path: Path) -> None:
     """Detach the mount at `path` (lazily: a process still inside keeps its view until it leaves)."""
-    if _libc().umount2(os.fsencode(str(path)), MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"unmount {path}: {os.strerror(err)}")
+    try:
+        linux.umount2(os.fsencode(str(path)), MNT_DETACH)
+    except OSError as e:
+        raise OSError(e.errno, f"unmount {path}: {e.strerror}") from None
 
 
 def unmount_all(path: Path) -> None:

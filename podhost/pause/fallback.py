@@ -1,6 +1,6 @@
 """The Python pause, used only where no C compiler could build pause.c. Same protocol and behaviour as
 pause.c (read that file's header); it costs megabytes per pod instead of kilobytes, and says so. Run as
-`python -m podhost.pause.fallback`, it imports nothing of podhost's but `podhost.runtime.linux`."""
+`python -m podhost.pause.fallback`, it imports nothing of podhost's but `podhost.linux`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from podhost.runtime import linux
+from podhost import linux
 
 CLONE = {
     "net": linux.CLONE_NEWNET,

@@ -1,4 +1,4 @@
-"""mount(2), umount2(2) and mount_setattr(2) (through `podhost.runtime.linux`): overlay rootfs mounts,
+"""mount(2), umount2(2) and mount_setattr(2) (through `podhost.linux`): overlay rootfs mounts,
 namespace pins, the pod shm, recursive read-only trees, idmapped mounts.
 
 A `mount` subprocess costs milliseconds per call; the syscall costs microseconds. Errors carry the errno
@@ -14,8 +14,8 @@ import os
 import re
 from collections.abc import Iterator
 
+from podhost import linux
 from podhost.errors import RuntimeFailure
-from podhost.runtime import linux
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -152,17 +152,3 @@ def mount_points() -> list[str]:
 def is_mountpoint(path: str) -> bool:
     points = mount_points()
     return path in points or os.path.realpath(path) in points
-
-
-def fstype_of(path: str) -> str:
-    """The filesystem type of the mount holding `path` (the deepest mount point above it)."""
-    real = os.path.realpath(path)
-    best, kind = "", ""
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            point = _unescape(fields[4])
-            inside = real == point or real.startswith(point.rstrip("/") + "/")
-            if inside and len(point) >= len(best):
-                best, kind = point, fields[fields.index("-") + 1]
-    return kind

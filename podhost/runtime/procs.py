@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from podhost.runtime import linux
+from podhost import linux
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from podhost import linux
 from podhost.runtime import mount
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ def keep_in_memory(run_dir: Path) -> bool:
     """Make sure `run_dir` is on a tmpfs, mounting one if it is an empty directory on a disk. True when
     it is (already, or now)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    if mount.fstype_of(str(run_dir)) == "tmpfs":
+    if linux.fstype_of(str(run_dir)) == "tmpfs":
         return True
     if any(run_dir.iterdir()):
         log.warning(

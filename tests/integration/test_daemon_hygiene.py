@@ -128,7 +128,7 @@ def test_stopping_with_no_pods_removes_the_bridge_and_the_guard(running: Instanc
 
 def files_on_disk_holding(root: Path, needle: bytes) -> list[str]:
     """Regular files under `root`, not on a tmpfs, whose bytes contain `needle`."""
-    from podhost.runtime.mount import fstype_of
+    from podhost.linux import fstype_of
 
     found = []
     for path in root.rglob("*"):
@@ -166,7 +166,7 @@ def test_a_containers_environment_never_reaches_the_disk(running: Instance) -> N
 
 
 def fstype_of_run(run_dir: Path) -> str:
-    from podhost.runtime.mount import fstype_of
+    from podhost.linux import fstype_of
 
     return fstype_of(str(run_dir))
 

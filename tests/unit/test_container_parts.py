@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from podhost import linux
 from podhost.errors import InvalidArgument
-from podhost.runtime import linux
 from podhost.runtime.cgroups import child, normalize, parse_mountinfo
 from podhost.runtime.container import conmon, exits, ocirt
 from podhost.runtime.container.service import exit_reason

@@ -22,7 +22,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from podhost.runtime import linux, procs
+from podhost import linux
+from podhost.runtime import procs
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import os
 import socket
 import threading
 
+from podhost import linux
 from podhost.errors import FailedPrecondition, RuntimeFailure
-from podhost.runtime import linux
 
 CONNECT_TIMEOUT_S = 10.0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import struct
 from ctypes import byref, c_char_p, c_int, c_long, c_size_t, c_uint, c_uint32, c_ulong, c_void_p, sizeof
 
@@ -142,3 +143,17 @@ def inotify_events(buffer: bytes) -> list[tuple[int, str]]:
         out.append((mask, raw.split(b"\0", 1)[0].decode(errors="replace")))
         offset += _INOTIFY_EVENT.size + length
     return out
+
+
+def fstype_of(path: str) -> str:
+    """The filesystem type of the mount holding `path` (the deepest mount point above it), from mountinfo."""
+    real = os.path.realpath(path)
+    best, kind = "", ""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            inside = real == point or real.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, kind = point, fields[fields.index("-") + 1]
+    return kind
