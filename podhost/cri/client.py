@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from podhost.cri import admin_pb2
 from podhost.cri import api_pb2 as pb
@@ -37,7 +37,7 @@ class CRIClient:
         if transport == "h2":
             from podhost.cri import h2
 
-            self._channel = h2.Connection(self.endpoint.removeprefix("unix://"), self._peer)
+            self._channel = h2.Pool(self.endpoint.removeprefix("unix://"), self._peer)
             self.runtime: Any = h2.Stub(self._channel, pb.DESCRIPTOR.services_by_name["RuntimeService"])
             self.images: Any = h2.Stub(self._channel, pb.DESCRIPTOR.services_by_name["ImageService"])
             self.admin: Any = h2.Stub(self._channel, admin_pb2.DESCRIPTOR.services_by_name["Admin"])
@@ -198,16 +198,17 @@ class CRIClient:
         request = pb.ListPodSandboxMetricsRequest()
         return list(self._call(self.runtime.ListPodSandboxMetrics, request).pod_metrics)
 
+    def container_events(self) -> EventStream:
+        """GetContainerEvents: iterate for the events (failures raise podhost's exceptions); `cancel()`,
+        from any thread, ends the iteration quietly."""
+        call = self.runtime.GetContainerEvents(pb.GetEventsRequest())
+        return call if not hasattr(call, "code") else _GrpcEvents(call, self._peer)
+
     def get_container_events(self) -> Iterator[pb.ContainerEventResponse]:
         """Events until the caller stops iterating (then the stream is cancelled) or the server ends it."""
-        import grpc
-
-        stream = self.runtime.GetContainerEvents(pb.GetEventsRequest())
+        stream = self.container_events()
         try:
             yield from stream
-        except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.CANCELLED:
-                raise _from_grpc(err, self._peer) from None
         finally:
             stream.cancel()
 
@@ -254,3 +255,28 @@ def _from_grpc(err: Exception, peer: str) -> Exception:
     from podhost.cri.status import error_from_rpc
 
     return error_from_rpc(err, peer)
+
+
+class EventStream(Protocol):
+    def __iter__(self) -> Iterator[pb.ContainerEventResponse]: ...
+
+    def cancel(self) -> None: ...
+
+
+class _GrpcEvents:
+    """grpcio's streaming call as an `EventStream`: its failures in podhost's terms, cancel() quiet."""
+
+    def __init__(self, call: Any, peer: str) -> None:
+        self._call, self._peer = call, peer
+
+    def __iter__(self) -> Iterator[pb.ContainerEventResponse]:
+        import grpc
+
+        try:
+            yield from self._call
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.CANCELLED:
+                raise _from_grpc(err, self._peer) from None
+
+    def cancel(self) -> None:
+        self._call.cancel()

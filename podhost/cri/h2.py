@@ -12,10 +12,13 @@ Only for a peer on a unix socket: no TLS, no proxy, one connection per client, o
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
+import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
 from typing import Any
 
 import hpack
@@ -42,6 +45,7 @@ class Connection:
         self._encoder, self._decoder = hpack.Encoder(), hpack.Decoder()
         self._next_stream = 1
         self._buffer = b""
+        self._cancelled = False
 
     def _connect(self, deadline: float | None) -> socket.socket:
         if self._sock is None:
@@ -69,6 +73,57 @@ class Connection:
         """POST one gRPC message to `path` ("/runtime.v1.RuntimeService/Version"); the response message,
         or the status as a podhost exception."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            stream = self._start(path, request, timeout, deadline)
+            message = b""
+            for data, trailers in self._frames_of(stream, deadline):
+                if trailers is None:
+                    message += data
+                else:
+                    return _message_or_status(message, trailers, self.what)
+            raise error_for_status("UNAVAILABLE", "the answer ended early", self.what)
+        except TimeoutError:
+            self.close()
+            raise error_for_status("DEADLINE_EXCEEDED", "", self.what) from None
+        except OSError as e:
+            self.close()
+            raise error_for_status("UNAVAILABLE", e.strerror or str(e), self.what) from None
+
+    def stream(self, path: str, request: bytes) -> Iterator[bytes]:
+        """A server-streaming call on this connection (give it one of its own): each message as it
+        arrives, until the server's OK trailers; its status otherwise. `cancel()` (from any thread) ends
+        it quietly."""
+        try:
+            stream = self._start(path, request, None, None)
+            pending = b""
+            for data, trailers in self._frames_of(stream, None):
+                if trailers is not None:
+                    _check_status(trailers, self.what)
+                    return
+                pending += data
+                while len(pending) >= 5 and len(pending) >= 5 + (
+                    size := struct.unpack(">I", pending[1:5])[0]
+                ):
+                    yield pending[5 : 5 + size]
+                    pending = pending[5 + size :]
+        except (OSError, PodhostError) as e:
+            if self._cancelled:
+                return
+            if isinstance(e, PodhostError):
+                raise
+            raise error_for_status("UNAVAILABLE", e.strerror or str(e), self.what) from None
+        finally:
+            self.close()
+
+    def cancel(self) -> None:
+        """End a `stream` from another thread: its blocked read returns, and it stops without an error."""
+        self._cancelled = True
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+    def _start(self, path: str, request: bytes, timeout: float | None, deadline: float | None) -> int:
+        """Send the request (HEADERS, DATA) on a new stream; its id."""
         sock = self._connect(deadline)
         stream, self._next_stream = self._next_stream, self._next_stream + 2
         headers = [
@@ -90,20 +145,17 @@ class Connection:
             if at + MAX_FRAME >= len(body):
                 data.flags.add("END_STREAM")
             frames.append(data.serialize())
-        try:
-            sock.settimeout(_left(deadline, self.what))
-            sock.sendall(b"".join(frames))
-            return self._response(stream, deadline)
-        except TimeoutError:
-            self.close()
-            raise error_for_status("DEADLINE_EXCEEDED", "", self.what) from None
-        except OSError as e:
-            self.close()
-            raise error_for_status("UNAVAILABLE", e.strerror or str(e), self.what) from None
+        sock.settimeout(_left(deadline, self.what))
+        sock.sendall(b"".join(frames))
+        return stream
 
-    def _response(self, stream: int, deadline: float | None) -> bytes:
-        """Read until our stream ends: its message, its headers and trailers (grpc-status)."""
-        message, headers, block, ending = b"", dict[Any, Any](), b"", False
+    def _frames_of(
+        self, stream: int, deadline: float | None
+    ) -> Iterator[tuple[bytes, dict[Any, Any] | None]]:
+        """(data, None) for each DATA frame of `stream`, then (b"", its headers and trailers) once it
+        ends. What is read is given back to the flow-control windows at once (a long-lived connection, a
+        stream of events, never runs dry)."""
+        headers, block, ending = dict[Any, Any](), b"", False
         while True:
             f = self._read_frame(deadline)
             if isinstance(f, hf.SettingsFrame) and "ACK" not in f.flags:
@@ -118,9 +170,12 @@ class Connection:
             elif isinstance(f, hf.RstStreamFrame):
                 raise error_for_status("INTERNAL", f"stream reset (HTTP/2 error {f.error_code})", self.what)
             elif isinstance(f, hf.DataFrame):
-                message += f.data
+                if f.flow_controlled_length:
+                    self._give_back(stream, f.flow_controlled_length, "END_STREAM" not in f.flags)
+                yield f.data, None
                 if "END_STREAM" in f.flags:  # no trailers: not a gRPC answer
-                    return _message_or_status(message, headers, self.what)
+                    yield b"", headers
+                    return
             elif isinstance(f, hf.HeadersFrame | hf.ContinuationFrame):
                 if isinstance(f, hf.HeadersFrame):
                     block, ending = b"", "END_STREAM" in f.flags
@@ -128,7 +183,15 @@ class Connection:
                 if "END_HEADERS" in f.flags:
                     headers.update(dict(self._decoder.decode(block)))
                     if ending:
-                        return _message_or_status(message, headers, self.what)
+                        yield b"", headers
+                        return
+
+    def _give_back(self, stream: int, size: int, to_stream: bool) -> None:
+        updates = [hf.WindowUpdateFrame(0, window_increment=size)]
+        if to_stream:
+            updates.append(hf.WindowUpdateFrame(stream, window_increment=size))
+        assert self._sock is not None
+        self._sock.sendall(b"".join(u.serialize() for u in updates))
 
     def _send(self, f: hf.Frame) -> None:
         assert self._sock is not None
@@ -160,12 +223,17 @@ def _text(headers: dict[Any, Any]) -> dict[str, str]:
     }
 
 
-def _message_or_status(message: bytes, headers: dict[Any, Any], what: str) -> bytes:
+def _check_status(headers: dict[Any, Any], what: str) -> None:
+    """Raise the call's status unless it is OK (no grpc-status: an HTTP failure, UNKNOWN/UNAVAILABLE)."""
     fields = _text(headers)
     status = fields.get("grpc-status", "2" if fields.get(":status", "200") == "200" else "14")
     if status != "0":
         details = urllib.parse.unquote(fields.get("grpc-message", ""))
         raise error_for_status(_CODES.get(status, "UNKNOWN"), details, what)
+
+
+def _message_or_status(message: bytes, headers: dict[Any, Any], what: str) -> bytes:
+    _check_status(headers, what)
     if len(message) < 5:
         raise PodhostError(f"{what}: an empty answer")
     (length,) = struct.unpack(">I", message[1:5])
@@ -207,25 +275,81 @@ _CODES = {
 }
 
 
-class Stub:
-    """A service's unary methods as callables `(request, timeout=None) -> response`, like grpcio's stubs
-    (method names and message types from the service's descriptor)."""
+class Pool:
+    """Connections for callers on many threads (the pod manager's workers): one per thread for unary
+    calls, one per server-streaming call."""
 
-    def __init__(self, connection: Connection, service: Any) -> None:
-        self._connection, self._service = connection, service
+    def __init__(self, path: str, what: str) -> None:
+        self.path, self.what = path, what
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[Connection] = []
+
+    def new(self) -> Connection:
+        conn = Connection(self.path, self.what)
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    def call(self, path: str, request: bytes, timeout: float | None) -> bytes:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.new()
+        return conn.call(path, request, timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.cancel()
+            conn.close()
+
+
+class Streaming:
+    """A server-streaming call in progress: iterate for its messages; `cancel()` ends it quietly."""
+
+    def __init__(self, conn: Connection, path: str, request: bytes, response_type: Any) -> None:
+        self._conn, self._path, self._request, self._type = conn, path, request, response_type
+
+    def __iter__(self) -> Iterator[Any]:
+        for raw in self._conn.stream(self._path, self._request):
+            yield self._type.FromString(raw)
+
+    def cancel(self) -> None:
+        self._conn.cancel()
+
+
+class Stub:
+    """A service's methods as callables `(request, timeout=None)`, like grpcio's stubs (method names and
+    message types from the service's descriptor): unary ones return the response, server-streaming ones
+    a `Streaming`."""
+
+    def __init__(self, transport: Pool | Connection, service: Any) -> None:
+        self._transport, self._service = transport, service
 
     def __getattr__(self, name: str) -> Any:
         method = self._service.methods_by_name.get(name)
         if method is None:
             raise AttributeError(name)
-        if method.server_streaming or method.client_streaming:
-            raise Unimplemented(f"{name} streams: podhost's HTTP/2 client makes unary calls only")
+        if method.client_streaming:
+            raise Unimplemented(f"{name}: podhost's HTTP/2 client does not stream requests")
         path = f"/{self._service.full_name}/{name}"
         response_type = _message_class(method.output_type)
+        transport = self._transport
+        if method.server_streaming:
+
+            def open_stream(request: Any, timeout: float | None = None) -> Streaming:
+                conn = (
+                    transport.new()
+                    if isinstance(transport, Pool)
+                    else Connection(transport.path, transport.what)
+                )
+                return Streaming(conn, path, request.SerializeToString(), response_type)
+
+            return open_stream
 
         def call(request: Any, timeout: float | None = None) -> Any:
-            raw = self._connection.call(path, request.SerializeToString(), timeout)
-            return response_type.FromString(raw)
+            return response_type.FromString(transport.call(path, request.SerializeToString(), timeout))
 
         return call
 

@@ -20,11 +20,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import grpc
-
 from podhost.cri import api_pb2 as pb
 from podhost.cri.client import CRIClient
-from podhost.cri.status import error_from_rpc
 from podhost.errors import PodhostError, Unimplemented
 from podhost.kubelet.podspec import LABEL_POD_UID
 
@@ -116,17 +113,15 @@ class PLEG:
 
     def _event_loop(self) -> None:
         while not self._stop.is_set():
-            # The stub directly (not CRIClient.get_container_events) so close() can cancel the call.
-            call = self.cri.runtime.GetContainerEvents(pb.GetEventsRequest())
-            self._stream = call
+            stream = self.cri.container_events()
+            self._stream = stream  # close() cancels it
             try:
-                for event in call:
+                for event in stream:
                     self.events_supported = True
                     self._on_event(event)
-            except grpc.RpcError as err:
+            except PodhostError as error:
                 if self._stop.is_set():
                     return
-                error = error_from_rpc(err, f"the runtime at {self.cri.endpoint}")
                 if isinstance(error, Unimplemented):
                     self.events_supported = False
                     log.info(
@@ -136,6 +131,8 @@ class PLEG:
                     )
                     return
                 log.debug("container event stream broke: %s", error)
+            if self._stop.is_set():
+                return
             # Events may have been lost: relist now, and every relist_period until events flow again.
             self.events_supported = None
             try:
