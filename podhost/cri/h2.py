@@ -1,13 +1,17 @@
-"""Unary gRPC calls over HTTP/2 on a unix socket, without grpcio: the CLI's transport.
+"""gRPC calls over HTTP/2 on a unix socket, without grpcio: the CLI's and the pod manager's transport.
 
 Importing grpcio costs 60-90 ms here (its core loads asyncio and ssl), more than a short `podhost cri`
-command may take in all. A unary call needs little of gRPC: one HTTP/2 stream carrying a request
-(HEADERS, DATA) and a response (HEADERS, DATA, trailers with grpc-status), framed by `hyperframe` and
-its headers coded by `hpack` (both python-hyper's, pure Python, ~15 ms to import). Streaming calls
-(GetContainerEvents) stay with grpcio. The status comes back as the exception `podhost.errors` names
-for it, exactly as through grpcio (`errors.error_for_status`).
+command may take in all, and a grpcio channel polls (a spin thread, 0.1 s waits) while a node idles: ~30
+wake-ups a second for a pod manager holding GetContainerEvents open. What a CRI client needs of gRPC is
+small: unary calls and one server-streaming call, each an HTTP/2 stream (HEADERS, DATA, then trailers
+carrying grpc-status), framed by `hyperframe` and its headers coded by `hpack` (python-hyper's, pure
+Python, ~15 ms to import). The status comes back as the exception `podhost.errors` names for it, exactly
+as through grpcio (`errors.error_for_status`). Works against podhost's grpcio server and containerd's
+grpc-go one.
 
-Only for a peer on a unix socket: no TLS, no proxy, one connection per client, one call at a time.
+For a peer on a unix socket only: no TLS, no proxy. A `Connection` makes one call at a time; `Pool` gives
+each thread its own and each server-streaming call one of its own. Requests are small (they fit the
+peer's first flow-control window); what is received is given back to the windows as it is read.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ MAX_FRAME = 16384
 #: Our receive window: large enough that the answer to a long listing flows without WINDOW_UPDATEs.
 WINDOW = 16 * 1024 * 1024
 DEFAULT_WINDOW = 65535
+SETTINGS_HEADER_TABLE_SIZE = 0x1
 SETTINGS_INITIAL_WINDOW_SIZE = 0x4
 SETTINGS_MAX_FRAME_SIZE = 0x5
 
@@ -159,6 +164,8 @@ class Connection:
         while True:
             f = self._read_frame(deadline)
             if isinstance(f, hf.SettingsFrame) and "ACK" not in f.flags:
+                if SETTINGS_HEADER_TABLE_SIZE in f.settings:  # our encoder's table may not outgrow it
+                    self._encoder.header_table_size = f.settings[SETTINGS_HEADER_TABLE_SIZE]
                 self._send(hf.SettingsFrame(0, flags=["ACK"]))
             elif isinstance(f, hf.PingFrame) and "ACK" not in f.flags:
                 self._send(hf.PingFrame(0, opaque_data=f.opaque_data, flags=["ACK"]))
