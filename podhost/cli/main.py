@@ -13,10 +13,12 @@ Any `PodhostError` is printed as "podhost: <message>" on stderr with exit status
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 
-from podhost.cli.parser import KUBECTL_VERBS, build_parser, daemon_overrides
+from podhost.cli.parser import KUBECTL_VERBS, build_parser, cri_verb_of, daemon_overrides
 from podhost.errors import PodhostError
 
 EXIT_ERROR = 1
@@ -69,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hint:
         print(hint, file=sys.stderr)
         return 2
-    parser = build_parser()
+    parser = build_parser(list(argv))
     args = parser.parse_args(argv)
     if args.command != "daemon" and args.debug:  # (warnings reach stderr without it, in fewer ms)
         import logging
@@ -92,5 +94,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def run() -> None:
+    """The `podhost` command: `main()`, then, after a CRI verb, an exit without the interpreter's teardown
+    (~12 ms of a short command, none of it needed once stdout and stderr are flushed)."""
+    argv = sys.argv[1:]
+    rc = main(argv)
+    if cri_verb_of(argv) is not None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(rc)
+    sys.exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -37,7 +37,33 @@ class Lazy:
         return f"{self.module}.{self.name}"
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Unbuilt:
+    """Stands in for the parser of a CRI verb the command line does not name: its arguments are not made
+    (building every verb's parser is ~10 ms of a short command)."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def cri_verb_of(argv: list[str]) -> str | None:
+    """The CRI verb `argv` names (`podhost [globals] cri VERB ...`), or None."""
+    words, valued = list(argv), ("--root", "--runtime-endpoint", "--timeout")
+    while words and words[0].startswith("-"):
+        words = words[2:] if words[0] in valued else words[1:]
+    return words[1] if len(words) > 1 and words[0] == "cri" and not words[1].startswith("-") else None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The grammar; given `argv`, only the CRI verb it names gets its arguments (any other command line,
+    a typo or --help included, gets the whole grammar)."""
+    only = cri_verb_of(argv) if argv is not None else None
+    parser = _build(only)
+    if only is not None and not parser._cri_verbs_built:  # type: ignore[attr-defined]
+        parser = _build(None)  # not a verb: argparse's own message lists them all
+    return parser
+
+
+def _build(only: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="podhost", description="Kubernetes pods on one Linux machine.")
     parser.add_argument("--version", action="version", version=f"podhost {__version__}")
     parser.add_argument(
@@ -59,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_daemon(commands)
-    _add_cri(commands)
+    parser._cri_verbs_built = _add_cri(commands, only)  # type: ignore[attr-defined]
     _add_demo(commands)
     _add_kubectl(commands)
     _add_kubeconfig(commands)
@@ -154,14 +180,20 @@ def _transport_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_cri(subparsers: Any) -> None:
-    """`podhost cri <verb>`: podhost.cli.cri's commands."""
+def _add_cri(subparsers: Any, only: str | None = None) -> int:
+    """`podhost cri <verb>`: podhost.cli.cri's commands (only verb `only`, when given). How many verbs
+    were built."""
     cri = subparsers.add_parser("cri", help="crictl-style commands against a CRI runtime endpoint")
     verbs = cri.add_subparsers(dest="verb", metavar="VERB", required=True)
+    built = 0
 
-    def verb(name: str, func: str, help: str) -> argparse.ArgumentParser:
+    def verb(name: str, func: str, help: str) -> Any:
+        nonlocal built
+        if only is not None and name != only:
+            return _Unbuilt()
         p: argparse.ArgumentParser = verbs.add_parser(name, help=help, description=help)
         p.set_defaults(func=Lazy("podhost.cli.cri", func))
+        built += 1
         return p
 
     verb("version", "cmd_version", "runtime name and version")
@@ -290,6 +322,7 @@ def _add_cri(subparsers: Any) -> None:
 
     p = verb("load", "cmd_load", "import an image archive on this machine (podhost only)")
     p.add_argument("file", metavar="FILE")
+    return built
 
 
 # --- podhost demo, podhost kubeconfig ---------------------------------------------------------------

@@ -369,3 +369,11 @@ def test_a_cri_verb_does_not_import_grpcio() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split("\n")[0] == "1 []", (out.stdout, out.stderr)
     assert "cannot reach the runtime at unix:///nonexistent/podhost.sock" in out.stderr
+    # the command itself (run(): no interpreter teardown after a CRI verb) still flushes and exits 1
+    argv = ["--runtime-endpoint", "unix:///nonexistent/podhost.sock", "cri", "version"]
+    cmd = subprocess.run([sys.executable, "-m", "podhost.cli.main", *argv], capture_output=True, text=True)
+    assert cmd.returncode == 1 and "podhost: cannot reach the runtime" in cmd.stderr, cmd
+    helped = subprocess.run(
+        [sys.executable, "-m", "podhost.cli.main", "cri", "pods", "--help"], capture_output=True, text=True
+    )
+    assert helped.returncode == 0 and "usage: podhost cri pods" in helped.stdout, helped
