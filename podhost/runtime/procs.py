@@ -607,13 +607,36 @@ def _reap(pidfd: int, pid: int) -> ExitStatus:
 ADOPTED_NAMES = (b"pause", b"conmon")
 
 
+#: Children a Popen of ours waits for (a pause launcher, a first conmon): they carry the adopted
+#: names too, and reaping one behind its Popen's back would lose its exit status (Popen reads ECHILD as 0).
+_claimed: set[int] = set()
+_claimed_lock = threading.Lock()
+
+
+def claim(pid: int) -> None:
+    """`pid` is a child whose Popen will wait for it: `reap_zombie_children` leaves it alone."""
+    with _claimed_lock:
+        _claimed.add(pid)
+
+
+def release(pid: int) -> None:
+    """Its Popen has waited for it (or never will): the claim ends."""
+    with _claimed_lock:
+        _claimed.discard(pid)
+
+
 def reap_zombie_children(names: tuple[bytes, ...] = ADOPTED_NAMES) -> list[int]:
     """Reap zombie children named `names` (adopted pause/conmon whose exit nobody is waiting for).
 
-    Only those names, so subprocess's own children keep their exit statuses for their Popen objects.
+    Only those names, so subprocess's own children keep their exit statuses for their Popen objects, and
+    none that a Popen of ours has claimed (`claim`).
     """
     reaped = []
+    with _claimed_lock:
+        claimed = set(_claimed)
     for pid in children():
+        if pid in claimed:
+            continue
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
                 stat = f.read()

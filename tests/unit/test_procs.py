@@ -234,3 +234,24 @@ def test_communicate_returns_at_exit_although_a_child_holds_the_pipes(instance: 
     for stream in (popen.stdout, popen.stderr):
         assert stream is not None
         stream.close()
+
+
+def test_a_claimed_child_keeps_its_exit_status_for_its_popen(tmp_path: Path) -> None:
+    """A pause launcher or a first conmon is our child with an adopted name: the zombie reaper must not
+    take its exit status from its Popen (which would then read 0, as for ECHILD) while it is claimed."""
+    import shutil
+    import subprocess
+
+    fake = tmp_path / "pause"  # the adopted name: reap_zombie_children would take it
+    shutil.copy("/bin/false", fake)
+    child = subprocess.Popen([str(fake)])
+    procs.claim(child.pid)
+    try:
+        wait_for("the child a zombie", lambda: procs.state(child.pid) == "Z", 5)
+        assert child.pid not in procs.reap_zombie_children()
+        assert child.wait(5) == 1, "the real exit status, read by its own Popen"
+    finally:
+        procs.release(child.pid)
+    unclaimed = subprocess.Popen([str(fake)])
+    wait_for("the child a zombie", lambda: procs.state(unclaimed.pid) == "Z", 5)
+    assert unclaimed.pid in procs.reap_zombie_children(), "an unclaimed one is reaped as adopted"

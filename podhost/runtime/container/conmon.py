@@ -131,6 +131,7 @@ def create(conmon: str, spec: ConmonSpec, timeout: float = CREATE_TIMEOUT_S) -> 
             )  # fmt: skip
         except OSError as e:
             raise RuntimeFailure(f"conmon ({conmon}): {e.strerror}") from e
+        procs.claim(proc.pid)  # its exit status is this Popen's to read, not a reaper's
         os.close(write_fd)
         write_fd = -1
         report = procs.communicate(proc, None, deadline)
@@ -162,6 +163,7 @@ def create(conmon: str, spec: ConmonSpec, timeout: float = CREATE_TIMEOUT_S) -> 
             if proc.returncode is None:  # only after an error; kill_started has signalled it
                 proc.kill()
                 proc.wait()
+            procs.release(proc.pid)
             if proc.stderr is not None:
                 proc.stderr.close()
 

@@ -119,6 +119,7 @@ def start_pause(
             )  # fmt: skip
         except OSError as e:
             raise RuntimeFailure(f"start pause ({executable}): {e.strerror}") from e
+        procs.claim(launcher.pid)  # its exit status is this Popen's to read, not a reaper's
         if spec.id_maps is not None:
             assert launcher.stdin is not None and launcher.stdout is not None
             try:
@@ -158,6 +159,7 @@ def start_pause(
             if launcher.returncode is None:  # only after an error; kill_owner has signalled it
                 launcher.kill()
                 launcher.wait()
+            procs.release(launcher.pid)
             for stream in (launcher.stdout, launcher.stderr):
                 if stream is not None:
                     stream.close()
