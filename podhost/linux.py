@@ -145,15 +145,28 @@ def inotify_events(buffer: bytes) -> list[tuple[int, str]]:
     return out
 
 
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
+def _mounts() -> list[tuple[str, str]]:
+    """(mount point, filesystem type) of every mount of this process's mount namespace, in mount order;
+    mountinfo's octal escapes (\\040 for a space, ...) undone."""
+    with open("/proc/self/mountinfo") as f:
+        rows = [line.split() for line in f]
+    return [(_OCTAL.sub(lambda m: chr(int(m.group(1), 8)), r[4]), r[r.index("-") + 1]) for r in rows]
+
+
+def mount_points() -> list[str]:
+    """Every mount point of this process's mount namespace, in mount order."""
+    return [point for point, _ in _mounts()]
+
+
 def fstype_of(path: str) -> str:
-    """The filesystem type of the mount holding `path` (the deepest mount point above it), from mountinfo."""
+    """The filesystem type of the mount holding `path` (the deepest mount point above it)."""
     real = os.path.realpath(path)
     best, kind = "", ""
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
-            inside = real == point or real.startswith(point.rstrip("/") + "/")
-            if inside and len(point) >= len(best):
-                best, kind = point, fields[fields.index("-") + 1]
+    for point, fstype in _mounts():
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fstype
     return kind

@@ -7,7 +7,7 @@ it in a worker thread): reads come from the store, writes go to the manager's pu
 resourceVersion, as from kube-apiserver.
 
 Every write records its field manager in `metadata.managedFields` (fieldmanager.py; stored with the
-object's manifest, so a daemon restart keeps them, and cached here per object and uid), and `application/apply-patch+yaml` is
+object's manifest, so a daemon restart keeps them), and `application/apply-patch+yaml` is
 server-side apply over the same entries (conflicts, `force`).
 
 Writes are checked as kube-apiserver checks them before the manager sees them: the kind and namespace of
@@ -21,10 +21,8 @@ naming the object.
 
 from __future__ import annotations
 
-import copy
 import json
 import secrets
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -196,10 +194,6 @@ class API:
         self.manager = manager
         self.node = node
         self.store = ResourceStore(self._render, self._signature, manager.wait_changed)
-        #: managedFields by (resource, namespace, name): (the object's uid, its entries).
-        self._managed: dict[tuple[str, str, str], tuple[str, list[dict[str, Any]]]] = {}
-        self._managed_version = 0
-        self._managed_lock = threading.Lock()
 
     # --- the store's view of the manager ------------------------------------------------------------------
 
@@ -208,7 +202,6 @@ class API:
         last = events[-1] if events else None
         return (
             self.manager.version,
-            self._managed_version,
             len(events),
             (last.count, last.last_timestamp, last.first_timestamp) if last else None,
         )
@@ -224,18 +217,6 @@ class API:
             meta = ep["metadata"]
             meta.setdefault("uid", objects.stable_uid("endpoints", meta["namespace"], meta["name"]))
         events = [objects.event_object(e, uids, self.node.name) for e in m.event_objects()]
-        with self._managed_lock:
-            for resource, objs in (
-                ("pods", pods),
-                ("services", services),
-                ("configmaps", configmaps),
-                ("secrets", secrets_),
-            ):
-                for obj in objs:
-                    meta = obj["metadata"]
-                    uid, entries = self._managed.get((resource, meta["namespace"], meta["name"]), ("", []))
-                    if uid and uid == meta.get("uid") and entries:
-                        meta["managedFields"] = copy.deepcopy(entries)
         used = {o["metadata"]["namespace"] for o in [*pods, *services, *configmaps, *secrets_, *events]}
         namespaces = [
             objects.namespace_object(ns, self.node.created)
@@ -334,7 +315,9 @@ class API:
     def _update_pod_spec(self, kind: Kind, name: str, manifest: dict[str, Any]) -> None:
         namespace = str(manifest["metadata"].get("namespace", ""))
         try:
-            self.manager.update_pod_spec(namespace, name, manifest["spec"])
+            self.manager.update_pod_spec(
+                namespace, name, manifest["spec"], manifest["metadata"]["managedFields"]
+            )
         except NotFound:
             raise
         except InvalidArgument as e:
@@ -345,32 +328,16 @@ class API:
         kind: Kind,
         name: str,
         manifest: dict[str, Any],
-        uid: str,
         managed: list[fieldmanager.Manager],
         subresource: str = "",
     ) -> None:
-        """Give the manager `manifest` with the object's managedFields in place first (the store renders
-        both at once); on a refusal the entries are as they were."""
-        key = (kind.name, str(manifest["metadata"].get("namespace", "")), name)
-        entries = [m.to_entry() for m in managed]
-        manifest["metadata"]["managedFields"] = copy.deepcopy(entries)  # stored with it: kept at restart
-        with self._managed_lock:
-            before = self._managed.get(key)
-            self._managed[key] = (uid, entries)
-            self._managed_version += 1
-        try:
-            if subresource:
-                self._update_pod_spec(kind, name, manifest)
-            else:
-                self._apply(kind, name, manifest)
-        except Exception:
-            with self._managed_lock:
-                if before is None:
-                    self._managed.pop(key, None)
-                else:
-                    self._managed[key] = before
-                self._managed_version += 1
-            raise
+        """Give the manager `manifest` with the object's managedFields in it: they are stored with it (so
+        a restart keeps them) and rendered from it, with the object."""
+        manifest["metadata"]["managedFields"] = [m.to_entry() for m in managed]
+        if subresource:
+            self._update_pod_spec(kind, name, manifest)
+        else:
+            self._apply(kind, name, manifest)
 
     def create(self, kind: Kind, namespace: str, body: Any, params: dict[str, str]) -> WriteResult:
         if "create" not in kind.verbs:
@@ -416,7 +383,7 @@ class API:
         if managed is None:
             managed = fieldmanager.update(None, obj, params.get("fieldManager") or "unknown", [], schema)
         meta["uid"] = str(uuid.uuid4())
-        self._write(kind, name, self._manifest(obj, obj.get("spec", {})), meta["uid"], managed)
+        self._write(kind, name, self._manifest(obj, obj.get("spec", {})), managed)
         return WriteResult(self.get(kind, namespace, name), 201, warnings)
 
     def server_side_apply(
@@ -579,8 +546,7 @@ class API:
             managed = fieldmanager.update(
                 current, new, field_manager, entries, sch.definition(sch.CORE + kind.kind)
             )
-        uid = str(current["metadata"].get("uid", ""))
-        self._write(kind, name, manifest, uid, managed, subresource)
+        self._write(kind, name, manifest, managed, subresource)
         return WriteResult(self.get(kind, namespace, name), 200, warnings)
 
     def delete(

@@ -57,13 +57,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The grammar; given `argv`, only the CRI verb it names gets its arguments (any other command line,
     a typo or --help included, gets the whole grammar)."""
     only = cri_verb_of(argv) if argv is not None else None
-    parser = _build(only)
-    if only is not None and not parser._cri_verbs_built:  # type: ignore[attr-defined]
-        parser = _build(None)  # not a verb: argparse's own message lists them all
+    parser, verbs_built = _build(only)
+    if only is not None and not verbs_built:
+        parser, _ = _build(None)  # not a verb: argparse's own message lists them all
     return parser
 
 
-def _build(only: str | None) -> argparse.ArgumentParser:
+def _build(only: str | None) -> tuple[argparse.ArgumentParser, int]:
+    """The grammar (CRI verbs: only `only`, when given), and how many CRI verbs it has."""
     parser = argparse.ArgumentParser(prog="podhost", description="Kubernetes pods on one Linux machine.")
     parser.add_argument("--version", action="version", version=f"podhost {__version__}")
     parser.add_argument(
@@ -85,11 +86,11 @@ def _build(only: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_daemon(commands)
-    parser._cri_verbs_built = _add_cri(commands, only)  # type: ignore[attr-defined]
+    verbs_built = _add_cri(commands, only)
     _add_demo(commands)
     _add_kubectl(commands)
     _add_kubeconfig(commands)
-    return parser
+    return parser, verbs_built
 
 
 # --- podhost daemon --------------------------------------------------------------------------------------

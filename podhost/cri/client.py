@@ -33,8 +33,9 @@ class CRIClient:
         short-lived process the import of grpcio (the CLI); "grpc": grpcio, for everything else."""
         self.endpoint = target(endpoint)
         self.timeout = timeout
+        self._h2 = transport == "h2"
         self._channel: Any
-        if transport == "h2":
+        if self._h2:
             from podhost.cri import h2
 
             self._channel = h2.Pool(self.endpoint.removeprefix("unix://"), self._peer)
@@ -202,7 +203,7 @@ class CRIClient:
         """GetContainerEvents: iterate for the events (failures raise podhost's exceptions); `cancel()`,
         from any thread, ends the iteration quietly."""
         call = self.runtime.GetContainerEvents(pb.GetEventsRequest())
-        return call if not hasattr(call, "code") else _GrpcEvents(call, self._peer)
+        return call if self._h2 else _GrpcEvents(call, self._peer)
 
     def get_container_events(self) -> Iterator[pb.ContainerEventResponse]:
         """Events until the caller stops iterating (then the stream is cancelled) or the server ends it."""

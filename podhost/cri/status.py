@@ -32,11 +32,6 @@ def grpc_code(error: PodhostError) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, error.grpc_code, grpc.StatusCode.UNKNOWN)
 
 
-def error_class(code: grpc.StatusCode) -> type[PodhostError]:
-    """The podhost exception class for a status code (`errors.error_class`)."""
-    return errors.error_class(code.name)
-
-
 def error_from_rpc(err: grpc.RpcError, what: str = "") -> PodhostError:
     """A podhost exception for a failed call (`errors.error_for_status`); `what` names the peer."""
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN

@@ -387,7 +387,9 @@ class PodManager:
         self.store.put(PODS, obj.namespace, obj.name, doc, entry.created_at)
         return f"pod/{obj.name} configured"
 
-    def update_pod_spec(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    def update_pod_spec(
+        self, namespace: str, name: str, spec: dict[str, Any], managed_fields: list[Any] | None = None
+    ) -> None:
         """A spec change the API makes through a pod's subresource (`ephemeralcontainers`, `resize`; it has
         checked that nothing else changed): validated as any manifest, stored, and handed to the running
         pod in place (its ephemeral containers, its containers' resources and resize policies), so the
@@ -401,6 +403,8 @@ class PodManager:
             if entry.deletion_requested:
                 raise FailedPrecondition(f"pod/{name}: is being deleted")
             doc = {**entry.manifest, "spec": spec}
+            if managed_fields is not None:  # the API server's, stored with the manifest
+                doc["metadata"] = {**(doc.get("metadata") or {}), "managedFields": managed_fields}
             (pod,) = [o for o in load_objects_from(doc) if isinstance(o, Pod)]
             for running, wanted in zip(entry.pod.containers, pod.containers, strict=True):
                 running.resources, running.resize_policy = wanted.resources, wanted.resize_policy

@@ -22,9 +22,7 @@ def is_tmpfs(path: Path) -> bool:
 
 
 def is_mount_point(path: Path) -> bool:
-    target = str(path)
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split(" ")[4] == target for line in f)
+    return str(path) in linux.mount_points()
 
 
 def mount_tmpfs(path: Path, size: int = 0, mode: int = 0o755, private: bool = False) -> None:
@@ -49,9 +47,7 @@ def mount_tmpfs(path: Path, size: int = 0, mode: int = 0o755, private: bool = Fa
 def mounts_under(path: Path) -> list[Path]:
     """The mount points at or below `path`, deepest first (the order to unmount them in)."""
     prefix = str(path)
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split(" ")[4] for line in f]
-    found = {p for p in points if p == prefix or p.startswith(prefix + "/")}
+    found = {p for p in linux.mount_points() if p == prefix or p.startswith(prefix + "/")}
     return [Path(p) for p in sorted(found, key=lambda p: -p.count("/"))]
 
 

@@ -27,8 +27,6 @@ MS_REC = 0x4000
 MNT_DETACH = 0x2
 UMOUNT_NOFOLLOW = 0x8
 
-_OCTAL = re.compile(r"\\([0-7]{3})")
-
 
 class MountError(RuntimeFailure):
     """A mount syscall failed; `errno` is the kernel's answer."""
@@ -138,17 +136,6 @@ def idmapped_overlay_supported() -> bool:
     return new_enough and mount_setattr_supported()
 
 
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal (\\040 ...)."""
-    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
-
-
-def mount_points() -> list[str]:
-    """Every mount point of this process's mount namespace, in mount order."""
-    with open("/proc/self/mountinfo") as f:
-        return [_unescape(line.split(" ", 5)[4]) for line in f]
-
-
 def is_mountpoint(path: str) -> bool:
-    points = mount_points()
+    points = linux.mount_points()
     return path in points or os.path.realpath(path) in points

@@ -50,7 +50,7 @@ def release(run_dir: Path) -> None:
     a pin, a pod's shm or a rootfs still there keeps it, with a warning)."""
     if not (run_dir / MARKER).exists() or not mount.is_mountpoint(str(run_dir)):
         return
-    below = [p for p in mount.mount_points() if p.startswith(str(run_dir) + "/")]
+    below = [p for p in linux.mount_points() if p.startswith(str(run_dir) + "/")]
     if below:
         log.warning("run dir %s kept mounted: %s still mounted below it", run_dir, below[:3])
         return

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from podhost import linux
 from podhost.errors import InvalidArgument
 from podhost.runtime import mount as mnt
 from podhost.runtime.image import build
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.root
 
 def mounts_under(root: Path) -> list[str]:
     prefix = str(root)
-    return [p for p in mnt.mount_points() if p == prefix or p.startswith(prefix + "/")]
+    return [p for p in linux.mount_points() if p == prefix or p.startswith(prefix + "/")]
 
 
 @pytest.fixture
