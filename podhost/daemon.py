@@ -120,6 +120,7 @@ def run(config: Config) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("hpack").setLevel(logging.INFO)  # its debug is every header of every CRI call
     if os.geteuid() != 0:
         raise FailedPrecondition("podhost daemon must run as root (pods need namespaces, mounts and cgroups)")
     lock_instance(config.state_dir)  # first: a second daemon must change nothing

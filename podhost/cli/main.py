@@ -77,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import logging
 
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+        logging.getLogger("hpack").setLevel(logging.INFO)  # its debug is every header of every CRI call
     try:
         if args.command == "daemon":
             return run_daemon(args)

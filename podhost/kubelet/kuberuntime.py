@@ -142,13 +142,18 @@ class PodRuntime:
             with contextlib.suppress(NotFound):
                 self.cri.stop_pod_sandbox(sb.id)
 
-    def stop_pod_sandboxes_meanwhile(self, sandboxes: Iterable[pb.PodSandbox]) -> threading.Thread:
-        """`stop_pod_sandboxes` on a thread of its own, to be joined. Once a dead sandbox's containers are
-        killed nothing of the pod runs in it, so its CNI DEL can overlap the new sandbox's creation
-        instead of preceding it (about 20 ms of a pause death)."""
-        thread = threading.Thread(
-            target=self.stop_pod_sandboxes, args=(list(sandboxes),), name=f"stop-{self.key}", daemon=True
-        )
+    def kill_pod_meanwhile(
+        self, containers: list[pb.Container], why: str, sandboxes: Iterable[pb.PodSandbox]
+    ) -> threading.Thread:
+        """On a thread of its own, to be joined: the containers SIGKILLed, then the sandboxes stopped (CNI
+        DEL). A dead sandbox's containers and network touch nothing of the next sandbox, so both overlap
+        its creation instead of preceding it (about 17 and 20 ms of a pause death)."""
+
+        def kill_then_stop() -> None:
+            self.kill_containers(containers, why, grace=0)
+            self.stop_pod_sandboxes(sandboxes)
+
+        thread = threading.Thread(target=kill_then_stop, name=f"kill-{self.key}", daemon=True)
         thread.start()
         return thread
 

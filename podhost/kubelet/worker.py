@@ -186,35 +186,41 @@ class PodWorker:
                 changed = f"Pod sandbox changed, it will be killed and re-created: {message}"
                 self._event(NORMAL, "SandboxChanged", changed)
         self._wakeups += actions.wake_at
-        if actions.kill_pod:
-            # SIGKILL: nothing to drain without a network; a PID 1 ignoring SIGTERM would hold the pod up.
-            self._acted |= self.runtime.kill_containers(obs.live(), actions.kill_reason, grace=0)
-        stopping = self.runtime.stop_pod_sandboxes_meanwhile(obs.sandboxes if actions.kill_pod else [])
-        try:  # the old sandboxes' CNI DEL overlaps the new one's creation: nothing of the pod runs there
-            if not actions.create_sandbox:
-                return False
-            st.remember_exits(self.pod, self._observe(), self.history)  # their records go with the sandbox
-            if message := self.runtime.mount_volumes():  # FailedMount told; the pod waits for them
-                self.status.not_ready_to_start("FailedMount", message, now)
-                self._wakeups.append(now + RETRY_BASE)
-                return False
-            if dead is None:
-                self.status.not_ready_to_start("SandboxCreating", "creating the pod sandbox", now)
-            try:
-                sandbox_id = self.runtime.run_pod_sandbox(actions.attempt)
-            except PodhostError as e:
-                self._wakeups.append(self.retry.step(SANDBOX, now))
-                message = f"Failed to create pod sandbox: {e} (retrying in {self.retry.wait(SANDBOX):.0f}s)"
-                self._event(WARNING, "FailedCreatePodSandBox", message)
-                self.status.not_ready_to_start("FailedCreatePodSandBox", message, now)
-                return False
+        live, old = (obs.live(), obs.sandboxes) if actions.kill_pod else ([], [])
+        self._acted |= bool(live)
+        # SIGKILL (nothing to drain without a network; a PID 1 ignoring SIGTERM would hold the pod up),
+        # then CNI DEL: neither touches the next sandbox, so both overlap its creation.
+        killing = self.runtime.kill_pod_meanwhile(live, actions.kill_reason, old)
+        try:
+            sandbox_id = self._run_pod_sandbox(actions, dead is None, now) if actions.create_sandbox else ""
         finally:
-            stopping.join()
+            killing.join()  # the new sandbox's containers start once the old ones are gone
+        if not sandbox_id:
+            return False
+        st.remember_exits(self.pod, self._observe(), self.history)  # their records go with the sandbox
         self.retry.forget(SANDBOX)
         self._acted = True
         log.info("pod %s: sandbox %s (attempt %d) ready", self.key, sandbox_id[:13], actions.attempt)
         self._dead_sandboxes = list(obs.sandboxes)  # removed once the pod has settled, not on its way
         return True
+
+    def _run_pod_sandbox(self, actions: PodActions, first: bool, now: float) -> str:
+        """The pod's volumes, then RunPodSandbox; the new sandbox's id, or "" (told in status and events,
+        retried by a later sync)."""
+        if message := self.runtime.mount_volumes():  # FailedMount told; the pod waits for them
+            self.status.not_ready_to_start("FailedMount", message, now)
+            self._wakeups.append(now + RETRY_BASE)
+            return ""
+        if first:
+            self.status.not_ready_to_start("SandboxCreating", "creating the pod sandbox", now)
+        try:
+            return self.runtime.run_pod_sandbox(actions.attempt)
+        except PodhostError as e:
+            self._wakeups.append(self.retry.step(SANDBOX, now))
+            message = f"Failed to create pod sandbox: {e} (retrying in {self.retry.wait(SANDBOX):.0f}s)"
+            self._event(WARNING, "FailedCreatePodSandBox", message)
+            self.status.not_ready_to_start("FailedCreatePodSandBox", message, now)
+            return ""
 
     def _stop_finished_pod(self, obs: Observation) -> None:
         """A pod that Succeeded or Failed gives its sandbox (and IP) back, as the kubelet does."""
