@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from bench import podman_peer, report
+from bench import podman_peer, pull, report
 from bench.harness import Bench, Params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +57,7 @@ def params_from(args: argparse.Namespace) -> Params:
         idle_seconds=args.idle if args.idle is not None else base.idle_seconds,
         warmup=base.warmup,
         kills=base.kills,
+        pull_runs=base.pull_runs,
     )
 
 
@@ -104,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"LEFT BEHIND by {name}: " + "; ".join(found), file=sys.stderr)
     if interrupted:
         return 130
+    pulls: dict[str, object] | None = None
+    if not args.only:  # its own podhost and containerd, beside a local registry
+        progress(f"cold pull of a 5-layer image x{params.pull_runs} on each runtime, interleaved")
+        pulls = pull.run(params.pull_runs)
+        for name in report.RUNTIMES:
+            bench.results.setdefault(name, {})["cold_pull_s"] = pulls.pop(name)
     podman: dict[str, object] | None = None
     if shutil.which("podman") and not args.only:
         progress(f"podman (the second peer): pod + sleep container x{params.runs}, {params.pods} pods")
@@ -122,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         machine=machine,
         git=report.git_info(REPO),
     )
+    if pulls is not None:
+        doc["pull"] = pulls  # the image pulled (its size and layers)
     if podman is not None:
         doc["podman"] = podman
     report.write_json(doc, output)

@@ -64,6 +64,7 @@ class Params:
     idle_seconds: float  # how long the fleet idles while CPU is measured
     warmup: int  # pods started and removed before anything is timed
     kills: int = 5  # pause kills, for the time until the runtime reports the sandbox NotReady
+    pull_runs: int = 5  # cold pulls of the multi-layer image (bench.pull) per runtime
 
     @classmethod
     def full(cls) -> Params:
@@ -71,7 +72,7 @@ class Params:
 
     @classmethod
     def quick(cls) -> Params:
-        return cls(runs=10, pods=20, in_flight=10, idle_seconds=5.0, warmup=2, kills=3)
+        return cls(runs=10, pods=20, in_flight=10, idle_seconds=5.0, warmup=2, kills=3, pull_runs=2)
 
 
 # --- the workload (pure) --------------------------------------------------------------------------------
@@ -135,6 +136,7 @@ class RuntimeUnderTest(Protocol):
     name: str
     root: Path
     client: CRIClient
+    endpoint: str  # the CRI socket, as crictl's --runtime-endpoint
 
     def start(self) -> None: ...
 
@@ -166,6 +168,7 @@ class PodhostUnderTest:
         self._reaper = OrphanReaper()  # pause/conmon orphans, should the daemon die mid-run
         self.instance = Instance(root, PODHOST_BRIDGE, PODHOST_SUBNET)
         self.client = self.instance.client
+        self.endpoint = "unix://" + str(self.instance.config.socket)
 
     def start(self) -> None:
         self.instance.start()
@@ -220,6 +223,7 @@ class ContainerdUnderTest:
         self.root = root
         self.peer = ContainerdPeer(root, CONTAINERD_BRIDGE, CONTAINERD_SUBNET, CONTAINERD_CGROUP_PARENT)
         self.client = CRIClient(self.peer.endpoint, timeout=60)
+        self.endpoint = self.peer.endpoint
 
     def start(self) -> None:
         self.peer.start()
@@ -236,7 +240,7 @@ class ContainerdUnderTest:
         return sandbox_config(name, uid, self.root / "logs" / uid, self.peer.pod_cgroup_parent(uid))
 
     def list_pods_command(self) -> list[str] | None:
-        crictl = os.environ.get("CRICTL") or shutil.which("crictl")
+        crictl = crictl_path()
         return [crictl, "--runtime-endpoint", self.peer.endpoint, "pods"] if crictl else None
 
     def pod_processes(self) -> set[int]:
@@ -276,6 +280,40 @@ def time_command(argv: list[str]) -> float:
         argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
     )
     return time.perf_counter() - t0
+
+
+def crictl_path() -> str | None:
+    """The real crictl: $CRICTL, else from PATH (CI has none: it is built from source, never committed)."""
+    return os.environ.get("CRICTL") or shutil.which("crictl")
+
+
+def start_pod_with_crictl(rt: RuntimeUnderTest, crictl: str, name: str, workdir: Path) -> tuple[str, float]:
+    """`crictl runp`, `crictl create`, `crictl start`: three processes, as a user types them; the pod id
+    and the seconds the three took. The configs are the same messages `start_pod` sends, as crictl's
+    JSON (the Go structs' snake_case names, enums as numbers)."""
+    from google.protobuf import json_format
+
+    def config_file(message: Any, path: Path) -> str:
+        doc = json_format.MessageToDict(
+            message, preserving_proto_field_name=True, use_integers_for_enums=True
+        )
+        path.write_text(json.dumps(doc))
+        return str(path)
+
+    pod_json = config_file(rt.new_pod(name), workdir / f"{name}-pod.json")
+    container_json = config_file(container_config(), workdir / f"{name}-container.json")
+    argv = [crictl, "--runtime-endpoint", rt.endpoint, "--timeout", "60s"]
+
+    def out(*args: str) -> str:
+        done = subprocess.run(
+            [*argv, *args], check=True, capture_output=True, text=True, stdin=subprocess.DEVNULL
+        )
+        return done.stdout.strip()
+
+    t0 = time.perf_counter()
+    pod_id = out("runp", pod_json)
+    out("start", out("create", "--no-pull", pod_id, container_json, pod_json))
+    return pod_id, time.perf_counter() - t0
 
 
 def start_pod(rt: RuntimeUnderTest, name: str, with_container: bool) -> tuple[str, float]:
@@ -450,6 +488,8 @@ class Bench:
         self._latency("pod", with_container=True)
         self.progress(f"client command listing pods x{p.runs} on each runtime, interleaved")
         self._cli()
+        self.progress(f"sandbox + container start through crictl x{p.runs} on each runtime, interleaved")
+        self._through_crictl()
         self.progress(f"pause kill -> sandbox NotReady x{p.kills} on each runtime, interleaved")
         self._pause_kills()
         for rt in self.runtimes:
@@ -483,6 +523,21 @@ class Bench:
         for name, values in samples.items():
             if values:
                 self.results[name]["cli_list_pods_s"] = values
+
+    def _through_crictl(self) -> None:
+        """The pod start a user sees from the real client: crictl runp, create, start (three process
+        starts included, the same for both runtimes); skipped without crictl, as the client row."""
+        if (crictl := crictl_path()) is None:
+            return
+        samples: dict[str, list[float]] = {rt.name: [] for rt in self.runtimes}
+        for i in range(self.params.runs):
+            order = self.runtimes if i % 2 == 0 else list(reversed(self.runtimes))
+            for rt in order:
+                pod_id, seconds = start_pod_with_crictl(rt, crictl, f"crictl-{i}", rt.root)
+                samples[rt.name].append(seconds)
+                stop_remove(rt, pod_id)
+        for name, values in samples.items():
+            self.results[name]["crictl_pod_start_s"] = values
 
     def _pause_kills(self) -> None:
         samples: dict[str, list[float | None]] = {rt.name: [] for rt in self.runtimes}

@@ -142,9 +142,11 @@ def run(runs: int) -> dict[str, object]:
             ctrd.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=image_id)), timeout=60)
 
         ph_times, ct_times = [], []
-        for i in range(runs):
-            ph_times.append(timed_pull(inst.client.pull_image, inst.client.remove_image, refs[i]))
-            ct_times.append(timed_pull(ctrd_pull, ctrd_remove, refs[runs + i]))
+        podhost = (ph_times, inst.client.pull_image, inst.client.remove_image, refs[:runs])
+        containerd = (ct_times, ctrd_pull, ctrd_remove, refs[runs:])
+        for i in range(runs):  # taking turns, each first every other run
+            for times, pull, remove, own in (podhost, containerd) if i % 2 == 0 else (containerd, podhost):
+                times.append(timed_pull(pull, remove, own[i]))
         results["podhost"], results["containerd"] = ph_times, ct_times
     finally:
         if peer is not None:

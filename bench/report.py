@@ -77,6 +77,12 @@ ROWS: list[tuple[str, str, str, Extract]] = [
     ("sandbox_start_p99", "sandbox start (RunPodSandbox) p99", "ms", _pct_ms("sandbox", "start_s", 99)),
     ("pod_start_p50", "sandbox + container start p50", "ms", _pct_ms("pod", "start_s", 50)),
     ("pod_start_p99", "sandbox + container start p99", "ms", _pct_ms("pod", "start_s", 99)),
+    (
+        "crictl_pod_start_p50",
+        "sandbox + container start through crictl (runp, create, start) p50",
+        "ms",
+        _pct_ms("crictl_pod_start_s", "", 50),
+    ),
     ("stop_remove_p50", "stop + remove p50", "ms", _pct_ms("pod", "stop_remove_s", 50)),
     ("stop_p50", "  stop (StopPodSandbox) p50", "ms", _pct_ms("pod", "stop_s", 50)),
     ("remove_p50", "  remove (RemovePodSandbox) p50", "ms", _pct_ms("pod", "remove_s", 50)),
@@ -108,6 +114,12 @@ ROWS: list[tuple[str, str, str, Extract]] = [
         "client command listing pods (podhost cri pods | crictl pods) p50",
         "ms",
         _pct_ms("cli_list_pods_s", "", 50),
+    ),
+    (
+        "cold_pull_p50",
+        "cold pull, 5 gzip layers (15 MB; bench.pull) p50",
+        "ms",
+        _pct_ms("cold_pull_s", "", 50),
     ),
     (
         "pause_kill_to_notready",
