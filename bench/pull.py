@@ -12,6 +12,7 @@ Nothing here contacts any registry but the local one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -34,6 +35,9 @@ from tests.instance import Instance
 
 BRIDGE, SUBNET = "phreg0", "10.239.0.0/24"
 REPO = "bench/multi"
+#: What a runtime's store may hold beyond its size before the first pull once a pulled image is removed
+#: (containerd's metadata database grows a little).
+SETTLED_SLACK = 8 << 20
 
 
 def bench_layers(seed: int = 7) -> list[bytes]:
@@ -102,11 +106,33 @@ class RegistryPeer(ContainerdPeer):
             f.write(f'\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "{certs}"\n')
 
 
-def timed_pull(pull, remove, ref: str) -> float:  # type: ignore[no-untyped-def]
+def stored_bytes(root: Path) -> int:
+    """Disk blocks (in bytes) of every file under `root`."""
+    total = 0
+    for top, _dirs, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(top, name)).st_blocks * 512
+    return total
+
+
+def settle(root: Path, baseline: int, timeout: float = 120.0) -> None:
+    """Wait until a runtime has really deleted a removed image (containerd's RemoveImage leaves the
+    deletion to its garbage collector, podhost deletes before answering), then flush the disk: each
+    timed pull starts on a quiet disk, not under the other runtime's deletions and writeback."""
+    deadline = time.monotonic() + timeout
+    while stored_bytes(root) > baseline + SETTLED_SLACK and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.sync()
+
+
+def timed_pull(pull, remove, ref: str, root: Path, baseline: int) -> float:  # type: ignore[no-untyped-def]
+    settle(root, baseline)
     t0 = time.perf_counter()
     image_id = pull(ref)
     elapsed = time.perf_counter() - t0
     remove(image_id)
+    settle(root, baseline)
     return elapsed
 
 
@@ -142,11 +168,15 @@ def run(runs: int) -> dict[str, object]:
             ctrd.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=image_id)), timeout=60)
 
         ph_times, ct_times = [], []
-        podhost = (ph_times, inst.client.pull_image, inst.client.remove_image, refs[:runs])
-        containerd = (ct_times, ctrd_pull, ctrd_remove, refs[runs:])
+        ph_root, ct_root = inst.config.image_dir, peer.root
+        podhost = (ph_times, inst.client.pull_image, inst.client.remove_image, refs[:runs], ph_root)
+        containerd = (ct_times, ctrd_pull, ctrd_remove, refs[runs:], ct_root)
+        baselines = {ph_root: stored_bytes(ph_root), ct_root: stored_bytes(ct_root)}
         for i in range(runs):  # taking turns, each first every other run
-            for times, pull, remove, own in (podhost, containerd) if i % 2 == 0 else (containerd, podhost):
-                times.append(timed_pull(pull, remove, own[i]))
+            for times, pull, remove, own, root in (
+                (podhost, containerd) if i % 2 == 0 else (containerd, podhost)
+            ):
+                times.append(timed_pull(pull, remove, own[i], root, baselines[root]))
         results["podhost"], results["containerd"] = ph_times, ct_times
     finally:
         if peer is not None:
