@@ -296,7 +296,7 @@ class PodSandbox:
     pid: int = 0  # pause, in the host PID namespace
     pid_start_time: int = 0  # /proc/<pid>/stat field 22, guards `pid` against reuse
     cgroup: str = ""  # cgroup path relative to each hierarchy's root, e.g. /podhost/pod-<id>
-    ns_paths: dict[str, str] = field(default_factory=dict)  # "net"/"ipc"/"uts"/"pid"/"user" -> pinned file
+    ns_paths: dict[str, str] = field(default_factory=dict)  # kind -> pin, or pause's /proc entry (namespaces)
     ip: str = ""
     additional_ips: list[str] = field(default_factory=list)
     network: dict[str, Any] = field(default_factory=dict)  # the CNI result, as the plugins returned it

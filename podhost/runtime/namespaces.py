@@ -1,17 +1,34 @@
-"""Namespace pins: bind mounts of /proc/<pause>/ns/<kind> onto files under the sandbox's run dir.
+"""A pod's namespaces, as containers and CNI reach them.
 
-A pin keeps a namespace reachable by path (containers join it by OCI `linux.namespaces[].path`, CNI
-gets the net path) and lets cleanup always find it: after a crash, after pause died, after a daemon
-restart. Pins are removed only by `unpin`; the namespace itself dies with its last process once unpinned.
+Pause holds the pod's namespaces. Two kinds are also *pinned*, bind mounts of /proc/<pause>/ns/<kind>
+onto files under the sandbox's run dir, because something needs them after pause is gone: the netns
+(CNI DEL must find it after pause died, after a crash, after a daemon restart) and a pod's user
+namespace (idmapped mounts are made against it). Pins are removed only by `unpin`; a namespace dies
+with its last process once unpinned.
+
+IPC, UTS and a shared PID namespace are not pinned: nothing joins them once pause is gone (the
+sandbox is NotReady then, and a new one is made), so containers join them through
+/proc/<pause>/ns/<kind> (`held_by`). That keeps two mounts per pod out of the host's mount table, which
+every container's new mount namespace copies: `runc create` and `runc start` slow down with its size.
+`check_joined` proves, after a create, that the container is in pause's namespaces and pause is still
+the recorded process, so a reused PID can never lead a container into a stranger's namespace.
+
 The syscalls go through `podhost.runtime.mount` (ctypes): a `mount` subprocess per pin would cost
 milliseconds.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from podhost.errors import RuntimeFailure
+from podhost.runtime import procs
 from podhost.runtime.mount import MNT_DETACH, MS_BIND, mount, umount
+
+#: The kinds a sandbox pins (the others are joined through pause's /proc entry).
+PINNED = ("net", "user")
+PROC_PREFIX = "/proc/"
 
 
 def unmount(target: str) -> None:
@@ -30,3 +47,25 @@ def pin(pid: int, kind: str, target: Path) -> str:
 def unpin(target: str) -> None:
     unmount(target)
     Path(target).unlink(missing_ok=True)
+
+
+def held_by(pid: int, kind: str) -> str:
+    """The path a container joins an unpinned namespace of pause `pid` by."""
+    return f"{PROC_PREFIX}{pid}/ns/{kind}"
+
+
+def check_joined(pid: int, joined: list[str], holder: int, holder_start: int) -> None:
+    """RuntimeFailure unless process `pid` is in each namespace of `joined` (OCI namespace paths) that
+    is reached through pause's /proc entry, and pause (`holder`, started at `holder_start`) still runs:
+    then that entry was pause's own when it was read, not a reused PID's."""
+    for path in joined:
+        if not path.startswith(PROC_PREFIX):
+            continue
+        kind = path.rsplit("/", 1)[1]
+        try:
+            theirs, ours = os.stat(path), os.stat(f"/proc/{pid}/ns/{kind}")
+            same = (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+        except OSError:
+            same = False
+        if not same or not procs.alive(holder, holder_start):
+            raise RuntimeFailure(f"the pod's {kind} namespace is gone: its pause (pid {holder}) has exited")

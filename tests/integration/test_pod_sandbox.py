@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import signal
+import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from podhost.cri import api_pb2 as pb
-from podhost.errors import InvalidArgument, NotFound, PodhostError
-from podhost.runtime import procs
+from podhost.errors import InvalidArgument, NotFound, PodhostError, RuntimeFailure
+from podhost.runtime import namespaces, procs
 from tests.instance import Instance
+from tests.leaks import comm, mounts_under
 from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
@@ -84,6 +87,54 @@ def test_hostname_and_ipc_are_shared_within_a_pod_only(podhost: Instance) -> Non
     c = podhost.run_container(other_id, other, "c", SLEEP)
     assert podhost.exec(c, "ls", "/dev/mqueue")[1].strip() == ""
     assert podhost.exec(c, "hostname")[1] == "otherpod\n"
+
+
+def test_a_pod_adds_only_its_netns_pin_shm_and_rootfs_to_the_hosts_mounts(podhost: Instance) -> None:
+    """Every container's new mount namespace copies the host's mount table, so each mount a pod leaves
+    there slows every later `runc create`: IPC, UTS and the shared PID namespace are joined through
+    pause's /proc entry, and only the netns (CNI DEL needs it after pause) is pinned."""
+    pod = podhost.pod_config("mount-budget", share_pid=True)
+    before = set(mounts_under(podhost.root))
+    pod_id = podhost.client.run_pod_sandbox(pod)
+    cid = podhost.run_container(pod_id, pod, "a", SLEEP)
+    added = sorted(set(mounts_under(podhost.root)) - before)
+    run_dir = podhost.config.sandbox_run_dir(pod_id)
+    assert [m for m in added if m.startswith(f"{run_dir}/")] == [f"{run_dir}/ns/net", f"{run_dir}/shm"]
+    assert len(added) == 3 and any(cid in m for m in added), added  # and the container's rootfs
+    pid = sandbox_pid(podhost, pod_id)
+    joined = {"ipc": f"/proc/{pid}/ns/ipc", "uts": f"/proc/{pid}/ns/uts", "pid": f"/proc/{pid}/ns/pid"}
+    paths = {n["type"]: n.get("path") for n in runtime_spec(podhost, cid)["linux"]["namespaces"]}
+    assert {k: paths[k] for k in joined} == joined
+    assert podhost.exec(cid, "ps", "-o", "pid,comm")[1].split()[2:4] == ["1", "pause"]
+
+
+def test_a_container_never_joins_namespaces_through_a_dead_or_reused_pause_pid() -> None:
+    """check_joined: the container's namespaces must be pause's, read while pause still ran."""
+    holder = subprocess.Popen(["unshare", "--ipc", "--uts", "sleep", "60"])
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        wait_for("unshare to exec sleep", lambda: comm(holder.pid) == "sleep", 5)
+        started = procs.start_time(holder.pid)
+        paths = [namespaces.held_by(holder.pid, "ipc"), namespaces.held_by(holder.pid, "uts")]
+        joiner = subprocess.Popen(["nsenter", "-t", str(holder.pid), "--ipc", "--uts", "sleep", "60"])
+        try:
+            wait_for("nsenter to exec sleep", lambda: comm(joiner.pid) == "sleep", 5)
+            namespaces.check_joined(joiner.pid, paths, holder.pid, started)  # the same namespaces
+            with pytest.raises(RuntimeFailure, match="ipc namespace is gone"):
+                namespaces.check_joined(stranger.pid, paths, holder.pid, started)  # other namespaces
+            with pytest.raises(RuntimeFailure, match="ipc namespace is gone"):  # another process's PID
+                namespaces.check_joined(joiner.pid, paths, holder.pid, started + 1)
+        finally:
+            joiner.kill()
+            joiner.wait()
+        holder.kill()
+        holder.wait()
+        with pytest.raises(RuntimeFailure, match="pause \\(pid"):
+            namespaces.check_joined(stranger.pid, paths, holder.pid, started)
+    finally:
+        for p in (holder, stranger):
+            p.kill()
+            p.wait()
 
 
 def test_pause_reaps_a_zombie_storm(podhost: Instance) -> None:
@@ -267,3 +318,15 @@ def test_pod_sandbox_stats_come_from_the_pod_cgroup_and_netns(podhost: Instance)
     ).stdout.splitlines()
     assert out[0].split() == ["POD", "POD", "ID", "CPU", "%", "MEM"]
     assert out[1].split()[:2] == ["statspod", pod_id[:13]]
+
+
+def sandbox_pid(podhost: Instance, pod_id: str) -> int:
+    info = json.loads(podhost.client.pod_sandbox_status(pod_id, verbose=True).info["info"])
+    return int(info["pid"])
+
+
+def runtime_spec(podhost: Instance, container_id: str) -> dict:  # type: ignore[type-arg]
+    """The OCI spec podhost gave runc (the bundle's config.json)."""
+    return dict(
+        json.loads((podhost.config.run_dir / "containers" / container_id / "config.json").read_text())
+    )

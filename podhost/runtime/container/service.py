@@ -54,7 +54,7 @@ from podhost.errors import (
     NotFound,
     RuntimeFailure,
 )
-from podhost.runtime import procs
+from podhost.runtime import namespaces, procs
 from podhost.runtime.cgroups import Cgroups, child
 from podhost.runtime.container import conmon, ocirt, recursive_read_only, spec
 from podhost.runtime.container.exits import ExitWatcher
@@ -295,6 +295,8 @@ class ContainerService(RecordLookup[Container, ContainerStage]):
                         self._watcher.watch_process(conmon_pid, procs.start_time(conmon_pid))
 
                 stages.enter("created")
+                joined = [n.get("path", "") for n in oci["linux"]["namespaces"]]
+                namespaces.check_joined(pid, joined, sandbox.pid, sandbox.pid_start_time)
                 # runc has bound the staged recursive read-only copies into the container's own mount
                 # namespace: the host's copies go now, so they never keep a host path busy.
                 recursive_read_only.unstage_all(bundle)

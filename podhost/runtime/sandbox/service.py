@@ -249,6 +249,9 @@ class SandboxService(RecordLookup[PodSandbox, SandboxStage]):
 
             stages.enter("namespace pins")
             for kind in ns + (["user"] if id_maps is not None else []):
+                if kind not in namespaces.PINNED:
+                    sandbox.ns_paths[kind] = namespaces.held_by(pause.pid, kind)
+                    continue
                 sandbox.ns_paths[kind] = namespaces.pin(pause.pid, kind, run_dir / "ns" / kind)
                 undo.callback(namespaces.unpin, sandbox.ns_paths[kind])
 
