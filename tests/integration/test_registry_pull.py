@@ -132,6 +132,10 @@ class ThrottledProxy:
 
     def close(self) -> None:
         self._stop.set()
+        # close() alone does not wake the thread blocked in accept() (its join then waited out its 5 s):
+        # shutdown() does, and accept fails with EINVAL.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         for s in self._socks:
             with contextlib.suppress(OSError):
