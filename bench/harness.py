@@ -613,7 +613,9 @@ def _one_restart(rt: RuntimeUnderTest, pods: Any, timeout: float) -> float | Non
                 elapsed = time.perf_counter() - t0
                 new = ready_sandbox(rt, RESTART_POD, RESTART_NAMESPACE)
                 if not new or new == old:
-                    raise RuntimeError(f"pod {RESTART_POD} Ready again but its sandbox is {new[:12] or 'none'}")
+                    raise RuntimeError(
+                        f"pod {RESTART_POD} Ready again but its sandbox is {new[:12] or 'none'}"
+                    )
                 return elapsed
     finally:
         events.close()

@@ -16,8 +16,8 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 #: The plural resource of each kind name the tests use.
@@ -123,7 +123,9 @@ class KubeAPI:
             server.hostname or "127.0.0.1", server.port, context=self._ssl(), timeout=seconds + 5
         )
         try:
-            conn.request("GET", f"{self._path(kind, namespace)}?{query}", headers={"Accept": "application/json"})
+            conn.request(
+                "GET", f"{self._path(kind, namespace)}?{query}", headers={"Accept": "application/json"}
+            )
             resp = conn.getresponse()
             if resp.status != 200:
                 raise KubeAPIError(resp.status, {"message": resp.read().decode(errors="replace")})
