@@ -8,6 +8,7 @@ resolver; the bridge is dropped and ip_forward put back by `cleanup()`.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import shutil
 import signal
@@ -37,6 +38,10 @@ from tests.leaks import (
 )
 
 BUSYBOX = "localhost/podhost/busybox:latest"
+#: The environment variable that, when set, holds the ip_forward value a test run found before any instance
+#: started (tests/conftest.py): what every instance puts back, rather than the value it saw at its start,
+#: which may be another instance's 1 while that one's CNI ADD or containerd peer is under way.
+IP_FORWARD_ENV = "PODHOST_TEST_IP_FORWARD"
 
 
 class Instance:
@@ -50,7 +55,7 @@ class Instance:
         self.daemon: subprocess.Popen[bytes] | None = None
         self.client = CRIClient("unix://" + str(self.config.socket), timeout=60)
         with open("/proc/sys/net/ipv4/ip_forward") as f:
-            self._ip_forward = f.read().strip()
+            self._ip_forward = os.environ.get(IP_FORWARD_ENV) or f.read().strip()
         store = ImageStore(self.config.image_dir)
         ensure_test_images(store)
         store.close()

@@ -65,7 +65,8 @@ class PodRuntime:
         self.config: ConfigSource = config or ConfigObjects()
         self.node = node or NodeInfo()
         self.volumes = PodVolumes(pod, volume_directory, self.config, self.node)
-        self._volumes_synced = (-1, 0.0)  # the config version and the time of the last volume sync
+        # the config version, the pod's labels and annotations, and the time of the last volume sync
+        self._volumes_synced: tuple[int, object, float] = (-1, None, 0.0)
         self.pulls = image_pull_backoff(pull_backoff_base)  # by image: what ImagePullBackOff waits for
         self.log_directory, self.volume_directory = log_directory, volume_directory
         self.pod_cgroup_parent = pod_cgroup_parent
@@ -96,23 +97,29 @@ class PodRuntime:
         failures = self.volumes.set_up()
         for name, message in failures:
             self._failed_mount(name, message)
-        self._volumes_synced = (self.config.version, time.time())
+        self._volumes_synced = (self.config.version, self._pod_metadata(), time.time())
         if not failures:
             return ""
         names = ", ".join(sorted(n for n, _ in failures))
         return f"Unable to attach or mount volumes: unmounted volumes=[{names}]"
 
     def sync_volumes(self, now: float) -> list[float]:
-        """Rewrite the config volumes when a ConfigMap or Secret changed or the resync period passed; when
-        to look again (none for a pod without config volumes)."""
+        """Rewrite the config volumes when a ConfigMap or Secret changed, the pod's own labels or annotations
+        changed (its downward API files show them: the kubelet remounts such volumes on a pod update), or
+        the resync period passed; when to look again (none for a pod without config volumes)."""
         if not self.volumes.config_volumes:
             return []
-        version, last = self._volumes_synced
-        if version != self.config.version or now - last >= RESYNC_SECONDS:
+        version, metadata, last = self._volumes_synced
+        current = self._pod_metadata()
+        if version != self.config.version or metadata != current or now - last >= RESYNC_SECONDS:
             for name, message in self.volumes.sync():
                 self._failed_mount(name, message)
-            self._volumes_synced = version, last = self.config.version, now
+            self._volumes_synced = self.config.version, current, now
+            last = now
         return [last + RESYNC_SECONDS]
+
+    def _pod_metadata(self) -> tuple[dict[str, str], dict[str, str]]:
+        return dict(self.pod.labels), dict(self.pod.annotations)
 
     def _failed_mount(self, volume: str, message: str) -> None:
         self.event(WARNING, "FailedMount", f'MountVolume.SetUp failed for volume "{volume}" : {message}', "")

@@ -385,6 +385,7 @@ class PodManager:
         entry.pod.labels, entry.pod.annotations = obj.labels, obj.annotations
         entry.manifest = doc
         self.store.put(PODS, obj.namespace, obj.name, doc, entry.created_at)
+        entry.worker.wake()  # its downward API volumes follow at once (PodRuntime.sync_volumes)
         return f"pod/{obj.name} configured"
 
     def update_pod_spec(

@@ -553,15 +553,21 @@ def test_update_resources_and_reopen_log(service: ContainerService, pod: Pod, la
     wait_for("conmon's new log file", Path(c.log_path).exists, 2)
 
 
-def test_recover_after_restart(service: ContainerService, pod: Pod, layer: Path, config: Config) -> None:
+def test_recover_after_restart(pod: Pod, layer: Path, config: Config) -> None:
+    # The daemon that goes away is a service of the test's own. With the fixture's, the teardown removed
+    # the container again through its stale in-memory record (RUNNING, its exit file already consumed by
+    # the successor), and that SIGKILL waited out the 10 s bound for an exit nobody would report.
+    first = ContainerService(
+        config, RecordStore(config.container_records, Container), EventBus(), id_prefix="phctr"
+    )
     c = run(
-        service,
+        first,
         pod,
         layer,
         ccfg("survivor", ["sh", "-c", "trap 'exit 5' TERM; echo trapped; sleep 100 & wait"]),
     )
     wait_logged(c, "trapped")
-    service.close()  # the daemon goes away; conmon and the container keep running
+    first.close()  # the daemon goes away; conmon and the container keep running
     os.kill(c.pid, signal.SIGTERM)
     wait_for("conmon's exit file", (config.run_dir / "exits" / c.id).exists, 5)
     again = ContainerService(config, RecordStore(config.container_records, Container), EventBus())

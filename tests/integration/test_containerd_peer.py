@@ -36,7 +36,9 @@ from podhost.cri import api_pb2  # noqa: E402
 from tests.leaks import cgroup_dirs, processes_in  # noqa: E402
 from tests.wait import wait_for  # noqa: E402
 
-pytestmark = pytest.mark.root
+# alone: checks machine-wide state that any other test run at the same time changes (/run/netns, containerd's shim sockets and CNI cache, ip_forward, the /podhost-ctrd-test cgroup (test_interop's containerd uses it too)),
+# so test.sh runs it after the parallel part, by itself.
+pytestmark = [pytest.mark.root, pytest.mark.alone]
 
 BRIDGE = "phctrd0"
 SUBNET = "10.235.0.0/16"

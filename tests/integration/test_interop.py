@@ -36,7 +36,7 @@ class Target:
 def target(request: pytest.FixtureRequest) -> Iterator[Target]:
     root = Path(f"/tmp/ph-interop-{secrets.token_hex(3)}")
     if request.param == "podhost":
-        inst = Instance(root, "phiop0", "10.242.0.0/24")
+        inst = Instance(root, "phiop0", "10.231.50.0/24")
         try:
             inst.start()
             yield Target("podhost", inst.client, root, lambda uid: "")
@@ -44,7 +44,7 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
         finally:
             inst.cleanup()
     else:
-        peer = ContainerdPeer(root, "phiopc0", "10.243.0.0/24")
+        peer = ContainerdPeer(root, "phiopc0", "10.231.51.0/24")
         with peer:
             for tar in build_test_images(root / "images").values():
                 peer.import_image(tar)

@@ -37,6 +37,8 @@ from tests.wait import wait_for
 pytestmark = pytest.mark.root
 
 BRIDGE, SUBNET = "phkst0", "10.231.24.0/24"
+# Both shells are their container's PID 1, which ignores a SIGTERM it has no handler for: without the traps
+# the module's `kubectl delete` waited out the 30 s grace period before the SIGKILL.
 ATTACH_POD = """\
 apiVersion: v1
 kind: Pod
@@ -48,10 +50,10 @@ spec:
   containers:
   - name: ticker
     image: busybox:1.28
-    command: ["sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"]
+    command: ["sh", "-c", "trap 'exit 0' TERM; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"]
   - name: echo
     image: busybox:1.28
-    command: ["sh", "-c", "while read line; do echo got: $line; done"]
+    command: ["sh", "-c", "trap 'exit 0' TERM; while read line; do echo got: $line; done"]
     stdin: true
 """
 #: kubectl's switches back to SPDY/3.1 for exec/attach/cp and for port-forward (what older clients speak).

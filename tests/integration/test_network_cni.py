@@ -35,7 +35,9 @@ from tests.instance import OrphanReaper
 from tests.leaks import remove_idle_portmap_chains
 from tests.wait import wait_for
 
-pytestmark = pytest.mark.root
+# alone: checks machine-wide state that any other test run at the same time changes (the ip_forward value right after a bridge ADD, and portmap's shared nat chains),
+# so test.sh runs it after the parallel part, by itself.
+pytestmark = [pytest.mark.root, pytest.mark.alone]
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 

@@ -21,7 +21,9 @@ import pytest
 from podhost.config import Config
 from podhost.runtime.network import PodNetwork
 
-pytestmark = pytest.mark.root
+# alone: checks machine-wide state that any other test run at the same time changes (the host's FORWARD chain, whose first rule must be the guard's jump),
+# so test.sh runs it after the parallel part, by itself.
+pytestmark = [pytest.mark.root, pytest.mark.alone]
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,7 @@ from podhost.cri import api_pb2 as pb
 from podhost.errors import InvalidArgument, NotFound, PodhostError, RuntimeFailure
 from podhost.runtime import namespaces, procs
 from tests.instance import Instance
-from tests.leaks import comm, mounts_under
+from tests.leaks import comm, mounts_under, processes_in
 from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
@@ -171,14 +171,23 @@ def test_pause_killed_from_the_host_makes_the_sandbox_not_ready_and_frees_its_ip
     assert "killed by signal 9" in str(info.get("message", "")), info
 
     def netns_in_use() -> bool:
-        for proc in Path("/proc").iterdir():
-            if proc.name.isdigit():
-                try:
-                    if os.readlink(proc / "ns" / "net") == netns:
-                        return True
-                except OSError:
-                    continue
-        return any(" nsfs " in line and netns[5:-1] in line for line in open("/proc/self/mountinfo"))
+        # What of the instance's holds it: its processes (its cgroup parent and its marked ones) and mounts
+        # under its root. Not every process and nsfs mount on the machine: a freed netns's inode number is
+        # handed to the next netns made, and other tests' pods (parallel workers) make them all the time.
+        config = podhost.config
+        pids = set(processes_in(config.cgroup_parent))
+        pids |= {proc.pid for found in procs.marked(config.instance_id).values() for proc in found}
+        for pid in pids:
+            try:
+                if os.readlink(f"/proc/{pid}/ns/net") == netns:
+                    return True
+            except OSError:
+                continue
+        return any(
+            " nsfs " in line and netns[5:-1] in line and point.startswith(f"{podhost.root}/")
+            for line in open("/proc/self/mountinfo")
+            if (point := line.split(" ")[4])
+        )
 
     wait_for("the pod's netns gone", lambda: not netns_in_use(), 2.0)
     with pytest.raises(PodhostError, match="not ready"):

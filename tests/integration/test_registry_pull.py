@@ -1,7 +1,7 @@
 """Pulling from real registries: Debian's docker-registry on 127.0.0.1, driven through a real daemon.
 
-The module starts (and stops) its own registries and its own podhost instance (bridge phreg0, subnet
-10.239.0.0/24, root /tmp/ph-reg-*):
+The module starts (and stops) its own registries and its own podhost instance (bridge phrgt0, subnet
+10.231.52.0/24, root /tmp/ph-reg-*):
 - `secure`: TLS with a throwaway CA and htpasswd (bcrypt) Basic auth; images are pushed to it as an OCI
   index with two platforms (amd64 and arm64/v8), by this package's own push code;
 - `plain` + a token front (`BearerFront`): plain HTTP behind a distribution-style Bearer token service,
@@ -51,8 +51,9 @@ from tests.wait import wait_for
 
 pytestmark = pytest.mark.root
 
-BRIDGE = "phreg0"
-SUBNET = "10.239.0.0/24"
+# Not bench/pull.py's phreg0 and 10.239.0.0/24: a pull benchmark may run on the machine at the same time.
+BRIDGE = "phrgt0"
+SUBNET = "10.231.52.0/24"
 USER, PASSWORD = "podhost", "reg-" + secrets.token_hex(4)
 TOKEN_USER, TOKEN_PASSWORD = "bob", "tok-" + secrets.token_hex(4)
 AUTH = pb.AuthConfig(username=USER, password=PASSWORD)
@@ -132,6 +133,10 @@ class ThrottledProxy:
 
     def close(self) -> None:
         self._stop.set()
+        # close() alone does not wake the thread blocked in accept() (its join then waited out its 5 s):
+        # shutdown() does, and accept fails with EINVAL.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         for s in self._socks:
             with contextlib.suppress(OSError):
