@@ -363,7 +363,7 @@ def _crash_loop_wait(
     """True (and the wait told, in back_off) while the restart after `exited` waits for CrashLoopBackOff."""
     pod, now = held.pod, held.now
     until, wait = crash_loop.peek_restart(spec.name, seconds(exited.started_at), seconds(exited.finished_at))
-    if now >= until:
+    if now >= until or wait <= 0:  # (an exit seen after `now` was read ends after it: no wait is no wait)
         return False
     message = f"back-off {wait:g}s restarting failed container={spec.name} pod={pod.name}_{pod.namespace}({pod.uid})"
     told = ((WARNING, "BackOff", f"Back-off {wait:g}s restarting failed container"),)

@@ -494,7 +494,9 @@ def test_same_name_and_attempt_is_reserved(service: ContainerService, pod: Pod, 
 def test_remove_leaves_nothing(service: ContainerService, pod: Pod, layer: Path, config: Config) -> None:
     c = run(service, pod, layer, ccfg("gone", ["sleep", "100"]))
     bundle = config.container_run_dir(c.id)
-    assert _mounts_under(bundle) and Cgroups().exists(c.cgroup)
+    assert Cgroups().exists(c.cgroup) and bundle.exists()
+    assert not _mounts_under(bundle)  # its rootfs is the container's own copy once runc has pivoted
+    assert service.exec_sync(c.id, ["ls", "/bin/sh"], 5).exit_code == 0
     stats = service.stats(c.id)
     assert stats.memory_usage_bytes > 0 and stats.cpu_usage_core_nano_seconds > 0
     sub = service.events.subscribe()

@@ -277,6 +277,11 @@ ROWS = [
         exits=(("a", 3, 60),),
     ),
     Row(
+        "a first exit seen after the sync read its clock: no wait, restart (no Back-off 0s)",
+        "start:a!",
+        containers=(C("a", "exited", code=1, ago=-0.05),),
+    ),
+    Row(
         "second exit, back-off waited out: restart",
         "start:a!",
         containers=(C("a", "exited", code=1, attempt=1, ago=15),),

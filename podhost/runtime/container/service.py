@@ -54,6 +54,7 @@ from podhost.errors import (
     NotFound,
     RuntimeFailure,
 )
+from podhost.runtime import mount as mnt
 from podhost.runtime import namespaces, procs
 from podhost.runtime.cgroups import Cgroups, child
 from podhost.runtime.container import conmon, ocirt, recursive_read_only, spec
@@ -253,6 +254,9 @@ class ContainerService(RecordLookup[Container, ContainerStage]):
                     layer_dirs, state_dir / "upper", state_dir / "work", target, idmap=rootfs_idmap(sandbox)
                 )
                 undo.callback(unmount_rootfs, target)
+                own_root = not spec.rootfs_propagation(config)
+                if own_root:  # the container's copy must not follow the host's: see "created"
+                    mnt.mount("", str(target), None, mnt.MS_PRIVATE)
 
                 if image_volumes:
                     stages.enter("image volumes")
@@ -300,6 +304,11 @@ class ContainerService(RecordLookup[Container, ContainerStage]):
                 # runc has bound the staged recursive read-only copies into the container's own mount
                 # namespace: the host's copies go now, so they never keep a host path busy.
                 recursive_read_only.unstage_all(bundle)
+                if own_root:
+                    # Likewise the rootfs: runc pivoted into its own (private) copy, so the host's goes,
+                    # keeping the host's mount table (which each new container copies) from growing
+                    # with the pods. A container whose root propagates (rshared/rslave) keeps it.
+                    unmount_rootfs(target)
                 pid_start = procs.start_time(pid)
 
                 annotations = dict(container.config.annotations)  # with NRI's adjustments
