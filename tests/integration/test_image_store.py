@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from podhost import linux
 from podhost.errors import FailedPrecondition, InvalidArgument, NotFound, RuntimeFailure
 from podhost.runtime.image import build
 from podhost.runtime.image.archive import ImageBlobs, sha256_digest, write_docker_archive, write_oci_archive
@@ -575,3 +576,22 @@ def test_only_regular_files_are_imported(store: ImageStore, tmp_root: Path) -> N
     with pytest.raises(NotFound):
         store.import_archive(tmp_root / "missing.tar")
     assert store.list() == [] and leftovers(store) == []
+
+
+def test_layer_directories_are_spread_over_ext4_block_groups(tmp_path: Path) -> None:
+    """On ext4 the store marks layers/ and tmp/ FS_TOPDIR_FL (chattr +T): each layer's directory goes to a
+    block group of the allocator's choosing, not beside the inodes the last removal freed (creating files
+    there scanned past each of them: cold pulls after removals were 3x slower). Elsewhere: no flag."""
+    on_ext4 = linux.fstype_of(str(tmp_path)) == "ext4"
+    store = ImageStore(tmp_path / "images")
+    try:
+        for d in (store.layers_dir, store.tmp_dir):
+            flags = subprocess.run(["lsattr", "-d", str(d)], capture_output=True, text=True).stdout.split()[0]
+            assert ("T" in flags) == on_ext4, (d, flags)
+    finally:
+        store.close()
+    shm = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        assert not linux.mark_top_directory(str(shm))  # tmpfs has no such flag: nothing to mark
+    finally:
+        shm.rmdir()

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from podhost import linux
 from podhost.atomicfile import write_atomic, write_json_atomic
 from podhost.errors import FailedPrecondition, InvalidArgument, NotFound, RuntimeFailure
 from podhost.runtime.image import reference
@@ -107,6 +108,11 @@ class ImageStore:
         self.index_path = self.root / "index.json"
         for d in (self.root, self.blobs_dir, self.layers_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o711)
+        for d in (self.layers_dir, self.tmp_dir):
+            # Each layer unpacks into a directory of its own: on ext4, spread them over block groups.
+            # Beside their parent, creating a layer's files scans past every inode the last removal
+            # freed (ext4 holds a freed inode back for a while): pulls after removals took 3x longer.
+            linux.mark_top_directory(str(d))
         self._lock = threading.RLock()
         self._images: dict[str, Image] = {}
         self._manifests: dict[str, str] = {}  # image id -> manifest digest
