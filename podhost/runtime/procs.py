@@ -626,9 +626,11 @@ def release(pid: int) -> None:
 
 
 def reap_zombie_children(names: tuple[bytes, ...] = ADOPTED_NAMES) -> list[int]:
-    """Reap zombie children named `names` (adopted pause/conmon whose exit nobody is waiting for).
+    """Reap zombie children that no Popen of ours waits for: adopted pause/conmon (`names`), and any
+    process of a PID namespace below ours (a container's, or a `runc init`: orphaned when its conmon
+    died, it was never our Popen's; in a shared-PID pod its zombie would keep pause from exiting).
 
-    Only those names, so subprocess's own children keep their exit statuses for their Popen objects, and
+    Only those, so subprocess's own children keep their exit statuses for their Popen objects, and
     none that a Popen of ours has claimed (`claim`).
     """
     reaped = []
@@ -643,10 +645,23 @@ def reap_zombie_children(names: tuple[bytes, ...] = ADOPTED_NAMES) -> list[int]:
         except OSError:
             continue
         comm = stat[stat.index(b"(") + 1 : stat.rindex(b")")]
-        if stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] == b"Z" and comm in names:
+        zombie = stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] == b"Z"
+        if zombie and (comm in names or _pid_namespace_depth(pid) > _pid_namespace_depth(os.getpid())):
             try:
                 os.waitpid(pid, os.WNOHANG)
                 reaped.append(pid)
             except ChildProcessError:
                 pass
     return reaped
+
+
+def _pid_namespace_depth(pid: int) -> int:
+    """How many PID namespaces `pid` is seen in (the NSpid line of its status); 0 when unreadable."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"NSpid:"):
+                    return len(line.split()) - 1
+    except OSError:
+        pass
+    return 0

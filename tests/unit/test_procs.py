@@ -255,3 +255,27 @@ def test_a_claimed_child_keeps_its_exit_status_for_its_popen(tmp_path: Path) -> 
     unclaimed = subprocess.Popen([str(fake)])
     wait_for("the child a zombie", lambda: procs.state(unclaimed.pid) == "Z", 5)
     assert unclaimed.pid in procs.reap_zombie_children(), "an unclaimed one is reaped as adopted"
+
+
+@pytest.mark.root
+def test_an_orphan_from_a_nested_pid_namespace_is_reaped_whatever_its_name() -> None:
+    """A container's process or a `runc init`, orphaned to us when its conmon died, is no Popen's: its
+    zombie is reaped though its name is neither pause nor conmon (in a shared-PID pod it would keep pause
+    from exiting: a stop then waited 10 s and reported "pause survives SIGKILL")."""
+    from podhost import linux
+
+    procs.become_subreaper()  # as the daemon (and the tests' orphan reaper) are
+    before = set(procs.children())
+    middle = os.fork()
+    if middle == 0:  # pragma: no cover (the child)
+        try:
+            linux.unshare(linux.CLONE_NEWPID)
+            if os.fork() == 0:
+                os.execv("/bin/sleep", ["sleep", "0.3"])  # PID 1 of its own namespace
+        finally:
+            os._exit(0)
+    os.waitpid(middle, 0)
+    (orphan,) = set(procs.children()) - before
+    wait_for("the orphan a zombie", lambda: procs.state(orphan) == "Z", 5)
+    assert orphan in procs.reap_zombie_children()
+    assert orphan not in procs.children()
