@@ -62,7 +62,6 @@ class PodWorker:
         )
         self._sandbox_down_reported = ""  # the sandbox id whose death was already recorded
         self._ready_sandbox = ""  # the sandbox id last seen Ready
-        self._dead_sandboxes: list[pb.PodSandbox] = []  # replaced ones, removed once the new one runs
         self._wakeups, self._acted = list[float](), False  # of one sync: when to look again; whether it acted
         self._thread = threading.Thread(target=self._run, name=f"pod-{self.key}", daemon=True)
 
@@ -153,8 +152,9 @@ class PodWorker:
         if self._publish(obs, now).phase in (st.SUCCEEDED, st.FAILED):
             self._stop_finished_pod(obs)
         self._wakeups += self.prober.schedule_pod(self.pod, obs, now)
-        if not self._acted:  # settled (the new containers run, their status is out): the old sandboxes go
-            self._dead_sandboxes = self.runtime.remove_pod_sandboxes(self._dead_sandboxes)
+        if not self._acted:  # settled (the new containers run, their status is out): the old sandboxes go,
+            # as seen, not as remembered: one a daemon restart interrupted the change of goes too.
+            self.runtime.remove_pod_sandboxes(s for s in obs.sandboxes[1:] if s.state != pb.SANDBOX_READY)
 
     def _observe(self) -> Observation:
         obs = self._observer.observe()
@@ -201,7 +201,6 @@ class PodWorker:
         self.retry.forget(SANDBOX)
         self._acted = True
         log.info("pod %s: sandbox %s (attempt %d) ready", self.key, sandbox_id[:13], actions.attempt)
-        self._dead_sandboxes = list(obs.sandboxes)  # removed once the pod has settled, not on its way
         return True
 
     def _run_pod_sandbox(self, actions: PodActions, first: bool, now: float) -> str:

@@ -94,10 +94,12 @@ class KubeletInstance(Instance):
         self.home = root / "home"  # kubectl's discovery cache stays in the instance
         self.home.mkdir()
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
         cmd = daemon_command(self.root, self.bridge, self.subnet, self.config_file)
         at = cmd.index("--root")
         cmd[at:at] = self.glob_args
+        if env:  # env(1) execs the daemon in its own place: the Popen's pid stays the daemon's
+            cmd = ["env", *(f"{key}={value}" for key, value in env.items()), *cmd]
         self.daemon = spawn_daemon(cmd + self.extra, self.root / "daemon.log", self.client)
         wait_for("the Kubernetes API", self.pods.answers, timeout=30)
 
@@ -811,6 +813,29 @@ def test_daemon_restart_keeps_pods_and_does_not_restart_containers(k: KubeletIns
     assert container(again, "main")["containerID"] == cid
     out = k.kubectl("get", "pods").stdout
     assert re.search(r"^keeper\s+1/1\s+Running\s+0\s", out, re.M), out
+
+
+def test_a_sandbox_change_cut_by_a_crash_still_ends_with_one_sandbox(k: KubeletInstance) -> None:
+    """pause dies, the worker makes the next sandbox, and the daemon dies before the old one is removed
+    (here: at the new sandbox's CreateContainer). After the restart the old sandbox still goes once the
+    pod has settled: the worker removes what it sees, not what it remembered before the crash."""
+    k.apply(_pod("changer", "exec sleep 3600"))
+    pod = wait_for("changer Ready", lambda: is_ready(p := k.pod("changer")) and p)
+    old = k.sandbox(pod).id
+    k.kill()
+    k.start(env={"PODHOST_KILL_AT": "CreateContainer:bundle"})  # the next create is in the next sandbox
+    wait_for("changer Ready after the restart", lambda: is_ready(k.pod("changer")))
+    os.kill(k.pause_pid(pod), signal.SIGKILL)
+    assert k.wait_exited(30) == -signal.SIGKILL, k.log_tail(20)
+    k.start()
+    uid = {"io.kubernetes.pod.uid": pod["metadata"]["uid"]}
+
+    def one_ready_sandbox_left() -> bool:
+        sandboxes = k.client.list_pod_sandbox(pb.PodSandboxFilter(label_selector=uid))
+        return is_ready(k.pod("changer")) and [s.state for s in sandboxes] == [pb.SANDBOX_READY]
+
+    wait_for("the old sandbox removed once the pod settled", one_ready_sandbox_left, timeout=30)
+    assert k.sandbox(k.pod("changer")).id != old
 
 
 # --- the same demo against containerd -----------------------------------------------------------------------
