@@ -112,7 +112,10 @@ class ImageStore:
             # Each layer unpacks into a directory of its own: on ext4, spread them over block groups.
             # Beside their parent, creating a layer's files scans past every inode the last removal
             # freed (ext4 holds a freed inode back for a while): pulls after removals took 3x longer.
-            linux.mark_top_directory(str(d))
+            try:
+                linux.mark_top_directory(str(d))
+            except OSError as e:  # a placement hint: the store works without it
+                log.warning("image store %s: cannot mark %s a top directory: %s", self.root, d.name, e)
         self._lock = threading.RLock()
         self._images: dict[str, Image] = {}
         self._manifests: dict[str, str] = {}  # image id -> manifest digest
