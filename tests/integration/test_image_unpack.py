@@ -8,6 +8,7 @@ import io
 import os
 import shutil
 import stat
+import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -319,3 +320,30 @@ def test_zstd_layers_unpack_with_both_digests(tmp_root: Path) -> None:
     assert (tmp_root / "layer" / "big").stat().st_size == 300_000
     assert info.media_type == "application/vnd.oci.image.layer.v1.tar+zstd"
     assert info.digest == sha256_digest(blob) and info.diff_id == sha256_digest(tar)
+
+
+@pytest.mark.parametrize("tar_format", ["gnu", "posix"])
+def test_sparse_entries_unpack_to_their_content(tmp_path: Path, tar_format: str) -> None:
+    """A sparse file (GNU tar --sparse: old GNU 'S' entries, or PAX 1.0 sparse maps) holds its data at
+    the map's offsets and zeros between: its entries are read through tarfile's map, not as plain data."""
+    src = tmp_path / "src"
+    src.mkdir()
+    holes = src / "holes"
+    with open(holes, "wb") as f:
+        f.truncate(3 << 20)
+        f.seek(1 << 20)
+        f.write(b"middle" * 1000)
+        f.seek((3 << 20) - 6)
+        f.write(b"ending")
+    (src / "after").write_bytes(b"the next entry")
+    archive = tmp_path / "layer.tar"
+    subprocess.run(
+        ["tar", f"--format={tar_format}", "--sparse", "-cf", str(archive), "-C", str(src), "holes", "after"],
+        check=True,
+    )
+    with tarfile.open(archive) as tf:
+        assert tf.getmember("holes").issparse()  # the archive really has a sparse entry
+    dest = tmp_path / "out"
+    unpack_layer(io.BytesIO(archive.read_bytes()), dest)
+    assert (dest / "holes").read_bytes() == holes.read_bytes()
+    assert (dest / "after").read_bytes() == b"the next entry"

@@ -496,15 +496,21 @@ class _Extractor:
         mode = m.mode & 0o7777
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode & 0o777)
         try:
-            src = tf.extractfile(m)
-            written = 0
-            if src is not None:
-                while chunk := src.read(_CHUNK):
-                    view = memoryview(chunk)
-                    while view:
-                        n = os.write(fd, view)
-                        view = view[n:]
-                    written += len(chunk)
+            # The stream stands at the entry's data once its header is read: read it there, without an
+            # extractfile object per entry (sparse entries need tarfile's map, so they still take one).
+            src = tf.extractfile(m) if m.issparse() else None
+            read = src.read if src is not None else tf.fileobj.read  # type: ignore[union-attr]
+            written, left = 0, m.size
+            while left or src is not None:
+                chunk = read(min(_CHUNK, left) if src is None else _CHUNK)
+                if not chunk:
+                    break
+                view = memoryview(chunk)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                written += len(chunk)
+                left -= len(chunk)
             if written != m.size:
                 raise InvalidArgument(f"layer entry {m.name!r}: truncated ({written} of {m.size} bytes)")
             if (m.uid, m.gid) != _CREATOR:  # a new file is already ours (no directory is setgid yet)
