@@ -33,7 +33,6 @@ Python's tarfile 'data' filter is deliberately not used: it refuses legitimate a
 from __future__ import annotations
 
 import errno
-import gzip
 import hashlib
 import io
 import logging
@@ -47,7 +46,9 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
+
+from isal import igzip, isal_zlib  # ISA-L's inflate: about twice zlib's speed, a drop-in GzipFile
 
 from podhost.errors import InvalidArgument, PodhostError, RuntimeFailure
 
@@ -188,7 +189,7 @@ class _Opened:
         sniffed = io.BufferedReader(_Prefixed(head, self.raw), _CHUNK)
         inner: io.BufferedIOBase | io.BufferedReader
         if head.startswith(b"\x1f\x8b"):
-            inner = gzip.GzipFile(fileobj=sniffed, mode="rb")
+            inner = igzip.IGzipFile(fileobj=sniffed, mode="rb")
             self.media_type = MEDIA_TYPE_TAR_GZIP
         elif head.startswith(ZSTD_MAGIC):
             import zstandard  # only for zstd layers: most images are gzip
@@ -216,7 +217,8 @@ def _malformed(e: BaseException) -> InvalidArgument:
     return InvalidArgument(f"malformed layer archive: {type(e).__name__}: {e}")
 
 
-_READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError, ValueError)
+_ISAL_ERROR = cast(type[Exception], isal_zlib.error)  # (its stub calls it an instance, not a class)
+_READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, _ISAL_ERROR, OSError, ValueError)
 
 
 def hash_layer(src: LayerSource) -> LayerInfo:
@@ -338,7 +340,7 @@ class _Extractor:
                     size += self._apply(tf, member, rel)
                 except PodhostError:
                     raise
-                except (OSError, ValueError, OverflowError, tarfile.TarError, EOFError, zlib.error) as e:
+                except (OverflowError, *_READ_ERRORS) as e:
                     raise _entry_error(member.name, e) from e
         for rel, member in self.dirs.items():
             try:
