@@ -241,7 +241,7 @@ class ContainerdUnderTest:
 
     def list_pods_command(self) -> list[str] | None:
         crictl = crictl_path()
-        return [crictl, "--runtime-endpoint", self.peer.endpoint, "pods"] if crictl else None
+        return [crictl, "--runtime-endpoint", self.endpoint, "pods"] if crictl else None
 
     def pod_processes(self) -> set[int]:
         # containerd runs in <parent>/containerd and its shims inherit that cgroup; the pods are below

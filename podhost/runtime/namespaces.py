@@ -28,7 +28,6 @@ from podhost.runtime.mount import MNT_DETACH, MS_BIND, mount, umount
 
 #: The kinds a sandbox pins (the others are joined through pause's /proc entry).
 PINNED = ("net", "user")
-PROC_PREFIX = "/proc/"
 
 
 def unmount(target: str) -> None:
@@ -40,7 +39,7 @@ def pin(pid: int, kind: str, target: Path) -> str:
     """Bind /proc/<pid>/ns/<kind> onto `target` (created empty). Returns the pin's path."""
     target.parent.mkdir(parents=True, exist_ok=True)
     target.touch(exist_ok=True)
-    mount(f"/proc/{pid}/ns/{kind}", str(target), None, MS_BIND)
+    mount(held_by(pid, kind), str(target), None, MS_BIND)
     return str(target)
 
 
@@ -50,8 +49,9 @@ def unpin(target: str) -> None:
 
 
 def held_by(pid: int, kind: str) -> str:
-    """The path a container joins an unpinned namespace of pause `pid` by."""
-    return f"{PROC_PREFIX}{pid}/ns/{kind}"
+    """/proc/<pid>/ns/<kind>: the namespace of that kind process `pid` is in (how a container joins an
+    unpinned namespace of pause's, or a TARGET container's PID namespace)."""
+    return f"/proc/{pid}/ns/{kind}"
 
 
 def check_joined(pid: int, joined: list[str], holder: int, holder_start: int) -> None:
@@ -59,11 +59,11 @@ def check_joined(pid: int, joined: list[str], holder: int, holder_start: int) ->
     is reached through pause's /proc entry, and pause (`holder`, started at `holder_start`) still runs:
     then that entry was pause's own when it was read, not a reused PID's."""
     for path in joined:
-        if not path.startswith(PROC_PREFIX):
+        if not path.startswith(held_by(holder, "")):
             continue
         kind = path.rsplit("/", 1)[1]
         try:
-            theirs, ours = os.stat(path), os.stat(f"/proc/{pid}/ns/{kind}")
+            theirs, ours = os.stat(path), os.stat(held_by(pid, kind))
             same = (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
         except OSError:
             same = False

@@ -79,15 +79,20 @@ def state(pid: int) -> str:
     return fields[0].decode() if fields else ""
 
 
+def _nspids(pid: int) -> list[bytes]:
+    """`pid`'s PID in each PID namespace it is seen in, outermost first (its status's NSpid line); []
+    when unreadable."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            return next((ln for ln in f if ln.startswith(b"NSpid:")), b"").split()[1:]
+    except OSError:
+        return []
+
+
 def pid_namespace_init(pid: int) -> bool:
     """Whether `pid` is PID 1 of a PID namespace below ours (its `NSpid` ends in 1): killing it makes the
     kernel kill every process in that namespace."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            line = next((ln for ln in f if ln.startswith(b"NSpid:")), b"")
-    except OSError:
-        return False
-    ids = line.split()[1:]
+    ids = _nspids(pid)
     return len(ids) > 1 and ids[-1] == b"1"
 
 
@@ -636,6 +641,7 @@ def reap_zombie_children(names: tuple[bytes, ...] = ADOPTED_NAMES) -> list[int]:
     reaped = []
     with _claimed_lock:
         claimed = set(_claimed)
+    our_depth = len(_nspids(os.getpid()))
     for pid in children():
         if pid in claimed:
             continue
@@ -646,22 +652,10 @@ def reap_zombie_children(names: tuple[bytes, ...] = ADOPTED_NAMES) -> list[int]:
             continue
         comm = stat[stat.index(b"(") + 1 : stat.rindex(b")")]
         zombie = stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] == b"Z"
-        if zombie and (comm in names or _pid_namespace_depth(pid) > _pid_namespace_depth(os.getpid())):
+        if zombie and (comm in names or len(_nspids(pid)) > our_depth):
             try:
                 os.waitpid(pid, os.WNOHANG)
                 reaped.append(pid)
             except ChildProcessError:
                 pass
     return reaped
-
-
-def _pid_namespace_depth(pid: int) -> int:
-    """How many PID namespaces `pid` is seen in (the NSpid line of its status); 0 when unreadable."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"NSpid:"):
-                    return len(line.split()) - 1
-    except OSError:
-        pass
-    return 0

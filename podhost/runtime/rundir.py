@@ -20,7 +20,6 @@ from podhost.runtime import mount
 log = logging.getLogger(__name__)
 
 MARKER = ".podhost-tmpfs"
-MNT_DETACH = 2
 
 
 def keep_in_memory(run_dir: Path) -> bool:
@@ -54,4 +53,4 @@ def release(run_dir: Path) -> None:
     if below:
         log.warning("run dir %s kept mounted: %s still mounted below it", run_dir, below[:3])
         return
-    mount.umount(str(run_dir), MNT_DETACH)
+    mount.umount(str(run_dir), mount.MNT_DETACH)

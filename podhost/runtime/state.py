@@ -75,11 +75,8 @@ class RecordStore(Generic[R]):
         data = to_dict(record)
         with self._record_lock(record_id):
             if self.volatile is not None:
-                directory, keys = self.volatile
-                *parents, last = keys
-                holder = data
-                for key in parents:
-                    holder = holder[key]
+                directory = self.volatile[0]
+                holder, last = self._volatile_field(data)
                 directory.mkdir(parents=True, exist_ok=True)
                 kept = json.dumps(holder.pop(last)).encode()
                 write_atomic(directory / f"{record_id}.json", kept, 0o600, durable=False)
@@ -95,16 +92,20 @@ class RecordStore(Generic[R]):
         """A record read from disk with its volatile field put back (absent after a reboot)."""
         if self.volatile is None:
             return data
-        directory, keys = self.volatile
-        *parents, last = keys
-        holder = data
-        for key in parents:
-            holder = holder[key]
+        holder, last = self._volatile_field(data)
         try:
-            holder[last] = json.loads((directory / f"{record_id}.json").read_bytes())
+            holder[last] = json.loads((self.volatile[0] / f"{record_id}.json").read_bytes())
         except (OSError, ValueError):
             holder.pop(last, None)  # the record type's default
         return data
+
+    def _volatile_field(self, data: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """The dict of a record's data holding the volatile field, and that field's key."""
+        assert self.volatile is not None
+        *parents, last = self.volatile[1]
+        for key in parents:
+            data = data[key]
+        return data, last
 
     def get(self, record_id: str) -> R | None:
         return self._cache.get(record_id)  # a dict read is atomic; writers replace whole entries

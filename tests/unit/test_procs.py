@@ -258,24 +258,22 @@ def test_a_claimed_child_keeps_its_exit_status_for_its_popen(tmp_path: Path) -> 
 
 
 @pytest.mark.root
-def test_an_orphan_from_a_nested_pid_namespace_is_reaped_whatever_its_name() -> None:
+def test_an_orphan_from_a_nested_pid_namespace_is_reaped_whatever_its_name(
+    orphan_reaper: OrphanReaper,
+) -> None:
     """A container's process or a `runc init`, orphaned to us when its conmon died, is no Popen's: its
     zombie is reaped though its name is neither pause nor conmon (in a shared-PID pod it would keep pause
     from exiting: a stop then waited 10 s and reported "pause survives SIGKILL")."""
-    from podhost import linux
-
-    procs.become_subreaper()  # as the daemon (and the tests' orphan reaper) are
     before = set(procs.children())
-    middle = os.fork()
-    if middle == 0:  # pragma: no cover (the child)
-        try:
-            linux.unshare(linux.CLONE_NEWPID)
-            if os.fork() == 0:
-                os.execv("/bin/sleep", ["sleep", "0.3"])  # PID 1 of its own namespace
-        finally:
-            os._exit(0)
-    os.waitpid(middle, 0)
-    (orphan,) = set(procs.children()) - before
-    wait_for("the orphan a zombie", lambda: procs.state(orphan) == "Z", 5)
-    assert orphan in procs.reap_zombie_children()
+    # A single-threaded Python of its own founds the namespace and leaves its child (PID 1 there) to us:
+    # no fork of this multi-threaded test process.
+    middle = (
+        "import os; from podhost import linux; linux.unshare(linux.CLONE_NEWPID)\n"
+        "if os.fork() == 0: os.execv('/bin/sleep', ['sleep', '0.3'])"
+    )
+    with orphan_reaper.paused():  # the session's reaper (the same rules) must not take it first
+        subprocess.run([sys.executable, "-c", middle], check=True)
+        (orphan,) = set(procs.children()) - before
+        wait_for("the orphan a zombie", lambda: procs.state(orphan) == "Z", 5)
+        assert orphan in procs.reap_zombie_children()
     assert orphan not in procs.children()

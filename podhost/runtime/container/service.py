@@ -680,7 +680,7 @@ class ContainerService(RecordLookup[Container, ContainerStage]):
             target.pid, target.pid_start_time
         ):
             raise FailedPrecondition(f"{field}: container {target.id[:13]} is not running")
-        return f"/proc/{target.pid}/ns/pid"
+        return namespaces.held_by(target.pid, "pid")
 
     # --- ContainerStatus ---------------------------------------------------------------------------
 

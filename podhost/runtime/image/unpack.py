@@ -502,17 +502,13 @@ class _Extractor:
             # extractfile object per entry (sparse entries need tarfile's map, so they still take one).
             src = tf.extractfile(m) if m.issparse() else None
             read = src.read if src is not None else tf.fileobj.read  # type: ignore[union-attr]
-            written, left = 0, m.size
-            while left or src is not None:
-                chunk = read(min(_CHUNK, left) if src is None else _CHUNK)
-                if not chunk:
-                    break
+            written = 0
+            while written < m.size and (chunk := read(min(_CHUNK, m.size - written))):
                 view = memoryview(chunk)
                 while view:
                     n = os.write(fd, view)
                     view = view[n:]
                 written += len(chunk)
-                left -= len(chunk)
             if written != m.size:
                 raise InvalidArgument(f"layer entry {m.name!r}: truncated ({written} of {m.size} bytes)")
             if (m.uid, m.gid) != _CREATOR:  # a new file is already ours (no directory is setgid yet)
