@@ -1,6 +1,6 @@
 """`python -m bench`: podhost and containerd side by side; prints the table, writes the JSON.
 
-    python -m bench            # the full run (about 5 minutes): bench/results/latest.json
+    python -m bench            # the full run (about 15 minutes): bench/results/latest.json
     python -m bench --quick    # fewer pods and runs (under a minute): bench/results/quick.json
 
 Run as root from the repository root with the project's venv (`.venv/bin/python -m bench`). Everything the
@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="latency samples per runtime and loop")
     parser.add_argument("--pods", type=int, help="fleet size")
     parser.add_argument("--in-flight", type=int, help="concurrent pod starts in the parallel fleet")
+    parser.add_argument(
+        "--density", type=int, help="pods on one daemon in the density phase (full run 1000; 0 skips)"
+    )
     parser.add_argument("--idle", type=float, help="seconds the fleet idles while CPU is measured")
     parser.add_argument(
         "--output", type=Path, help="JSON file (default bench/results/latest.json or quick.json)"
@@ -58,6 +61,7 @@ def params_from(args: argparse.Namespace) -> Params:
         warmup=base.warmup,
         kills=base.kills,
         pull_runs=base.pull_runs,
+        density=args.density if args.density is not None else base.density,
     )
 
 

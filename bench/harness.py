@@ -1,7 +1,7 @@
 """The side-by-side benchmark: podhost and containerd, one CRI client, one workload, one run.
 
 What it owns: the two runtimes under test (a podhost daemon on its own root, bridge phbp0 and subnet
-10.240.0.0/22; a containerd peer on its own root, bridge phbc0 and subnet 10.241.0.0/22, both with the
+10.240.0.0/21; a containerd peer on its own root, bridge phbc0 and subnet 10.241.0.0/21, both with the
 same CNI conflist shape: bridge + host-local, loopback, portmap), the pods it starts on them, and the
 figures it takes. Everything it starts is removed by `Bench.close()`, which also runs on Ctrl-C, and
 which reports whatever the runtimes left behind.
@@ -13,8 +13,9 @@ is timed).
 
 Theory of operation. Latency loops interleave the runtimes (one pod on one, then one on the other, the
 order flipping every run), so a burst of background load on this shared machine hits both alike. The
-fleet phases (100 pods: memory, daemon RSS, idle CPU, sequential and parallel wall time) run on one
-runtime at a time, the other holding no pods.
+fleet phases (100 pods: memory, daemon RSS, idle CPU, sequential and parallel wall time) and the density
+phase (1,000 pods one after another: the start time of each, memory, daemon RSS and idle CPU at 1,000,
+then the teardown of each) run on one runtime at a time, the other holding no pods.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ from podhost.cri.client import CRIClient
 
 log = logging.getLogger(__name__)
 
-PODHOST_BRIDGE, PODHOST_SUBNET = "phbp0", "10.240.0.0/22"
-CONTAINERD_BRIDGE, CONTAINERD_SUBNET = "phbc0", "10.241.0.0/22"
+# host-local needs an address per pod: 2,045 in each /21, room for the density phase's 1,000.
+PODHOST_BRIDGE, PODHOST_SUBNET = "phbp0", "10.240.0.0/21"
+CONTAINERD_BRIDGE, CONTAINERD_SUBNET = "phbc0", "10.241.0.0/21"
 CONTAINERD_CGROUP_PARENT = "/podhost-ctrd-bench"
 ROOT_PREFIX = "/tmp/ph-bench-"
 WORKLOAD = ["sleep", "3600"]
@@ -65,14 +67,17 @@ class Params:
     warmup: int  # pods started and removed before anything is timed
     kills: int = 5  # pause kills, for the time until the runtime reports the sandbox NotReady
     pull_runs: int = 5  # cold pulls of the multi-layer image (bench.pull) per runtime
+    density: int = 0  # pods on one daemon in the density phase (0 skips it)
 
     @classmethod
     def full(cls) -> Params:
-        return cls(runs=100, pods=100, in_flight=10, idle_seconds=30.0, warmup=3, kills=10)
+        return cls(runs=100, pods=100, in_flight=10, idle_seconds=30.0, warmup=3, kills=10, density=1000)
 
     @classmethod
     def quick(cls) -> Params:
-        return cls(runs=10, pods=20, in_flight=10, idle_seconds=5.0, warmup=2, kills=3, pull_runs=2)
+        return cls(
+            runs=10, pods=20, in_flight=10, idle_seconds=5.0, warmup=2, kills=3, pull_runs=2, density=30
+        )
 
 
 # --- the workload (pure) --------------------------------------------------------------------------------
@@ -494,6 +499,8 @@ class Bench:
         self._pause_kills()
         for rt in self.runtimes:
             self._fleet(rt)
+        for rt in self.runtimes:
+            self._density(rt)
 
     def _latency(self, key: str, with_container: bool) -> None:
         samples: dict[str, list[PodTimes]] = {rt.name: [] for rt in self.runtimes}
@@ -568,6 +575,52 @@ class Bench:
         self.progress(f"{rt.name}: {p.pods} pods, {p.in_flight} in flight")
         ids, r["fleet_parallel_s"] = start_fleet(rt, "par", p.pods, p.in_flight)
         remove_fleet(rt, ids, p.in_flight)
+
+    def _density(self, rt: RuntimeUnderTest) -> None:
+        """`density` pods (sandbox + sleep) one after another on one daemon: the start time of each (is
+        pod 1,000 as quick as pod 10?), the memory and idle CPU they cost there, then each one's
+        teardown. A pod that fails to start ends the phase and is reported with how far it got: a limit
+        of the runtime or of the machine is a finding, not a crash of the bench."""
+        p = self.params
+        if p.density <= 0:
+            return
+        r: dict[str, Any] = {"pods": p.density}
+        self.results[rt.name]["density"] = r
+        rss_before = metrics.daemon_rss(rt.daemon_pid())
+        self.progress(f"{rt.name}: density, {p.density} pods one after another")
+        ids: list[str] = []
+        starts: list[float] = []
+        try:
+            for i in range(p.density):
+                try:
+                    pod_id, seconds = start_pod(rt, f"dense-{i}", True)
+                except Exception as e:
+                    r["failed_at"], r["error"] = i + 1, str(e)[:500]
+                    self.progress(f"{rt.name}: pod {i + 1} failed to start: {str(e)[:200]}")
+                    break
+                ids.append(pod_id)
+                starts.append(seconds)
+                if (i + 1) % 250 == 0:
+                    self.progress(f"{rt.name}: {i + 1} pods")
+            r["start_s"] = starts
+            time.sleep(SETTLE_SECONDS)
+            r["memory"] = density_memory(rt, len(ids), rss_before)
+            r["daemon_rss_kib"] = metrics.daemon_rss(rt.daemon_pid())
+            self.progress(f"{rt.name}: {len(ids)} pods idle for {p.idle_seconds:.0f} s (CPU)")
+            r["idle_cpu"] = idle_cpu(rt, p.idle_seconds)
+        finally:
+            self.progress(f"{rt.name}: tearing down {len(ids)} pods one at a time")
+            r["teardown_s"] = [sum(stop_remove(rt, pod_id)) for pod_id in ids]
+
+
+def density_memory(rt: RuntimeUnderTest, pods: int, rss_before: int | None) -> dict[str, Any]:
+    """What `pods` pods cost: PSS of every process they added, plus what the daemon grew by for them."""
+    memory = pod_memory(rt, pods)
+    rss_after = metrics.daemon_rss(rt.daemon_pid())
+    growth = rss_after - rss_before if rss_after is not None and rss_before is not None else 0
+    memory["daemon_growth_kib"] = growth
+    memory["per_pod_with_daemon_kib"] = (memory["total_kib"] + growth) / pods if pods else 0.0
+    return memory
 
 
 RESTART_POD = "bench-restart"

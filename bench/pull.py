@@ -167,7 +167,8 @@ def run(runs: int) -> dict[str, object]:
         def ctrd_remove(image_id: str) -> None:
             ctrd.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=image_id)), timeout=60)
 
-        ph_times, ct_times = [], []
+        ph_times: list[float] = []
+        ct_times: list[float] = []
         ph_root, ct_root = inst.config.image_dir, peer.root
         podhost = (ph_times, inst.client.pull_image, inst.client.remove_image, refs[:runs], ph_root)
         containerd = (ct_times, ctrd_pull, ctrd_remove, refs[runs:], ct_root)

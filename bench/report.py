@@ -71,6 +71,25 @@ def _scaled(*path: str, factor: float = 1.0) -> Extract:
 
 KIB_TO_MIB = 1 / 1024
 
+
+def _density_start_ms(first: bool) -> Extract:
+    """p50 start of the density phase's first (or last) 100 pods, in ms."""
+
+    def get(result: dict[str, Any]) -> float | None:
+        values = _dig(result, "density", "start_s")
+        if not values:
+            return None
+        return percentile(values[:100] if first else values[-100:], 50) * 1e3
+
+    return get
+
+
+def _density_teardown_ms(result: dict[str, Any]) -> float | None:
+    """The density phase's teardown, per pod: all of them, one at a time, over the count."""
+    values = _dig(result, "density", "teardown_s")
+    return sum(values) / len(values) * 1e3 if values else None
+
+
 #: (key, label, unit, how to get it from one runtime's results). {pods} and {idle} are filled in.
 ROWS: list[tuple[str, str, str, Extract]] = [
     ("sandbox_start_p50", "sandbox start (RunPodSandbox) p50", "ms", _pct_ms("sandbox", "start_s", 50)),
@@ -122,6 +141,22 @@ ROWS: list[tuple[str, str, str, Extract]] = [
         _pct_ms("cold_pull_s", "", 50),
     ),
     (
+        "density_first_100",
+        "{density} pods one after another: start p50, pods 1-100",
+        "ms",
+        _density_start_ms(True),
+    ),
+    ("density_last_100", "  start p50, the last 100 pods", "ms", _density_start_ms(False)),
+    (
+        "density_memory_per_pod",
+        "  memory added per pod (PSS + daemon growth)",
+        "MiB",
+        _scaled("density", "memory", "per_pod_with_daemon_kib", factor=KIB_TO_MIB),
+    ),
+    ("density_daemon_rss", "  daemon RSS", "MiB", _scaled("density", "daemon_rss_kib", factor=KIB_TO_MIB)),
+    ("density_idle_cpu", "  daemon CPU, idle {idle} s", "%", _scaled("density", "idle_cpu", "daemon_pct")),
+    ("density_teardown", "  teardown of all, one at a time, per pod", "ms", _density_teardown_ms),
+    (
         "pause_kill_to_notready",
         "pause kill -> sandbox NotReady (runtime) p50",
         "ms",
@@ -146,6 +181,7 @@ def build_rows(results: dict[str, dict[str, Any]], params: dict[str, Any]) -> li
     """One row per figure, both runtimes side by side; a runtime that did not run shows None."""
     fill = {
         "pods": params.get("pods", "?"),
+        "density": f"{params.get('density', 0):,}",
         "in_flight": params.get("in_flight", "?"),
         "idle": f"{params.get('idle_seconds', 0):.0f}",
     }
@@ -157,8 +193,20 @@ def build_rows(results: dict[str, dict[str, Any]], params: dict[str, Any]) -> li
         if key == "pause_kill_to_ready" and ph is None and "podhost" in results:
             failed = results["podhost"].get("pause_kill_not_ready_again", 0)
             note = NOT_READY_AGAIN if failed else NOT_BUILT
+        if key == "density_first_100":
+            note = density_note(results)
         rows.append(Row(key, label.format(**fill), unit, ph, cd, ratio(ph, cd), note))
     return rows
+
+
+def density_note(results: dict[str, dict[str, Any]]) -> str:
+    """Which runtime could not start every pod of the density phase, and why (its rows cover those)."""
+    stops = [
+        f"{name} failed at pod {d['failed_at']} ({d.get('error', '')[:120]})"
+        for name, result in results.items()
+        if isinstance(d := result.get("density"), dict) and "failed_at" in d
+    ]
+    return "; ".join(stops)
 
 
 def _fmt(value: float | None, missing: str = NOT_APPLICABLE) -> str:

@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from podhost import errors
 from podhost.config import Config
@@ -102,6 +102,10 @@ class FakeRuntime:
 
     def pod_sandbox_status(self, sandbox_id: str) -> model.PodSandbox:
         return self._resolve(self.sandboxes, sandbox_id, "pod sandbox")
+
+    def pod_network_result(self, sandbox_id: str) -> dict[str, Any]:
+        self._resolve(self.sandboxes, sandbox_id, "pod sandbox")
+        return {}
 
     def list_pod_sandbox(self, f: PodSandboxFilter | None = None) -> list[model.PodSandbox]:
         f = f or PodSandboxFilter()

@@ -1,12 +1,18 @@
-"""Making the Kubernetes API's certificates with `cryptography`: imported only when something must be
-made or renewed (podhost.apiserver.certs decides), since the library costs the daemon ~8 MiB of memory
-for the rest of its life once imported.
+"""Making the Kubernetes API's certificates with `cryptography`, in a process of its own.
+
+`python -m podhost.apiserver.certmaker PARENT_PID DIRECTORY HOST...` (run by podhost.apiserver.certs,
+only when something must be made or renewed): once imported, the library's native code stays resident
+(~11 MiB) for the rest of the importing process's life, and the daemon lives for months. The child dies
+with its parent (PR_SET_PDEATHSIG), so a daemon killed meanwhile leaves nothing running.
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
+import signal
+import sys
 from pathlib import Path
 
 from cryptography import x509
@@ -14,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from podhost import linux
 from podhost.apiserver.certs import (
     ADMIN_GROUP,
     CA_DAYS,
@@ -159,3 +166,17 @@ def renew(creds: Credentials, hosts: tuple[str, ...]) -> datetime.datetime:
         write_private(creds.client_cert, cert.public_bytes(serialization.Encoding.PEM))
     certs = [_load_cert(path) for path in (creds.ca_cert, creds.server_cert, creds.client_cert)]
     return min(c.not_valid_after_utc for c in certs if c is not None) - RENEW_BEFORE
+
+
+def main(argv: list[str]) -> int:
+    """Renew DIRECTORY's credentials for HOSTs; print when the first needs renewing (a Unix time)."""
+    parent, directory, *hosts = argv
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != int(parent):  # the parent died before the line above: nobody wants the result
+        return 1
+    print(renew(Credentials(Path(directory)), tuple(hosts)).timestamp())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

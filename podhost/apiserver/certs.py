@@ -1,6 +1,6 @@
 """The instance's credentials for its Kubernetes API: a CA, a serving certificate, a client certificate.
 
-Made on the daemon's first start with `cryptography` (no openssl subprocess) and kept under
+Made on the daemon's first start with `cryptography` (no openssl), in a child process (certmaker), and kept under
 `<state_dir>/kube-api/`, every file mode 0600: whoever can read them is the cluster's administrator, as
 with kube-apiserver's `/etc/kubernetes/pki`. They are reused on later starts, so a kubeconfig copied
 elsewhere keeps working; a leaf certificate close to expiry is remade from the same CA.
@@ -20,11 +20,15 @@ import datetime
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from podhost.errors import RuntimeFailure
 
 CONTEXT = "podhost"
 USER = "podhost-admin"
@@ -35,6 +39,8 @@ LEAF_DAYS = 365
 RENEW_BEFORE = datetime.timedelta(days=30)
 #: What was made, and until when it needs no look (ensure_credentials).
 STAMP = "stamp.json"
+#: A Python start and cryptography's import, then milliseconds of work.
+MAKE_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -109,13 +115,32 @@ def ensure_credentials(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "
             return creds
     except (OSError, ValueError, AttributeError):
         pass
-    from podhost.apiserver import certmaker
-
-    renew_at = certmaker.renew(creds, hosts)
+    renew_at = _renew_in_child(directory, hosts)
     digests = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
-    doc = {"files": digests, "hosts": sorted(hosts), "renew_at": renew_at.timestamp()}
+    doc = {"files": digests, "hosts": sorted(hosts), "renew_at": renew_at}
     write_private(stamp, json.dumps(doc, indent=1).encode())
     return creds
+
+
+def _renew_in_child(directory: Path, hosts: tuple[str, ...]) -> float:
+    """certmaker in a child process, so cryptography's native code never enters the daemon; when the
+    first certificate needs renewing (Unix time). A timeout kills the child (subprocess.run)."""
+    argv = [sys.executable, "-m", "podhost.apiserver.certmaker", str(os.getpid()), str(directory), *hosts]
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=MAKE_TIMEOUT_S, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired as e:
+        raise RuntimeFailure(
+            f"making the Kubernetes API's certificates took over {MAKE_TIMEOUT_S:g} s"
+        ) from e
+    try:
+        if done.returncode == 0:
+            return float(done.stdout.strip())
+    except ValueError:
+        pass
+    said = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+    raise RuntimeFailure(f"making the Kubernetes API's certificates in {directory} failed: {said[0]}")
 
 
 def kubeconfig(creds: Credentials, server_url: str) -> dict[str, object]:

@@ -409,7 +409,7 @@ def pod_sandbox_status(s: model.PodSandbox) -> pb.PodSandboxStatus:
     )
 
 
-def pod_sandbox_info(s: model.PodSandbox) -> dict[str, str]:
+def pod_sandbox_info(s: model.PodSandbox, network: dict[str, Any]) -> dict[str, str]:
     """What `crictl inspectp` shows beyond the status: the runtime's own record of the sandbox."""
     return _info(
         {
@@ -418,7 +418,7 @@ def pod_sandbox_info(s: model.PodSandbox) -> dict[str, str]:
             "cgroup": s.cgroup,
             "namespacePaths": s.ns_paths,
             "netNamespacePath": s.netns_path,
-            "network": s.network,
+            "network": network,
             "reason": s.reason,
             "message": s.message,
             "runtimeHandler": s.runtime_handler,
@@ -431,12 +431,13 @@ def pod_sandbox_status_response(
     s: model.PodSandbox,
     *,
     verbose: bool = False,
+    network: dict[str, Any] | None = None,
     containers: Iterable[model.Container] = (),
     timestamp: int = 0,
 ) -> pb.PodSandboxStatusResponse:
     return pb.PodSandboxStatusResponse(
         status=pod_sandbox_status(s),
-        info=pod_sandbox_info(s) if verbose else {},
+        info=pod_sandbox_info(s, network or {}) if verbose else {},
         containers_statuses=[container_status(c) for c in containers],
         timestamp=timestamp,
     )

@@ -9,7 +9,7 @@ against a fake the real runtime no longer resembles.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from podhost.config import Config
 from podhost.cri.streaming.requests import StreamRuntime
@@ -32,6 +32,7 @@ class RuntimeAPI(StreamRuntime, Protocol):
     def stop_pod_sandbox(self, sandbox_id: str) -> None: ...
     def remove_pod_sandbox(self, sandbox_id: str) -> None: ...
     def pod_sandbox_status(self, sandbox_id: str) -> model.PodSandbox: ...
+    def pod_network_result(self, sandbox_id: str) -> dict[str, Any]: ...
     def list_pod_sandbox(self, f: PodSandboxFilter | None = None) -> list[model.PodSandbox]: ...
 
     # --- containers

@@ -114,7 +114,10 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
         sandbox = self.runtime.pod_sandbox_status(
             convert.required_id(request.pod_sandbox_id, "pod_sandbox_id")
         )
-        return convert.pod_sandbox_status_response(sandbox, verbose=request.verbose, timestamp=time.time_ns())
+        network = self.runtime.pod_network_result(sandbox.id) if request.verbose else {}
+        return convert.pod_sandbox_status_response(
+            sandbox, verbose=request.verbose, network=network, timestamp=time.time_ns()
+        )
 
     @rpc
     def ListPodSandbox(

@@ -78,7 +78,7 @@ class SupplementalGroupsPolicy(enum.IntEnum):
 # --- sandbox spec --------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class PodSandboxMetadata:
     name: str = ""
     uid: str = ""
@@ -86,7 +86,7 @@ class PodSandboxMetadata:
     attempt: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class PortMapping:
     protocol: str = "TCP"  # TCP, UDP or SCTP
     container_port: int = 0
@@ -94,14 +94,14 @@ class PortMapping:
     host_ip: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class DNSConfig:
     servers: list[str] = field(default_factory=list)
     searches: list[str] = field(default_factory=list)
     options: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class NamespaceOption:
     network: NamespaceMode = NamespaceMode.POD
     pid: NamespaceMode = NamespaceMode.CONTAINER
@@ -115,7 +115,7 @@ class NamespaceOption:
         return self.userns.mode == NamespaceMode.POD
 
 
-@dataclass
+@dataclass(slots=True)
 class IDMapping:
     """CRI `IDMapping` (and OCI `linux.uidMappings[]`): `length` ids from `container_id` on map to
     `host_id` on."""
@@ -125,7 +125,7 @@ class IDMapping:
     length: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class UserNamespace:
     """CRI `userns_options`. NODE (the host's user namespace) when the field is absent."""
 
@@ -141,7 +141,7 @@ class UserNamespace:
         return None
 
 
-@dataclass
+@dataclass(slots=True)
 class PodSandboxConfig:
     metadata: PodSandboxMetadata = field(default_factory=PodSandboxMetadata)
     hostname: str = ""
@@ -178,13 +178,13 @@ class PodSandboxConfig:
 # --- container spec ------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class ContainerMetadata:
     name: str = ""
     attempt: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class Mount:
     container_path: str = ""
     host_path: str = ""
@@ -201,14 +201,14 @@ class Mount:
     recursive_read_only: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Device:
     container_path: str = ""
     host_path: str = ""
     permissions: str = "rwm"
 
 
-@dataclass
+@dataclass(slots=True)
 class LinuxContainerResources:
     cpu_period: int = 0
     cpu_quota: int = 0
@@ -221,14 +221,14 @@ class LinuxContainerResources:
     unified: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class Capability:
     add_capabilities: list[str] = field(default_factory=list)
     drop_capabilities: list[str] = field(default_factory=list)
     add_ambient_capabilities: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class ContainerSecurityContext:
     capabilities: Capability | None = None
     privileged: bool = False
@@ -246,7 +246,7 @@ class ContainerSecurityContext:
     seccomp_localhost_ref: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class ContainerConfig:
     metadata: ContainerMetadata = field(default_factory=ContainerMetadata)
     image: str = ""
@@ -272,7 +272,7 @@ class ContainerConfig:
 # --- records -------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class LinuxContainerUser:
     """The ids a container's process runs with (CRI ContainerStatus.user.linux): the OCI process.user
     podhost built, as containerd reports it."""
@@ -282,7 +282,7 @@ class LinuxContainerUser:
     supplemental_groups: list[int] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class PodSandbox:
     """A sandbox as the runtime knows it. `stage` drives it; `state` (what CRI shows) is derived from the
     stage by podhost.runtime.lifecycle, the only code that changes either."""
@@ -299,7 +299,6 @@ class PodSandbox:
     ns_paths: dict[str, str] = field(default_factory=dict)  # kind -> pin, or pause's /proc entry (namespaces)
     ip: str = ""
     additional_ips: list[str] = field(default_factory=list)
-    network: dict[str, Any] = field(default_factory=dict)  # the CNI result, as the plugins returned it
     #: why the sandbox is not ready, in words (e.g. "pause (pid 4121) killed by signal 9").
     reason: str = ""
     message: str = ""
@@ -309,7 +308,7 @@ class PodSandbox:
         return self.ns_paths.get("net", "")
 
 
-@dataclass
+@dataclass(slots=True)
 class Container:
     id: str
     sandbox_id: str
@@ -386,7 +385,7 @@ def _build(tp: Any, data: Any) -> Any:
 # --- images --------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class ImageConfig:
     """The parts of an OCI image config a container needs (OCI image-spec `config` object)."""
 
@@ -400,7 +399,7 @@ class ImageConfig:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class Image:
     id: str  # "sha256:<config digest>", as containerd and CRI-O report it
     repo_tags: list[str] = field(default_factory=list)  # normalised, e.g. docker.io/library/busybox:1.28
@@ -422,7 +421,7 @@ class ContainerEventType(enum.IntEnum):
     CONTAINER_DELETED_EVENT = 3
 
 
-@dataclass
+@dataclass(slots=True)
 class ContainerEvent:
     """A lifecycle change. For sandbox events `container_id` is the sandbox's id (as in containerd)."""
 
@@ -435,14 +434,14 @@ class ContainerEvent:
 # --- exec and stats results -----------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class ExecResult:
     stdout: bytes
     stderr: bytes
     exit_code: int
 
 
-@dataclass
+@dataclass(slots=True)
 class ContainerStats:
     container_id: str
     timestamp: int
@@ -452,7 +451,7 @@ class ContainerStats:
     writable_layer_used_bytes: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class NetworkInterfaceStats:
     name: str
     rx_bytes: int = 0
@@ -461,7 +460,7 @@ class NetworkInterfaceStats:
     tx_errors: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class PodSandboxStats:
     """CRI PodSandboxStats, from the pod cgroup and the pod's network namespace."""
 

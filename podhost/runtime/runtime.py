@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import podhost
 from podhost.config import Config
@@ -282,6 +283,10 @@ class Runtime:
 
     def pod_sandbox_status(self, sandbox_id: str) -> PodSandbox:
         return self.sandboxes.resolve(sandbox_id)
+
+    def pod_network_result(self, sandbox_id: str) -> dict[str, Any]:
+        """The sandbox's CNI result (PodSandboxStatus verbose info); {} for a host-network sandbox."""
+        return self.network.result(sandbox_id)
 
     def list_pod_sandbox(self, f: PodSandboxFilter | None = None) -> list[PodSandbox]:
         f = f or PodSandboxFilter()

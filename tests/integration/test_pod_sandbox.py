@@ -163,6 +163,8 @@ def test_pause_killed_from_the_host_makes_the_sandbox_not_ready_and_frees_its_ip
     pod_id = podhost.client.run_pod_sandbox(pod)
     info = podhost.sandbox_info(pod_id)
     pid, ip = int(info["pid"]), podhost.client.pod_sandbox_status(pod_id).status.network.ip  # type: ignore[call-overload]
+    # inspectp's network is the CNI result as the plugins returned it, read from the attachment record
+    assert [i["address"].split("/")[0] for i in info["network"]["ips"]] == [ip]  # type: ignore[index]
     netns = os.readlink(f"/proc/{pid}/ns/net")
     reservation = next(podhost.config.cni_state_dir.joinpath("ipam").rglob(ip))
     os.kill(pid, signal.SIGKILL)

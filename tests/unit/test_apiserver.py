@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from podhost.apiserver import certs, logs, openapi_v3, patch, printers
 from podhost.apiserver.status import BadRequest, Gone, code_and_reason, status_object
 from podhost.apiserver.store import ResourceStore, field_selector, label_selector
-from podhost.errors import AlreadyExists, InvalidArgument, NotFound
+from podhost.errors import AlreadyExists, InvalidArgument, NotFound, RuntimeFailure
 from podhost.kubeapi import schema as sch
 
 NOW = 1_800_000_000.0
@@ -185,6 +185,27 @@ def test_credentials_are_looked_at_again_only_when_their_stamp_no_longer_holds(t
     before = creds.server_cert.read_bytes()
     certs.ensure_credentials(tmp_path / "kube-api", hosts=("127.0.0.1", "localhost", "podhost.local"))
     assert creds.server_cert.read_bytes() != before
+
+
+def test_credentials_are_made_in_a_child_that_cryptography_never_leaves(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    # The first make, in a fresh process standing for the daemon: the certificates exist afterwards, and
+    # cryptography (11 MiB resident once loaded) was loaded only by the certmaker child.
+    probe = (
+        "import sys; from pathlib import Path; from podhost.apiserver import certs; "
+        f"c = certs.ensure_credentials(Path({str(tmp_path / 'kube-api')!r})); "
+        "print(c.server_cert.exists(), 'cryptography' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False"]
+    # A child that fails is an error naming what it said, not a half-written stamp.
+    broken = tmp_path / "broken"
+    (broken / "ca.crt").mkdir(parents=True)
+    with pytest.raises(RuntimeFailure, match="certificates in .*broken failed: IsADirectoryError"):
+        certs.ensure_credentials(broken)
+    assert not (broken / certs.STAMP).exists()
 
 
 def test_kubeconfig_file_is_private_and_names_its_port(tmp_path: Path) -> None:

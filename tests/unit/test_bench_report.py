@@ -62,6 +62,47 @@ def test_every_row_has_both_runtimes_and_their_ratio() -> None:
     assert by_key["idle_wakeups"].ratio == pytest.approx(1.0)
 
 
+def _density(start_ms: list[float], teardown_ms: list[float], **extra: object) -> dict[str, object]:
+    return {
+        "pods": len(start_ms),
+        "start_s": [v / 1e3 for v in start_ms],
+        "teardown_s": [v / 1e3 for v in teardown_ms],
+        "memory": {"per_pod_with_daemon_kib": 512.0},
+        "daemon_rss_kib": 102400,
+        "idle_cpu": {"daemon_pct": 0.1},
+        **extra,
+    }
+
+
+def test_density_rows_split_first_and_last_hundred_and_average_the_teardown() -> None:
+    fast = _result(0.5)
+    fast["density"] = _density([10.0] * 100 + [50.0] * 150 + [30.0] * 100, [20.0, 40.0])
+    slow = _result(1.0)
+    slow["density"] = _density([100.0] * 300, [200.0, 200.0])
+    rows = {
+        r.key: r for r in report.build_rows({"podhost": fast, "containerd": slow}, PARAMS | {"density": 350})
+    }
+    assert rows["density_first_100"].label == "350 pods one after another: start p50, pods 1-100"
+    assert rows["density_first_100"].podhost == pytest.approx(10.0)
+    assert rows["density_last_100"].podhost == pytest.approx(30.0)  # not the 50 ms middle
+    assert rows["density_last_100"].ratio == pytest.approx(0.3)
+    assert rows["density_teardown"].podhost == pytest.approx(30.0)  # all of them, over the count
+    assert rows["density_teardown"].ratio == pytest.approx(0.15)
+    assert rows["density_memory_per_pod"].podhost == pytest.approx(0.5)  # MiB
+    assert rows["density_daemon_rss"].containerd == pytest.approx(100.0)
+    assert rows["density_first_100"].note == ""
+
+
+def test_a_density_phase_cut_short_is_named_in_the_table() -> None:
+    cut = _result(1.0)
+    cut["density"] = _density([100.0] * 20, [200.0] * 20, failed_at=21, error="too many open files")
+    rows = report.build_rows({"podhost": _result(0.5), "containerd": cut}, PARAMS | {"density": 1000})
+    by_key = {r.key: r for r in rows}
+    assert by_key["density_first_100"].podhost is None and by_key["density_first_100"].containerd == 100.0
+    assert by_key["density_first_100"].note == "containerd failed at pod 21 (too many open files)"
+    assert "* 1,000 pods one after another" in report.render_table(rows)
+
+
 def test_missing_pod_manager_is_named_not_zero() -> None:
     rows = report.build_rows({"podhost": _result(0.5), "containerd": _result(1.0)}, PARAMS)
     row = {r.key: r for r in rows}["pause_kill_to_ready"]
@@ -160,6 +201,7 @@ def test_command_line_defaults_are_the_documented_runs() -> None:
     assert params_from(parse_args(["--quick"])) == Params.quick()
     assert params_from(parse_args(["--quick", "--pods", "7", "--idle", "0"])).pods == 7
     assert params_from(parse_args(["--idle", "0"])).idle_seconds == 0
+    assert Params.full().density == 1000 and params_from(parse_args(["--density", "0"])).density == 0
 
 
 def test_restart_manifest_and_ready_condition() -> None:

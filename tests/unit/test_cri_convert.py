@@ -272,13 +272,12 @@ def sandbox_record() -> model.PodSandbox:
         ns_paths={"net": "/run/podhost/ns/net-a"},
         ip="10.88.0.5",
         additional_ips=["fd00::5"],
-        network={"cniVersion": "1.0.0"},
     )
 
 
 def test_pod_sandbox_status_response() -> None:
     s = sandbox_record()
-    resp = convert.pod_sandbox_status_response(s, verbose=True, timestamp=5)
+    resp = convert.pod_sandbox_status_response(s, verbose=True, network={"cniVersion": "1.0.0"}, timestamp=5)
     st = resp.status
     assert st.id == "a" * 64 and st.state == pb.SANDBOX_READY and st.created_at == 1_700_000_000_123_456_789
     assert (st.metadata.name, st.metadata.uid, st.metadata.namespace, st.metadata.attempt) == (
@@ -294,7 +293,7 @@ def test_pod_sandbox_status_response() -> None:
     assert st.runtime_handler == "runc" and resp.timestamp == 5
     info = json.loads(resp.info["info"])
     assert info["pid"] == 4242 and info["netNamespacePath"] == "/run/podhost/ns/net-a"
-    assert info["config"]["hostname"] == "web-host"
+    assert info["config"]["hostname"] == "web-host" and info["network"] == {"cniVersion": "1.0.0"}
     assert not convert.pod_sandbox_status_response(s).info
     listed = convert.pod_sandbox(s)
     assert (listed.id, listed.state, listed.runtime_handler, listed.metadata.name) == (

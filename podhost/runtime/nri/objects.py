@@ -11,6 +11,7 @@ CPU or added a CDI device that the container does not have.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -170,7 +171,7 @@ def resources_to_cri(update: nri.LinuxResources, current: LinuxContainerResource
     """`current` with what an NRI update sets (memory limit and swap, CPU shares, quota, period and
     sets, unified); anything else in the update is refused by name."""
     _refuse_unsupported_resources(update, "update.linux.resources")
-    out = LinuxContainerResources(**{**current.__dict__, "unified": dict(current.unified)})
+    out = dataclasses.replace(current, unified=dict(current.unified))
     if update.memory.HasField("limit"):
         out.memory_limit_in_bytes = update.memory.limit.value
     if update.memory.HasField("swap"):

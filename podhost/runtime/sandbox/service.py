@@ -270,7 +270,6 @@ class SandboxService(RecordLookup[PodSandbox, SandboxStage]):
                 ips = list(result.get("ips") or ([result["ip"]] if result.get("ip") else []))
                 sandbox.ip = ips[0] if ips else ""
                 sandbox.additional_ips = ips[1:]
-                sandbox.network = result.get("result", {})
                 self._write_files(sandbox, hostname, ips)
 
             stages.enter("pod cgroup join")
@@ -288,7 +287,7 @@ class SandboxService(RecordLookup[PodSandbox, SandboxStage]):
 
             def ready(s: PodSandbox) -> None:
                 s.pid, s.pid_start_time, s.ns_paths = made.pid, made.pid_start_time, dict(made.ns_paths)
-                s.ip, s.additional_ips, s.network = made.ip, list(made.additional_ips), made.network
+                s.ip, s.additional_ips = made.ip, list(made.additional_ips)
 
             self.lifecycle.update(sandbox_id, SandboxStage.READY, ready)
             undo.pop_all()
