@@ -278,7 +278,7 @@ class PodManager:
             workers = [e.worker for e in self._pods.values() if e.pod.uid != uid and not e.deletion_requested]
         allotted = []
         for w in workers:
-            if w.snapshot().phase not in (st.SUCCEEDED, st.FAILED):
+            if w.status.get().phase not in (st.SUCCEEDED, st.FAILED):
                 allotted += [h.allocated for h in list(w.history.values()) if h.allocated is not None]
         return allocation.allotted(allotted)
 
@@ -574,7 +574,7 @@ class PodManager:
         return [self._pod_object(e) for e in entries]
 
     def _pod_object(self, e: _PodEntry) -> dict[str, Any]:
-        status = e.worker.snapshot()
+        status = e.worker.status.get()
         meta: dict[str, Any] = {
             "name": e.pod.name,
             "namespace": e.pod.namespace,
@@ -623,7 +623,7 @@ class PodManager:
     def _views(self) -> list[PodView]:
         views = []
         for e in self._entries():
-            s = e.worker.snapshot()
+            s = e.worker.status.get()
             views.append(PodView(e.pod, s.pod_ip, s.ready and not e.deletion_requested))
         return views
 
@@ -695,7 +695,7 @@ class PodManager:
                     f"pod/{pod} has {len(names)} containers; choose one with -c: {', '.join(names)}"
                 )
             container = names[0]
-        status = entry.worker.snapshot()
+        status = entry.worker.status.get()
         statuses = [*status.init_container_statuses, *status.container_statuses]
         for cs in [*statuses, *status.ephemeral_container_statuses]:
             if cs.name != container:

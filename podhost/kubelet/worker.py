@@ -89,9 +89,6 @@ class PodWorker:
         if timeout > 0 and self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
-    def snapshot(self) -> st.PodStatus:
-        return self.status.get()
-
     # --- the loop --------------------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -149,8 +146,9 @@ class PodWorker:
             return
         self._wakeups += self.prober.collect({c.id: c.metadata.name for c in obs.containers}, now)
         container_gc.remove_dead_containers(self.ctx.cri, self.pod, obs, sandbox.id)
-        if self._publish(obs, now).phase in (st.SUCCEEDED, st.FAILED):
-            self._stop_finished_pod(obs)
+        if self._publish(obs, now, dry=True).phase in (st.SUCCEEDED, st.FAILED):
+            obs = self._stop_finished_pod(obs)  # its sandbox goes back before the phase is out
+        self._publish(obs, now)
         self._wakeups += self.prober.schedule_pod(self.pod, obs, now)
         if not self._acted:  # settled (the new containers run, their status is out): the old sandboxes go,
             # as seen, not as remembered: one a daemon restart interrupted the change of goes too.
@@ -161,8 +159,17 @@ class PodWorker:
         st.remember_attempts(obs, self.history)
         return obs
 
+    def _publish(self, obs: Observation, now: float, dry: bool = False) -> st.PodStatus:
+        """The pod's status from `obs`; made public (status.py tells the manager) unless `dry`."""
+
+        def build(old: st.PodStatus) -> st.PodStatus:
+            trackers, log_dir = self.prober.trackers, self.log_directory
+            return st.build_pod_status(self.pod, obs, old, self.history, trackers, log_dir, now)
+
+        return build(self.status.get()) if dry else self.status.publish(build)
+
     def _compute(self, obs: Observation, now: float) -> PodActions:
-        finished = self.snapshot().phase in (st.SUCCEEDED, st.FAILED)
+        finished = self.status.get().phase in (st.SUCCEEDED, st.FAILED)
         args = self.prober.unhealthy(), finished, self.runtime.pulls, startup_passed(self.prober.trackers)
         return compute_pod_actions(self.pod, obs, now, self.backoff, self.retry, *args)
 
@@ -221,13 +228,14 @@ class PodWorker:
             self.status.not_ready_to_start("FailedCreatePodSandBox", message, now)
             return ""
 
-    def _stop_finished_pod(self, obs: Observation) -> None:
+    def _stop_finished_pod(self, obs: Observation) -> Observation:
         """A pod that Succeeded or Failed gives its sandbox (and IP) back, as the kubelet does."""
         if (sandbox := obs.ready_sandbox) is not None:
             log.info("pod %s: finished; stopping its sandbox", self.key)
             self._acted |= self.runtime.kill_containers(obs.live(), "the pod finished")
             self.runtime.stop_pod_sandboxes([sandbox])
-            self._sandbox_down_reported = sandbox.id
+            self._sandbox_down_reported, obs = sandbox.id, self._observe()
+        return obs
 
     def _terminate(self, obs: Observation) -> None:
         """Deletion: stop the containers with the grace period, then remove every sandbox and file."""
@@ -288,11 +296,3 @@ class PodWorker:
             self._wakeups.append(self.retry.step(spec.name, now))
             retrying = f"{message} (retrying in {self.retry.wait(spec.name):.0f}s)"
             self._event(WARNING, "Failed", retrying, spec.name)
-
-    # --- status ----------------------------------------------------------------------------------------
-
-    def _publish(self, obs: Observation, now: float) -> st.PodStatus:
-        trackers, history, log_dir = self.prober.trackers, self.history, self.log_directory
-        return self.status.publish(
-            lambda old: st.build_pod_status(self.pod, obs, old, history, trackers, log_dir, now)
-        )
