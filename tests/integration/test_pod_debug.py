@@ -358,7 +358,10 @@ def test_without_a_shared_pid_namespace_the_target_is_whose_processes_it_sees(ku
     kube("wait", "--for=condition=Ready", "pod/resize-demo", "--timeout=90s", timeout=120)
 
     def ps(*target: str) -> dict[int, str]:
-        out = kube("debug", "-i", "resize-demo", f"--image={BUSYBOX}", *target, "--", "ps", "ax").stdout
+        # ps after a second: kubectl attaches once the container runs, and output made before it attached
+        # (a `ps ax` that was quicker than kubectl) would be missed
+        command = ("--", "sh", "-c", "sleep 1; ps ax")
+        out = kube("debug", "-i", "resize-demo", f"--image={BUSYBOX}", *target, *command).stdout
         rows = [line.split(None, 2) for line in out.splitlines()]
         return {int(r[0]): r[2] for r in rows if len(r) == 3 and r[0].isdigit()}
 
@@ -367,7 +370,9 @@ def test_without_a_shared_pid_namespace_the_target_is_whose_processes_it_sees(ku
     seen = ps("--target=restarts")
     assert seen[1].startswith("sh -c trap 'exit 0' TERM") and "sleep 3600" in seen.values(), seen
     seen = ps()
-    assert list(seen.values()) == ["ps ax"], seen
+    assert list(seen) == [1] and seen[1].endswith("sh -c sleep 1; ps ax"), (
+        seen
+    )  # sh has exec'd ps: "{ps} sh -c..."
 
 
 def test_a_resize_beside_a_pod_that_takes_the_room_is_deferred_until_it_is_gone(kube: StreamingKube) -> None:
