@@ -236,7 +236,9 @@ def test_communicate_returns_at_exit_although_a_child_holds_the_pipes(instance: 
         stream.close()
 
 
-def test_a_claimed_child_keeps_its_exit_status_for_its_popen(tmp_path: Path) -> None:
+def test_a_claimed_child_keeps_its_exit_status_for_its_popen(
+    tmp_path: Path, orphan_reaper: OrphanReaper
+) -> None:
     """A pause launcher or a first conmon is our child with an adopted name: the zombie reaper must not
     take its exit status from its Popen (which would then read 0, as for ECHILD) while it is claimed."""
     import shutil
@@ -252,9 +254,10 @@ def test_a_claimed_child_keeps_its_exit_status_for_its_popen(tmp_path: Path) -> 
         assert child.wait(5) == 1, "the real exit status, read by its own Popen"
     finally:
         procs.release(child.pid)
-    unclaimed = subprocess.Popen([str(fake)])
-    wait_for("the child a zombie", lambda: procs.state(unclaimed.pid) == "Z", 5)
-    assert unclaimed.pid in procs.reap_zombie_children(), "an unclaimed one is reaped as adopted"
+    with orphan_reaper.paused():  # the session's reaper (the same rules) must not take it first
+        unclaimed = subprocess.Popen([str(fake)])
+        wait_for("the child a zombie", lambda: procs.state(unclaimed.pid) == "Z", 5)
+        assert unclaimed.pid in procs.reap_zombie_children(), "an unclaimed one is reaped as adopted"
 
 
 @pytest.mark.root
