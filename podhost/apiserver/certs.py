@@ -1,9 +1,9 @@
 """The instance's credentials for its Kubernetes API: a CA, a serving certificate, a client certificate.
 
-Made on the daemon's first start with `cryptography` (no openssl), in a child process (certmaker), and kept under
-`<state_dir>/kube-api/`, every file mode 0600: whoever can read them is the cluster's administrator, as
-with kube-apiserver's `/etc/kubernetes/pki`. They are reused on later starts, so a kubeconfig copied
-elsewhere keeps working; a leaf certificate close to expiry is remade from the same CA.
+Made on the daemon's first start with `cryptography` (no openssl) in a child process (certmaker), and
+kept under `<state_dir>/kube-api/`, every file mode 0600: whoever can read them is the cluster's
+administrator, as with kube-apiserver's `/etc/kubernetes/pki`. They are reused on later starts, so a
+kubeconfig copied elsewhere keeps working; a leaf certificate close to expiry is remade from the same CA.
 
 Keys are ECDSA P-256: made in milliseconds (RSA-2048 takes ~100 ms each) and accepted by Go's TLS, which
 is what kubectl uses. The client certificate names `podhost-admin` in group `system:masters`, the
