@@ -73,6 +73,15 @@ def started_ns(ticks: int) -> int:
     return boot * 1_000_000_000 + ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
 
+def comm(pid: int) -> str:
+    """The process's command name (/proc/<pid>/comm, at most 15 bytes), or "" when it is gone."""
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().rstrip(b"\n").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def state(pid: int) -> str:
     """The one-letter state (R, S, Z, ...) or "" when the process is gone."""
     fields = _stat(pid)

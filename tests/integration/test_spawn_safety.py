@@ -153,6 +153,10 @@ class Bundle:
     def write_config(self) -> None:
         (self.dir / "config.json").write_text(json.dumps(self.config))
 
+    def init(self) -> procs.Proc:
+        """The container's init, from the pid file runc wrote at create."""
+        return procs.Proc.of(int((self.dir / "pidfile").read_text()))
+
     def spec(self, runtime_binary: str = RUNC, log_path: str = "") -> conmon.ConmonSpec:
         return conmon.ConmonSpec(
             container_id=self.id, name="c", bundle=self.dir, runtime_binary=runtime_binary,
@@ -271,7 +275,7 @@ def test_container_without_log_path_touches_no_log_file(bundle: Bundle) -> None:
     assert "none:" in conmon.conmon_args(CONMON, spec)
     conmon.create(CONMON, spec, timeout=10)
     monitor = procs.Proc.of(conmon.read_pid_file(spec.conmon_pid_file))
-    bundle.runtime.start(bundle.id)
+    bundle.runtime.start(bundle.id, bundle.init(), bundle.dir)
     conmon.ctl(bundle.dir, conmon.CTL_REOPEN_LOG)
     wait_for("conmon to take the reopen command", lambda: unread_bytes(bundle.dir / "ctl") == 0, 5)
     held = {os.readlink(f"/proc/{monitor.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{monitor.pid}/fd")}
@@ -344,7 +348,7 @@ def test_bound_runtime_marks_never_reach_the_containers_processes(bundle: Bundle
     unlisted owners kills by) stay on podhost's processes, never on the container's."""
     conmon.create(CONMON, bundle.spec(), timeout=10)
     runtime = bundle.runtime.for_owner(bundle.instance, bundle.id)
-    runtime.start(bundle.id)
+    runtime.start(bundle.id, bundle.init(), bundle.dir)
     state = runtime.state(bundle.id)
     assert state is not None and state["status"] == "running"
     process = {**bundle.config["process"], "args": ["sleep", "1000"]}

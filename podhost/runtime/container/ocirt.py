@@ -29,6 +29,7 @@ from typing import Any
 
 from podhost.errors import RuntimeFailure
 from podhost.runtime import procs
+from podhost.runtime.container import exec_fifo
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,13 @@ class OciRuntime:
 
     # --- verbs -------------------------------------------------------------------------------------
 
-    def start(self, container_id: str) -> None:
+    def start(self, container_id: str, init: procs.Proc, bundle: Path) -> None:
+        """Start a created container: through runc's exec fifo where that applies (exec_fifo), else
+        `<runtime> start`."""
+        if exec_fifo.applies(self.binary, bundle / "config.json") and exec_fifo.start(
+            self.root / container_id / exec_fifo.FIFO_NAME, init, CALL_TIMEOUT_S
+        ):
+            return
         self.run(start_args(container_id))
 
     def kill(self, container_id: str, sig: int = signal.SIGTERM, all_processes: bool = False) -> None:

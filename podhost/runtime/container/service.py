@@ -467,7 +467,11 @@ class ContainerService(RecordLookup[Container, ContainerStage]):
             started_at = time.time_ns()  # before: the process may run (and exit) before start returns
             stages.enter("runtime start")
             try:
-                runtime.start(container_id)
+                runtime.start(
+                    container_id,
+                    procs.Proc(container.pid, container.pid_start_time),
+                    self._bundle(container_id),
+                )
             except RuntimeFailure as e:
                 message = str(e)
 
