@@ -488,8 +488,14 @@ class ContainerService(RecordLookup[Container, ContainerStage]):
             def running(c: Container) -> None:
                 c.started_at = started_at
 
+            # Not fsynced: "running" only matters while this machine is up (after a reboot recovery finds
+            # the process gone whatever the record says); a SIGKILLed daemon still reads it.
             container = self.lifecycle.update(
-                container_id, ContainerStage.RUNNING, running, ContainerEventType.CONTAINER_STARTED_EVENT
+                container_id,
+                ContainerStage.RUNNING,
+                running,
+                ContainerEventType.CONTAINER_STARTED_EVENT,
+                durable=False,
             )
             self.hooks.post_start_container(container)
         log.info("container %s started", container_id[:13])

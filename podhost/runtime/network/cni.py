@@ -221,7 +221,10 @@ class PodNetwork:
         attachment.result = result
         attachment.loopback_result = lo_result
         attachment.state = ADDED
-        self._store.put(attachment)
+        # Not fsynced: after a reboot the ADDING record written (fsynced) before the ADD is enough to DEL
+        # it, without a prevResult as for any ADD a crash interrupted; the result matters while the
+        # machine is up.
+        self._store.put(attachment, durable=False)
         summary = summarize(result)
         total = (time.monotonic() - started) * 1000
         log.info(
