@@ -135,6 +135,11 @@ class SandboxService(RecordLookup[PodSandbox, SandboxStage]):
         parent = config.cgroup_parent or self.config.cgroup_parent
         return parent.rstrip("/") + "/pod-" + sandbox_id[:32]
 
+    def _make_pod_cgroup(self, path: str, pause_pid: Future[int]) -> None:
+        """Make the pod cgroup, then move pause into it once it runs (a cancelled `pause_pid`: never)."""
+        self.cgroups.create(path)
+        self.cgroups.add_process(path, pause_pid.result())
+
     # --- RunPodSandbox -----------------------------------------------------------------------------
 
     def run(self, config: PodSandboxConfig, runtime_handler: str = "") -> str:
@@ -203,8 +208,21 @@ class SandboxService(RecordLookup[PodSandbox, SandboxStage]):
                 undo.callback(namespaces.unmount, str(shm))
 
             stages.enter("pod cgroup")
-            self.cgroups.create(sandbox.cgroup)
+            # Made on a daemon thread while pause starts, which then moves pause in (overlapping pins and
+            # CNI ADD): the first migration into a cgroup after a quiet spell waits ~10 ms for an RCU grace
+            # period, and the mkdirs in every v1 hierarchy take ~1 ms.
             undo.callback(self.cgroups.remove, sandbox.cgroup)
+            pause_pid: Future[int] = Future()
+            cgroup_join: Future[None] = Future()
+            joiner = threading.Thread(
+                target=_run_into,
+                args=(cgroup_join, self._make_pod_cgroup, sandbox.cgroup, pause_pid),
+                name=f"cgroup-join-{sandbox_id[:8]}",
+                daemon=True,
+            )
+            joiner.start()
+            undo.callback(joiner.join, 10)  # the cgroup is made (or never will be) before it is removed
+            undo.callback(pause_pid.cancel)  # no pause: the joiner stops waiting for one
 
             stages.enter("pause")
             ns = pod_namespaces(config)
@@ -237,15 +255,7 @@ class SandboxService(RecordLookup[PodSandbox, SandboxStage]):
             with self._lock:
                 self._exited[sandbox_id] = threading.Event()
             self.watcher.watch(pause.pid, pause.start_time, functools.partial(self._pause_exited, sandbox_id))
-            # pause joins the pod cgroup from a daemon thread, overlapping pins and CNI ADD: the first
-            # migration into a cgroup after a quiet spell waits ~10 ms for an RCU grace period.
-            cgroup_join: Future[None] = Future()
-            threading.Thread(
-                target=_run_into,
-                args=(cgroup_join, self.cgroups.add_process, sandbox.cgroup, pause.pid),
-                name=f"cgroup-join-{sandbox_id[:8]}",
-                daemon=True,
-            ).start()
+            pause_pid.set_result(pause.pid)
 
             stages.enter("namespace pins")
             for kind in ns + (["user"] if id_maps is not None else []):
