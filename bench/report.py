@@ -187,6 +187,8 @@ def build_rows(results: dict[str, dict[str, Any]], params: dict[str, Any]) -> li
     }
     rows = []
     for key, label, unit, get in ROWS:
+        if key.startswith("density_") and not params.get("density"):
+            continue  # --density 0: the phase did not run
         ph = get(results["podhost"]) if "podhost" in results else None
         cd = get(results["containerd"]) if "containerd" in results else None
         note = ""

@@ -43,7 +43,7 @@ PARAMS = {"runs": 3, "pods": 100, "in_flight": 10, "idle_seconds": 30.0, "warmup
 
 
 def test_every_row_has_both_runtimes_and_their_ratio() -> None:
-    rows = report.build_rows({"podhost": _result(0.5), "containerd": _result(1.0)}, PARAMS)
+    rows = report.build_rows({"podhost": _result(0.5), "containerd": _result(1.0)}, PARAMS | {"density": 30})
     by_key = {r.key: r for r in rows}
     assert [r.key for r in rows] == [key for key, *_ in report.ROWS]
     assert by_key["sandbox_start_p50"].podhost == pytest.approx(10.0)
@@ -101,6 +101,12 @@ def test_a_density_phase_cut_short_is_named_in_the_table() -> None:
     assert by_key["density_first_100"].podhost is None and by_key["density_first_100"].containerd == 100.0
     assert by_key["density_first_100"].note == "containerd failed at pod 21 (too many open files)"
     assert "* 1,000 pods one after another" in report.render_table(rows)
+
+
+def test_a_run_without_the_density_phase_prints_none_of_its_rows() -> None:
+    rows = report.build_rows({"podhost": _result(0.5), "containerd": _result(1.0)}, PARAMS | {"density": 0})
+    keys = [r.key for r in rows]
+    assert "sandbox_start_p50" in keys and not [k for k in keys if k.startswith("density_")]
 
 
 def test_missing_pod_manager_is_named_not_zero() -> None:
