@@ -6,8 +6,8 @@ and nothing it made is real without being listed. `reality_problems(inst)` retur
 
 Listed => real
 - a SANDBOX_READY pod: its pause (the pid its verbose status reports) is alive, is `pause`, carries the
-  instance's mark for this pod, sits in the pod cgroup, and (unless hostNetwork) its netns pin is mounted and
-  is pause's network namespace;
+  instance's mark for this pod, sits in the pod cgroup, and (unless hostNetwork) the network namespace path
+  it reports is pause's network namespace, not the host's;
 - a SANDBOX_NOTREADY pod: no pause of it is alive, and it holds no IP (stop and pause death release it);
 - a container: its pod is listed; CONTAINER_RUNNING: its process is alive and `runc state` says running with
   that pid; CONTAINER_CREATED: runc says created; CONTAINER_EXITED: no process is left in its cgroup and runc
@@ -86,11 +86,6 @@ def cgroups_of(pid: int) -> list[str]:
 def under(path: str, parent: str) -> bool:
     parent = parent.rstrip("/")
     return path == parent or path.startswith(parent + "/")
-
-
-def is_mount_point(path: str) -> bool:
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split(" ")[4] == path for line in f)
 
 
 def runc_state(inst: Instance, handler: str, container_id: str) -> dict[str, Any] | None:
@@ -193,7 +188,7 @@ def _pods_are_real(
                     f"not only in the pod cgroup {cgroup!r}"
                 )
             if status.status.linux.namespaces.options.network != pb.NODE:
-                problems += _netns_pin_problems(name, pid, str(info.get("netNamespacePath") or ""))
+                problems += _netns_problems(name, pid, str(info.get("netNamespacePath") or ""))
         else:
             pauses = {p.pid for p in marked.get(pod_id, []) if comm(p.pid) == "pause"}
             if _alive(pid) and comm(pid) == "pause" and mark_of(pid) == own_mark:
@@ -205,16 +200,18 @@ def _pods_are_real(
     return problems
 
 
-def _netns_pin_problems(name: str, pid: int, pin: str) -> list[str]:
-    if not pin:
+def _netns_problems(name: str, pid: int, path: str) -> list[str]:
+    if not path:
         return [f"{name} is SANDBOX_READY but reports no network namespace path"]
-    if not is_mount_point(pin):
-        return [f"{name} is SANDBOX_READY but its netns pin {pin} is not mounted"]
     try:
-        same = os.stat(pin).st_ino == os.stat(f"/proc/{pid}/ns/net").st_ino
+        reported, pause, host = (os.stat(p) for p in (path, f"/proc/{pid}/ns/net", "/proc/self/ns/net"))
     except OSError as e:
-        return [f"{name}: comparing its netns pin with pause's netns: {e}"]
-    return [] if same else [f"{name}: its netns pin {pin} is not the network namespace of its pause"]
+        return [f"{name}: comparing its network namespace {path} with pause's: {e}"]
+    if (reported.st_dev, reported.st_ino) != (pause.st_dev, pause.st_ino):
+        return [f"{name}: its network namespace {path} is not the one its pause is in"]
+    if (pause.st_dev, pause.st_ino) == (host.st_dev, host.st_ino):
+        return [f"{name}: its pause is in the host's network namespace"]
+    return []
 
 
 def _containers_are_real(inst: Instance, listing: Listing, in_parent: list[int]) -> list[str]:

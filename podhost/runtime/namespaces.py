@@ -1,25 +1,28 @@
 """A pod's namespaces, as containers and CNI reach them.
 
-Pause holds the pod's namespaces. Two kinds are also *pinned*, bind mounts of /proc/<pause>/ns/<kind>
-onto files under the sandbox's run dir, because something needs them after pause is gone: the netns
-(CNI DEL must find it after pause died, after a crash, after a daemon restart) and a pod's user
-namespace (idmapped mounts are made against it). Pins are removed only by `unpin`; a namespace dies
-with its last process once unpinned.
+Pause holds the pod's namespaces, and everything reaches them through pause's /proc entry
+(/proc/<pause>/ns/<kind>, `held_by`): no per-pod bind mount in the host's mount table, which every
+container's new mount namespace copies (`runc create` takes ~14 us longer per mount there). Once pause
+is gone the sandbox is NotReady and nothing joins its namespaces again: a new sandbox is made. The network namespace then dies with its last process, and the
+kernel removes the pod's veth with it; CNI DEL runs with an empty CNI_NETNS, which still releases the IP
+(SPEC.md).
 
-IPC, UTS and a shared PID namespace are not pinned: nothing joins them once pause is gone (the
-sandbox is NotReady then, and a new one is made), so containers join them through
-/proc/<pause>/ns/<kind> (`held_by`). That keeps two mounts per pod out of the host's mount table, which
-every container's new mount namespace copies: `runc create` and `runc start` slow down with its size.
-`check_joined` proves, after a create, that the container is in pause's namespaces and pause is still
-the recorded process, so a reused PID can never lead a container into a stranger's namespace.
+A reused PID must never lead anything into a stranger's namespace. Containers join through the /proc
+path, and `check_joined` proves after the create that they are in pause's namespaces and pause is still
+the recorded process. CNI plugins and the daemon's own visits (port-forward) get `entered`: a path to an
+fd of the daemon's, opened from pause's entry and checked against pause's start time after the open, so
+it is pause's namespace for as long as the fd is held.
 
-The syscalls go through `podhost.runtime.mount` (ctypes): a `mount` subprocess per pin would cost
-milliseconds.
+Only a pod's user namespace is still *pinned* (a bind mount under the sandbox's run dir), because
+idmapped mounts are made against it. Pins (and the netns pins of sandboxes made by podhost before this)
+are removed only by `unpin`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from podhost.errors import RuntimeFailure
@@ -27,7 +30,7 @@ from podhost.runtime import procs
 from podhost.runtime.mount import MNT_DETACH, MS_BIND, mount, umount
 
 #: The kinds a sandbox pins (the others are joined through pause's /proc entry).
-PINNED = ("net", "user")
+PINNED = ("user",)
 
 
 def unmount(target: str) -> None:
@@ -52,6 +55,22 @@ def held_by(pid: int, kind: str) -> str:
     """/proc/<pid>/ns/<kind>: the namespace of that kind process `pid` is in (how a container joins an
     unpinned namespace of pause's, or a TARGET container's PID namespace)."""
     return f"/proc/{pid}/ns/{kind}"
+
+
+@contextlib.contextmanager
+def entered(holder: procs.Proc, kind: str) -> Iterator[str]:
+    """A path to `holder`'s namespace of `kind` that stays that namespace while the block runs
+    (/proc/<this daemon>/fd/<n>, for a CNI plugin or a thread's setns); "" when the holder is gone."""
+    try:
+        fd = os.open(held_by(holder.pid, kind), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        yield ""
+        return
+    try:
+        # Alive after the open: the PID was pause's when it was opened (a PID is reused only once reaped).
+        yield f"/proc/{os.getpid()}/fd/{fd}" if holder.alive() else ""
+    finally:
+        os.close(fd)
 
 
 def check_joined(pid: int, joined: list[str], holder: int, holder_start: int) -> None:

@@ -72,6 +72,12 @@ class StreamSessions:
 
     def port_forward(self, sandbox_id: str, port: int) -> socket.socket:
         sandbox = self.ready_sandbox(sandbox_id)
-        sock = portforward.connect(sandbox.netns_path, port)
+        if sandbox.config.host_network:
+            sock = portforward.connect("", port)
+        else:
+            with self.sandboxes.pod_netns(sandbox) as netns:
+                if not netns:
+                    raise FailedPrecondition(f"pod sandbox {sandbox.id[:13]}: its pause has exited")
+                sock = portforward.connect(netns, port)
         log.debug("sandbox %s: port-forward connection to port %d", sandbox.id[:13], port)
         return sock

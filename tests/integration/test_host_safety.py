@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -67,9 +68,10 @@ def test_a_container_without_a_log_path_never_touches_a_host_path(podhost: Insta
     assert char_device("/dev/null") == null_before == (1, 3)
     assert not Path("/dev/null.tmp").exists()
 
-    # The CNI plugins got the pod's pinned netns inside the instance, and the cached attachment says so.
+    # The CNI plugins got the pod's netns as an fd the daemon held (procfs: nothing a plugin may create,
+    # truncate or rename), and the cached attachment says so.
     attachment = json.loads((podhost.config.cni_state_dir / "results" / f"{pod_id}.json").read_text())
-    assert inside(attachment["netns"], [podhost.root]), attachment["netns"]
+    assert re.fullmatch(rf"/proc/{podhost.daemon.pid}/fd/\d+", attachment["netns"]), attachment["netns"]
 
 
 def test_log_paths_outside_the_log_directory_are_refused(podhost: Instance) -> None:

@@ -89,20 +89,23 @@ def test_hostname_and_ipc_are_shared_within_a_pod_only(podhost: Instance) -> Non
     assert podhost.exec(c, "hostname")[1] == "otherpod\n"
 
 
-def test_a_pod_leaves_only_its_netns_pin_and_shm_in_the_hosts_mounts(podhost: Instance) -> None:
+def test_a_pod_leaves_only_its_shm_in_the_hosts_mounts(podhost: Instance) -> None:
     """Every container's new mount namespace copies the host's mount table, so each mount a pod leaves
-    there slows every later `runc create`: IPC, UTS and the shared PID namespace are joined through
-    pause's /proc entry, only the netns (CNI DEL needs it after pause) is pinned, and a container's
-    rootfs leaves the host once runc has pivoted into its own copy."""
+    there slows every later `runc create`: the network, IPC, UTS and shared PID namespaces are joined
+    through pause's /proc entry (no pins), and a container's rootfs leaves the host once runc has pivoted
+    into its own copy."""
     pod = podhost.pod_config("mount-budget", share_pid=True)
     before = set(mounts_under(podhost.root))
     pod_id = podhost.client.run_pod_sandbox(pod)
     cid = podhost.run_container(pod_id, pod, "a", SLEEP)
     added = sorted(set(mounts_under(podhost.root)) - before)
     run_dir = podhost.config.sandbox_run_dir(pod_id)
-    assert added == [f"{run_dir}/ns/net", f"{run_dir}/shm"]
+    assert added == [f"{run_dir}/shm"]
     pid = sandbox_pid(podhost, pod_id)
-    joined = {"ipc": f"/proc/{pid}/ns/ipc", "uts": f"/proc/{pid}/ns/uts", "pid": f"/proc/{pid}/ns/pid"}
+    joined = {
+        oci: f"/proc/{pid}/ns/{kind}"
+        for oci, kind in (("network", "net"), ("ipc", "ipc"), ("uts", "uts"), ("pid", "pid"))
+    }
     paths = {n["type"]: n.get("path") for n in runtime_spec(podhost, cid)["linux"]["namespaces"]}
     assert {k: paths[k] for k in joined} == joined
     assert podhost.exec(cid, "ps", "-o", "pid,comm")[1].split()[2:4] == ["1", "pause"]

@@ -91,6 +91,12 @@ class _Background:
         return self._value
 
 
+def recorded_netns(attachment: Attachment) -> str:
+    """The netns path an attachment was made with, if it can still be trusted: a pin path of an older
+    podhost's, never a /proc path (a PID or fd number of another time, maybe another process's now)."""
+    return "" if attachment.netns.startswith("/proc/") else attachment.netns
+
+
 def netns_for_del(path: str) -> str:
     """CNI_NETNS for DEL: the path if it still is a network namespace, else "" (SPEC.md: DEL must
     release what it can when the netns is gone). A pin file left behind after its mount went away is
@@ -296,7 +302,7 @@ class PodNetwork:
             log.debug("%s: no CNI attachment recorded; teardown is a no-op", sandbox_id)
             return
         started = time.monotonic()
-        path = netns_for_del(netns if netns is not None else attachment.netns)
+        path = netns_for_del(netns if netns is not None else recorded_netns(attachment))
         try:
             netlist = self._cached_network(attachment)
             loopback = conflist.parse_conflist(
@@ -391,7 +397,7 @@ class PodNetwork:
             raise RuntimeFailure(f"{sandbox_id}: pod network setup never completed")
         netlist = self._cached_network(attachment)
         loopback = conflist.parse_conflist(attachment.loopback, conflist.LOOPBACK_SOURCE)
-        path = netns or attachment.netns
+        path = netns or recorded_netns(attachment)
         paths = self._plugin_paths(netlist, loopback)
         pairs = [
             (

@@ -34,7 +34,7 @@ def _connect(port: int, timeout: float) -> socket.socket:
 
 
 def connect(netns_path: str, port: int, timeout: float = CONNECT_TIMEOUT_S) -> socket.socket:
-    """A socket connected to 127.0.0.1:`port` in the network namespace pinned at `netns_path` (the host's
+    """A socket connected to 127.0.0.1:`port` in the network namespace at `netns_path` (the host's
     when empty). RuntimeFailure names the pod side's refusal."""
     if not 0 < port < 65536:
         raise FailedPrecondition(f"port {port} is not a valid TCP port")

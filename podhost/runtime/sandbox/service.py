@@ -271,12 +271,17 @@ class SandboxService(RecordLookup[PodSandbox, SandboxStage]):
                 try:
                     # A failed ADD is DELeted by setup itself (a failed ADD may still have allocated),
                     # and its attachment kept if that DEL fails too, for a retry at daemon start.
-                    result = self.network.setup(
-                        sandbox_id, sandbox.netns_path, m.namespace, m.name, m.uid, config.port_mappings
-                    )
+                    with self.pod_netns(sandbox) as netns:
+                        if not netns:
+                            raise RuntimeFailure(
+                                f"pause (pid {pause.pid}) exited before its network was made"
+                            )
+                        result = self.network.setup(
+                            sandbox_id, netns, m.namespace, m.name, m.uid, config.port_mappings
+                        )
                 except RuntimeFailure as e:
                     raise RuntimeFailure(f"{stages.current}: {e}") from e
-                undo.callback(self.network.teardown, sandbox_id, sandbox.netns_path)
+                undo.callback(self._teardown_network, sandbox)
                 ips = list(result.get("ips") or ([result["ip"]] if result.get("ip") else []))
                 sandbox.ip = ips[0] if ips else ""
                 sandbox.additional_ips = ips[1:]
@@ -388,22 +393,32 @@ class SandboxService(RecordLookup[PodSandbox, SandboxStage]):
         if self.on_sandbox_death is not None:
             self.on_sandbox_death(sandbox)
 
+    @contextlib.contextmanager
+    def pod_netns(self, sandbox: PodSandbox) -> Iterator[str]:
+        """A path to the pod's netns that stays it while the block runs; "" once pause is gone."""
+        if sandbox.pid <= 0 or sandbox.config.host_network:
+            yield ""
+            return
+        with namespaces.entered(procs.Proc(sandbox.pid, sandbox.pid_start_time), "net") as path:
+            yield path
+
+    def _teardown_network(self, sandbox: PodSandbox) -> None:
+        """CNI DEL in pause's netns while pause runs, else with an empty CNI_NETNS (SPEC.md: DEL succeeds
+        when the namespace is gone): the namespace dies with its last process and the kernel removes the
+        veth in its own time. Removing the veth inside the namespace was ~30 of a DEL's ~37 ms; host-local
+        hands the released IP out again only after the rest of its range, long after the kernel is done."""
+        run_dir = self.config.sandbox_run_dir(sandbox.id)
+        namespaces.unpin(str(run_dir / "ns" / "net"))  # a pin of an older podhost's sandbox
+        with self.pod_netns(sandbox) as netns:
+            self.network.teardown(sandbox.id, netns)
+
     def _release_network(self, sandbox: PodSandbox) -> PodSandbox:
         """CNI DEL (releases the IP even when the netns is gone), then drop the namespace pins and the
         shm; the record says so afterwards. A failed DEL raises, leaving pins and record for a retry."""
         run_dir = self.config.sandbox_run_dir(sandbox.id)
-        netns = sandbox.netns_path or None
-        if not sandbox.config.host_network and self._nothing_runs_in(sandbox):
-            # Nothing of the pod runs (pause dead, its cgroup empty): drop the netns pin first, so the
-            # namespace dies and the kernel removes its veth in its own time, and DEL runs with an empty
-            # CNI_NETNS (SPEC.md: DEL succeeds when the namespace is gone). Removing the veth inside the
-            # namespace was ~30 of a DEL's ~37 ms. host-local hands the released IP out again only after
-            # the rest of its range, long after the kernel is done.
-            namespaces.unpin(str(run_dir / "ns" / "net"))
-            netns = ""
         if not sandbox.config.host_network:
             try:
-                self.network.teardown(sandbox.id, netns)
+                self._teardown_network(sandbox)
             except RuntimeFailure:
                 log.exception(
                     "sandbox %s: CNI DEL failed; retried at stop and at daemon start", sandbox.id[:13]
@@ -419,15 +434,6 @@ class SandboxService(RecordLookup[PodSandbox, SandboxStage]):
             s.ns_paths = {}
 
         return self.lifecycle.update(sandbox.id, None, unpinned)
-
-    def _nothing_runs_in(self, sandbox: PodSandbox) -> bool:
-        """pause is gone and no process is left in the pod cgroup (containers, their execs)."""
-        if sandbox.pid > 0 and procs.alive(sandbox.pid, sandbox.pid_start_time):
-            return False
-        try:
-            return bool(sandbox.cgroup) and not self.cgroups.pids(sandbox.cgroup)
-        except OSError:
-            return False
 
     # --- StopPodSandbox / RemovePodSandbox ---------------------------------------------------------
 
@@ -542,7 +548,10 @@ class SandboxService(RecordLookup[PodSandbox, SandboxStage]):
             if owner is None or owner.state != PodSandboxState.SANDBOX_READY:
                 log.info("releasing the CNI attachment of gone sandbox %s", sandbox_id[:13])
                 try:
-                    self.network.teardown(sandbox_id, owner.netns_path if owner else None)
+                    if owner is None:
+                        self.network.teardown(sandbox_id, None)
+                    else:
+                        self._teardown_network(owner)
                 except RuntimeFailure:
                     log.exception("CNI DEL for %s failed", sandbox_id[:13])
 
