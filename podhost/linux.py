@@ -41,6 +41,15 @@ _INOTIFY_EVENT = struct.Struct("iIII")  # struct inotify_event without its name
 SYS_OPEN_TREE = 428
 SYS_MOVE_MOUNT = 429
 SYS_MOUNT_SETATTR = 442
+#: fsopen(2), fsconfig(2), fsmount(2) (Linux 5.2): a filesystem mounted nowhere, held by an fd.
+SYS_FSOPEN = 430
+SYS_FSCONFIG = 431
+SYS_FSMOUNT = 432
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
 AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
@@ -105,6 +114,23 @@ def open_tree(dirfd: int, path: bytes, flags: int) -> int:
 def move_mount(from_dirfd: int, from_path: bytes, to_dirfd: int, to_path: bytes, flags: int) -> None:
     args = (c_int(from_dirfd), c_char_p(from_path), c_int(to_dirfd), c_char_p(to_path), c_uint(flags))
     _syscall(SYS_MOVE_MOUNT, *args)
+
+
+def detached_mount(fstype: bytes, options: dict[bytes, bytes], attrs: int) -> int:
+    """A new `fstype` filesystem with `options`, as a mount attached nowhere (an O_PATH-like fd, close-on-
+    exec): it lives while a process holds the fd or a mount copied from it."""
+    fs = _syscall(SYS_FSOPEN, c_char_p(fstype), c_uint(1))  # FSOPEN_CLOEXEC
+    try:
+        for key, value in options.items():
+            _syscall(
+                SYS_FSCONFIG, c_int(fs), c_uint(FSCONFIG_SET_STRING), c_char_p(key), c_char_p(value), c_int(0)
+            )
+        _syscall(
+            SYS_FSCONFIG, c_int(fs), c_uint(FSCONFIG_CMD_CREATE), c_void_p(None), c_void_p(None), c_int(0)
+        )
+        return _syscall(SYS_FSMOUNT, c_int(fs), c_uint(1), c_uint(attrs))  # FSMOUNT_CLOEXEC
+    finally:
+        os.close(fs)
 
 
 def mount_setattr(dirfd: int, path: bytes, flags: int, attr: MountAttr | None) -> None:

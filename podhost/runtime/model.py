@@ -297,6 +297,10 @@ class PodSandbox:
     pid_start_time: int = 0  # /proc/<pid>/stat field 22, guards `pid` against reuse
     cgroup: str = ""  # cgroup path relative to each hierarchy's root, e.g. /podhost/pod-<id>
     ns_paths: dict[str, str] = field(default_factory=dict)  # kind -> pin, or pause's /proc entry (namespaces)
+    #: pause's fd holding the pod's /dev/shm tmpfs, and that tmpfs's st_dev (namespaces.attach_held);
+    #: 0 for none (hostIPC) or a sandbox of an older podhost, whose shm is mounted in its run dir.
+    shm_fd: int = 0
+    shm_dev: int = 0
     ip: str = ""
     additional_ips: list[str] = field(default_factory=list)
     #: why the sandbox is not ready, in words (e.g. "pause (pid 4121) killed by signal 9").

@@ -13,8 +13,10 @@ the recorded process. CNI plugins and the daemon's own visits (port-forward) get
 fd of the daemon's, opened from pause's entry and checked against pause's start time after the open, so
 it is pause's namespace for as long as the fd is held.
 
-Only a pod's user namespace is still *pinned* (a bind mount under the sandbox's run dir), because
-idmapped mounts are made against it. Pins (and the netns pins of sandboxes made by podhost before this)
+The pod's /dev/shm (a 64 MiB tmpfs) is not in the host's mount table either: pause holds it as a
+detached mount (fsmount), and each CreateContainer attaches a copy under the bundle (`attach_held`) for
+runc to bind, then detaches it. Only a pod's user namespace is still *pinned* (a bind mount under the
+sandbox's run dir), because idmapped mounts are made against it. Pins (and the netns pins of sandboxes made by podhost before this)
 are removed only by `unpin`.
 """
 
@@ -25,6 +27,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from podhost import linux
 from podhost.errors import RuntimeFailure
 from podhost.runtime import procs
 from podhost.runtime.mount import MNT_DETACH, MS_BIND, mount, umount
@@ -71,6 +74,29 @@ def entered(holder: procs.Proc, kind: str) -> Iterator[str]:
         yield f"/proc/{os.getpid()}/fd/{fd}" if holder.alive() else ""
     finally:
         os.close(fd)
+
+
+def attach_held(holder: procs.Proc, fd: int, dev: int, target: Path) -> None:
+    """Attach at `target` a copy of the detached mount `holder` keeps open as its fd `fd` (pause holds the
+    pod's /dev/shm so, outside the host's mount table); `dev` is that filesystem's st_dev, checked, so a
+    reused PID or fd number never attaches anything else. RuntimeFailure when it is gone."""
+    try:
+        held = os.open(f"/proc/{holder.pid}/fd/{fd}", os.O_PATH | os.O_CLOEXEC)
+    except OSError as e:
+        raise RuntimeFailure(f"the pod's /dev/shm is gone: pause (pid {holder.pid}): {e.strerror}") from e
+    try:
+        if os.fstat(held).st_dev != dev or not holder.alive():
+            raise RuntimeFailure(f"the pod's /dev/shm is gone: pause (pid {holder.pid}) has exited")
+        target.mkdir(exist_ok=True)
+        copy = linux.open_tree(
+            held, b"", linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | linux.AT_EMPTY_PATH
+        )
+        try:
+            linux.move_mount(copy, b"", linux.AT_FDCWD, bytes(target), linux.MOVE_MOUNT_F_EMPTY_PATH)
+        finally:
+            os.close(copy)
+    finally:
+        os.close(held)
 
 
 def check_joined(pid: int, joined: list[str], holder: int, holder_start: int) -> None:

@@ -125,10 +125,12 @@ def test_kubectl_debug_with_a_target_shows_nginxs_processes_and_is_never_restart
     assert sent["targetContainerName"] == "nginx" and sent["image"] == BUSYBOX, sent
     assert sent["command"] == ["ps", "ax"] and sent["stdin"] is True and sent["name"].startswith("debugger-")
     first = sent["name"]
-    # -it: in a terminal, as a user types it.
+    # -it: in a terminal, as a user types it. kubectl attaches once the container runs; what a terminal
+    # container printed before that is not replayed (nor by the kubelet), so `ps` waits a moment.
     code, shown = kube.in_terminal(
-        "debug", "-it", DEMO_POD, f"--image={BUSYBOX}", "--target=nginx", "--", "ps", "ax", typed=b""
-    )
+        "debug", "-it", DEMO_POD, f"--image={BUSYBOX}", "--target=nginx", "--", "sh", "-c", "sleep 1; ps ax",
+        typed=b"",
+    )  # fmt: skip
     text = shown.decode(errors="replace")
     assert code == 0 and "nginx: master process" in text, text
     # -it with a shell: kubectl waits for it to run, then attaches to it (pods/attach); typed, it answers.

@@ -89,18 +89,17 @@ def test_hostname_and_ipc_are_shared_within_a_pod_only(podhost: Instance) -> Non
     assert podhost.exec(c, "hostname")[1] == "otherpod\n"
 
 
-def test_a_pod_leaves_only_its_shm_in_the_hosts_mounts(podhost: Instance) -> None:
+def test_a_pod_leaves_nothing_in_the_hosts_mounts(podhost: Instance) -> None:
     """Every container's new mount namespace copies the host's mount table, so each mount a pod leaves
     there slows every later `runc create`: the network, IPC, UTS and shared PID namespaces are joined
-    through pause's /proc entry (no pins), and a container's rootfs leaves the host once runc has pivoted
-    into its own copy."""
+    through pause's /proc entry (no pins), pause holds the pod's /dev/shm as a detached mount, and a
+    container's rootfs leaves the host once runc has pivoted into its own copy."""
     pod = podhost.pod_config("mount-budget", share_pid=True)
     before = set(mounts_under(podhost.root))
     pod_id = podhost.client.run_pod_sandbox(pod)
     cid = podhost.run_container(pod_id, pod, "a", SLEEP)
     added = sorted(set(mounts_under(podhost.root)) - before)
-    run_dir = podhost.config.sandbox_run_dir(pod_id)
-    assert added == [f"{run_dir}/shm"]
+    assert added == []
     pid = sandbox_pid(podhost, pod_id)
     joined = {
         oci: f"/proc/{pid}/ns/{kind}"
@@ -114,6 +113,27 @@ def test_a_pod_leaves_only_its_shm_in_the_hosts_mounts(podhost: Instance) -> Non
     assert podhost.exec(cid, "sh", "-c", "echo kept > /written && cat /written")[1] == "kept\n"
     assert podhost.exec(cid, "cat", "/written")[1] == "kept\n"
     assert podhost.client.container_stats(cid).writable_layer.used_bytes.value > 0
+
+
+def test_the_pods_shm_is_one_64_mib_tmpfs_for_all_its_containers(podhost: Instance) -> None:
+    """pause holds the pod's /dev/shm; each container gets a copy of that one mount: what one writes the
+    next sees, also one created after the first is gone and after a daemon restart."""
+    pod = podhost.pod_config("shm-shared")
+    pod_id = podhost.client.run_pod_sandbox(pod)
+    a = podhost.run_container(pod_id, pod, "a", SLEEP)
+    df = podhost.exec(a, "df", "-k", "/dev/shm")[1].splitlines()[-1].split()
+    assert df[1] == "65536", df  # a tmpfs of 64 MiB (busybox df: 1K-blocks)
+    assert podhost.exec(a, "sh", "-c", "echo one > /dev/shm/x")[0] == 0
+    b = podhost.run_container(pod_id, pod, "b", SLEEP)
+    assert podhost.exec(b, "cat", "/dev/shm/x")[1] == "one\n"
+    podhost.client.stop_container(a, 0)
+    podhost.client.remove_container(a)
+    podhost.kill()  # SIGKILL: pause keeps holding the shm; the new daemon finds it through the record
+    podhost.start()
+    c = podhost.run_container(pod_id, pod, "c", SLEEP)
+    assert podhost.exec(c, "cat", "/dev/shm/x")[1] == "one\n"
+    assert podhost.exec(c, "stat", "-c", "%a", "/dev/shm")[1] == "1777\n"
+    assert not [m for m in mounts_under(podhost.root) if m.endswith("/shm")], mounts_under(podhost.root)
 
 
 def test_a_container_never_joins_namespaces_through_a_dead_or_reused_pause_pid() -> None:

@@ -111,6 +111,7 @@ def exit_reason(exit_code: int, oom_killed: bool) -> str:
     return "Completed" if exit_code == 0 else "Error"
 
 
+SHM_DIR = "shm"  # in the bundle: the pod's /dev/shm, attached only while runc creates the container
 IMAGE_VOLUMES_DIR = "image-volumes"  # in the bundle: one mount point per image volume, by mount index
 
 
@@ -274,11 +275,17 @@ class ContainerService(RecordLookup[Container, ContainerStage]):
                     rro_sources.update(self._stage_idmapped(container, bundle, idmap.userns))
 
                 stages.enter("spec")
+                shm = ""
+                if sandbox.shm_fd > 0 and "ipc" in sandbox.ns_paths:  # the pod's /dev/shm, for runc to bind
+                    shm = str(bundle / SHM_DIR)
+                    undo.callback(namespaces.unmount, shm)
+                    holder = procs.Proc(sandbox.pid, sandbox.pid_start_time)
+                    namespaces.attach_held(holder, sandbox.shm_fd, sandbox.shm_dev, Path(shm))
                 passwd, group = _read_etc(target)
                 oci = spec.build_oci_spec(
                     container, sandbox, image, target, self.config.sandbox_run_dir(sandbox.id), self.limits,
                     passwd=passwd, group=group, rro_sources=rro_sources,
-                    target_pid_ns=self._target_pid_namespace(sandbox, config),
+                    target_pid_ns=self._target_pid_namespace(sandbox, config), shm=shm,
                 )  # fmt: skip
                 stages.enter("NRI plugins")  # may adjust the spec (and annotations) before it is written
                 undo.callback(self.hooks.container_undone, container)
@@ -304,6 +311,8 @@ class ContainerService(RecordLookup[Container, ContainerStage]):
                 # runc has bound the staged recursive read-only copies into the container's own mount
                 # namespace: the host's copies go now, so they never keep a host path busy.
                 recursive_read_only.unstage_all(bundle)
+                if shm:  # likewise the pod's /dev/shm: pause still holds it, the container has its copy
+                    namespaces.unmount(shm)
                 if own_root:
                     # Likewise the rootfs: runc pivoted into its own (private) copy, so the host's goes,
                     # keeping the host's mount table (which each new container copies) from growing
@@ -662,6 +671,7 @@ class ContainerService(RecordLookup[Container, ContainerStage]):
     def _remove_files(self, container: Container) -> None:
         bundle = self._bundle(container.id)
         unmount_rootfs(bundle / "rootfs")
+        namespaces.unmount(str(bundle / SHM_DIR))  # a create killed before it detached the pod's shm
         recursive_read_only.unstage_all(bundle)  # before the rmtree below, which must not walk host trees
         volumes = bundle / IMAGE_VOLUMES_DIR
         for where in sorted(volumes.iterdir()) if volumes.is_dir() else []:
@@ -804,6 +814,7 @@ class ContainerService(RecordLookup[Container, ContainerStage]):
                 self._undo_orphan(container.id, marked.get(container.id, []))
                 continue
             self.names.reserve(container_name_key(container.sandbox_id, container.config), container.id)
+            namespaces.unmount(str(self._bundle(container.id) / SHM_DIR))  # killed between attach and detach
             conmon_alive = _alive_conmon(container)
             if conmon_alive:  # adopt it first, whatever its container's state: its exit must be reaped
                 self._watcher.watch_process(container.conmon_pid, procs.start_time(container.conmon_pid))
@@ -885,14 +896,10 @@ class ContainerService(RecordLookup[Container, ContainerStage]):
 def _alive_conmon(container: Container) -> bool:
     if container.conmon_pid <= 0:
         return False
-    return procs.state(container.conmon_pid) not in ("", "Z", "X") and _comm(container.conmon_pid) == "conmon"
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
+    return (
+        procs.state(container.conmon_pid) not in ("", "Z", "X")
+        and procs.comm(container.conmon_pid) == "conmon"
+    )
 
 
 def rootfs_idmap(sandbox: PodSandbox) -> Idmap | None:

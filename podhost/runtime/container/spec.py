@@ -188,9 +188,12 @@ def pod_hostname(sandbox: PodSandbox, limits: HostLimits) -> str:
     return (sandbox.config.hostname or sandbox.config.metadata.name)[:63]
 
 
-def default_mounts(sandbox: PodSandbox, sandbox_dir: Path) -> list[dict[str, Any]]:
-    """/proc, /dev, /sys, cgroups, the pod's /dev/shm and its hosts/hostname/resolv.conf."""
-    shm = str(sandbox_dir / "shm") if "ipc" in sandbox.ns_paths else "/dev/shm"
+def default_mounts(sandbox: PodSandbox, sandbox_dir: Path, shm: str = "") -> list[dict[str, Any]]:
+    """/proc, /dev, /sys, cgroups, the pod's /dev/shm (`shm`: where it is attached for this create; else
+    the sandbox's run dir, where older podhosts mounted it) and its hosts/hostname/resolv.conf."""
+    if "ipc" not in sandbox.ns_paths:
+        shm = "/dev/shm"
+    shm = shm or str(sandbox_dir / "shm")
     return [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
@@ -238,11 +241,12 @@ def mounts(
     sandbox: PodSandbox,
     sandbox_dir: Path,
     rro_sources: Mapping[int, str] | None = None,
+    shm: str = "",
 ) -> list[dict[str, Any]]:
     """Default mounts, except those a CRI mount replaces (the kubelet passes its own /etc/hosts), then CRI."""
     extra = cri_mounts(config, rro_sources)
     taken = {os.path.normpath(m["destination"]) for m in extra}
-    return [m for m in default_mounts(sandbox, sandbox_dir) if m["destination"] not in taken] + extra
+    return [m for m in default_mounts(sandbox, sandbox_dir, shm) if m["destination"] not in taken] + extra
 
 
 def rootfs_propagation(config: ContainerConfig) -> str:
@@ -362,10 +366,12 @@ def build_oci_spec(
     group: str = "",
     rro_sources: Mapping[int, str] | None = None,
     target_pid_ns: str = "",
+    shm: str = "",
 ) -> dict[str, Any]:
     """config.json for `container` in `sandbox`. `passwd`/`group` are the image rootfs's /etc files
     (needed only when a user or group is given by name); `rro_sources` the prepared recursive read-only
-    copies, by mount index (`cri_mounts`); `target_pid_ns` the PID namespace of a TARGET container."""
+    copies, by mount index (`cri_mounts`); `target_pid_ns` the PID namespace of a TARGET container;
+    `shm` where the pod's /dev/shm is attached for this create (`default_mounts`)."""
     config = container.config
     sc = config.security_context
     validate_resources(config.resources)
@@ -432,7 +438,7 @@ def build_oci_spec(
         "ociVersion": OCI_VERSION,
         "process": process,
         "root": {"path": str(rootfs), "readonly": sc.readonly_rootfs},
-        "mounts": mounts(config, sandbox, sandbox_dir, rro_sources),
+        "mounts": mounts(config, sandbox, sandbox_dir, rro_sources, shm),
         "annotations": annotations,
         "linux": linux,
     }

@@ -41,6 +41,9 @@ class PauseSpec:
     sysctls: str  # already validated and encoded by sysctls.pause_sysctls
     #: The pod's user namespace as /proc/<pid>/{uid,gid}_map lines; None keeps the host's.
     id_maps: tuple[str, str] | None = None
+    #: An fd of the daemon's that pause keeps open for the pod's life, at the same number (the pod's
+    #: /dev/shm as a detached mount); pause itself never touches it.
+    held_fd: int = -1
 
 
 def pause_command(binary: Path) -> tuple[str, list[str]]:
@@ -114,6 +117,7 @@ def start_pause(
         try:
             launcher = subprocess.Popen(
                 argv, executable=executable, env=env, close_fds=True,
+                pass_fds=(spec.held_fd,) if spec.held_fd >= 0 else (),
                 stdin=subprocess.DEVNULL if spec.id_maps is None else subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             )  # fmt: skip

@@ -35,10 +35,11 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from podhost import linux
 from podhost.atomicfile import write_atomic
 from podhost.config import Config
 from podhost.errors import FailedPrecondition, RuntimeFailure
-from podhost.runtime import metrics, mount, namespaces, procs
+from podhost.runtime import metrics, namespaces, procs
 from podhost.runtime.cgroups import Cgroups
 from podhost.runtime.events import EventBus
 from podhost.runtime.hooks import LifecycleHooks
@@ -68,6 +69,7 @@ from podhost.runtime.state import RecordStore
 log = logging.getLogger(__name__)
 
 SHM_SIZE = 64 * 1024 * 1024  # the kubelet's and containerd's default /dev/shm
+SHM_ATTRS = linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC
 PAUSE_EXIT_WAIT_S = 5.0
 NAMESPACE_KINDS = ("net", "ipc", "uts", "pid", "user")
 #: The sandbox's cgroup path, kept in its run dir: what cleans up after a sandbox whose record is lost.
@@ -140,6 +142,16 @@ class SandboxService(RecordLookup[PodSandbox, SandboxStage]):
         self.cgroups.create(path)
         self.cgroups.add_process(path, pause_pid.result())
 
+    @staticmethod
+    def _new_shm() -> int:
+        """The pod's /dev/shm, a tmpfs mounted nowhere, for pause to hold (namespaces.attach_held)."""
+        try:
+            return linux.detached_mount(
+                b"tmpfs", {b"size": str(SHM_SIZE).encode(), b"mode": b"1777"}, SHM_ATTRS
+            )
+        except OSError as e:
+            raise RuntimeFailure(f"the pod's /dev/shm: {e.strerror}") from e
+
     # --- RunPodSandbox -----------------------------------------------------------------------------
 
     def run(self, config: PodSandboxConfig, runtime_handler: str = "") -> str:
@@ -195,17 +207,6 @@ class SandboxService(RecordLookup[PodSandbox, SandboxStage]):
             write_atomic(run_dir / CGROUP_FILE, sandbox.cgroup.encode(), 0o644, durable=False)
             hostname = files.pod_hostname(config.hostname, config.metadata.name)
             self._write_files(sandbox, hostname, ips=[])
-            shm = run_dir / "shm"
-            shm.mkdir(mode=0o1777, exist_ok=True)
-            if config.namespace_options.ipc != NamespaceMode.NODE:
-                mount.mount(
-                    "shm",
-                    str(shm),
-                    "tmpfs",
-                    mount.MS_NOSUID | mount.MS_NODEV | mount.MS_NOEXEC,
-                    f"mode=1777,size={SHM_SIZE}",
-                )
-                undo.callback(namespaces.unmount, str(shm))
 
             stages.enter("pod cgroup")
             # Made on a daemon thread while pause starts, which then moves pause in (overlapping pins and
@@ -232,7 +233,10 @@ class SandboxService(RecordLookup[PodSandbox, SandboxStage]):
                 if config.namespace_options.pod_userns
                 else None
             )
-            spec = PauseSpec(ns, hostname if "uts" in ns else "", [], encoded_sysctls, id_maps)
+            shm_fd = self._new_shm() if config.namespace_options.ipc != NamespaceMode.NODE else -1
+            if shm_fd >= 0:
+                sandbox.shm_fd, sandbox.shm_dev = shm_fd, os.fstat(shm_fd).st_dev
+            spec = PauseSpec(ns, hostname if "uts" in ns else "", [], encoded_sysctls, id_maps, shm_fd)
             # Registered before the start: whatever ran under this sandbox's mark dies on any failure.
             undo.callback(self._kill_pause, sandbox_id, True)
             try:
@@ -245,11 +249,15 @@ class SandboxService(RecordLookup[PodSandbox, SandboxStage]):
                 )
             except RuntimeFailure as e:
                 raise RuntimeFailure(f"{stages.current}: {e}") from e
+            finally:
+                if shm_fd >= 0:
+                    os.close(shm_fd)  # pause has its own copy, at the same number
             stages.enter("pause started")
             sandbox.pid, sandbox.pid_start_time = pause.pid, pause.start_time
 
             def started(s: PodSandbox) -> None:
                 s.pid, s.pid_start_time = pause.pid, pause.start_time
+                s.shm_fd, s.shm_dev = sandbox.shm_fd, sandbox.shm_dev
 
             self.lifecycle.update(sandbox_id, None, started, durable=False)  # the PID, the moment it is known
             with self._lock:
@@ -302,6 +310,7 @@ class SandboxService(RecordLookup[PodSandbox, SandboxStage]):
 
             def ready(s: PodSandbox) -> None:
                 s.pid, s.pid_start_time, s.ns_paths = made.pid, made.pid_start_time, dict(made.ns_paths)
+                s.shm_fd, s.shm_dev = made.shm_fd, made.shm_dev
                 s.ip, s.additional_ips = made.ip, list(made.additional_ips)
 
             self.lifecycle.update(sandbox_id, SandboxStage.READY, ready)
