@@ -5,8 +5,8 @@
 end closes on its execve of the container's process), then removes the fifo: from then on `runc state`
 says "running". Doing those three steps here saves a Go process start per container (~5 ms of the
 ~8 ms StartContainer took; bench "sandbox + container"). Only for runc 1.x, whose layout this is, and
-only when the bundle has no poststart hooks (runc ≥ 1.2 runs those from `runc start`); anything else goes
-through `runc start`.
+only when the bundle has no poststart hooks (they must run once the container has started, and where
+runc runs them is its own business); anything else goes through `runc start`.
 
 The order (read, then remove) keeps `runc state` honest: a daemon killed between the two leaves a fifo
 beside a process that already runs, which `start` below recognizes (init no longer runc's) and finishes.
