@@ -60,7 +60,10 @@ def test_cgroup_kill_writes_cgroup_kill_on_v2_only(tmp_path: Path) -> None:
 
 
 def test_poststop_hooks_keep_the_runtime_delete(tmp_path: Path) -> None:
-    from podhost.runtime.container.service import _poststop_hooks
+    from podhost.runtime.container.spec import declares_hooks
+
+    def _poststop_hooks(bundle: Path) -> bool:
+        return declares_hooks(bundle / "config.json", "poststop")
 
     assert not _poststop_hooks(tmp_path), "no config.json: no hooks"
     (tmp_path / "config.json").write_text(json.dumps({"hooks": {"poststart": [{"path": "/x"}]}}))

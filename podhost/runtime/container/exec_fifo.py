@@ -21,6 +21,7 @@ from pathlib import Path
 
 from podhost.errors import FailedPrecondition, RuntimeFailure
 from podhost.runtime import procs
+from podhost.runtime.container import spec
 
 FIFO_NAME = "exec.fifo"
 RUNC_INIT_COMM = "runc:[2:INIT]"
@@ -29,12 +30,9 @@ POLL_MS = 50
 
 def applies(binary: str, bundle_config: Path) -> bool:
     """Whether a container of `binary` with this config.json may be started through its fifo."""
-    if Path(binary).name != "runc":
+    if Path(binary).name != "runc" or not bundle_config.is_file():
         return False
-    try:
-        return b'"poststart"' not in bundle_config.read_bytes()
-    except OSError:
-        return False
+    return not spec.declares_hooks(bundle_config, "poststart")
 
 
 def start(fifo: Path, init: procs.Proc, timeout: float) -> bool:

@@ -276,7 +276,7 @@ class ContainerService(RecordLookup[Container, ContainerStage]):
 
                 stages.enter("spec")
                 shm = ""
-                if sandbox.shm_fd > 0 and "ipc" in sandbox.ns_paths:  # the pod's /dev/shm, for runc to bind
+                if sandbox.shm_fd > 0:  # the pod's /dev/shm (none with hostIPC), for runc to bind
                     shm = str(bundle / SHM_DIR)
                     undo.callback(namespaces.unmount, shm)
                     holder = procs.Proc(sandbox.pid, sandbox.pid_start_time)
@@ -658,7 +658,9 @@ class ContainerService(RecordLookup[Container, ContainerStage]):
         """What `runc delete` does for an exited container without poststop hooks, done here without the
         exec (5-10 ms a container): remove its cgroup, which must be empty, and the runtime's state
         directory. False (the runtime deletes, --force) while anything may still run or a hook is due."""
-        if container.stage != ContainerStage.EXITED or _poststop_hooks(self._bundle(container.id)):
+        if container.stage != ContainerStage.EXITED or spec.declares_hooks(
+            self._bundle(container.id) / "config.json", "poststop"
+        ):
             return False
         try:
             if container.cgroup:
@@ -933,15 +935,3 @@ def _disk_usage(path: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(root, name)).st_size
     return total
-
-
-def _poststop_hooks(bundle: Path) -> bool:
-    """Whether the container's OCI spec has poststop hooks (an NRI plugin may add them): then only the
-    runtime's delete runs them. An unreadable spec counts as having some."""
-    try:
-        hooks = json.loads((bundle / "config.json").read_bytes()).get("hooks") or {}
-    except FileNotFoundError:
-        return False
-    except (OSError, ValueError, AttributeError):
-        return True
-    return bool(hooks.get("poststop"))

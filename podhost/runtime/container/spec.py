@@ -15,6 +15,7 @@ with its own user namespace has it in ns_paths too: joined first, with its mappi
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -349,6 +350,18 @@ def oci_resources(resources: LinuxContainerResources | None) -> dict[str, Any]:
 
 def clamp_oom_score_adj(requested: int, limits: HostLimits) -> int:
     return max(requested, limits.min_oom_score_adj, -1000)
+
+
+def declares_hooks(config_json: Path, kind: str) -> bool:
+    """Whether a bundle's config.json has `kind` hooks ("poststart", "poststop": an NRI plugin may add
+    them). A missing spec has none; an unreadable one counts as having some."""
+    try:
+        hooks = json.loads(config_json.read_bytes()).get("hooks") or {}
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, AttributeError):
+        return True
+    return bool(hooks.get(kind))
 
 
 # --- the whole spec -------------------------------------------------------------------------------------

@@ -416,8 +416,6 @@ class SandboxService(RecordLookup[PodSandbox, SandboxStage]):
         when the namespace is gone): the namespace dies with its last process and the kernel removes the
         veth in its own time. Removing the veth inside the namespace was ~30 of a DEL's ~37 ms; host-local
         hands the released IP out again only after the rest of its range, long after the kernel is done."""
-        run_dir = self.config.sandbox_run_dir(sandbox.id)
-        namespaces.unpin(str(run_dir / "ns" / "net"))  # a pin of an older podhost's sandbox
         with self.pod_netns(sandbox) as netns:
             self.network.teardown(sandbox.id, netns)
 
