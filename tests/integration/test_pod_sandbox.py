@@ -280,6 +280,21 @@ def test_bad_input_gets_clear_errors_and_leaves_nothing(podhost: Instance, tmp_p
         )
 
 
+def test_an_ipv4_only_network_gives_eth0_no_ipv6_unless_the_pod_asks(podhost: Instance) -> None:
+    """The built-in network is IPv4 only: eth0 gets no IPv6 link-local address (whose multicast the
+    bridge would flood to every pod), `lo` keeps ::1, and a pod's own disable_ipv6 sysctl wins."""
+    pod = podhost.pod_config("v4only")
+    cid = podhost.run_container(podhost.client.run_pod_sandbox(pod), pod, "c", SLEEP)
+    addresses = podhost.exec(cid, "ip", "-o", "addr")[1]
+    assert "10." in addresses and "inet6 ::1/128" in addresses
+    assert [line for line in addresses.splitlines() if "eth0" in line and "inet6" in line] == []
+
+    asks = podhost.pod_config("v6asked", sysctls={"net.ipv6.conf.default.disable_ipv6": "0"})
+    cid = podhost.run_container(podhost.client.run_pod_sandbox(asks), asks, "c", SLEEP)
+    eth0 = [line for line in podhost.exec(cid, "ip", "-o", "addr", "show", "eth0")[1].splitlines()]
+    assert any("inet6 fe80:" in line for line in eth0), eth0
+
+
 def test_pod_files_sysctls_and_host_network(podhost: Instance) -> None:
     pod = podhost.pod_config(
         "files", sysctls={"net.ipv4.ip_unprivileged_port_start": "0", "kernel.shm_rmid_forced": "1"}

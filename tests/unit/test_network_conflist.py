@@ -154,3 +154,21 @@ def test_a_pod_without_port_mappings_skips_portmap_and_its_record_says_so() -> N
     assert [p["type"] for p in bare.raw["plugins"]] == ["bridge"]  # what DEL replays
     assert conflist.parse_conflist(bare.raw, "recorded").plugin_types == ["bridge"]
     assert conflist.for_pod(netlist, has_port_mappings=True) is netlist
+
+
+def test_ipv4_only_when_every_ipam_is_host_local_with_ipv4_subnets(cfg: Config) -> None:
+    def netlist(*plugins: dict[str, object]) -> conflist.NetworkConfigList:
+        return conflist.parse_conflist({"cniVersion": "1.0.0", "name": "n", "plugins": list(plugins)}, "t")
+
+    def host_local(**ipam: object) -> dict[str, object]:
+        return {"type": "bridge", "ipam": {"type": "host-local", **ipam}}
+
+    assert conflist.ipv4_only(conflist.load(cfg))  # the built-in default
+    assert conflist.ipv4_only(netlist(host_local(ranges=[[{"subnet": "10.1.0.0/16"}]]), {"type": "portmap"}))
+    assert conflist.ipv4_only(netlist(host_local(subnet="10.2.0.0/24")))  # the pre-ranges form
+    dual = host_local(ranges=[[{"subnet": "10.1.0.0/16"}], [{"subnet": "fd00::/64"}]])
+    assert not conflist.ipv4_only(netlist(dual))
+    assert not conflist.ipv4_only(netlist({"type": "bridge", "ipam": {"type": "dhcp"}}))
+    assert not conflist.ipv4_only(netlist({"type": "ptp"}))  # no IPAM anywhere: nothing is known
+    assert not conflist.ipv4_only(netlist(host_local(ranges=[[{"subnet": "not a subnet"}]])))
+    assert not conflist.ipv4_only(netlist(host_local(ranges="10.0.0.0/8")))

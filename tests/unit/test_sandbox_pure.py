@@ -49,6 +49,16 @@ def test_namespaced_sysctls_are_encoded_for_pause() -> None:
     assert encoded == ("/proc/sys/kernel/shm_rmid_forced=1;/proc/sys/net/ipv4/ip_unprivileged_port_start=0")
 
 
+def test_an_ipv4_only_network_turns_ipv6_off_for_new_interfaces_unless_the_pod_says() -> None:
+    own = {"net.ipv4.ip_unprivileged_port_start": "0"}
+    assert sysctls.for_ipv4_only_network(own) == {**own, "net.ipv6.conf.default.disable_ipv6": "1"}
+    assert own == {"net.ipv4.ip_unprivileged_port_start": "0"}  # the pod's config is not changed
+    for asks in ({"net.ipv6.conf.all.disable_ipv6": "0"}, {"net/ipv6/conf/default/disable_ipv6": "0"}):
+        assert sysctls.for_ipv4_only_network(asks) == asks
+    encoded = sysctls.pause_sysctls(sysctls.for_ipv4_only_network({}), host_network=False, host_ipc=False)
+    assert encoded == "/proc/sys/net/ipv6/conf/default/disable_ipv6=1"
+
+
 @pytest.mark.parametrize(
     ("name", "host_network", "host_ipc", "needle"),
     [

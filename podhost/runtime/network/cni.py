@@ -136,6 +136,14 @@ class PodNetwork:
         """The conflist new pods get (re-read each time, like containerd's config-dir watch)."""
         return conflist.load(self.config)
 
+    def ipv4_only(self) -> bool:
+        """Whether new pods get IPv4 addresses only (conflist.ipv4_only). False when the config does not
+        load: the ADD reports that."""
+        try:
+            return conflist.ipv4_only(self.network_config())
+        except PodhostError:
+            return False
+
     def _plugin_paths(self, *netlists: NetworkConfigList) -> dict[str, Path]:
         paths: dict[str, Path] = {}
         for netlist in netlists:

@@ -19,6 +19,7 @@ CNI spec facts used (SPEC.md "Network configuration lists" and "Execution of Net
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import re
 from dataclasses import dataclass, field, replace
@@ -65,6 +66,37 @@ def for_pod(netlist: NetworkConfigList, has_port_mappings: bool) -> NetworkConfi
         "plugins": [p for p in netlist.raw.get("plugins", []) if p.get("type") != "portmap"],
     }
     return replace(netlist, plugins=plugins, raw=raw)
+
+
+def ipv4_only(netlist: NetworkConfigList) -> bool:
+    """Whether the list can only give the pod IPv4 addresses: some plugin's IPAM is host-local, and
+    every plugin with an IPAM is host-local with IPv4 subnets only. Any other IPAM (or none anywhere)
+    might hand out IPv6, so the answer is then False."""
+    subnets: list[str] = []
+    for plugin in netlist.plugins:
+        ipam = plugin.get("ipam")
+        if ipam is None:
+            continue
+        if not isinstance(ipam, dict) or ipam.get("type") != "host-local":
+            return False
+        ranges = ipam.get("ranges")
+        if ranges is None:
+            subnets.append(str(ipam.get("subnet", "")))
+            continue
+        if not isinstance(ranges, list):
+            return False
+        for range_set in ranges:
+            if not isinstance(range_set, list):
+                return False
+            subnets += [str(r.get("subnet", "")) if isinstance(r, dict) else "" for r in range_set]
+    return bool(subnets) and all(_is_ipv4_network(s) for s in subnets)
+
+
+def _is_ipv4_network(subnet: str) -> bool:
+    try:
+        return ipaddress.ip_network(subnet, strict=False).version == 4
+    except ValueError:
+        return False
 
 
 def default_conflist(config: Config) -> dict[str, Any]:

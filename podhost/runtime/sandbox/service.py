@@ -191,8 +191,11 @@ class SandboxService(RecordLookup[PodSandbox, SandboxStage]):
             cgroup=self.cgroup_path(sandbox_id, config),
         )
         run_dir = self.config.sandbox_run_dir(sandbox_id)
+        pod_sysctls = config.sysctls
+        if not config.host_network and self.network.ipv4_only():
+            pod_sysctls = sysctls.for_ipv4_only_network(pod_sysctls)
         encoded_sysctls = sysctls.pause_sysctls(
-            config.sysctls, config.host_network, config.namespace_options.ipc == NamespaceMode.NODE
+            pod_sysctls, config.host_network, config.namespace_options.ipc == NamespaceMode.NODE
         )
         with self.lock(sandbox_id), UndoStack() as undo:
             # Write-ahead: the record exists before any side effect, so recovery undoes what this call

@@ -15,6 +15,22 @@ _IPC = ("kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")
 _NAME = re.compile(r"^[a-z0-9_][a-z0-9_./-]*$")
 
 
+#: What a pod whose network gives it IPv4 only gets, unless its own sysctls say otherwise: interfaces
+#: made in its network namespace after pause (eth0) have no IPv6. `lo`, made with the namespace, keeps ::1.
+NO_IPV6_ON_NEW_INTERFACES = {"net.ipv6.conf.default.disable_ipv6": "1"}
+
+
+def for_ipv4_only_network(sysctls: dict[str, str]) -> dict[str, str]:
+    """The pod's sysctls plus NO_IPV6_ON_NEW_INTERFACES, unless it sets a disable_ipv6 itself. Otherwise
+    eth0 gets an IPv6 link-local address nobody uses, and its duplicate address detection, router
+    solicitations and MLD reports are flooded by the bridge to every other pod: softirq work in each
+    pod's namespace for every pod started (at 1,000 pods, ~15 ms of each start). Docker leaves IPv6 off
+    on networks without IPv6 in the same way."""
+    if any(name.replace("/", ".").endswith(".disable_ipv6") for name in sysctls):
+        return sysctls
+    return {**sysctls, **NO_IPV6_ON_NEW_INTERFACES}
+
+
 def sysctl_path(name: str) -> str:
     """`net.ipv4.ip_forward` -> `/proc/sys/net/ipv4/ip_forward` (a '/' form is accepted as is)."""
     return "/proc/sys/" + (name if "/" in name else name.replace(".", "/"))
