@@ -8,6 +8,7 @@ and the fixture removes all of it (plus ip_forward back to its original value).
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -332,6 +333,45 @@ def test_failed_add_leaves_no_reservation_and_no_veth(make_env: Any) -> None:
     assert IP_FORWARD.read_text().strip() == "0"
 
 
+def test_podhost_names_host_locals_next_free_address_and_repeats_an_add_it_lost(
+    make_env: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """host-local is given the address its own search would find (so it skips reading every
+    reservation); one another writer holds is stepped over; and when another writer takes it between
+    the pick and the reservation (a race forced here by handing out a taken address), the ADD is undone
+    and repeated with host-local's own search."""
+    env = make_env(2)
+    ns = [env.add_netns(f"hint-{i}") for i in range(3)]
+    id_a, got_a = env.setup(ns[0])
+    assert got_a["ip"] == "10.231.2.2", "the gateway .1 is skipped, as host-local does"
+    assert (env.ipam_dir / "last_reserved_ip.0").read_text() == "10.231.2.2"
+
+    (env.ipam_dir / "10.231.2.3").write_text("another-writer\r\neth0")
+    id_b, got_b = env.setup(ns[1])
+    assert got_b["ip"] == "10.231.2.4"
+
+    real_pick = env.net._ip_hints._pick
+    env.net._ip_hints._pick = lambda store, ranges: (store, int(ipaddress.IPv4Address("10.231.2.3")))
+    try:
+        id_c, got_c = env.setup(ns[2])
+    finally:
+        env.net._ip_hints._pick = real_pick
+    assert got_c["ip"] == "10.231.2.5", "host-local's own search, after the last reserved"
+    assert "requested IP address 10.231.2.3 is not available; repeating the ADD" in caplog.text
+    assert env.reservations() == {
+        "10.231.2.2": id_a,
+        "10.231.2.3": "another-writer",
+        "10.231.2.4": id_b,
+        "10.231.2.5": id_c,
+    }
+    assert sorted(env.net.attachments()) == sorted([id_a, id_b, id_c])
+    ports = json.loads(sh("ip", "-j", "link", "show", "master", env.bridge).stdout)
+    assert len(ports) == 3, "the veth of the lost ADD was deleted with it"
+    for sandbox_id, netns in zip((id_a, id_b, id_c), ns, strict=True):
+        env.net.teardown(sandbox_id, netns)
+    assert env.reservations() == {"10.231.2.3": "another-writer"}
+
+
 # --- the chain protocol, seen by a plugin ----------------------------------------------------------------
 
 SPY = """\
@@ -404,19 +444,21 @@ def test_chain_passes_prev_result_runtime_config_and_env(make_env: Any) -> None:
     }
     assert add["env"]["CNI_COMMAND"] == "ADD" and add["env"]["CNI_IFNAME"] == "eth0"
     assert add["env"]["CNI_CONTAINERID"] == sandbox_id and add["env"]["CNI_NETNS"] == netns
-    assert add["env"]["CNI_ARGS"] == (
+    pod_args = (
         f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod;"
         f"K8S_POD_INFRA_CONTAINER_ID={sandbox_id};K8S_POD_UID=uid-{sandbox_id[:8]}"
     )
+    assert add["env"]["CNI_ARGS"] == pod_args + f";IP={got['ip']}", "the address picked for host-local"
     assert add["env"]["CNI_PATH"].split(":")[0] == str(env.root / "bin")
 
     env.net.check(sandbox_id, netns)
     check = spy_calls(log)[1]
     assert check["env"]["CNI_COMMAND"] == "CHECK" and check["conf"]["prevResult"] == got["result"]
+    assert check["env"]["CNI_ARGS"] == pod_args
 
     env.net.teardown(sandbox_id, netns)
     delete = spy_calls(log)[2]
-    assert delete["env"]["CNI_COMMAND"] == "DEL"
+    assert delete["env"]["CNI_COMMAND"] == "DEL" and delete["env"]["CNI_ARGS"] == pod_args
     assert delete["conf"]["prevResult"] == got["result"] and delete["conf"]["runtimeConfig"]
     assert env.reservations() == {}, "bridge DEL ran after the spy's (reverse order) and released"
 

@@ -8,6 +8,10 @@ Theory of operation
   comes first because a failed ADD may still have allocated: whatever happens next, the record leads to
   a DEL. On failure the chain is DELeted at once and the record is dropped only if that DEL succeeded.
   The error names the ADD failure, the cause; a failed DEL after it is appended, never put in its place.
+- the pod's address: when the list's only IPAM is host-local over one IPv4 range set, the ADD names
+  the address host-local's own search would find (CNI_ARGS `IP=`, `ip_hint`), so host-local reserves
+  it without reading every other reservation; an address another writer took first makes that one ADD
+  fail, be undone, and run again without the hint.
 - teardown: DEL both networks in reverse plugin order with the cached config and final result as
   `prevResult`, tolerant of a netns that is gone (CNI_NETNS="" then, and the bridge and host-local
   plugins still release the address). The record is deleted only after DEL succeeded, so a failed
@@ -44,7 +48,7 @@ from typing import Any
 from podhost.config import Config
 from podhost.errors import InvalidArgument, NotFound, PodhostError, RuntimeFailure
 from podhost.runtime import model
-from podhost.runtime.network import bridge, conflist, egress, plugin
+from podhost.runtime.network import bridge, conflist, egress, ip_hint, plugin
 from podhost.runtime.network.attachment import ADDED, ADDING, Attachment, AttachmentStore
 from podhost.runtime.network.conflist import NetworkConfigList
 from podhost.runtime.network.result import pod_ips, summarize
@@ -129,6 +133,7 @@ class PodNetwork:
         self.config = config
         self.plugin_timeout = plugin_timeout
         self._store = AttachmentStore(config.cni_state_dir / "results")
+        self._ip_hints = ip_hint.IPHints()
 
     # --- configuration ------------------------------------------------------------------------------
 
@@ -173,10 +178,34 @@ class PodNetwork:
         port_mappings: list[model.PortMapping],
     ) -> dict[str, Any]:
         """CNI ADD for a new sandbox; returns {"ip", "ips", "interfaces", "result"}."""
-        started = time.monotonic()
         if not netns:
             raise InvalidArgument(f"{sandbox_id}: network setup needs a netns path")
         netlist = conflist.for_pod(self.network_config(), bool(port_mappings))
+        pod = (sandbox_id, netns, pod_namespace, pod_name, pod_uid, port_mappings, netlist)
+        with self._ip_hints.claim(netlist) as ip:
+            try:
+                return self._setup(*pod, ip)
+            except RuntimeFailure as e:
+                # Another writer of host-local's store reserved the address first: that ADD was undone
+                # (no record is left), so it runs again with host-local's own search.
+                taken = f"requested IP address {ip} is not available"
+                if ip is None or taken not in str(e) or self._store.get(sandbox_id) is not None:
+                    raise
+                log.warning("%s: %s; repeating the ADD without it", sandbox_id, taken)
+        return self._setup(*pod, None)
+
+    def _setup(
+        self,
+        sandbox_id: str,
+        netns: str,
+        pod_namespace: str,
+        pod_name: str,
+        pod_uid: str,
+        port_mappings: list[model.PortMapping],
+        netlist: NetworkConfigList,
+        ip: str | None,
+    ) -> dict[str, Any]:
+        started = time.monotonic()
         loopback = conflist.parse_conflist(conflist.loopback_conflist(), conflist.LOOPBACK_SOURCE)
         paths = self._plugin_paths(netlist, loopback)
         cni_args = plugin.build_cni_args(pod_namespace, pod_name, sandbox_id, pod_uid)
@@ -203,7 +232,9 @@ class PodNetwork:
         except OSError as e:
             raise RuntimeFailure(f"{sandbox_id}: cannot record the CNI attachment: {e}") from e
         recorded = time.monotonic()
-        main = _Target(netlist, POD_IFNAME, netns, sandbox_id, cni_args, capability_args)
+        # The hint goes to this ADD only: DEL (and CHECK) name the container, not the address.
+        main_args = cni_args if ip is None else f"{cni_args};IP={ip}"
+        main = _Target(netlist, POD_IFNAME, netns, sandbox_id, main_args, capability_args)
         lo = _Target(loopback, LOOPBACK_IFNAME, netns, sandbox_id, cni_args, {})
         timings: dict[str, float] = {}
         lo_timings: dict[str, float] = {}
