@@ -181,7 +181,9 @@ class PodNetwork:
         if not netns:
             raise InvalidArgument(f"{sandbox_id}: network setup needs a netns path")
         netlist = conflist.for_pod(self.network_config(), bool(port_mappings))
-        pod = (sandbox_id, netns, pod_namespace, pod_name, pod_uid, port_mappings, netlist)
+        cni_args = plugin.build_cni_args(pod_namespace, pod_name, sandbox_id, pod_uid)
+        capability_args = {"portMappings": conflist.port_mappings_capability(port_mappings)}
+        pod = (sandbox_id, netns, netlist, cni_args, capability_args)
         with self._ip_hints.claim(netlist) as ip:
             try:
                 return self._setup(*pod, ip)
@@ -198,18 +200,14 @@ class PodNetwork:
         self,
         sandbox_id: str,
         netns: str,
-        pod_namespace: str,
-        pod_name: str,
-        pod_uid: str,
-        port_mappings: list[model.PortMapping],
         netlist: NetworkConfigList,
+        cni_args: str,
+        capability_args: dict[str, Any],
         ip: str | None,
     ) -> dict[str, Any]:
         started = time.monotonic()
         loopback = conflist.parse_conflist(conflist.loopback_conflist(), conflist.LOOPBACK_SOURCE)
         paths = self._plugin_paths(netlist, loopback)
-        cni_args = plugin.build_cni_args(pod_namespace, pod_name, sandbox_id, pod_uid)
-        capability_args = {"portMappings": conflist.port_mappings_capability(port_mappings)}
         attachment = Attachment(
             sandbox_id=sandbox_id,
             netns=netns,
