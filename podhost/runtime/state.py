@@ -59,8 +59,10 @@ class RecordStore(Generic[R]):
                 log.error("record %s is unreadable (%s): moved to %s", path, e, aside)
                 path.rename(aside / f"{directory.name}-{path.stem}-{time.time_ns()}.json")
 
-        if volatile is not None:  # a part whose record never got written (a crash in between)
-            for path in volatile[0].glob("*.json") if volatile[0].is_dir() else []:
+        if volatile is not None and volatile[0].is_dir():
+            for stale in volatile[0].glob(".*.tmp"):  # its half-written parts, as above
+                stale.unlink(missing_ok=True)
+            for path in volatile[0].glob("*.json"):  # a part whose record never got written
                 if path.stem not in self._cache:
                     path.unlink(missing_ok=True)
 

@@ -75,7 +75,7 @@ def test_write_atomic_replaces_whole_files_and_leaves_no_temp(tmp_path: Path) ->
 def test_a_volatile_field_stays_out_of_the_records_directory(tmp_path: Path) -> None:
     """A container's environment (a Secret's value, say) is written to the volatile directory (the run
     dir, a tmpfs), never to the records on disk; a reload puts it back, a reboot (no volatile file) leaves
-    it empty, and a volatile file whose record never got written is removed."""
+    it empty, and a volatile file whose record never got written, or half-written, is removed."""
     disk, run = tmp_path / "records", tmp_path / "run"
     volatile = (run, ("config", "envs"))
     c = Container(id="c" * 64, sandbox_id="s", config=ContainerConfig(envs=[("PASSWORD", "s3cr3t-value")]))
@@ -86,9 +86,12 @@ def test_a_volatile_field_stays_out_of_the_records_directory(tmp_path: Path) -> 
     assert (run / f"{c.id}.json").stat().st_mode & 0o777 == 0o600
     assert store.get(c.id) == c, "the cache keeps the whole record"
     (run / ("o" * 64 + ".json")).write_text("[]")  # a crash between the two writes
+    half_written = run / f".{'p' * 64}.json.27294.140603312555712.tmp"  # a crash inside write_atomic
+    half_written.write_text('{"config": {"envs"')
     again: RecordStore[Container] = RecordStore(disk, Container, volatile=volatile)
     assert again.get(c.id) == c
     assert not (run / ("o" * 64 + ".json")).exists()
+    assert not half_written.exists(), "found by `python -m bench.crash`: a SIGKILL inside the write left it"
     (run / f"{c.id}.json").unlink()  # a reboot empties the tmpfs
     rebooted: RecordStore[Container] = RecordStore(disk, Container, volatile=volatile)
     back = rebooted.get(c.id)
