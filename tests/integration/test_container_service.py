@@ -555,6 +555,25 @@ def test_update_resources_and_reopen_log(service: ContainerService, pod: Pod, la
     wait_for("conmon's new log file", Path(c.log_path).exists, 2)
 
 
+def test_a_containers_cpuset_is_cloned_from_the_pods_at_mkdir(
+    service: ContainerService, pod: Pod, layer: Path
+) -> None:
+    """The pod cgroup passes its cpus and mems to the containers' cgroups as the kernel makes them
+    (cgroup.clone_children), so runc writes neither: each write of a cpuset rebuilds the scheduler
+    domains from every cpuset on the machine."""
+    cgroups = Cgroups()
+    pod_cpuset = cgroups.controller_dir("cpuset", pod.sandbox.cgroup)
+    if pod_cpuset is None:
+        pytest.skip("no cgroup v1 cpuset hierarchy on this machine")
+    assert (pod_cpuset / "cgroup.clone_children").read_text().strip() == "1"
+    c = run(service, pod, layer, ccfg("cpus", ["sleep", "100"]))
+    container_cpuset = cgroups.controller_dir("cpuset", c.cgroup)
+    assert container_cpuset is not None and container_cpuset.parent == pod_cpuset
+    for name in ("cpuset.cpus", "cpuset.mems", "cgroup.clone_children"):
+        assert (container_cpuset / name).read_text() == (pod_cpuset / name).read_text(), name
+    assert (container_cpuset / "cpuset.cpus").read_text().strip(), "an empty cpuset admits no task"
+
+
 def test_recover_after_restart(pod: Pod, layer: Path, config: Config) -> None:
     # The daemon that goes away is a service of the test's own. With the fixture's, the teardown removed
     # the container again through its stale in-memory record (RUNNING, its exit file already consumed by
