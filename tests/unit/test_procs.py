@@ -246,15 +246,17 @@ def test_a_claimed_child_keeps_its_exit_status_for_its_popen(
 
     fake = tmp_path / "pause"  # the adopted name: reap_zombie_children would take it
     shutil.copy("/bin/false", fake)
-    child = subprocess.Popen([str(fake)])
-    procs.claim(child.pid)
-    try:
-        wait_for("the child a zombie", lambda: procs.state(child.pid) == "Z", 5)
-        assert child.pid not in procs.reap_zombie_children()
-        assert child.wait(5) == 1, "the real exit status, read by its own Popen"
-    finally:
-        procs.release(child.pid)
-    with orphan_reaper.paused():  # the session's reaper (the same rules) must not take it first
+    # The session's reaper (the same rules) is held off throughout: /bin/false can be a zombie before
+    # the claim below, and in one CI run that reaper took it there, so it never showed as a zombie.
+    with orphan_reaper.paused():
+        child = subprocess.Popen([str(fake)])
+        procs.claim(child.pid)
+        try:
+            wait_for("the child a zombie", lambda: procs.state(child.pid) == "Z", 5)
+            assert child.pid not in procs.reap_zombie_children()
+            assert child.wait(5) == 1, "the real exit status, read by its own Popen"
+        finally:
+            procs.release(child.pid)
         unclaimed = subprocess.Popen([str(fake)])
         wait_for("the child a zombie", lambda: procs.state(unclaimed.pid) == "Z", 5)
         assert unclaimed.pid in procs.reap_zombie_children(), "an unclaimed one is reaped as adopted"
