@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from podhost.atomicfile import write_atomic
+from podhost.atomicfile import sweep_partial_writes, write_atomic
 from podhost.runtime.model import from_dict, to_dict
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,7 @@ class RecordStore(Generic[R]):
         #: ids whose record could not be read at load: recovery cleans up after them from the run dir.
         self.corrupt: list[str] = []
         directory.mkdir(parents=True, exist_ok=True)
-        for stale in directory.glob(".*.tmp"):  # a write the previous daemon never finished
-            stale.unlink(missing_ok=True)
+        sweep_partial_writes(directory)  # writes the previous daemon never finished
         for path in directory.glob("*.json"):
             try:
                 record = from_dict(record_type, self._merged(path.stem, json.loads(path.read_bytes())))
@@ -60,8 +59,7 @@ class RecordStore(Generic[R]):
                 path.rename(aside / f"{directory.name}-{path.stem}-{time.time_ns()}.json")
 
         if volatile is not None and volatile[0].is_dir():
-            for stale in volatile[0].glob(".*.tmp"):  # its half-written parts, as above
-                stale.unlink(missing_ok=True)
+            sweep_partial_writes(volatile[0])  # its half-written parts, as above
             for path in volatile[0].glob("*.json"):  # a part whose record never got written
                 if path.stem not in self._cache:
                     path.unlink(missing_ok=True)

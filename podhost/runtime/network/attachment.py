@@ -1,6 +1,6 @@
 """The on-disk record of one pod's network attachment: everything a later CNI DEL or CHECK needs.
 
-Owns `Config.cni_state_dir/results/<sandbox_id>.json`, written atomically (`atomicfile.write_atomic`).
+Owns `Config.cni_state_dir/results/<sandbox_id>.json`, written atomically (`atomicfile.write_json_atomic`).
 The record is written BEFORE the first CNI ADD with `state="adding"`, because a plugin that fails or a
 daemon killed mid-ADD may already have allocated an address or made a veth; finding the record is how
 the daemon knows to run DEL. After every ADD succeeded it is rewritten with the results and
@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from podhost.atomicfile import write_atomic
+from podhost.atomicfile import sweep_partial_writes, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,7 @@ class AttachmentStore:
     def sweep_partial_writes(self) -> None:
         """Drop the temp files of writes a killed daemon never finished (atomicfile.write_atomic's). Only at
         daemon start, when nothing writes here."""
-        if self.directory.is_dir():
-            for stale in self.directory.glob(".*.tmp"):
-                stale.unlink(missing_ok=True)
+        sweep_partial_writes(self.directory)
 
     def path(self, sandbox_id: str) -> Path:
         if not sandbox_id or "/" in sandbox_id or sandbox_id.startswith("."):
@@ -78,8 +76,7 @@ class AttachmentStore:
         """Write `attachment`. `durable=False` skips the fsyncs: only for what a reboot may lose, since the
         record already on disk still lets recovery DEL the attachment."""
         with self._lock:
-            data = json.dumps(asdict(attachment), indent=1, sort_keys=True).encode()
-            write_atomic(self.path(attachment.sandbox_id), data, durable=durable)
+            write_json_atomic(self.path(attachment.sandbox_id), asdict(attachment), durable=durable)
 
     def get(self, sandbox_id: str) -> Attachment | None:
         path = self.path(sandbox_id)

@@ -141,13 +141,13 @@ class PodNetwork:
         """The conflist new pods get (re-read each time, like containerd's config-dir watch)."""
         return conflist.load(self.config)
 
-    def ipv4_only(self) -> bool:
-        """Whether new pods get IPv4 addresses only (conflist.ipv4_only). False when the config does not
-        load: the ADD reports that."""
+    def new_pod_network(self) -> NetworkConfigList | None:
+        """The conflist a pod being made gets, read once for all of its RunPodSandbox (`setup`); None
+        when it does not load, which `setup` then reports."""
         try:
-            return conflist.ipv4_only(self.network_config())
+            return self.network_config()
         except PodhostError:
-            return False
+            return None
 
     def _plugin_paths(self, *netlists: NetworkConfigList) -> dict[str, Path]:
         paths: dict[str, Path] = {}
@@ -176,11 +176,15 @@ class PodNetwork:
         pod_name: str,
         pod_uid: str,
         port_mappings: list[model.PortMapping],
+        network: NetworkConfigList | None = None,
     ) -> dict[str, Any]:
-        """CNI ADD for a new sandbox; returns {"ip", "ips", "interfaces", "result"}."""
+        """CNI ADD for a new sandbox, with `network` (else the current conflist); returns {"ip", "ips",
+        "interfaces", "result"}."""
         if not netns:
             raise InvalidArgument(f"{sandbox_id}: network setup needs a netns path")
-        netlist = conflist.for_pod(self.network_config(), bool(port_mappings))
+        netlist = conflist.for_pod(
+            network if network is not None else self.network_config(), bool(port_mappings)
+        )
         cni_args = plugin.build_cni_args(pod_namespace, pod_name, sandbox_id, pod_uid)
         capability_args = {"portMappings": conflist.port_mappings_capability(port_mappings)}
         pod = (sandbox_id, netns, netlist, cni_args, capability_args)

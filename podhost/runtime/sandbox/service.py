@@ -60,6 +60,7 @@ from podhost.runtime.model import (
     PodSandboxStats,
     SandboxStage,
 )
+from podhost.runtime.network import conflist
 from podhost.runtime.network.cni import PodNetwork
 from podhost.runtime.sandbox import files, sysctls
 from podhost.runtime.sandbox.pause import PauseSpec, id_map_lines, start_pause
@@ -191,8 +192,9 @@ class SandboxService(RecordLookup[PodSandbox, SandboxStage]):
             cgroup=self.cgroup_path(sandbox_id, config),
         )
         run_dir = self.config.sandbox_run_dir(sandbox_id)
+        network = None if config.host_network else self.network.new_pod_network()
         pod_sysctls = config.sysctls
-        if not config.host_network and self.network.ipv4_only():
+        if network is not None and conflist.ipv4_only(network):
             pod_sysctls = sysctls.for_ipv4_only_network(pod_sysctls)
         encoded_sysctls = sysctls.pause_sysctls(
             pod_sysctls, config.host_network, config.namespace_options.ipc == NamespaceMode.NODE
@@ -288,7 +290,7 @@ class SandboxService(RecordLookup[PodSandbox, SandboxStage]):
                                 f"pause (pid {pause.pid}) exited before its network was made"
                             )
                         result = self.network.setup(
-                            sandbox_id, netns, m.namespace, m.name, m.uid, config.port_mappings
+                            sandbox_id, netns, m.namespace, m.name, m.uid, config.port_mappings, network
                         )
                 except RuntimeFailure as e:
                     raise RuntimeFailure(f"{stages.current}: {e}") from e
