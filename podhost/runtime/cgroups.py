@@ -105,27 +105,30 @@ class Cgroups:
     # --- changes -----------------------------------------------------------------------------------
 
     def create(self, path: str) -> None:
-        """mkdir -p `path` in every hierarchy. On v1 cpuset, new dirs get cpus/mems from their parent
-        (the kernel leaves them empty, and an empty cpuset admits no task)."""
+        """mkdir -p `path` in every hierarchy. On v1 cpuset, every dir of the path gets cpus/mems from its
+        parent if it has none (the kernel leaves a new one empty, an empty cpuset admits no task, and a
+        daemon killed between a mkdir and the copy leaves one so), and passes them on to its children."""
         path = normalize(path)
         if self.version == 2:
             self._enable_v2_controllers(path)
         for mount in self.hierarchies.values():
             current = mount
+            cpuset = (mount / "cpuset.cpus").exists()
             for part in path.strip("/").split("/"):
                 if not part:
                     continue
                 parent, current = current, current / part
                 try:
                     current.mkdir()
+                    made = True
                 except FileExistsError:
-                    continue
+                    made = False
                 except OSError as e:
                     raise RuntimeFailure(f"cgroup mkdir {current}: {e.strerror}") from e
-                if (current / "cpuset.cpus").exists():
-                    for name in ("cpuset.cpus", "cpuset.mems"):
-                        _copy_if_empty(parent / name, current / name)
-                    _clone_to_children(current)
+                if cpuset:
+                    copied = [_copy_if_empty(parent / n, current / n) for n in ("cpuset.cpus", "cpuset.mems")]
+                    if made or any(copied):
+                        _clone_to_children(current)
 
     def _enable_v2_controllers(self, path: str) -> None:
         mount = self.hierarchies["unified"]
@@ -269,10 +272,13 @@ def _clone_to_children(cpuset_dir: Path) -> None:
         log.debug("cgroup v1: cgroup.clone_children in %s: %s", cpuset_dir, e.strerror)
 
 
-def _copy_if_empty(source: Path, target: Path) -> None:
+def _copy_if_empty(source: Path, target: Path) -> bool:
+    """Copy `source` into `target` when that is empty; whether it was."""
     try:
-        if not target.read_text().strip():
-            target.write_text(source.read_text().strip() or "\n")
+        if target.read_text().strip():
+            return False
+        target.write_text(source.read_text().strip() or "\n")
+        return True
     except OSError as e:
         raise RuntimeFailure(f"cgroup: copying {source} to {target}: {e.strerror}") from e
 

@@ -574,6 +574,29 @@ def test_a_containers_cpuset_is_cloned_from_the_pods_at_mkdir(
     assert (container_cpuset / "cpuset.cpus").read_text().strip(), "an empty cpuset admits no task"
 
 
+def test_a_cpuset_left_empty_by_a_killed_daemon_is_filled_on_the_next_create() -> None:
+    """A daemon SIGKILLed between a cpuset mkdir and the copy of its parent's cpus leaves an empty
+    cpuset, which admits no task (moving one in fails with ENOSPC): the next create of a path below it fills it in (found by the
+    RunPodSandbox:pause kill of test_crash_stages)."""
+    cgroups = Cgroups()
+    parent = f"/podhost-cpusettest-{secrets.token_hex(4)}"
+    root = cgroups.controller_dir("cpuset", "/")
+    if root is None:
+        pytest.skip("no cgroup v1 cpuset hierarchy on this machine")
+    try:
+        (root / parent.lstrip("/")).mkdir()  # made, then the daemon was killed: cpus and mems empty
+        assert not (root / parent.lstrip("/") / "cpuset.cpus").read_text().strip()
+        cgroups.create(parent + "/pod-x")
+        for level in (parent, parent + "/pod-x"):
+            cpuset = cgroups.controller_dir("cpuset", level)
+            assert cpuset is not None
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                assert (cpuset / name).read_text() == (root / name).read_text(), (level, name)
+    finally:
+        cgroups.remove(parent)
+    assert not cgroups.leftovers(parent)
+
+
 def test_recover_after_restart(pod: Pod, layer: Path, config: Config) -> None:
     # The daemon that goes away is a service of the test's own. With the fixture's, the teardown removed
     # the container again through its stale in-memory record (RUNNING, its exit file already consumed by
