@@ -537,14 +537,18 @@ class Bench:
         if (crictl := crictl_path()) is None:
             return
         samples: dict[str, list[float]] = {rt.name: [] for rt in self.runtimes}
+        calls: dict[str, list[float]] = {rt.name: [] for rt in self.runtimes}
         for i in range(self.params.runs):
             order = self.runtimes if i % 2 == 0 else list(reversed(self.runtimes))
             for rt in order:
                 pod_id, seconds = start_pod_with_crictl(rt, crictl, f"crictl-{i}", rt.root)
                 samples[rt.name].append(seconds)
                 stop_remove(rt, pod_id)
+                # What one crictl process costs whatever the runtime does: the floor under each verb.
+                calls[rt.name].append(time_command([crictl, "--runtime-endpoint", rt.endpoint, "version"]))
         for name, values in samples.items():
             self.results[name]["crictl_pod_start_s"] = values
+            self.results[name]["crictl_version_s"] = calls[name]
 
     def _pause_kills(self) -> None:
         samples: dict[str, list[float | None]] = {rt.name: [] for rt in self.runtimes}

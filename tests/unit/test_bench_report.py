@@ -62,6 +62,20 @@ def test_every_row_has_both_runtimes_and_their_ratio() -> None:
     assert by_key["idle_wakeups"].ratio == pytest.approx(1.0)
 
 
+def test_the_crictl_rows_take_three_crictl_processes_out_of_the_pod_start() -> None:
+    fast, slow = _result(0.5), _result(1.0)
+    fast |= {"crictl_pod_start_s": [0.090, 0.100, 0.120], "crictl_version_s": [0.014, 0.015, 0.016]}
+    slow |= {"crictl_pod_start_s": [0.170, 0.180, 0.200], "crictl_version_s": [0.015, 0.015, 0.018]}
+    rows = {r.key: r for r in report.build_rows({"podhost": fast, "containerd": slow}, PARAMS)}
+    assert rows["crictl_pod_start_p50"].podhost == pytest.approx(100.0)
+    assert rows["crictl_call_p50"].containerd == pytest.approx(15.0)
+    assert rows["crictl_pod_start_less_calls"].podhost == pytest.approx(55.0)  # 100 - 3 x 15
+    assert rows["crictl_pod_start_less_calls"].containerd == pytest.approx(135.0)
+    assert rows["crictl_pod_start_less_calls"].ratio == pytest.approx(55 / 135)
+    without = report.build_rows({"podhost": _result(0.5), "containerd": slow}, PARAMS)
+    assert {r.key: r for r in without}["crictl_pod_start_less_calls"].podhost is None
+
+
 def _density(start_ms: list[float], teardown_ms: list[float], **extra: object) -> dict[str, object]:
     return {
         "pods": len(start_ms),
