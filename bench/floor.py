@@ -14,7 +14,6 @@ row of `python -m bench`: three crictl processes plus this are a floor no podhos
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import secrets
@@ -24,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.figures_cli import run_and_print
 from bench.metrics import summarize
 from podhost.runtime.image.build import busybox_rootfs
 from tests.instance import Instance
@@ -126,14 +126,7 @@ def print_table(results: dict[str, object]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
-    args = parser.parse_args()
-    results = run(args.runs)
-    print_table(results)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+    run_and_print(__doc__.splitlines()[0], "--runs", 30, run, print_table)
 
 
 if __name__ == "__main__":

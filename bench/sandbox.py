@@ -8,12 +8,12 @@ container. Prints figures; asserts nothing.
 
 from __future__ import annotations
 
-import argparse
 import json
 import secrets
 import time
 from pathlib import Path
 
+from bench.figures_cli import run_and_print
 from bench.metrics import pss_kib, rss_kib, summarize
 from podhost.cri import api_pb2 as pb
 from tests.instance import Instance
@@ -117,14 +117,7 @@ def print_table(r: dict[str, object]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pods", type=int, default=50)
-    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
-    args = parser.parse_args()
-    results = run(args.pods)
-    print_table(results)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+    run_and_print(__doc__.splitlines()[0], "--pods", 50, run, print_table)
 
 
 if __name__ == "__main__":
