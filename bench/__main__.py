@@ -116,10 +116,16 @@ def main(argv: list[str] | None = None) -> int:
         for name in report.RUNTIMES:
             bench.results.setdefault(name, {})["cold_pull_s"] = pulls.pop(name)
     podman: dict[str, object] | None = None
+    podman_failure = ""
     if shutil.which("podman") and not args.only:
         progress(f"podman (the second peer): pod + sleep container x{params.runs}, {params.pods} pods")
-        podman = podman_peer.run(min(params.pods, 30), params.runs)
-        if podman.get("podman_leaks"):
+        try:
+            podman = podman_peer.run(min(params.pods, 30), params.runs)
+        except Exception as e:  # the peer's failure must not cost the run's figures: named, exit 1
+            progress(f"the podman peer failed: {e}")
+            podman_failure = str(e)
+            leaks["podman"] = [f"the podman peer failed: {e}"]
+        if podman is not None and podman.get("podman_leaks"):
             leaks["podman"] = podman["podman_leaks"]  # type: ignore[assignment]
     param_dict = {**params.__dict__, "runtimes": list(bench.results)}
     machine["load_avg_at_end"] = list(os.getloadavg())
@@ -137,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         doc["pull"] = pulls  # the image pulled (its size and layers)
     if podman is not None:
         doc["podman"] = podman
+    elif podman_failure:
+        doc["podman"] = {"error": podman_failure}
     report.write_json(doc, output)
     print(report.render_table(report.build_rows(bench.results, param_dict)))
     if podman is not None:

@@ -44,6 +44,7 @@ class PodmanPeer:
             "--root", str(root / "storage"),
             "--runroot", str(root / "run"),
             "--network-config-dir", str(root / "net"),
+            "--tmpdir", str(root / "tmp"),
             "--cgroup-manager", "cgroupfs",
             "--events-backend", "file",
             "--runtime", "runc",
@@ -97,6 +98,23 @@ class PodmanPeer:
         self.podman("pod", "rm", "-f", "-t", "0", name)
         return time.perf_counter() - t0
 
+    def _reset(self, attempts: int = 3) -> None:
+        """`podman system reset`, once the run's helpers are gone. When a container ends, its conmon
+        starts `podman container cleanup`, which writes an event into the tmpdir that reset is deleting
+        ("unlinkat .../events: directory not empty"); so wait for every process naming our root, and
+        repeat a reset that still lost that race."""
+        for attempt in range(attempts):
+            deadline = time.monotonic() + 10.0
+            while processes_naming(self.root) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            try:
+                self.podman("system", "reset", "-f")
+                return
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.5)
+
     def pod_processes(self) -> set[int]:
         return metrics.cgroup_pids(CGROUP_PARENT) | conmons_of(self.root)
 
@@ -104,7 +122,7 @@ class PodmanPeer:
         leaks = []
         try:
             self.podman("pod", "rm", "-a", "-f", "-t", "0")
-            self.podman("system", "reset", "-f")
+            self._reset()
         finally:
             subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
             shutil.rmtree(self.root, ignore_errors=True)
@@ -119,13 +137,18 @@ class PodmanPeer:
         return leaks
 
 
-def conmons_of(root: Path) -> set[int]:
-    """The conmon processes a runtime under `root` started (they are detached: found by their argv)."""
+def processes_naming(root: Path) -> set[int]:
+    """The processes whose argv names `root`: a runtime's detached helpers (conmons, podman's cleanups)."""
     return {
         pid
         for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
-        if metrics.comm(pid) == "conmon" and str(root) in " ".join(metrics.cmdline(pid))
+        if pid != os.getpid() and str(root) in " ".join(metrics.cmdline(pid))
     }
+
+
+def conmons_of(root: Path) -> set[int]:
+    """The conmon processes a runtime under `root` started (they are detached: found by their argv)."""
+    return {pid for pid in processes_naming(root) if metrics.comm(pid) == "conmon"}
 
 
 def pss_of(pids: set[int]) -> int:
