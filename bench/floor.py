@@ -99,9 +99,9 @@ def run(runs: int) -> dict[str, object]:
                 entry |= {"create_ms": summarize(walls), "create_cpu_ms": summarize(cpus)}
             results[binary] = entry
             shutil.rmtree(state, ignore_errors=True)
-    finally:
         inst.remove_all_pods()
         results["leaks"] = find_leaks(inst.root, inst.bridge, inst.config.cgroup_parent)
+    finally:  # also after a failed start, which the leak check above would only hide behind its own error
         inst.cleanup()
     return results
 
